@@ -1,0 +1,51 @@
+# Everything a newcomer needs: `make run` serves on an embedded PostgreSQL,
+# `make test` runs every test. Both create the virtual environment on demand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PROTOS := $(wildcard protos/timeseries/v1/*.proto)
+
+.PHONY: install run test lint generate check-generated check bench clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+run: $(INSTALLED)
+	$(BIN)/timeseries-aggregation serve
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Regenerates messages, stubs and .pyi type stubs from protos/.
+generate: $(INSTALLED)
+	rm -rf generated/timeseries
+	mkdir -p generated/timeseries/v1
+	$(BIN)/python -m grpc_tools.protoc -Iprotos \
+		--python_out=generated --pyi_out=generated --grpc_python_out=generated \
+		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=generated $(PROTOS)
+	touch generated/timeseries/__init__.py generated/timeseries/v1/__init__.py
+
+# Fails when generated/ is not what `make generate` produces from protos/.
+check-generated: generate
+	git diff --exit-code --stat -- generated
+	test -z "$$(git status --porcelain -- generated)"
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
+	$(BIN)/mypy
+	cd protos && ../$(BIN)/buf lint
+
+check: lint check-generated
+
+bench: $(INSTALLED)
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info service/*.egg-info .mypy_cache .ruff_cache .pytest_cache

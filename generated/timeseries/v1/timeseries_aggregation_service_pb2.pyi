@@ -1,0 +1,134 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Granularity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GRANULARITY_UNSPECIFIED: _ClassVar[Granularity]
+    GRANULARITY_HOURLY: _ClassVar[Granularity]
+    GRANULARITY_DAY_OF_MONTH: _ClassVar[Granularity]
+    GRANULARITY_MONTHLY: _ClassVar[Granularity]
+GRANULARITY_UNSPECIFIED: Granularity
+GRANULARITY_HOURLY: Granularity
+GRANULARITY_DAY_OF_MONTH: Granularity
+GRANULARITY_MONTHLY: Granularity
+
+class Reading(_message.Message):
+    __slots__ = ("series_id", "time", "quantity_kwh")
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_KWH_FIELD_NUMBER: _ClassVar[int]
+    series_id: str
+    time: _timestamp_pb2.Timestamp
+    quantity_kwh: float
+    def __init__(self, series_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., quantity_kwh: _Optional[float] = ...) -> None: ...
+
+class IngestReadingsRequest(_message.Message):
+    __slots__ = ("readings",)
+    READINGS_FIELD_NUMBER: _ClassVar[int]
+    readings: _containers.RepeatedCompositeFieldContainer[Reading]
+    def __init__(self, readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ...) -> None: ...
+
+class IngestReadingsResponse(_message.Message):
+    __slots__ = ("readings_received", "readings_stored", "messages_received")
+    READINGS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    READINGS_STORED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    readings_received: int
+    readings_stored: int
+    messages_received: int
+    def __init__(self, readings_received: _Optional[int] = ..., readings_stored: _Optional[int] = ..., messages_received: _Optional[int] = ...) -> None: ...
+
+class QueryAggregatesRequest(_message.Message):
+    __slots__ = ("series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "page_token")
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    series_id: str
+    granularity: Granularity
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    time_zone: str
+    page_size: int
+    page_token: str
+    def __init__(self, series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class Bucket(_message.Message):
+    __slots__ = ("start_time", "end_time", "period", "total_quantity_kwh", "min_quantity_kwh", "max_quantity_kwh", "mean_quantity_kwh", "reading_count")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_QUANTITY_KWH_FIELD_NUMBER: _ClassVar[int]
+    MIN_QUANTITY_KWH_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUANTITY_KWH_FIELD_NUMBER: _ClassVar[int]
+    MEAN_QUANTITY_KWH_FIELD_NUMBER: _ClassVar[int]
+    READING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    period: str
+    total_quantity_kwh: float
+    min_quantity_kwh: float
+    max_quantity_kwh: float
+    mean_quantity_kwh: float
+    reading_count: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period: _Optional[str] = ..., total_quantity_kwh: _Optional[float] = ..., min_quantity_kwh: _Optional[float] = ..., max_quantity_kwh: _Optional[float] = ..., mean_quantity_kwh: _Optional[float] = ..., reading_count: _Optional[int] = ...) -> None: ...
+
+class QueryAggregatesResponse(_message.Message):
+    __slots__ = ("buckets", "next_page_token")
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    buckets: _containers.RepeatedCompositeFieldContainer[Bucket]
+    next_page_token: str
+    def __init__(self, buckets: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListQueryHistoryRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class QueryHistoryEntry(_message.Message):
+    __slots__ = ("id", "query_time", "series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "continued_page", "bucket_count")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TIME_FIELD_NUMBER: _ClassVar[int]
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    GRANULARITY_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTINUED_PAGE_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    query_time: _timestamp_pb2.Timestamp
+    series_id: str
+    granularity: Granularity
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    time_zone: str
+    page_size: int
+    continued_page: bool
+    bucket_count: int
+    def __init__(self, id: _Optional[int] = ..., query_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., continued_page: _Optional[bool] = ..., bucket_count: _Optional[int] = ...) -> None: ...
+
+class ListQueryHistoryResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[QueryHistoryEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[QueryHistoryEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Power-consumption readings in, per-hour/day/month aggregates out, over gRPC."""

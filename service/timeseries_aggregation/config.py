@@ -1,0 +1,100 @@
+"""Settings read once from the environment (prefix TIMESERIES_AGGREGATION_)."""
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import platformdirs
+
+from timeseries_aggregation.storage.database import PoolSettings
+
+ENV_PREFIX = "TIMESERIES_AGGREGATION_"
+DEFAULT_LISTEN_ADDRESS = "[::]:50051"
+
+Value = TypeVar("Value")
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the server needs to start; the database URL is a secret and never shown."""
+
+    database_url: str | None = field(default=None, repr=False)
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("timeseries-aggregation")))
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    shutdown_grace_seconds: float = 10.0
+    health_check_interval_seconds: float = 1.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    log_level: str = "INFO"
+
+
+def _secret(environ: Mapping[str, str], name: str) -> str | None:
+    """NAME from the environment, or the content of the file that NAME_FILE points at."""
+    key = ENV_PREFIX + name
+    if environ.get(key):
+        return environ[key]
+    path = environ.get(key + "_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ConfigError(f"{key}_FILE: cannot read the file it names ({error.strerror})") from None
+
+
+def _parsed(environ: Mapping[str, str], name: str, parse: Callable[[str], Value], default: Value) -> Value:
+    raw = environ.get(ENV_PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name}: cannot parse {raw!r}") from None
+    if isinstance(value, int | float) and value < 0:
+        raise ConfigError(f"{ENV_PREFIX}{name}: must not be negative, got {raw!r}")
+    return value
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Read the configuration; raises ConfigError naming the variable at fault."""
+    env = os.environ if environ is None else environ
+    defaults = Config()
+    pool_defaults = PoolSettings()
+    pool = PoolSettings(
+        min_size=_parsed(env, "POOL_MIN_SIZE", int, pool_defaults.min_size),
+        max_size=_parsed(env, "POOL_MAX_SIZE", int, pool_defaults.max_size),
+        connect_timeout_seconds=_parsed(
+            env, "CONNECT_TIMEOUT_SECONDS", float, pool_defaults.connect_timeout_seconds
+        ),
+        acquire_timeout_seconds=_parsed(
+            env, "ACQUIRE_TIMEOUT_SECONDS", float, pool_defaults.acquire_timeout_seconds
+        ),
+        statement_timeout_seconds=_parsed(
+            env, "STATEMENT_TIMEOUT_SECONDS", float, pool_defaults.statement_timeout_seconds
+        ),
+        startup_timeout_seconds=_parsed(
+            env, "STARTUP_TIMEOUT_SECONDS", float, pool_defaults.startup_timeout_seconds
+        ),
+    )
+    if pool.max_size < 1 or pool.min_size > pool.max_size:
+        raise ConfigError(
+            f"{ENV_PREFIX}POOL_MAX_SIZE must be at least 1 and at least {ENV_PREFIX}POOL_MIN_SIZE"
+        )
+    return Config(
+        database_url=_secret(env, "DATABASE_URL"),
+        listen_address=env.get(ENV_PREFIX + "LISTEN_ADDRESS") or defaults.listen_address,
+        data_dir=_parsed(env, "DATA_DIR", Path, defaults.data_dir),
+        pool=pool,
+        shutdown_grace_seconds=_parsed(env, "SHUTDOWN_GRACE_SECONDS", float, defaults.shutdown_grace_seconds),
+        health_check_interval_seconds=_parsed(
+            env, "HEALTH_CHECK_INTERVAL_SECONDS", float, defaults.health_check_interval_seconds
+        ),
+        max_message_bytes=_parsed(env, "MAX_MESSAGE_BYTES", int, defaults.max_message_bytes),
+        log_level=(env.get(ENV_PREFIX + "LOG_LEVEL") or defaults.log_level).upper(),
+    )

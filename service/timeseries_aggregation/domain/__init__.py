@@ -1,0 +1,1 @@
+"""Rules of the service that need neither gRPC nor a database."""

@@ -1,0 +1,126 @@
+"""The meaning of an aggregation query: granularity, range, time zone and bucket labels."""
+
+import enum
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime
+
+from timeseries_aggregation.domain.readings import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    check_series_id,
+    check_time,
+)
+from timeseries_aggregation.errors import InvalidArgumentError
+
+DEFAULT_TIME_ZONE = "UTC"
+
+
+class Granularity(enum.Enum):
+    """Width of a bucket; buckets start at local boundaries of the query's time zone."""
+
+    HOURLY = "hourly"
+    DAY_OF_MONTH = "day_of_month"
+    MONTHLY = "monthly"
+
+
+_PERIOD_FORMATS = {
+    Granularity.HOURLY: "%Y-%m-%dT%H:00",
+    Granularity.DAY_OF_MONTH: "%Y-%m-%d",
+    Granularity.MONTHLY: "%Y-%m",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """Half-open interval [start_time, end_time); None means unbounded on that side."""
+
+    start_time: datetime | None
+    end_time: datetime | None
+
+    @property
+    def lower_bound(self) -> datetime:
+        """The start as a concrete instant: unbounded means the earliest storable time."""
+        return self.start_time or EARLIEST_TIME
+
+    @property
+    def upper_bound(self) -> datetime:
+        """The end as a concrete instant: unbounded means the latest storable time."""
+        return self.end_time or LATEST_TIME
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateQuery:
+    """A validated QueryAggregates request, without its paging."""
+
+    series_id: str
+    granularity: Granularity
+    time_range: TimeRange
+    time_zone: str
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Statistics of the readings of one series in one bucket."""
+
+    start_time: datetime
+    end_time: datetime
+    period: str
+    total_quantity_kwh: float
+    min_quantity_kwh: float
+    max_quantity_kwh: float
+    mean_quantity_kwh: float
+    reading_count: int
+
+
+def resolve_time_zone(name: str) -> str:
+    """Return the canonical IANA name to use, or raise InvalidArgumentError."""
+    if not name:
+        return DEFAULT_TIME_ZONE
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise InvalidArgumentError(
+            "time_zone", f"{name!r} is not a known IANA time zone (e.g. 'Europe/Berlin')"
+        ) from error
+    return name
+
+
+def make_aggregate_query(
+    series_id: str,
+    granularity: Granularity | None,
+    start_time: datetime | None,
+    end_time: datetime | None,
+    time_zone: str,
+) -> AggregateQuery:
+    """Validate the parts of a query request and combine them."""
+    check_series_id(series_id, "series_id")
+    if granularity is None:
+        raise InvalidArgumentError(
+            "granularity",
+            "must be GRANULARITY_HOURLY, GRANULARITY_DAY_OF_MONTH or GRANULARITY_MONTHLY",
+        )
+    if start_time is not None:
+        check_time(start_time, "start_time")
+    if end_time is not None and end_time != LATEST_TIME:
+        check_time(end_time, "end_time")
+    if start_time is not None and end_time is not None and start_time >= end_time:
+        raise InvalidArgumentError(
+            "start_time",
+            f"must be before end_time, got {start_time.isoformat()} >= {end_time.isoformat()}",
+        )
+    return AggregateQuery(
+        series_id=series_id,
+        granularity=granularity,
+        time_range=TimeRange(start_time, end_time),
+        time_zone=resolve_time_zone(time_zone),
+    )
+
+
+def period_label(bucket_start: datetime, granularity: Granularity, zone: zoneinfo.ZoneInfo) -> str:
+    """Label a bucket in the query's zone: '2025-10', '2025-10-01' or '2025-10-01T13:00'."""
+    return bucket_start.astimezone(zone).strftime(_PERIOD_FORMATS[granularity])

@@ -1,0 +1,132 @@
+"""Page sizes and opaque page tokens (AIP-158) that carry a keyset position.
+
+A token names the kind of list it pages, a fingerprint of the request parameters it
+belongs to, and the sort key of the last item returned. It holds no server state, so
+any replica can continue it, and a reused token with other parameters is detected.
+"""
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
+
+from timeseries_aggregation.domain.aggregation import AggregateQuery
+from timeseries_aggregation.errors import InvalidArgumentError
+
+BUCKETS_DEFAULT_PAGE_SIZE = 1_000
+BUCKETS_MAX_PAGE_SIZE = 10_000
+HISTORY_DEFAULT_PAGE_SIZE = 10
+HISTORY_MAX_PAGE_SIZE = 1_000
+
+_TOKEN_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+Position = TypeVar("Position")
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest(Generic[Position]):
+    """How many items to return and after which position (None: from the start)."""
+
+    page_size: int
+    after: Position | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[Item]):
+    """The items of one page and whether another page follows."""
+
+    items: list[Item]
+    has_more: bool
+
+
+def resolve_page_size(requested: int, default: int, maximum: int) -> int:
+    """Apply AIP-158: 0 means the default, above the maximum is coerced, negative is an error."""
+    if requested < 0:
+        raise InvalidArgumentError("page_size", f"must not be negative, got {requested}")
+    if requested == 0:
+        return default
+    return min(requested, maximum)
+
+
+def query_fingerprint(query: AggregateQuery) -> str:
+    """A short digest of every parameter that decides which buckets a query returns."""
+    time_range = query.time_range
+    parts = [
+        query.series_id,
+        query.granularity.value,
+        time_range.start_time.isoformat() if time_range.start_time else "",
+        time_range.end_time.isoformat() if time_range.end_time else "",
+        query.time_zone,
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+
+
+def encode_token(kind: str, fingerprint: str, position: int) -> str:
+    payload = {"v": _TOKEN_VERSION, "k": kind, "f": fingerprint, "p": position}
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, kind: str, fingerprint: str) -> int:
+    """Return the position a token carries, or raise InvalidArgumentError('page_token')."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        payload = json.loads(raw)
+        valid = (
+            isinstance(payload, dict)
+            and payload.get("v") == _TOKEN_VERSION
+            and isinstance(payload.get("k"), str)
+            and isinstance(payload.get("f"), str)
+            and isinstance(payload.get("p"), int)
+            and not isinstance(payload.get("p"), bool)
+        )
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        valid = False
+    if not valid:
+        raise InvalidArgumentError(
+            "page_token", "is malformed; pass the next_page_token of a previous response unchanged"
+        )
+    if payload["k"] != kind or payload["f"] != fingerprint:
+        raise InvalidArgumentError(
+            "page_token",
+            "belongs to a different request; reuse a token only with the same parameters "
+            "(page_size may change)",
+        )
+    position: int = payload["p"]
+    return position
+
+
+def buckets_page_request(query: AggregateQuery, page_size: int, page_token: str) -> PageRequest[datetime]:
+    """Resolve QueryAggregates paging: the position is the start of the last bucket returned."""
+    size = resolve_page_size(page_size, BUCKETS_DEFAULT_PAGE_SIZE, BUCKETS_MAX_PAGE_SIZE)
+    if not page_token:
+        return PageRequest(size, None)
+    micros = decode_token(page_token, "buckets", query_fingerprint(query))
+    try:
+        after = _EPOCH + timedelta(microseconds=micros)
+    except OverflowError as error:
+        raise InvalidArgumentError("page_token", "is malformed") from error
+    return PageRequest(size, after)
+
+
+def buckets_next_page_token(query: AggregateQuery, last_bucket_start: datetime) -> str:
+    micros = (last_bucket_start - _EPOCH) // timedelta(microseconds=1)
+    return encode_token("buckets", query_fingerprint(query), micros)
+
+
+def history_page_request(page_size: int, page_token: str) -> PageRequest[int]:
+    """Resolve ListQueryHistory paging: the position is the id of the last entry returned."""
+    size = resolve_page_size(page_size, HISTORY_DEFAULT_PAGE_SIZE, HISTORY_MAX_PAGE_SIZE)
+    if not page_token:
+        return PageRequest(size, None)
+    return PageRequest(size, decode_token(page_token, "history", ""))
+
+
+def history_next_page_token(last_entry_id: int) -> str:
+    return encode_token("history", "", last_entry_id)

@@ -1,0 +1,41 @@
+"""What makes a reading acceptable."""
+
+import math
+from datetime import UTC, datetime
+
+from timeseries_aggregation.errors import InvalidArgumentError
+
+SERIES_ID_MAX_LENGTH = 128
+# Readings and query bounds must fall inside [EARLIEST_TIME, LATEST_TIME): wide enough for
+# any metering history, narrow enough to catch unit mistakes (milliseconds sent as seconds).
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+MAX_READINGS_PER_MESSAGE = 50_000
+
+
+def check_series_id(series_id: str, field: str) -> None:
+    """Raise InvalidArgumentError unless series_id is 1..128 printable characters."""
+    if not series_id:
+        raise InvalidArgumentError(field, "must not be empty")
+    if len(series_id) > SERIES_ID_MAX_LENGTH:
+        raise InvalidArgumentError(
+            field, f"is {len(series_id)} characters long; the maximum is {SERIES_ID_MAX_LENGTH}"
+        )
+    if not series_id.isprintable():
+        raise InvalidArgumentError(field, "must not contain control characters")
+
+
+def check_time(time: datetime, field: str) -> None:
+    """Raise InvalidArgumentError unless time lies in the supported range."""
+    if not EARLIEST_TIME <= time < LATEST_TIME:
+        raise InvalidArgumentError(
+            field,
+            f"{time.isoformat()} is outside the supported range "
+            f"[{EARLIEST_TIME.isoformat()}, {LATEST_TIME.isoformat()})",
+        )
+
+
+def check_quantity(quantity_kwh: float, field: str) -> None:
+    """Raise InvalidArgumentError unless the quantity is a finite number."""
+    if not math.isfinite(quantity_kwh):
+        raise InvalidArgumentError(field, f"must be a finite number, got {quantity_kwh}")

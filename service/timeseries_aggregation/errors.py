@@ -1,0 +1,14 @@
+"""Errors shared by the domain, storage and transport layers."""
+
+
+class InvalidArgumentError(ValueError):
+    """A request field has a value the service cannot accept."""
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The database cannot be reached or stopped answering in time."""

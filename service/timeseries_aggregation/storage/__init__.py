@@ -1,0 +1,1 @@
+"""Everything that speaks SQL: the pool, migrations, ingest and queries."""

@@ -1,0 +1,134 @@
+"""The connection pool, its start-up, and the translation of connection failures."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from timeseries_aggregation.errors import DatabaseUnavailableError
+from timeseries_aggregation.storage.schema import apply_migrations
+
+logger = logging.getLogger(__name__)
+
+# Failures that mean "the database is not there right now", as opposed to a bug in a query.
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """How the pool connects and how long anything may take."""
+
+    min_size: int = 1
+    max_size: int = 10
+    connect_timeout_seconds: float = 5.0
+    acquire_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = 30.0
+    startup_timeout_seconds: float = 30.0
+
+
+class Database:
+    """A pool plus what was learned about the server at start-up."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: PoolSettings, timescaledb: bool) -> None:
+        self._pool = pool
+        self._settings = settings
+        self.timescaledb = timescaledb
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside a transaction, committed when the block succeeds."""
+        with self.translate_errors():
+            async with (
+                self._pool.acquire(timeout=self._settings.acquire_timeout_seconds) as connection,
+                connection.transaction(),
+            ):
+                yield connection
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailableError unless the database answers a trivial query."""
+        with self.translate_errors():
+            timeout = self._settings.acquire_timeout_seconds
+            async with self._pool.acquire(timeout=timeout) as connection:
+                await connection.fetchval("SELECT 1", timeout=timeout)
+
+    @contextmanager
+    def translate_errors(self) -> Iterator[None]:
+        """Turn connection-level failures into DatabaseUnavailableError.
+
+        Idle connections of a pool whose server went away are all dead, so they are
+        expired at once; the next call then connects afresh instead of failing again.
+        """
+        try:
+            yield
+        except _UNAVAILABLE_ERRORS as error:
+            self._pool.expire_connections()
+            logger.warning("database unavailable: %s", type(error).__name__)
+            raise DatabaseUnavailableError("the database is unavailable; retry later") from error
+
+
+async def _create_pool(url: str, settings: PoolSettings) -> asyncpg.Pool:
+    statement_timeout_ms = int(settings.statement_timeout_seconds * 1000)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        url,
+        min_size=settings.min_size,
+        max_size=settings.max_size,
+        timeout=settings.connect_timeout_seconds,
+        command_timeout=settings.statement_timeout_seconds,
+        server_settings={
+            "application_name": "timeseries-aggregation",
+            "statement_timeout": str(statement_timeout_ms),
+            # A transaction left open by a vanished client must not hold locks forever.
+            "idle_in_transaction_session_timeout": str(statement_timeout_ms),
+        },
+    )
+    return pool
+
+
+async def _wait_for_pool(url: str, settings: PoolSettings) -> asyncpg.Pool:
+    """Create the pool, retrying while the database is still starting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.startup_timeout_seconds
+    delay = 0.2
+    while True:
+        try:
+            return await _create_pool(url, settings)
+        except _UNAVAILABLE_ERRORS as error:
+            if loop.time() + delay > deadline:
+                raise DatabaseUnavailableError(
+                    f"the database did not accept connections within {settings.startup_timeout_seconds:g} s"
+                ) from error
+            logger.info("waiting for the database (%s)", type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+@asynccontextmanager
+async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Database]:
+    """Connect, migrate the schema, detect TimescaleDB; close the pool on exit."""
+    pool = await _wait_for_pool(url, settings)
+    try:
+        async with pool.acquire() as connection:
+            await apply_migrations(connection)
+            timescaledb = await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+            )
+            server_version = connection.get_server_version()
+        logger.info(
+            "database ready: PostgreSQL %s.%s, TimescaleDB %s",
+            server_version.major,
+            server_version.minor,
+            "enabled" if timescaledb else "not available (plain tables)",
+        )
+        yield Database(pool, settings, timescaledb=bool(timescaledb))
+    finally:
+        await pool.close()

@@ -1,0 +1,1 @@
+"""The gRPC face of the service: message conversion, servicers and status codes."""

@@ -1,0 +1,89 @@
+"""TimeseriesAggregationService: turns requests into domain calls and results into responses."""
+
+from collections.abc import AsyncIterator
+
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+
+from timeseries_aggregation.domain.aggregation import make_aggregate_query
+from timeseries_aggregation.domain.paging import (
+    buckets_next_page_token,
+    buckets_page_request,
+    history_next_page_token,
+    history_page_request,
+)
+from timeseries_aggregation.domain.readings import MAX_READINGS_PER_MESSAGE
+from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.storage.aggregates import list_history, query_aggregates
+from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.readings import ingest_transaction
+from timeseries_aggregation.transport.convert import (
+    GRANULARITY_FROM_PROTO,
+    bucket_message,
+    history_entry_message,
+    optional_time,
+    reading_records,
+)
+from timeseries_aggregation.transport.status import Context, map_errors
+
+
+class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer):
+    """Implements timeseries.v1.TimeseriesAggregationService on a database."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    @map_errors
+    async def IngestReadings(
+        self,
+        request_iterator: AsyncIterator[pb.IngestReadingsRequest],
+        context: Context,
+    ) -> pb.IngestReadingsResponse:
+        messages = 0
+        async with ingest_transaction(self._database) as writer:
+            async for request in request_iterator:
+                if len(request.readings) > MAX_READINGS_PER_MESSAGE:
+                    raise InvalidArgumentError(
+                        f"messages[{messages}].readings",
+                        f"holds {len(request.readings)} readings; send at most "
+                        f"{MAX_READINGS_PER_MESSAGE} per message",
+                    )
+                await writer.add(reading_records(request.readings, writer.readings_received))
+                messages += 1
+            stored = await writer.merge()
+        return pb.IngestReadingsResponse(
+            readings_received=writer.readings_received,
+            readings_stored=stored,
+            messages_received=messages,
+        )
+
+    @map_errors
+    async def QueryAggregates(
+        self, request: pb.QueryAggregatesRequest, context: Context
+    ) -> pb.QueryAggregatesResponse:
+        query = make_aggregate_query(
+            series_id=request.series_id,
+            granularity=GRANULARITY_FROM_PROTO.get(request.granularity),
+            start_time=optional_time(request, "start_time"),
+            end_time=optional_time(request, "end_time"),
+            time_zone=request.time_zone,
+        )
+        page_request = buckets_page_request(query, request.page_size, request.page_token)
+        page = await query_aggregates(self._database, query, page_request)
+        next_token = buckets_next_page_token(query, page.items[-1].start_time) if page.has_more else ""
+        return pb.QueryAggregatesResponse(
+            buckets=[bucket_message(bucket) for bucket in page.items],
+            next_page_token=next_token,
+        )
+
+    @map_errors
+    async def ListQueryHistory(
+        self, request: pb.ListQueryHistoryRequest, context: Context
+    ) -> pb.ListQueryHistoryResponse:
+        page_request = history_page_request(request.page_size, request.page_token)
+        page = await list_history(self._database, page_request)
+        next_token = history_next_page_token(page.items[-1].id) if page.has_more else ""
+        return pb.ListQueryHistoryResponse(
+            entries=[history_entry_message(entry) for entry in page.items],
+            next_page_token=next_token,
+        )

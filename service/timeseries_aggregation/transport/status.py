@@ -1,0 +1,51 @@
+"""The one place where domain errors become gRPC status codes."""
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from timeseries_aggregation.errors import DatabaseUnavailableError, InvalidArgumentError
+
+logger = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+async def abort_invalid_argument(context: Context, error: InvalidArgumentError) -> None:
+    """Abort with INVALID_ARGUMENT and a google.rpc.BadRequest naming the field."""
+    violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.description)
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error), details=[detail])
+    )
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def map_errors(handler: Handler) -> Handler:
+    """Wrap an RPC handler so domain errors reach the caller as canonical status codes."""
+
+    @functools.wraps(handler)
+    async def wrapper(servicer: object, request: object, context: Context) -> Any:
+        try:
+            return await handler(servicer, request, context)
+        except InvalidArgumentError as error:
+            await abort_invalid_argument(context, error)
+        except DatabaseUnavailableError as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            # Details stay in the log: they may name tables or values the caller must not see.
+            logger.exception("unexpected error in %s", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        raise AssertionError("context.abort() returned")  # pragma: no cover
+
+    return cast(Handler, wrapper)
