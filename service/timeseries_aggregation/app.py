@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
-
 from timeseries_aggregation.config import Config
-from timeseries_aggregation.health import watch_database
+from timeseries_aggregation.health import DatabaseHealth
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
 from timeseries_aggregation.transport.servicer import TimeseriesAggregationServicer
@@ -57,11 +57,12 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
         ],
         server,
     )
+    database_health = DatabaseHealth(database, health_servicer, ["", SERVICE_NAME])
+    # Known before the first call arrives, so a probe never sees an unknown status.
+    await database_health.update()
     port = server.add_insecure_port(config.listen_address)
     await server.start()
-    monitor = asyncio.create_task(
-        watch_database(database, health_servicer, ["", SERVICE_NAME], config.health_check_interval_seconds)
-    )
+    monitor = asyncio.create_task(database_health.watch(config.health_check_interval_seconds))
     try:
         yield RunningServer(server, port, health_servicer)
     finally:

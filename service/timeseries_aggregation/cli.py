@@ -11,10 +11,10 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import grpc
-from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from tqdm import tqdm
 
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.config import ConfigError, load_config
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
 from timeseries_aggregation.transport.convert import datetime_to_timestamp
@@ -64,9 +64,26 @@ def _import(arguments: argparse.Namespace) -> int:
         print(f"{path}: no such file", file=sys.stderr)
         return 2
     stub = pb_grpc.TimeseriesAggregationServiceStub(grpc.insecure_channel(arguments.target))
+    file_errors: list[ReadingFileError] = []
+
+    def requests(on_batch: Callable[[int], object]) -> Iterator[pb.IngestReadingsRequest]:
+        # A bad row raises inside gRPC's sending thread, which cancels the call (so the server
+        # stores nothing) but reports only UNKNOWN; keep the error to tell the user which row.
+        try:
+            yield from _ingest_requests(path, arguments.series_id, arguments.batch_size, on_batch)
+        except ReadingFileError as error:
+            file_errors.append(error)
+            raise
+
+    # gRPC logs the cancelled stream's traceback; the message below says all that matters.
+    logging.getLogger("grpc._channel").setLevel(logging.CRITICAL)
     with tqdm(total=count_rows(path), unit=" readings", desc=path.name) as progress:
-        requests = _ingest_requests(path, arguments.series_id, arguments.batch_size, progress.update)
-        response = stub.IngestReadings(requests, timeout=arguments.timeout)
+        try:
+            response = stub.IngestReadings(requests(progress.update), timeout=arguments.timeout)
+        except grpc.RpcError:
+            if file_errors:
+                raise file_errors[0] from None
+            raise
     print(
         f"stored {response.readings_stored} readings of series {arguments.series_id!r} "
         f"({response.readings_received} received in {response.messages_received} messages)"
@@ -198,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
         return 1
     except ReadingFileError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}; nothing was stored", file=sys.stderr)
         return 1
     return exit_code
 

@@ -1,5 +1,6 @@
 """Settings read once from the environment (prefix TIMESERIES_AGGREGATION_)."""
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ def _secret(environ: Mapping[str, str], name: str) -> str | None:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as error:
         raise ConfigError(f"{key}_FILE: cannot read the file it names ({error.strerror})") from None
+    except UnicodeDecodeError:
+        # The decode error would carry the file's bytes, i.e. the secret: say only where it is.
+        raise ConfigError(f"{key}_FILE: the file it names is not UTF-8 text") from None
 
 
 def _parsed(environ: Mapping[str, str], name: str, parse: Callable[[str], Value], default: Value) -> Value:
@@ -56,8 +60,11 @@ def _parsed(environ: Mapping[str, str], name: str, parse: Callable[[str], Value]
         value = parse(raw)
     except ValueError:
         raise ConfigError(f"{ENV_PREFIX}{name}: cannot parse {raw!r}") from None
-    if isinstance(value, int | float) and value < 0:
-        raise ConfigError(f"{ENV_PREFIX}{name}: must not be negative, got {raw!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{ENV_PREFIX}{name}: must be a finite number, got {raw!r}")
+        if value < 0:
+            raise ConfigError(f"{ENV_PREFIX}{name}: must not be negative, got {raw!r}")
     return value
 
 

@@ -15,28 +15,36 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-async def watch_database(
-    database: Database,
-    health_servicer: health.aio.HealthServicer,
-    service_names: Iterable[str],
-    interval_seconds: float,
-) -> None:
-    """Ping the database every interval and report SERVING or NOT_SERVING; runs until cancelled."""
-    names = list(service_names)
-    current: int | None = None
-    while True:
+class DatabaseHealth:
+    """Reports SERVING while the database answers a ping and NOT_SERVING while it does not."""
+
+    def __init__(
+        self, database: Database, health_servicer: health.aio.HealthServicer, service_names: Iterable[str]
+    ) -> None:
+        self._database = database
+        self._health = health_servicer
+        self._names = list(service_names)
+        self._current: int | None = None
+
+    async def update(self) -> None:
+        """Ping once and publish the result if it changed."""
         try:
-            await database.ping()
+            await self._database.ping()
             status = SERVING
         except DatabaseUnavailableError:
             status = NOT_SERVING
-        if status != current:
-            if current is not None:
-                logger.warning(
-                    "health: %s",
-                    "SERVING" if status == SERVING else "NOT_SERVING (database unreachable)",
-                )
-            for name in names:
-                await health_servicer.set(name, status)
-            current = status
-        await asyncio.sleep(interval_seconds)
+        if status == self._current:
+            return
+        if self._current is not None:
+            logger.warning(
+                "health: %s", "SERVING" if status == SERVING else "NOT_SERVING (database unreachable)"
+            )
+        for name in self._names:
+            await self._health.set(name, status)
+        self._current = status
+
+    async def watch(self, interval_seconds: float) -> None:
+        """Update every interval; runs until cancelled."""
+        while True:
+            await asyncio.sleep(interval_seconds)
+            await self.update()

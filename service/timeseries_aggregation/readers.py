@@ -1,12 +1,14 @@
 """Reading (time, quantity) rows from the spreadsheets and CSV files bulk loaders have."""
 
 import csv
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import openpyxl
+from openpyxl.workbook.workbook import Workbook
 
 TIME_COLUMN = "Time (UTC)"
 QUANTITY_COLUMN = "Quantity kWh"
@@ -56,6 +58,10 @@ def _as_quantity(value: object, row_number: int) -> float:
         raise ReadingFileError(f"row {row_number}: {QUANTITY_COLUMN} {value!r} is not a number") from None
 
 
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _rows(table: Iterator[tuple[object, ...]], source: str) -> Iterator[ReadingRow]:
     header = next(table, None)
     if header is None:
@@ -64,16 +70,24 @@ def _rows(table: Iterator[tuple[object, ...]], source: str) -> Iterator[ReadingR
     for row_number, row in enumerate(table, start=2):
         time_value = row[time_position] if time_position < len(row) else None
         quantity_value = row[quantity_position] if quantity_position < len(row) else None
-        if time_value in (None, "") and quantity_value in (None, ""):
+        if _blank(time_value) and _blank(quantity_value):
             continue  # trailing blank rows are common in spreadsheets
         yield ReadingRow(_as_utc(time_value, row_number), _as_quantity(quantity_value, row_number))
+
+
+def _open_workbook(path: Path) -> Workbook:
+    try:
+        # Read-only mode streams rows instead of loading the whole workbook into memory.
+        return openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError) as error:
+        raise ReadingFileError(f"{path.name}: not a readable .xlsx workbook ({error})") from None
 
 
 def count_rows(path: Path) -> int | None:
     """The number of data rows if the file says so cheaply (xlsx dimensions), else None."""
     if path.suffix.lower() != ".xlsx":
         return None
-    workbook = openpyxl.load_workbook(path, read_only=True)
+    workbook = _open_workbook(path)
     try:
         max_row = workbook.worksheets[0].max_row
         return max_row - 1 if max_row else None
@@ -85,14 +99,18 @@ def read_rows(path: Path) -> Iterator[ReadingRow]:
     """Rows of the first sheet of an .xlsx, or of a .csv, read incrementally."""
     suffix = path.suffix.lower()
     if suffix == ".xlsx":
-        # Read-only mode streams rows instead of loading the whole workbook into memory.
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        workbook = _open_workbook(path)
         try:
             yield from _rows(workbook.worksheets[0].iter_rows(values_only=True), path.name)
         finally:
             workbook.close()
     elif suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as file:
-            yield from _rows((tuple(row) for row in csv.reader(file)), path.name)
+            try:
+                yield from _rows((tuple(row) for row in csv.reader(file)), path.name)
+            except UnicodeDecodeError as error:
+                raise ReadingFileError(
+                    f"{path.name}: not UTF-8 text near byte {error.start}; save the file as UTF-8"
+                ) from None
     else:
         raise ReadingFileError(f"{path.name}: expected an .xlsx or .csv file")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from timeseries_aggregation.domain.aggregation import AggregateQuery
+from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 from timeseries_aggregation.errors import InvalidArgumentError
 
 BUCKETS_DEFAULT_PAGE_SIZE = 1_000
@@ -86,7 +87,7 @@ def decode_token(token: str, kind: str, fingerprint: str) -> int:
             and isinstance(payload.get("p"), int)
             and not isinstance(payload.get("p"), bool)
         )
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         valid = False
     if not valid:
         raise InvalidArgumentError(
@@ -112,6 +113,8 @@ def buckets_page_request(query: AggregateQuery, page_size: int, page_token: str)
         after = _EPOCH + timedelta(microseconds=micros)
     except OverflowError as error:
         raise InvalidArgumentError("page_token", "is malformed") from error
+    if not EARLIEST_TIME <= after < LATEST_TIME:  # bucket starts lie in the storable range
+        raise InvalidArgumentError("page_token", "is malformed")
     return PageRequest(size, after)
 
 
@@ -125,7 +128,10 @@ def history_page_request(page_size: int, page_token: str) -> PageRequest[int]:
     size = resolve_page_size(page_size, HISTORY_DEFAULT_PAGE_SIZE, HISTORY_MAX_PAGE_SIZE)
     if not page_token:
         return PageRequest(size, None)
-    return PageRequest(size, decode_token(page_token, "history", ""))
+    last_id = decode_token(page_token, "history", "")
+    if not 0 < last_id < 2**63:  # ids are positive bigints
+        raise InvalidArgumentError("page_token", "is malformed")
+    return PageRequest(size, last_id)
 
 
 def history_next_page_token(last_entry_id: int) -> str:

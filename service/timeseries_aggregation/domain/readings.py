@@ -22,7 +22,9 @@ def check_series_id(series_id: str, field: str) -> None:
             field, f"is {len(series_id)} characters long; the maximum is {SERIES_ID_MAX_LENGTH}"
         )
     if not series_id.isprintable():
-        raise InvalidArgumentError(field, "must not contain control characters")
+        raise InvalidArgumentError(
+            field, "must hold only printable characters (no control characters or unusual spaces)"
+        )
 
 
 def check_time(time: datetime, field: str) -> None:

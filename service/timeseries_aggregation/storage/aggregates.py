@@ -14,6 +14,7 @@ from timeseries_aggregation.domain.aggregation import (
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import Page, PageRequest
 from timeseries_aggregation.domain.readings import EARLIEST_TIME
+from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.storage.database import Database
 
 # Bucket start of each reading, in the zone $2. Hours are cut at the local top of the hour
@@ -100,7 +101,13 @@ async def query_aggregates(
     )
     sql = _aggregate_sql(query.granularity, database.timescaledb)
     async with database.transaction() as connection:
-        rows = await connection.fetch(sql, *arguments)
+        try:
+            rows = await connection.fetch(sql, *arguments)
+        except asyncpg.InvalidParameterValueError as error:
+            # The service's and the database's zone lists can differ by a release of tzdata.
+            raise InvalidArgumentError(
+                "time_zone", f"{query.time_zone!r} is not a time zone the database knows"
+            ) from error
         buckets = [_bucket(row, query) for row in rows[: page.page_size]]
         await connection.execute(
             _RECORD_QUERY,

@@ -2,8 +2,8 @@
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -47,22 +47,22 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection inside a transaction, committed when the block succeeds."""
-        with self.translate_errors():
-            async with (
-                self._pool.acquire(timeout=self._settings.acquire_timeout_seconds) as connection,
-                connection.transaction(),
-            ):
-                yield connection
+        async with (
+            self.translate_errors(),
+            self._pool.acquire(timeout=self._settings.acquire_timeout_seconds) as connection,
+            connection.transaction(),
+        ):
+            yield connection
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailableError unless the database answers a trivial query."""
-        with self.translate_errors():
+        async with self.translate_errors():
             timeout = self._settings.acquire_timeout_seconds
             async with self._pool.acquire(timeout=timeout) as connection:
                 await connection.fetchval("SELECT 1", timeout=timeout)
 
-    @contextmanager
-    def translate_errors(self) -> Iterator[None]:
+    @asynccontextmanager
+    async def translate_errors(self) -> AsyncIterator[None]:
         """Turn connection-level failures into DatabaseUnavailableError.
 
         Idle connections of a pool whose server went away are all dead, so they are
@@ -71,7 +71,7 @@ class Database:
         try:
             yield
         except _UNAVAILABLE_ERRORS as error:
-            self._pool.expire_connections()
+            await self._pool.expire_connections()
             logger.warning("database unavailable: %s", type(error).__name__)
             raise DatabaseUnavailableError("the database is unavailable; retry later") from error
 

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import Bucket, Granularity
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.readings import check_quantity, check_series_id, check_time

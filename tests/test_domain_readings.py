@@ -1,0 +1,162 @@
+"""What makes a reading acceptable: series ids, times and quantities."""
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from timeseries_aggregation.domain.readings import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    SERIES_ID_MAX_LENGTH,
+    check_quantity,
+    check_series_id,
+    check_time,
+)
+from timeseries_aggregation.errors import InvalidArgumentError
+
+# A field path the way the transport names a reading inside a batch: the checks must echo it.
+FIELD = "readings[3].series_id"
+ONE_MICROSECOND = timedelta(microseconds=1)
+
+# Characters str.isprintable() accepts: letters, marks, numbers, punctuation, symbols, space.
+printable_characters = st.characters(categories=("L", "M", "N", "P", "S")) | st.just(" ")
+control_characters = st.characters(categories=["Cc"])
+in_range_times = st.datetimes(
+    min_value=EARLIEST_TIME.replace(tzinfo=None),
+    max_value=(LATEST_TIME - ONE_MICROSECOND).replace(tzinfo=None),
+    timezones=st.just(UTC),
+)
+
+
+def is_accepted(check: Callable[..., None], *arguments: object) -> bool:
+    """Whether check(*arguments) passes instead of raising InvalidArgumentError."""
+    try:
+        check(*arguments)
+    except InvalidArgumentError:
+        return False
+    return True
+
+
+def rejection(check: Callable[..., object], *arguments: object) -> InvalidArgumentError:
+    """The InvalidArgumentError that calling check(*arguments) raises."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        check(*arguments)
+    return caught.value
+
+
+class TestSeriesId:
+    @pytest.mark.parametrize("length", [1, SERIES_ID_MAX_LENGTH])
+    def test_lengths_from_one_to_the_maximum_are_accepted(self, length: int) -> None:
+        assert is_accepted(check_series_id, "x" * length, FIELD)
+
+    def test_empty_is_rejected_naming_the_field(self) -> None:
+        error = rejection(check_series_id, "", FIELD)
+
+        assert error.field == FIELD
+        assert error.description == "must not be empty"
+        assert str(error) == f"{FIELD}: must not be empty"
+
+    def test_one_character_too_long_is_rejected_with_both_lengths(self) -> None:
+        error = rejection(check_series_id, "x" * (SERIES_ID_MAX_LENGTH + 1), FIELD)
+
+        assert error.field == FIELD
+        assert error.description == "is 129 characters long; the maximum is 128"
+
+    def test_length_counts_characters_not_bytes(self) -> None:
+        # 128 two-byte characters: 256 bytes of UTF-8, still within the limit.
+        assert is_accepted(check_series_id, "é" * SERIES_ID_MAX_LENGTH, FIELD)
+
+    @pytest.mark.parametrize("control", ["\x00", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f", "\x85", "\x9f"])
+    @pytest.mark.parametrize("position", ["start", "middle", "end"])
+    def test_control_characters_are_rejected_anywhere(self, control: str, position: str) -> None:
+        series_id = {"start": control + "meter", "middle": "met" + control + "er", "end": "meter" + control}
+        error = rejection(check_series_id, series_id[position], FIELD)
+
+        assert error.field == FIELD
+        assert error.description.startswith("must hold only printable characters")
+
+    def test_length_is_checked_before_content(self) -> None:
+        error = rejection(check_series_id, "\x00" * (SERIES_ID_MAX_LENGTH + 1), FIELD)
+
+        assert "maximum is 128" in error.description
+
+    @given(st.text(printable_characters, min_size=1, max_size=SERIES_ID_MAX_LENGTH))
+    def test_any_printable_id_up_to_the_maximum_is_accepted(self, series_id: str) -> None:
+        assert is_accepted(check_series_id, series_id, FIELD)
+
+    @given(
+        st.text(printable_characters, max_size=60),
+        control_characters,
+        st.text(printable_characters, max_size=60),
+    )
+    def test_any_id_with_a_control_character_is_rejected(
+        self, prefix: str, control: str, suffix: str
+    ) -> None:
+        error = rejection(check_series_id, prefix + control + suffix, "series_id")
+
+        assert error.field == "series_id"
+
+
+class TestTime:
+    @pytest.mark.parametrize(
+        "time",
+        [EARLIEST_TIME, LATEST_TIME - ONE_MICROSECOND, datetime(2025, 10, 26, 1, 30, tzinfo=UTC)],
+        ids=["earliest", "just-before-latest", "ordinary"],
+    )
+    def test_times_in_range_are_accepted(self, time: datetime) -> None:
+        assert is_accepted(check_time, time, "start_time")
+
+    @pytest.mark.parametrize(
+        "time",
+        [EARLIEST_TIME - ONE_MICROSECOND, LATEST_TIME, LATEST_TIME + timedelta(days=365)],
+        ids=["just-before-earliest", "latest", "after-latest"],
+    )
+    def test_times_out_of_range_are_rejected(self, time: datetime) -> None:
+        error = rejection(check_time, time, "readings[0].time")
+
+        assert error.field == "readings[0].time"
+        assert error.description == (
+            f"{time.isoformat()} is outside the supported range "
+            "[1970-01-01T00:00:00+00:00, 2100-01-01T00:00:00+00:00)"
+        )
+
+    def test_bounds_compare_instants_not_wall_clocks(self) -> None:
+        plus_one = timezone(timedelta(hours=1))
+
+        assert is_accepted(check_time, datetime(1970, 1, 1, 1, 0, tzinfo=plus_one), "t")
+        assert rejection(check_time, datetime(2100, 1, 1, 1, 0, tzinfo=plus_one), "t").field == "t"
+
+    @given(in_range_times)
+    def test_any_time_in_range_is_accepted(self, time: datetime) -> None:
+        assert is_accepted(check_time, time, "time")
+
+    @given(
+        st.datetimes(max_value=(EARLIEST_TIME - ONE_MICROSECOND).replace(tzinfo=None), timezones=st.just(UTC))
+        | st.datetimes(min_value=LATEST_TIME.replace(tzinfo=None), timezones=st.just(UTC))
+    )
+    def test_any_time_out_of_range_is_rejected(self, time: datetime) -> None:
+        error = rejection(check_time, time, "end_time")
+
+        assert error.field == "end_time"
+        assert time.isoformat() in error.description
+
+
+class TestQuantity:
+    @pytest.mark.parametrize("quantity", [math.nan, math.inf, -math.inf])
+    def test_non_finite_numbers_are_rejected(self, quantity: float) -> None:
+        error = rejection(check_quantity, quantity, "readings[7].quantity_kwh")
+
+        assert error.field == "readings[7].quantity_kwh"
+        assert error.description == f"must be a finite number, got {quantity}"
+
+    @pytest.mark.parametrize("quantity", [0.0, -0.0, -12.5, 5e-324, 1.7976931348623157e308])
+    def test_edge_finite_numbers_are_accepted(self, quantity: float) -> None:
+        assert is_accepted(check_quantity, quantity, "quantity_kwh")
+
+    @given(st.floats(allow_nan=False, allow_infinity=False))
+    def test_any_finite_float_is_accepted(self, quantity: float) -> None:
+        assert is_accepted(check_quantity, quantity, "quantity_kwh")

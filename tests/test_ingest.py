@@ -1,0 +1,223 @@
+"""IngestReadings: atomic streams, last write wins, and validation that stores nothing."""
+
+import asyncio
+import math
+
+import grpc
+import pytest
+
+from tests.support import batches, eventually, field_violations, hourly_readings, ingest, reading, ts
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.domain.readings import MAX_READINGS_PER_MESSAGE
+from timeseries_aggregation.storage.database import Database
+
+Stub = pb_grpc.TimeseriesAggregationServiceStub
+
+
+async def stored(database: Database, series_id: str) -> dict[str, float]:
+    """The stored readings of a series as {iso time: quantity}, read straight from the table."""
+    async with database.transaction() as connection:
+        rows = await connection.fetch(
+            "SELECT time, quantity_kwh FROM readings WHERE series_id = $1 ORDER BY time", series_id
+        )
+    return {row["time"].isoformat(): row["quantity_kwh"] for row in rows}
+
+
+async def count_all(database: Database) -> int:
+    async with database.transaction() as connection:
+        total: int = await connection.fetchval("SELECT count(*) FROM readings")
+    return total
+
+
+async def test_stream_of_many_messages_is_stored(stub: Stub, database: Database) -> None:
+    readings = hourly_readings("m1", "2025-01-01", 25_000, 2.5)
+    response = await ingest(stub, batches(readings, 1_000))
+    assert (response.readings_received, response.readings_stored, response.messages_received) == (
+        25_000,
+        25_000,
+        25,
+    )
+    values = await stored(database, "m1")
+    assert len(values) == 25_000
+    assert set(values.values()) == {2.5}
+
+
+async def test_empty_stream_is_ok(stub: Stub, database: Database) -> None:
+    response = await ingest(stub, [])
+    assert (response.readings_received, response.readings_stored) == (0, 0)
+    response = await ingest(stub, [pb.IngestReadingsRequest()])
+    assert (response.readings_received, response.messages_received) == (0, 1)
+    assert await count_all(database) == 0
+
+
+async def test_last_write_wins_within_one_message(stub: Stub, database: Database) -> None:
+    response = await ingest(
+        stub,
+        [
+            pb.IngestReadingsRequest(
+                readings=[
+                    reading("m1", "2025-01-01T00:00", 1),
+                    reading("m1", "2025-01-01T00:00", 2),
+                    reading("m1", "2025-01-01T01:00", 5),
+                    reading("m1", "2025-01-01T00:00", 3),
+                ]
+            )
+        ],
+    )
+    assert (response.readings_received, response.readings_stored) == (4, 2)
+    assert await stored(database, "m1") == {
+        "2025-01-01T00:00:00+00:00": 3.0,
+        "2025-01-01T01:00:00+00:00": 5.0,
+    }
+
+
+async def test_last_write_wins_across_messages_of_one_stream(stub: Stub, database: Database) -> None:
+    # Far apart messages land in different COPY chunks; the later one must still win.
+    filler = hourly_readings("filler", "2030-01-01", 12_000)
+    requests = [
+        pb.IngestReadingsRequest(readings=[reading("m1", "2025-01-01T00:00", 1)]),
+        *batches(filler, 4_000),
+        pb.IngestReadingsRequest(readings=[reading("m1", "2025-01-01T00:00", 7)]),
+    ]
+    await ingest(stub, requests)
+    assert await stored(database, "m1") == {"2025-01-01T00:00:00+00:00": 7.0}
+
+
+async def test_last_write_wins_across_streams_and_resend_is_safe(stub: Stub, database: Database) -> None:
+    first = hourly_readings("m1", "2025-01-01", 48, 1.0)
+    await ingest(stub, batches(first, 10))
+    await ingest(stub, batches(first, 10))
+    assert len(await stored(database, "m1")) == 48
+    second = hourly_readings("m1", "2025-01-02", 48, 4.0)  # overlaps the second day
+    response = await ingest(stub, batches(second, 7))
+    assert response.readings_stored == 48
+    values = await stored(database, "m1")
+    assert len(values) == 72
+    assert values["2025-01-01T23:00:00+00:00"] == 1.0
+    assert values["2025-01-02T00:00:00+00:00"] == 4.0
+    assert values["2025-01-03T23:00:00+00:00"] == 4.0
+
+
+async def test_series_are_independent(stub: Stub, database: Database) -> None:
+    await ingest(
+        stub,
+        [pb.IngestReadingsRequest(readings=[reading("a", "2025-01-01", 1), reading("b", "2025-01-01", 2)])],
+    )
+    assert await stored(database, "a") == {"2025-01-01T00:00:00+00:00": 1.0}
+    assert await stored(database, "b") == {"2025-01-01T00:00:00+00:00": 2.0}
+
+
+async def test_bad_reading_mid_stream_stores_nothing(stub: Stub, database: Database) -> None:
+    await ingest(stub, [pb.IngestReadingsRequest(readings=[reading("m1", "2024-06-01", 42)])])
+    good = hourly_readings("m1", "2025-01-01", 30_000)
+    requests = batches(good, 5_000)  # 6 messages; more than one COPY chunk is staged first
+    requests.insert(4, pb.IngestReadingsRequest(readings=[reading("m1", "2025-06-01", math.nan)]))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ingest(stub, requests)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "readings[20000].quantity_kwh" in (raised.value.details() or "")
+    assert field_violations(raised.value) == ["readings[20000].quantity_kwh"]
+    # The earlier stream's reading is untouched; nothing of the failed stream is visible.
+    assert await stored(database, "m1") == {"2024-06-01T00:00:00+00:00": 42.0}
+
+
+BAD_READINGS = [
+    (pb.Reading(time=ts("2025-01-01"), quantity_kwh=1), "readings[1].series_id", "empty"),
+    (pb.Reading(series_id="x" * 129, time=ts("2025-01-01"), quantity_kwh=1), "readings[1].series_id", "129"),
+    (pb.Reading(series_id="a\nb", time=ts("2025-01-01"), quantity_kwh=1), "readings[1].series_id", "control"),
+    (pb.Reading(series_id="m1", quantity_kwh=1), "readings[1].time", "required"),
+    (
+        pb.Reading(series_id="m1", time=ts("2025-01-01"), quantity_kwh=math.nan),
+        "readings[1].quantity_kwh",
+        "finite",
+    ),
+    (
+        pb.Reading(series_id="m1", time=ts("2025-01-01"), quantity_kwh=math.inf),
+        "readings[1].quantity_kwh",
+        "finite",
+    ),
+    (
+        pb.Reading(series_id="m1", time=ts("2025-01-01"), quantity_kwh=-math.inf),
+        "readings[1].quantity_kwh",
+        "finite",
+    ),
+    (pb.Reading(series_id="m1", time=ts("1969-12-31T23:59:59"), quantity_kwh=1), "readings[1].time", "range"),
+    (pb.Reading(series_id="m1", time=ts("2100-01-01"), quantity_kwh=1), "readings[1].time", "range"),
+]
+
+
+@pytest.mark.parametrize(("bad", "field", "words"), BAD_READINGS)
+async def test_invalid_reading_is_rejected_with_its_field(
+    stub: Stub, database: Database, bad: pb.Reading, field: str, words: str
+) -> None:
+    request = pb.IngestReadingsRequest(readings=[reading("m1", "2025-01-01", 1), bad])
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ingest(stub, [request])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = raised.value.details() or ""
+    assert details.startswith(field + ":")
+    assert words in details
+    assert field_violations(raised.value) == [field]
+    assert await count_all(database) == 0
+
+
+async def test_invalid_timestamp_nanos_is_rejected(stub: Stub, database: Database) -> None:
+    bad = pb.Reading(series_id="m1", quantity_kwh=1)
+    bad.time.seconds = 1_700_000_000
+    bad.time.nanos = 1_500_000_000
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ingest(stub, [pb.IngestReadingsRequest(readings=[bad])])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(raised.value) == ["readings[0].time"]
+
+
+async def test_too_many_readings_in_one_message(stub: Stub, database: Database) -> None:
+    too_many = hourly_readings("m1", "2025-01-01", MAX_READINGS_PER_MESSAGE + 1)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ingest(stub, [pb.IngestReadingsRequest(readings=too_many)])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(raised.value) == ["messages[0].readings"]
+    assert await count_all(database) == 0
+
+
+async def _stream_then_stop(stub: Stub, stop: str) -> None:
+    """Send two messages, then cancel the call or let its deadline pass while idle."""
+    sent = asyncio.Event()
+
+    async def requests():  # type: ignore[no-untyped-def]
+        for request in batches(hourly_readings("m1", "2025-01-01", 2_000), 1_000):
+            yield request
+        sent.set()
+        await asyncio.sleep(3600)
+
+    call = stub.IngestReadings(requests(), timeout=1.5 if stop == "deadline" else None)
+    await sent.wait()
+    if stop == "cancel":
+        call.cancel()
+    with pytest.raises((asyncio.CancelledError, grpc.aio.AioRpcError)) as raised:
+        await call
+    if stop == "deadline":
+        assert isinstance(raised.value, grpc.aio.AioRpcError)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize("stop", ["cancel", "deadline"])
+async def test_cancelled_or_expired_stream_stores_nothing_and_a_retry_works(
+    stub: Stub, database: Database, stop: str
+) -> None:
+    await _stream_then_stop(stub, stop)
+
+    async def nothing_in_flight() -> None:
+        async with database.transaction() as connection:
+            busy = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+        assert busy == 0
+
+    await eventually(nothing_in_flight)
+    assert await count_all(database) == 0
+    response = await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 2_000), 1_000))
+    assert response.readings_stored == 2_000
+    assert await count_all(database) == 2_000

@@ -1,0 +1,252 @@
+"""QueryAggregates: statistics, time zones, validation and keyset paging."""
+
+import grpc
+import pytest
+
+from tests.support import batches, field_violations, hourly_readings, ingest, query_all_pages, reading, ts
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+
+Stub = pb_grpc.TimeseriesAggregationServiceStub
+HOURLY = pb.GRANULARITY_HOURLY
+DAILY = pb.GRANULARITY_DAY_OF_MONTH
+MONTHLY = pb.GRANULARITY_MONTHLY
+
+
+async def test_statistics_of_varied_readings(stub: Stub) -> None:
+    values = [1.5, -0.5, 4.0, 10.0]
+    await ingest(
+        stub,
+        [
+            pb.IngestReadingsRequest(
+                readings=[reading("m1", f"2025-02-03T{hour:02d}:15", q) for hour, q in enumerate(values)]
+            )
+        ],
+    )
+    response = await stub.QueryAggregates(pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY))
+    [bucket] = response.buckets
+    assert bucket.total_quantity_kwh == 15.0
+    assert bucket.min_quantity_kwh == -0.5
+    assert bucket.max_quantity_kwh == 10.0
+    assert bucket.mean_quantity_kwh == 3.75
+    assert bucket.reading_count == 4
+    hourly = await stub.QueryAggregates(pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY))
+    assert [b.period for b in hourly.buckets] == [f"2025-02-03T{h:02d}:00" for h in range(4)]
+    assert hourly.buckets[0].start_time == ts("2025-02-03T00:00")
+    assert hourly.buckets[0].end_time == ts("2025-02-03T01:00")
+
+
+async def test_range_is_start_inclusive_end_exclusive(stub: Stub) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 72), 100))
+    response = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(
+            series_id="m1",
+            granularity=DAILY,
+            start_time=ts("2025-01-01T12:00"),
+            end_time=ts("2025-01-02T12:00"),
+        )
+    )
+    assert [(b.period, b.reading_count) for b in response.buckets] == [
+        ("2025-01-01", 12),
+        ("2025-01-02", 12),
+    ]
+    # A bucket cut by the range keeps its calendar bounds.
+    assert response.buckets[0].start_time == ts("2025-01-01T00:00")
+
+
+async def test_unknown_series_and_empty_range_return_no_buckets(stub: Stub) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 24), 100))
+    for request in [
+        pb.QueryAggregatesRequest(series_id="other", granularity=DAILY),
+        pb.QueryAggregatesRequest(
+            series_id="m1", granularity=DAILY, start_time=ts("2026-01-01"), end_time=ts("2026-02-01")
+        ),
+    ]:
+        response = await stub.QueryAggregates(request)
+        assert list(response.buckets) == []
+        assert response.next_page_token == ""
+
+
+async def test_hourly_buckets_keep_both_hours_of_a_dst_fall_back(stub: Stub) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-10-25T22:00", 26), 100))
+    response = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY, time_zone="Europe/Berlin")
+    )
+    periods = [b.period for b in response.buckets]
+    assert len(periods) == 26
+    assert periods.count("2025-10-26T02:00") == 2
+    assert periods[0] == "2025-10-26T00:00"
+    assert periods[-1] == "2025-10-27T00:00"
+    daily = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, time_zone="Europe/Berlin")
+    )
+    assert [(b.period, b.reading_count) for b in daily.buckets] == [("2025-10-26", 25), ("2025-10-27", 1)]
+    assert daily.buckets[0].end_time == ts("2025-10-26T23:00")
+
+
+async def test_half_hour_zone_hours_start_at_local_top_of_the_hour(stub: Stub) -> None:
+    await ingest(stub, [pb.IngestReadingsRequest(readings=[reading("m1", "2025-01-01T00:00", 1)])])
+    response = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY, time_zone="Asia/Kolkata")
+    )
+    [bucket] = response.buckets
+    assert bucket.period == "2025-01-01T05:00"
+    assert bucket.start_time == ts("2024-12-31T23:30")
+    monthly = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(series_id="m1", granularity=MONTHLY, time_zone="America/New_York")
+    )
+    assert monthly.buckets[0].period == "2024-12"
+    assert monthly.buckets[0].start_time == ts("2024-12-01T05:00")
+    assert monthly.buckets[0].end_time == ts("2025-01-01T05:00")
+
+
+INVALID_QUERIES = [
+    (pb.QueryAggregatesRequest(granularity=DAILY), "series_id"),
+    (pb.QueryAggregatesRequest(series_id="x" * 200, granularity=DAILY), "series_id"),
+    (pb.QueryAggregatesRequest(series_id="m1"), "granularity"),
+    (pb.QueryAggregatesRequest(series_id="m1", granularity=42), "granularity"),  # type: ignore[arg-type]
+    (
+        pb.QueryAggregatesRequest(
+            series_id="m1", granularity=DAILY, start_time=ts("2025-02-01"), end_time=ts("2025-02-01")
+        ),
+        "start_time",
+    ),
+    (
+        pb.QueryAggregatesRequest(
+            series_id="m1", granularity=DAILY, start_time=ts("2025-03-01"), end_time=ts("2025-02-01")
+        ),
+        "start_time",
+    ),
+    (pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, start_time=ts("1900-01-01")), "start_time"),
+    (pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, end_time=ts("2200-01-01")), "end_time"),
+    (pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, time_zone="Mars/Olympus"), "time_zone"),
+    (pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, time_zone="../etc/passwd"), "time_zone"),
+    (pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, page_size=-1), "page_size"),
+    (pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, page_token="not a token"), "page_token"),
+    (pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, page_token="eyJ2IjoxfQ"), "page_token"),
+]
+
+
+@pytest.mark.parametrize(("request_message", "field"), INVALID_QUERIES)
+async def test_invalid_query_names_the_field_and_is_not_recorded(
+    stub: Stub, request_message: pb.QueryAggregatesRequest, field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(request_message)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (raised.value.details() or "").startswith(field + ":")
+    assert field_violations(raised.value) == [field]
+    history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest())
+    assert list(history.entries) == []
+
+
+async def test_end_time_at_the_end_of_the_supported_range_is_accepted(stub: Stub) -> None:
+    response = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, end_time=ts("2100-01-01"))
+    )
+    assert list(response.buckets) == []
+
+
+async def test_pages_concatenate_to_the_whole_answer(stub: Stub) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 24 * 10), 100))
+    whole = await stub.QueryAggregates(pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY))
+    assert len(whole.buckets) == 240
+    assert whole.next_page_token == ""
+    for page_size in (1, 7, 239, 240):
+        pages = await query_all_pages(
+            stub, pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY, page_size=page_size)
+        )
+        assert pages == list(whole.buckets)
+
+
+async def test_exact_last_page_has_no_next_token(stub: Stub) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 48), 100))
+    first = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, page_size=1)
+    )
+    assert first.next_page_token
+    second = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(
+            series_id="m1", granularity=DAILY, page_size=1, page_token=first.next_page_token
+        )
+    )
+    assert [b.period for b in second.buckets] == ["2025-01-02"]
+    assert second.next_page_token == ""
+
+
+async def test_readings_inserted_between_pages_never_duplicate_or_drop_a_bucket(stub: Stub) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-01-02", 24 * 4), 100))  # days 2..5
+    request = pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, page_size=2)
+    first = await stub.QueryAggregates(request)
+    assert [b.period for b in first.buckets] == ["2025-01-02", "2025-01-03"]
+    # Between pages: a day before the cursor, a reading inside a returned day, a day after the end.
+    await ingest(
+        stub,
+        [
+            pb.IngestReadingsRequest(
+                readings=[
+                    reading("m1", "2025-01-01T05:00", 1),
+                    reading("m1", "2025-01-03T05:30", 1),
+                    reading("m1", "2025-01-08T00:00", 1),
+                ]
+            )
+        ],
+    )
+    request.page_token = first.next_page_token
+    rest = await query_all_pages(stub, request)
+    assert [b.period for b in rest] == ["2025-01-04", "2025-01-05", "2025-01-08"]
+
+
+async def test_token_is_bound_to_the_query_parameters(stub: Stub) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 48), 100))
+    await ingest(stub, batches(hourly_readings("m2", "2025-01-01", 48), 100))
+    base = pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY, page_size=5)
+    token = (await stub.QueryAggregates(base)).next_page_token
+    variants = [
+        {"series_id": "m2"},
+        {"granularity": DAILY},
+        {"time_zone": "Europe/Berlin"},
+        {"start_time": ts("2025-01-01")},
+        {"end_time": ts("2025-02-01")},
+    ]
+    for change in variants:
+        other = pb.QueryAggregatesRequest()
+        other.CopyFrom(base)
+        for name, value in change.items():
+            if name.endswith("_time"):
+                getattr(other, name).CopyFrom(value)
+            else:
+                setattr(other, name, value)
+        other.page_token = token
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.QueryAggregates(other)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, change
+        assert field_violations(raised.value) == ["page_token"]
+    # A different page size is allowed with the same token.
+    base.page_token = token
+    base.page_size = 50
+    response = await stub.QueryAggregates(base)
+    assert response.buckets[0].period == "2025-01-01T05:00"
+    # A history token is not a buckets token.
+    await stub.QueryAggregates(pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY))
+    history_token = (await stub.ListQueryHistory(pb.ListQueryHistoryRequest(page_size=1))).next_page_token
+    assert history_token
+    base.page_token = history_token
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(base)
+    assert field_violations(raised.value) == ["page_token"]
+
+
+async def test_page_size_default_and_maximum(stub: Stub) -> None:
+    readings = hourly_readings("m1", "2024-01-01", 12_000)
+    await ingest(stub, batches(readings, 6_000))
+    default = await stub.QueryAggregates(pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY))
+    assert len(default.buckets) == 1_000
+    assert default.next_page_token
+    coerced = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY, page_size=1_000_000)
+    )
+    assert len(coerced.buckets) == 10_000
+    assert coerced.next_page_token
+    history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(page_size=1))
+    assert history.entries[0].page_size == 10_000
