@@ -5,6 +5,8 @@ TIMESERIES_AGGREGATION_TEST_DATABASE_URL names an existing server (any database 
 each test creates and drops its own database there).
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import tempfile
@@ -12,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -23,6 +26,10 @@ from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.config import Config
 from timeseries_aggregation.storage.database import Database, PoolSettings, open_database
+
+if TYPE_CHECKING:
+    # Exists only in the .pyi: the stub's type when it is built on a grpc.aio channel.
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
 
 TEST_DATABASE_URL_VARIABLE = "TIMESERIES_AGGREGATION_TEST_DATABASE_URL"
 TEST_POOL = PoolSettings(
@@ -85,15 +92,13 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield opened
 
 
-def server_config(**overrides: object) -> Config:
-    settings: dict[str, object] = {
-        "listen_address": "127.0.0.1:0",
-        "health_check_interval_seconds": 0.2,
-        "shutdown_grace_seconds": 2.0,
-        "pool": TEST_POOL,
-    }
-    settings.update(overrides)
-    return Config(**settings)  # type: ignore[arg-type]
+def server_config() -> Config:
+    return Config(
+        listen_address="127.0.0.1:0",
+        health_check_interval_seconds=0.2,
+        shutdown_grace_seconds=2.0,
+        pool=TEST_POOL,
+    )
 
 
 @pytest.fixture
@@ -109,5 +114,5 @@ async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-def stub(channel: grpc.aio.Channel) -> pb_grpc.TimeseriesAggregationServiceStub:
+def stub(channel: grpc.aio.Channel) -> TimeseriesAggregationServiceAsyncStub:
     return pb_grpc.TimeseriesAggregationServiceStub(channel)

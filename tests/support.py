@@ -1,11 +1,13 @@
 """Helpers shared by the tests: readings, ingest calls, status inspection and polling."""
 
+from __future__ import annotations
+
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -13,12 +15,27 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
 
 DATA_DIR = Path(__file__).parent / "data"
 EXAMPLE_XLSX = DATA_DIR / "example.xlsx"
 
 Result = TypeVar("Result")
+
+# Whole-hour, half-hour and quarter-hour offsets, both hemispheres, with and without DST,
+# none shifting at local midnight (where "local midnight" itself would not exist).
+SAMPLE_ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Sydney",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "America/St_Johns",
+    "Pacific/Chatham",
+]
 
 
 def ts(value: datetime | str) -> Timestamp:
@@ -49,10 +66,10 @@ def batches(readings: Sequence[pb.Reading], size: int) -> list[pb.IngestReadings
 
 
 async def ingest(
-    stub: pb_grpc.TimeseriesAggregationServiceStub,
+    stub: TimeseriesAggregationServiceAsyncStub,
     requests: Iterable[pb.IngestReadingsRequest],
 ) -> pb.IngestReadingsResponse:
-    async def stream():  # type: ignore[no-untyped-def]
+    async def stream() -> AsyncIterator[pb.IngestReadingsRequest]:
         for request in requests:
             yield request
 
@@ -61,7 +78,7 @@ async def ingest(
 
 
 async def query_all_pages(
-    stub: pb_grpc.TimeseriesAggregationServiceStub, request: pb.QueryAggregatesRequest
+    stub: TimeseriesAggregationServiceAsyncStub, request: pb.QueryAggregatesRequest
 ) -> list[pb.Bucket]:
     buckets: list[pb.Bucket] = []
     page = pb.QueryAggregatesRequest()
@@ -76,9 +93,9 @@ async def query_all_pages(
 
 def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
     """The fields named by the google.rpc.BadRequest detail of an error."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None, "the error carries no google.rpc.Status"
-    fields = []
+    fields: list[str] = []
     for detail in status.details:
         bad_request = error_details_pb2.BadRequest()
         if detail.Unpack(bad_request):

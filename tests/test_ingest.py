@@ -1,18 +1,24 @@
 """IngestReadings: atomic streams, last write wins, and validation that stores nothing."""
 
+from __future__ import annotations
+
 import asyncio
 import math
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
 from tests.support import batches, eventually, field_violations, hourly_readings, ingest, reading, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.domain.readings import MAX_READINGS_PER_MESSAGE
 from timeseries_aggregation.storage.database import Database
 
-Stub = pb_grpc.TimeseriesAggregationServiceStub
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
+        TimeseriesAggregationServiceAsyncStub as Stub,
+    )
 
 
 async def stored(database: Database, series_id: str) -> dict[str, float]:
@@ -185,7 +191,7 @@ async def _stream_then_stop(stub: Stub, stop: str) -> None:
     """Send two messages, then cancel the call or let its deadline pass while idle."""
     sent = asyncio.Event()
 
-    async def requests():  # type: ignore[no-untyped-def]
+    async def requests() -> AsyncIterator[pb.IngestReadingsRequest]:
         for request in batches(hourly_readings("m1", "2025-01-01", 2_000), 1_000):
             yield request
         sent.set()

@@ -1,13 +1,20 @@
 """QueryAggregates: statistics, time zones, validation and keyset paging."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import grpc
 import pytest
 
 from tests.support import batches, field_violations, hourly_readings, ingest, query_all_pages, reading, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 
-Stub = pb_grpc.TimeseriesAggregationServiceStub
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
+        TimeseriesAggregationServiceAsyncStub as Stub,
+    )
+
 HOURLY = pb.GRANULARITY_HOURLY
 DAILY = pb.GRANULARITY_DAY_OF_MONTH
 MONTHLY = pb.GRANULARITY_MONTHLY
@@ -202,7 +209,7 @@ async def test_token_is_bound_to_the_query_parameters(stub: Stub) -> None:
     await ingest(stub, batches(hourly_readings("m2", "2025-01-01", 48), 100))
     base = pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY, page_size=5)
     token = (await stub.QueryAggregates(base)).next_page_token
-    variants = [
+    variants: list[dict[str, object]] = [
         {"series_id": "m2"},
         {"granularity": DAILY},
         {"time_zone": "Europe/Berlin"},

@@ -91,16 +91,14 @@ def _import(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _range_bounds(first: date | None, last: date | None, zone_name: str) -> dict[str, object]:
+def _set_range(request: pb.QueryAggregatesRequest, first: date | None, last: date | None) -> None:
     """Inclusive local dates (as the old /query API took them) to a half-open instant range."""
-    zone = zoneinfo.ZoneInfo(zone_name or "UTC")
-    bounds: dict[str, object] = {}
+    zone = zoneinfo.ZoneInfo(request.time_zone or "UTC")
     if first is not None:
-        bounds["start_time"] = datetime_to_timestamp(datetime.combine(first, time(), zone))
+        request.start_time.CopyFrom(datetime_to_timestamp(datetime.combine(first, time(), zone)))
     if last is not None:
         end = datetime.combine(last + timedelta(days=1), time(), zone)
-        bounds["end_time"] = datetime_to_timestamp(end)
-    return bounds
+        request.end_time.CopyFrom(datetime_to_timestamp(end))
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -111,19 +109,18 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def _query(arguments: argparse.Namespace) -> int:
-    try:
-        bounds = _range_bounds(arguments.date_from, arguments.date_to, arguments.time_zone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        print(f"--time-zone: {arguments.time_zone!r} is not a known time zone", file=sys.stderr)
-        return 2
-    stub = pb_grpc.TimeseriesAggregationServiceStub(grpc.insecure_channel(arguments.target))
     request = pb.QueryAggregatesRequest(
         series_id=arguments.series_id,
         granularity=GRANULARITIES[arguments.granularity],
         time_zone=arguments.time_zone,
         page_size=arguments.page_size,
-        **bounds,  # type: ignore[arg-type]
     )
+    try:
+        _set_range(request, arguments.date_from, arguments.date_to)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        print(f"--time-zone: {arguments.time_zone!r} is not a known time zone", file=sys.stderr)
+        return 2
+    stub = pb_grpc.TimeseriesAggregationServiceStub(grpc.insecure_channel(arguments.target))
     rows: list[list[str]] = []
     while True:
         response = stub.QueryAggregates(request, timeout=arguments.timeout)

@@ -131,4 +131,9 @@ async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Datab
         )
         yield Database(pool, settings, timescaledb=bool(timescaledb))
     finally:
-        await pool.close()
+        try:
+            # Calls were drained before this; a connection still busy now is stuck.
+            await asyncio.wait_for(pool.close(), timeout=settings.acquire_timeout_seconds)
+        except TimeoutError:
+            logger.warning("closing the pool timed out; terminating its connections")
+            pool.terminate()
