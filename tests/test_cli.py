@@ -23,7 +23,7 @@ async def test_import_query_and_history(server: RunningServer, capsys: pytest.Ca
         capsys, "import", str(EXAMPLE_XLSX), "--series-id", "meter-7", "--target", target
     )
     assert code == 0
-    assert "stored 8760 readings of series 'meter-7'" in out
+    assert "stored 8760 readings of series 'meter-7' in 2 messages" in out
 
     code, out, _ = await run_cli(
         capsys, "query", "--series-id", "meter-7", "--granularity", "monthly",

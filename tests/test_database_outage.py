@@ -111,7 +111,7 @@ async def test_unavailable_while_stopped_then_recovers_with_data_intact(
 
     await eventually(serving, within=5)
     response = await ingest(stub, batches(hourly_readings("m1", "2026-01-01", 5), 5))
-    assert response.readings_stored == 5
+    assert response.readings_received == 5
     # The ingest that failed during the outage left nothing: only the retry's 5 readings are new.
     monthly = await stub.QueryAggregates(
         pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_MONTHLY)

@@ -28,7 +28,7 @@ def example_requests() -> list[pb.IngestReadingsRequest]:
 async def loaded(stub: TimeseriesAggregationServiceAsyncStub) -> TimeseriesAggregationServiceAsyncStub:
     response = await ingest(stub, example_requests())
     assert response.readings_received == 8760
-    assert response.readings_stored == 8760
+    assert response.series_count == 1
     assert response.messages_received == 9
     return stub
 

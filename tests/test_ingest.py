@@ -39,10 +39,10 @@ async def count_all(database: Database) -> int:
 async def test_stream_of_many_messages_is_stored(stub: Stub, database: Database) -> None:
     readings = hourly_readings("m1", "2025-01-01", 25_000, 2.5)
     response = await ingest(stub, batches(readings, 1_000))
-    assert (response.readings_received, response.readings_stored, response.messages_received) == (
-        25_000,
+    assert (response.readings_received, response.messages_received, response.series_count) == (
         25_000,
         25,
+        1,
     )
     values = await stored(database, "m1")
     assert len(values) == 25_000
@@ -51,7 +51,7 @@ async def test_stream_of_many_messages_is_stored(stub: Stub, database: Database)
 
 async def test_empty_stream_is_ok(stub: Stub, database: Database) -> None:
     response = await ingest(stub, [])
-    assert (response.readings_received, response.readings_stored) == (0, 0)
+    assert (response.readings_received, response.messages_received, response.series_count) == (0, 0, 0)
     response = await ingest(stub, [pb.IngestReadingsRequest()])
     assert (response.readings_received, response.messages_received) == (0, 1)
     assert await count_all(database) == 0
@@ -71,7 +71,7 @@ async def test_last_write_wins_within_one_message(stub: Stub, database: Database
             )
         ],
     )
-    assert (response.readings_received, response.readings_stored) == (4, 2)
+    assert (response.readings_received, response.series_count) == (4, 1)
     assert await stored(database, "m1") == {
         "2025-01-01T00:00:00+00:00": 3.0,
         "2025-01-01T01:00:00+00:00": 5.0,
@@ -97,7 +97,7 @@ async def test_last_write_wins_across_streams_and_resend_is_safe(stub: Stub, dat
     assert len(await stored(database, "m1")) == 48
     second = hourly_readings("m1", "2025-01-02", 48, 4.0)  # overlaps the second day
     response = await ingest(stub, batches(second, 7))
-    assert response.readings_stored == 48
+    assert response.readings_received == 48
     values = await stored(database, "m1")
     assert len(values) == 72
     assert values["2025-01-01T23:00:00+00:00"] == 1.0
@@ -122,8 +122,10 @@ async def test_bad_reading_mid_stream_stores_nothing(stub: Stub, database: Datab
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await ingest(stub, requests)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "readings[20000].quantity_kwh" in (raised.value.details() or "")
-    assert field_violations(raised.value) == ["readings[20000].quantity_kwh"]
+    details = raised.value.details() or ""
+    assert details.startswith("readings[0].quantity_kwh: must be a finite number, got nan")
+    assert "(message 4, reading 20000 of the stream)" in details
+    assert field_violations(raised.value) == ["readings[0].quantity_kwh"]
     # The earlier stream's reading is untouched; nothing of the failed stream is visible.
     assert await stored(database, "m1") == {"2024-06-01T00:00:00+00:00": 42.0}
 
@@ -183,7 +185,8 @@ async def test_too_many_readings_in_one_message(stub: Stub, database: Database) 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await ingest(stub, [pb.IngestReadingsRequest(readings=too_many)])
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(raised.value) == ["messages[0].readings"]
+    assert field_violations(raised.value) == ["readings"]
+    assert "message 0 holds 50001 readings" in (raised.value.details() or "")
     assert await count_all(database) == 0
 
 
@@ -225,5 +228,147 @@ async def test_cancelled_or_expired_stream_stores_nothing_and_a_retry_works(
     await eventually(nothing_in_flight)
     assert await count_all(database) == 0
     response = await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 2_000), 1_000))
-    assert response.readings_stored == 2_000
+    assert response.readings_received == 2_000
     assert await count_all(database) == 2_000
+
+
+def columns(series_id: str, start: str, values: list[float], step_hours: int = 1) -> pb.SeriesReadings:
+    """Columnar readings of one series, hourly from start."""
+    first = ts(start).ToMicroseconds()
+    return pb.SeriesReadings(
+        series_id=series_id,
+        time_unix_micros=[first + i * step_hours * 3_600_000_000 for i in range(len(values))],
+        quantity_kwh=values,
+    )
+
+
+async def test_columnar_readings_are_stored_like_row_readings(stub: Stub, database: Database) -> None:
+    response = await ingest(
+        stub,
+        [
+            pb.IngestReadingsRequest(
+                readings=[reading("rows", "2025-01-01T00:00", 1)],
+                series_readings=[columns("a", "2025-01-01", [1, 2, 3]), columns("b", "2025-01-01", [4])],
+            ),
+            pb.IngestReadingsRequest(series_readings=[columns("a", "2025-01-01T03:00", [5])]),
+        ],
+    )
+    assert (response.readings_received, response.messages_received, response.series_count) == (6, 2, 3)
+    assert await stored(database, "a") == {
+        "2025-01-01T00:00:00+00:00": 1.0,
+        "2025-01-01T01:00:00+00:00": 2.0,
+        "2025-01-01T02:00:00+00:00": 3.0,
+        "2025-01-01T03:00:00+00:00": 5.0,
+    }
+    assert await stored(database, "b") == {"2025-01-01T00:00:00+00:00": 4.0}
+    assert await stored(database, "rows") == {"2025-01-01T00:00:00+00:00": 1.0}
+
+
+async def test_within_a_message_columns_come_after_rows(stub: Stub, database: Database) -> None:
+    await ingest(
+        stub,
+        [
+            pb.IngestReadingsRequest(
+                readings=[reading("a", "2025-01-01T00:00", 1)],
+                series_readings=[columns("a", "2025-01-01", [2]), columns("a", "2025-01-01", [3])],
+            )
+        ],
+    )
+    assert await stored(database, "a") == {"2025-01-01T00:00:00+00:00": 3.0}
+
+
+BAD_COLUMNS = [
+    (columns("", "2025-01-01", [1]), "series_readings[1].series_id", "empty"),
+    (columns("m", "2025-01-01", [1, 2, math.nan]), "series_readings[1].quantity_kwh[2]", "finite"),
+    (columns("m", "2099-12-31T23:00", [1, 2]), "series_readings[1].time_unix_micros[1]", "range"),
+    (
+        pb.SeriesReadings(series_id="m", time_unix_micros=[-1], quantity_kwh=[1]),
+        "series_readings[1].time_unix_micros[0]",
+        "range",
+    ),
+    (
+        pb.SeriesReadings(series_id="m", time_unix_micros=[2**63 - 1], quantity_kwh=[1]),
+        "series_readings[1].time_unix_micros[0]",
+        "range",
+    ),
+    (
+        pb.SeriesReadings(series_id="m", time_unix_micros=[0, 1], quantity_kwh=[1]),
+        "series_readings[1].quantity_kwh",
+        "has 1 entries but time_unix_micros has 2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("bad", "field", "words"), BAD_COLUMNS)
+async def test_invalid_columnar_readings_are_rejected_with_their_field(
+    stub: Stub, database: Database, bad: pb.SeriesReadings, field: str, words: str
+) -> None:
+    first = pb.IngestReadingsRequest(series_readings=[columns("ok", "2025-01-01", [1.0] * 30_000)])
+    second = pb.IngestReadingsRequest(
+        readings=[reading("ok", "2030-01-01", 1)],
+        series_readings=[columns("ok", "2031-01-01", [1]), bad],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ingest(stub, [first, second])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = raised.value.details() or ""
+    assert details.startswith(field + ":")
+    assert words in details
+    assert "message 1" in details
+    assert field_violations(raised.value) == [field]
+    assert await count_all(database) == 0
+
+
+async def test_the_first_bad_reading_of_a_message_is_reported(stub: Stub, database: Database) -> None:
+    request = pb.IngestReadingsRequest(
+        readings=[
+            reading("m", "2025-01-01", 1),
+            reading("m", "2025-01-01", math.nan),
+            pb.Reading(series_id="", time=ts("2025-01-01"), quantity_kwh=1),
+        ],
+        series_readings=[columns("", "2025-01-01", [1])],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ingest(stub, [request])
+    assert field_violations(raised.value) == ["readings[1].quantity_kwh"]
+    assert "reading 1 of the stream" in (raised.value.details() or "")
+
+
+async def test_conflicts_after_fresh_chunks_still_last_write_wins(stub: Stub, database: Database) -> None:
+    # 40,000 fresh readings go straight into the table; then a stored key and a key of this
+    # stream come again, which moves the rest of the stream to the upsert path.
+    await ingest(stub, [pb.IngestReadingsRequest(readings=[reading("old", "2025-01-01", 1)])])
+    fresh = [
+        pb.IngestReadingsRequest(series_readings=[columns(f"m{n}", "2020-01-01", [1.0] * 20_000)])
+        for n in range(2)
+    ]
+    again = pb.IngestReadingsRequest(
+        readings=[reading("old", "2025-01-01", 2), reading("m0", "2020-01-01T05:00", 7)],
+        series_readings=[columns("m1", "2020-01-01", [3.0] * 25_000)],
+    )
+    response = await ingest(stub, [*fresh, again])
+    assert response.readings_received == 65_002
+    assert await stored(database, "old") == {"2025-01-01T00:00:00+00:00": 2.0}
+    m0 = await stored(database, "m0")
+    assert len(m0) == 20_000
+    assert m0["2020-01-01T05:00:00+00:00"] == 7.0
+    assert sum(m0.values()) == 20_000 - 1 + 7
+    m1 = await stored(database, "m1")
+    assert len(m1) == 25_000
+    assert set(m1.values()) == {3.0}
+
+
+async def test_resending_a_large_stream_replaces_values_and_adds_no_rows(
+    stub: Stub, database: Database
+) -> None:
+    first = [pb.IngestReadingsRequest(series_readings=[columns("m", "2020-01-01", [1.0] * 30_000)])]
+    # 15,000 hours after 2020-01-01 (a leap year) is 2021-09-17.
+    second = [
+        pb.IngestReadingsRequest(series_readings=[columns("m", "2020-01-01", [2.0] * 15_000)]),
+        pb.IngestReadingsRequest(series_readings=[columns("m", "2021-09-17T00:00", [2.0] * 15_000)]),
+    ]
+    await ingest(stub, first)
+    await ingest(stub, second)
+    values = await stored(database, "m")
+    assert len(values) == 30_000
+    assert set(values.values()) == {2.0}

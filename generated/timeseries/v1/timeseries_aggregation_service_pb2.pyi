@@ -32,20 +32,32 @@ class Reading(_message.Message):
     def __init__(self, series_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., quantity_kwh: _Optional[float] = ...) -> None: ...
 
 class IngestReadingsRequest(_message.Message):
-    __slots__ = ("readings",)
+    __slots__ = ("readings", "series_readings")
     READINGS_FIELD_NUMBER: _ClassVar[int]
+    SERIES_READINGS_FIELD_NUMBER: _ClassVar[int]
     readings: _containers.RepeatedCompositeFieldContainer[Reading]
-    def __init__(self, readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ...) -> None: ...
+    series_readings: _containers.RepeatedCompositeFieldContainer[SeriesReadings]
+    def __init__(self, readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ..., series_readings: _Optional[_Iterable[_Union[SeriesReadings, _Mapping]]] = ...) -> None: ...
+
+class SeriesReadings(_message.Message):
+    __slots__ = ("series_id", "time_unix_micros", "quantity_kwh")
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_MICROS_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_KWH_FIELD_NUMBER: _ClassVar[int]
+    series_id: str
+    time_unix_micros: _containers.RepeatedScalarFieldContainer[int]
+    quantity_kwh: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, series_id: _Optional[str] = ..., time_unix_micros: _Optional[_Iterable[int]] = ..., quantity_kwh: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class IngestReadingsResponse(_message.Message):
-    __slots__ = ("readings_received", "readings_stored", "messages_received")
+    __slots__ = ("readings_received", "messages_received", "series_count")
     READINGS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
-    READINGS_STORED_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    SERIES_COUNT_FIELD_NUMBER: _ClassVar[int]
     readings_received: int
-    readings_stored: int
     messages_received: int
-    def __init__(self, readings_received: _Optional[int] = ..., readings_stored: _Optional[int] = ..., messages_received: _Optional[int] = ...) -> None: ...
+    series_count: int
+    def __init__(self, readings_received: _Optional[int] = ..., messages_received: _Optional[int] = ..., series_count: _Optional[int] = ...) -> None: ...
 
 class QueryAggregatesRequest(_message.Message):
     __slots__ = ("series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "page_token")

@@ -1,17 +1,19 @@
 """Conversions between protobuf messages and domain values."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import Bucket, Granularity
+from timeseries_aggregation.domain.batch import ReadingBatch, first_violation
 from timeseries_aggregation.domain.history import HistoryEntry
-from timeseries_aggregation.domain.readings import check_quantity, check_series_id, check_time
+from timeseries_aggregation.domain.readings import MAX_READINGS_PER_MESSAGE, check_series_id
 from timeseries_aggregation.errors import InvalidArgumentError
-from timeseries_aggregation.storage.readings import ReadingRecord
 
 GRANULARITY_FROM_PROTO = {
     pb.GRANULARITY_HOURLY: Granularity.HOURLY,
@@ -43,19 +45,128 @@ def optional_time(
     return timestamp_to_datetime(getattr(message, field), field)
 
 
-def reading_records(readings: Sequence[pb.Reading], first_index: int) -> list[ReadingRecord]:
-    """Validate a batch of readings; first_index numbers them within the whole stream."""
-    records: list[ReadingRecord] = []
-    for index, reading in enumerate(readings, first_index):
-        prefix = f"readings[{index}]"
-        check_series_id(reading.series_id, f"{prefix}.series_id")
-        if not reading.HasField("time"):
-            raise InvalidArgumentError(f"{prefix}.time", "is required")
-        time = timestamp_to_datetime(reading.time, f"{prefix}.time")
-        check_time(time, f"{prefix}.time")
-        check_quantity(reading.quantity_kwh, f"{prefix}.quantity_kwh")
-        records.append((reading.series_id, time, reading.quantity_kwh))
-    return records
+_NANOS_PER_MICRO = 1_000
+_MICROS_PER_SECOND = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """A problem at a position of the message's readings (row form first, then columns)."""
+
+    position: int
+    rank: int  # at one position, series_id is reported before time before quantity_kwh
+    field: str
+    description: str
+
+
+def decode_ingest_message(
+    request: pb.IngestReadingsRequest, message_number: int, stream_offset: int
+) -> ReadingBatch:
+    """Validate one stream message and return its readings as columns.
+
+    Errors name the field inside the message, the message's number in the stream, and
+    the reading's number in the stream (stream_offset readings came before this message).
+    """
+    rows = request.readings
+    blocks = request.series_readings
+    total = len(rows) + sum(len(block.time_unix_micros) for block in blocks)
+    if total > MAX_READINGS_PER_MESSAGE:
+        raise InvalidArgumentError(
+            "readings",
+            f"message {message_number} holds {total} readings; send at most "
+            f"{MAX_READINGS_PER_MESSAGE} per message",
+        )
+    row_batch, row_problem = _decode_rows(rows)
+    batches = [row_batch]
+    problems = [row_problem] if row_problem else []
+    block_starts = []
+    offset = len(rows)
+    for number, block in enumerate(blocks):
+        block_starts.append(offset)
+        batch, problem = _decode_block(block, number, offset, message_number)
+        batches.append(batch)
+        if problem:
+            problems.append(problem)
+        offset += len(batch)
+    batch = ReadingBatch.concatenate(batches)
+    violation = first_violation(batch.time_unix_micros, batch.quantity_kwh)
+    if violation is not None:
+        field = _field_path(violation.position, violation.column, len(rows), block_starts)
+        rank = 1 if violation.column == "time" else 2
+        problems.append(_Located(violation.position, rank, field, violation.description))
+    if problems:
+        first = min(problems, key=lambda problem: (problem.position, problem.rank))
+        raise InvalidArgumentError(
+            first.field,
+            f"{first.description} (message {message_number}, "
+            f"reading {stream_offset + first.position} of the stream)",
+        )
+    return batch
+
+
+def _field_path(position: int, column: str, row_count: int, block_starts: list[int]) -> str:
+    """The field of the reading at a position: row-form readings first, then each block's."""
+    if position < row_count:
+        return f"readings[{position}].{column}"
+    # The block holding the position is the last one starting at or before it (empty blocks
+    # share their start with the next one and hold no position).
+    block = max(number for number, start in enumerate(block_starts) if start <= position)
+    name = "time_unix_micros" if column == "time" else column
+    return f"series_readings[{block}].{name}[{position - block_starts[block]}]"
+
+
+def _decode_rows(rows: Sequence[pb.Reading]) -> tuple[ReadingBatch, _Located | None]:
+    """Row-form readings to columns: one pass of attribute reads, the checks vectorised."""
+    positions: dict[str, int] = {}
+    series_index = np.fromiter(
+        (positions.setdefault(row.series_id, len(positions)) for row in rows), dtype=np.int32, count=len(rows)
+    )
+    times = [row.time for row in rows]
+    seconds = np.fromiter((time.seconds for time in times), dtype=np.int64, count=len(rows))
+    nanos = np.fromiter((time.nanos for time in times), dtype=np.int64, count=len(rows))
+    quantity = np.fromiter((row.quantity_kwh for row in rows), dtype=np.float64, count=len(rows))
+    problems = []
+    for series_id, number in positions.items():
+        try:
+            check_series_id(series_id, "series_id")
+        except InvalidArgumentError as error:
+            first = int(np.argmax(series_index == number))
+            problems.append(_Located(first, 0, f"readings[{first}].series_id", error.description))
+    # An unset time reads as 0 s, 0 ns: only those few readings need the presence check.
+    for unset in np.flatnonzero((seconds == 0) & (nanos == 0)).tolist():
+        if not rows[unset].HasField("time"):
+            problems.append(_Located(unset, 1, f"readings[{unset}].time", "is required"))
+            break
+    bad_nanos = (nanos < 0) | (nanos >= 1_000_000_000)
+    if bad_nanos.any():
+        at = int(np.argmax(bad_nanos))
+        problems.append(_Located(at, 1, f"readings[{at}].time", "is not a valid timestamp"))
+    # Clamp before multiplying so absurd seconds cannot overflow; the range check rejects them.
+    limit = np.int64(2**62 // _MICROS_PER_SECOND)
+    micros = np.clip(seconds, -limit, limit) * _MICROS_PER_SECOND + nanos // _NANOS_PER_MICRO
+    batch = ReadingBatch(list(positions), series_index, micros, quantity)
+    return batch, min(problems, key=lambda problem: (problem.position, problem.rank), default=None)
+
+
+def _decode_block(
+    block: pb.SeriesReadings, number: int, offset: int, message_number: int
+) -> tuple[ReadingBatch, _Located | None]:
+    """Columnar readings of one series: the repeated fields convert to arrays without copying per item."""
+    times = np.array(block.time_unix_micros, dtype=np.int64)
+    quantity = np.array(block.quantity_kwh, dtype=np.float64)
+    problem = None
+    try:
+        check_series_id(block.series_id, "series_id")
+    except InvalidArgumentError as error:
+        problem = _Located(offset, 0, f"series_readings[{number}].series_id", error.description)
+    if len(quantity) != len(times):
+        raise InvalidArgumentError(
+            f"series_readings[{number}].quantity_kwh",
+            f"has {len(quantity)} entries but time_unix_micros has {len(times)}; they must match "
+            f"(message {message_number})",
+        )
+    batch = ReadingBatch([block.series_id], np.zeros(len(times), dtype=np.int32), times, quantity)
+    return batch, problem
 
 
 def bucket_message(bucket: Bucket) -> pb.Bucket:

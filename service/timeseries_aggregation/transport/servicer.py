@@ -11,17 +11,15 @@ from timeseries_aggregation.domain.paging import (
     history_next_page_token,
     history_page_request,
 )
-from timeseries_aggregation.domain.readings import MAX_READINGS_PER_MESSAGE
-from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.storage.aggregates import list_history, query_aggregates
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import ingest_transaction
 from timeseries_aggregation.transport.convert import (
     GRANULARITY_FROM_PROTO,
     bucket_message,
+    decode_ingest_message,
     history_entry_message,
     optional_time,
-    reading_records,
 )
 from timeseries_aggregation.transport.status import Context, map_errors
 
@@ -41,19 +39,13 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         messages = 0
         async with ingest_transaction(self._database) as writer:
             async for request in request_iterator:
-                if len(request.readings) > MAX_READINGS_PER_MESSAGE:
-                    raise InvalidArgumentError(
-                        f"messages[{messages}].readings",
-                        f"holds {len(request.readings)} readings; send at most "
-                        f"{MAX_READINGS_PER_MESSAGE} per message",
-                    )
-                await writer.add(reading_records(request.readings, writer.readings_received))
+                batch = decode_ingest_message(request, messages, writer.readings_received)
                 messages += 1
-            stored = await writer.merge()
+                await writer.add(batch)
         return pb.IngestReadingsResponse(
             readings_received=writer.readings_received,
-            readings_stored=stored,
             messages_received=messages,
+            series_count=len(writer.series_ids),
         )
 
     @map_errors
