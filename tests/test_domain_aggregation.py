@@ -4,7 +4,7 @@ import zoneinfo
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import SAMPLE_ZONES
@@ -13,7 +13,6 @@ from timeseries_aggregation.domain.aggregation import (
     Granularity,
     TimeRange,
     make_aggregate_query,
-    period_label,
     resolve_time_zone,
 )
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
@@ -42,15 +41,6 @@ def query_error(
     with pytest.raises(InvalidArgumentError) as caught:
         make_aggregate_query(series_id, granularity, start_time, end_time, time_zone)
     return caught.value
-
-
-def labels(instant: datetime, zone: zoneinfo.ZoneInfo) -> tuple[str, str, str]:
-    """The monthly, daily and hourly labels of a bucket starting at instant."""
-    return (
-        period_label(instant, Granularity.MONTHLY, zone),
-        period_label(instant, Granularity.DAY_OF_MONTH, zone),
-        period_label(instant, Granularity.HOURLY, zone),
-    )
 
 
 class TestMakeAggregateQuery:
@@ -164,127 +154,6 @@ class TestMakeAggregateQuery:
             assert zoneinfo.ZoneInfo(resolved).key == resolved
 
         assert rejected_field in (None, "time_zone")
-
-
-class TestPeriodLabel:
-    def test_utc_labels(self) -> None:
-        assert labels(utc("2025-10-01T13:00"), zoneinfo.ZoneInfo("UTC")) == (
-            "2025-10",
-            "2025-10-01",
-            "2025-10-01T13:00",
-        )
-
-    def test_berlin_labels_use_local_wall_time(self) -> None:
-        # 23:00 UTC on 31 January is midnight of 1 February in Berlin (CET, UTC+1).
-        assert labels(utc("2025-01-31T23:00"), BERLIN) == ("2025-02", "2025-02-01", "2025-02-01T00:00")
-        # 22:00 UTC on 30 June is midnight of 1 July in Berlin (CEST, UTC+2).
-        assert labels(utc("2025-06-30T22:00"), BERLIN) == ("2025-07", "2025-07-01", "2025-07-01T00:00")
-
-    def test_fall_back_night_has_two_hour_buckets_with_the_same_label(self) -> None:
-        # On 2025-10-26 Berlin clocks go from 03:00 CEST back to 02:00 CET: 02:00 happens twice.
-        hour_starts = [utc("2025-10-25T22:00") + timedelta(hours=hours) for hours in range(5)]
-
-        assert [period_label(start, Granularity.HOURLY, BERLIN) for start in hour_starts] == [
-            "2025-10-26T00:00",
-            "2025-10-26T01:00",
-            "2025-10-26T02:00",
-            "2025-10-26T02:00",
-            "2025-10-26T03:00",
-        ]
-        assert hour_starts[2] == utc("2025-10-26T00:00")
-        assert hour_starts[3] == utc("2025-10-26T01:00")
-
-    def test_fall_back_day_is_one_bucket_of_25_hours(self) -> None:
-        day_start, next_day_start = utc("2025-10-25T22:00"), utc("2025-10-26T23:00")
-
-        assert next_day_start - day_start == timedelta(hours=25)
-        assert period_label(day_start, Granularity.DAY_OF_MONTH, BERLIN) == "2025-10-26"
-        assert period_label(next_day_start, Granularity.DAY_OF_MONTH, BERLIN) == "2025-10-27"
-        assert period_label(day_start, Granularity.MONTHLY, BERLIN) == "2025-10"
-
-    def test_spring_forward_night_has_no_two_oclock_label(self) -> None:
-        # On 2025-03-30 Berlin clocks jump from 02:00 CET to 03:00 CEST: 02:00 never happens.
-        hour_starts = [utc("2025-03-29T23:00") + timedelta(hours=hours) for hours in range(4)]
-
-        assert [period_label(start, Granularity.HOURLY, BERLIN) for start in hour_starts] == [
-            "2025-03-30T00:00",
-            "2025-03-30T01:00",
-            "2025-03-30T03:00",
-            "2025-03-30T04:00",
-        ]
-
-    def test_spring_forward_day_is_one_bucket_of_23_hours(self) -> None:
-        day_start, next_day_start = utc("2025-03-29T23:00"), utc("2025-03-30T22:00")
-
-        assert next_day_start - day_start == timedelta(hours=23)
-        assert period_label(day_start, Granularity.DAY_OF_MONTH, BERLIN) == "2025-03-30"
-        assert period_label(next_day_start, Granularity.DAY_OF_MONTH, BERLIN) == "2025-03-31"
-        assert period_label(day_start, Granularity.MONTHLY, BERLIN) == "2025-03"
-
-    def test_month_label_in_a_zone_behind_utc(self) -> None:
-        # Midnight UTC on 1 March is still 28 February in New York.
-        new_york = zoneinfo.ZoneInfo("America/New_York")
-
-        assert labels(utc("2025-03-01T00:00"), new_york) == ("2025-02", "2025-02-28", "2025-02-28T19:00")
-
-    @given(
-        st.datetimes(
-            min_value=datetime(2000, 1, 2),
-            max_value=datetime(2029, 12, 30, 23, 0),
-        ),
-        st.sampled_from(SAMPLE_ZONES),
-        st.sampled_from([0, 1]),
-    )
-    def test_labels_of_a_local_hour_start_nest_and_match_its_wall_time(
-        self, wall_time: datetime, zone_name: str, fold: int
-    ) -> None:
-        zone = zoneinfo.ZoneInfo(zone_name)
-        hour_start = wall_time.replace(minute=0, second=0, microsecond=0, fold=fold)
-        instant = hour_start.replace(tzinfo=zone).astimezone(UTC)
-        local = instant.astimezone(zone)
-        # Skip wall times that a spring-forward gap removed: no instant has them.
-        assume(local.replace(tzinfo=None) == hour_start)
-
-        monthly, daily, hourly = labels(instant, zone)
-
-        assert hourly.startswith(daily)
-        assert daily.startswith(monthly)
-        assert hourly == f"{local.year:04d}-{local.month:02d}-{local.day:02d}T{local.hour:02d}:00"
-        assert daily == local.date().isoformat()
-        assert monthly == f"{local.year:04d}-{local.month:02d}"
-
-    @given(
-        st.datetimes(
-            min_value=datetime(2000, 1, 1),
-            max_value=datetime(2029, 12, 31, 23, 59, 59, 999999),
-            timezones=st.just(UTC),
-        ),
-        st.sampled_from(SAMPLE_ZONES),
-    )
-    def test_label_of_any_instant_is_its_local_date_and_hour(self, instant: datetime, zone_name: str) -> None:
-        zone = zoneinfo.ZoneInfo(zone_name)
-        local = instant.astimezone(zone)
-
-        assert period_label(instant, Granularity.HOURLY, zone) == local.isoformat()[:14] + "00"
-        assert period_label(instant, Granularity.DAY_OF_MONTH, zone) == local.date().isoformat()
-        assert period_label(instant, Granularity.MONTHLY, zone) == local.date().isoformat()[:7]
-
-    @given(
-        st.datetimes(
-            min_value=datetime(2000, 1, 1),
-            max_value=datetime(2029, 12, 31, 23, 59, 59, 999999),
-            timezones=st.just(UTC),
-        ),
-        st.sampled_from(SAMPLE_ZONES),
-    )
-    def test_label_depends_on_the_instant_not_on_the_offset_it_is_given_in(
-        self, instant: datetime, zone_name: str
-    ) -> None:
-        zone = zoneinfo.ZoneInfo(zone_name)
-        elsewhere = instant.astimezone(zoneinfo.ZoneInfo("Pacific/Chatham"))
-
-        for granularity in Granularity:
-            assert period_label(elsewhere, granularity, zone) == period_label(instant, granularity, zone)
 
 
 @pytest.mark.parametrize("name", ["localtime", "Factory", "/etc/localtime", "europe/berlin", " UTC"])

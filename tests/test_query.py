@@ -257,3 +257,17 @@ async def test_page_size_default_and_maximum(stub: Stub) -> None:
     assert coerced.next_page_token
     history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(page_size=1))
     assert history.entries[0].page_size == 10_000
+
+
+async def test_hourly_labels_skip_the_missing_hour_of_a_dst_spring_forward(stub: Stub) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-03-29T23:00", 4), 100))
+    response = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(series_id="m1", granularity=HOURLY, time_zone="Europe/Berlin")
+    )
+    assert [b.period for b in response.buckets] == [
+        "2025-03-30T00:00",
+        "2025-03-30T01:00",
+        "2025-03-30T03:00",
+        "2025-03-30T04:00",
+    ]
+    assert [b.end_time.seconds - b.start_time.seconds for b in response.buckets] == [3600] * 4

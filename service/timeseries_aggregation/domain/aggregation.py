@@ -5,6 +5,7 @@ import functools
 import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from timeseries_aggregation.domain.readings import (
     EARLIEST_TIME,
@@ -23,13 +24,6 @@ class Granularity(enum.Enum):
     HOURLY = "hourly"
     DAY_OF_MONTH = "day_of_month"
     MONTHLY = "monthly"
-
-
-_PERIOD_FORMATS = {
-    Granularity.HOURLY: "%Y-%m-%dT%H:00",
-    Granularity.DAY_OF_MONTH: "%Y-%m-%d",
-    Granularity.MONTHLY: "%Y-%m",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +58,15 @@ class AggregateQuery:
         return zoneinfo.ZoneInfo(self.time_zone)
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """Statistics of the readings of one series in one bucket."""
+class Bucket(NamedTuple):
+    """Statistics of the readings of one series in one bucket.
 
-    start_time: datetime
-    end_time: datetime
+    Bucket bounds are whole seconds in every zone of the supported range, and a plain
+    tuple keeps a page of thousands of buckets cheap to build.
+    """
+
+    start_unix_seconds: int
+    end_unix_seconds: int
     period: str
     total_quantity_kwh: float
     min_quantity_kwh: float
@@ -125,8 +122,3 @@ def make_aggregate_query(
         time_range=TimeRange(start_time, end_time),
         time_zone=resolve_time_zone(time_zone),
     )
-
-
-def period_label(bucket_start: datetime, granularity: Granularity, zone: zoneinfo.ZoneInfo) -> str:
-    """Label a bucket in the query's zone: '2025-10', '2025-10-01' or '2025-10-01T13:00'."""
-    return bucket_start.astimezone(zone).strftime(_PERIOD_FORMATS[granularity])

@@ -1,5 +1,6 @@
-"""Aggregation queries and the query history, recorded in the query's own transaction."""
+"""Aggregation queries and the query history, recorded in the query's own statement."""
 
+import functools
 from datetime import datetime
 
 import asyncpg
@@ -9,11 +10,9 @@ from timeseries_aggregation.domain.aggregation import (
     Bucket,
     Granularity,
     TimeRange,
-    period_label,
 )
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import Page, PageRequest
-from timeseries_aggregation.domain.readings import EARLIEST_TIME
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.storage.database import Database
 
@@ -42,38 +41,59 @@ _BUCKET_ENDS = {
         "date_trunc('month', (bucket_start AT TIME ZONE $2) + INTERVAL '1 month') AT TIME ZONE $2"
     ),
 }
+# Period labels in the query's zone: 2025-10-01T13:00, 2025-10-01, 2025-10.
+_PERIOD_PATTERNS = {
+    Granularity.HOURLY: 'YYYY-MM-DD"T"HH24:00',
+    Granularity.DAY_OF_MONTH: "YYYY-MM-DD",
+    Granularity.MONTHLY: "YYYY-MM",
+}
 
 
-def _aggregate_sql(granularity: Granularity, timescaledb: bool) -> str:
-    bucket_starts = _TIMESCALE_BUCKET_STARTS if timescaledb else _PLAIN_BUCKET_STARTS
-    # $3/$4 bound the readings; $5 is the last bucket already returned (keyset paging): a
-    # bucket after it holds only readings at or after it, so $5 also bounds the scan.
+@functools.cache
+def _aggregate_sql(granularity: Granularity, timescaledb: bool, continued: bool) -> str:
+    """One statement: a page of buckets, and the history record of the call.
+
+    Parameters: $1 series, $2 zone, $3/$4 the readings' bounds, $5 page size, $6 to $8
+    the query as recorded, and on continued pages $9, the last bucket already returned.
+    A bucket after $9 holds only readings at or after it, so $9 also bounds the scan.
+    """
+    bucket_start = (_TIMESCALE_BUCKET_STARTS if timescaledb else _PLAIN_BUCKET_STARTS)[granularity]
+    after_cursor = "AND time >= $9" if continued else ""
+    cursor_filter = "WHERE bucket_start > $9" if continued else ""
+    # One row more than the page tells whether another page follows.
     return f"""
-        SELECT bucket_start, {_BUCKET_ENDS[granularity]} AS bucket_end,
+        WITH page AS (
+            SELECT bucket_start, total, minimum, maximum, mean, reading_count
+            FROM (
+                SELECT {bucket_start} AS bucket_start,
+                       sum(quantity_kwh) AS total,
+                       min(quantity_kwh) AS minimum,
+                       max(quantity_kwh) AS maximum,
+                       avg(quantity_kwh) AS mean,
+                       count(*) AS reading_count
+                FROM readings
+                WHERE series_id = $1 AND time >= $3 AND time < $4 {after_cursor}
+                GROUP BY 1
+            ) AS buckets
+            {cursor_filter}
+            ORDER BY bucket_start
+            LIMIT $5::integer + 1
+        ), recorded AS (
+            INSERT INTO query_history (
+                series_id, granularity, start_time, end_time, time_zone,
+                page_size, continued_page, bucket_count
+            )
+            SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer)
+            FROM page
+        )
+        SELECT extract(epoch FROM bucket_start)::bigint,
+               extract(epoch FROM {_BUCKET_ENDS[granularity]})::bigint,
+               to_char(bucket_start AT TIME ZONE $2, '{_PERIOD_PATTERNS[granularity]}'),
                total, minimum, maximum, mean, reading_count
-        FROM (
-            SELECT {bucket_starts[granularity]} AS bucket_start,
-                   sum(quantity_kwh) AS total,
-                   min(quantity_kwh) AS minimum,
-                   max(quantity_kwh) AS maximum,
-                   avg(quantity_kwh) AS mean,
-                   count(*) AS reading_count
-            FROM readings
-            WHERE series_id = $1 AND time >= $3 AND time < $4 AND time >= $5
-            GROUP BY 1
-        ) AS buckets
-        WHERE bucket_start > $5
+        FROM page
         ORDER BY bucket_start
-        LIMIT $6
     """
 
-
-_RECORD_QUERY = """
-    INSERT INTO query_history (
-        series_id, granularity, start_time, end_time, time_zone,
-        page_size, continued_page, bucket_count
-    ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-"""
 
 _LIST_HISTORY = """
     SELECT id, query_time, series_id, granularity, start_time, end_time, time_zone,
@@ -88,19 +108,22 @@ _LIST_HISTORY = """
 async def query_aggregates(
     database: Database, query: AggregateQuery, page: PageRequest[datetime]
 ) -> Page[Bucket]:
-    """One page of buckets, and the history record of the call, in one transaction."""
+    """One page of buckets; the same statement records the call in the history."""
     time_range = query.time_range
-    # One row more than the page tells whether another page follows.
-    arguments = (
+    arguments: list[object] = [
         query.series_id,
         query.time_zone,
         time_range.lower_bound,
         time_range.upper_bound,
-        page.after or EARLIEST_TIME,
-        page.page_size + 1,
-    )
-    sql = _aggregate_sql(query.granularity, database.timescaledb)
-    async with database.transaction() as connection:
+        page.page_size,
+        query.granularity.value,
+        time_range.start_time,
+        time_range.end_time,
+    ]
+    if page.after is not None:
+        arguments.append(page.after)
+    sql = _aggregate_sql(query.granularity, database.timescaledb, page.after is not None)
+    async with database.query_connection() as connection:
         try:
             rows = await connection.fetch(sql, *arguments)
         except asyncpg.InvalidParameterValueError as error:
@@ -108,38 +131,14 @@ async def query_aggregates(
             raise InvalidArgumentError(
                 "time_zone", f"{query.time_zone!r} is not a time zone the database knows"
             ) from error
-        buckets = [_bucket(row, query) for row in rows[: page.page_size]]
-        await connection.execute(
-            _RECORD_QUERY,
-            query.series_id,
-            query.granularity.value,
-            time_range.start_time,
-            time_range.end_time,
-            query.time_zone,
-            page.page_size,
-            page.after is not None,
-            len(buckets),
-        )
+    buckets = [Bucket._make(row) for row in rows[: page.page_size]]
     return Page(buckets, has_more=len(rows) > page.page_size)
-
-
-def _bucket(row: asyncpg.Record, query: AggregateQuery) -> Bucket:
-    return Bucket(
-        start_time=row["bucket_start"],
-        end_time=row["bucket_end"],
-        period=period_label(row["bucket_start"], query.granularity, query.zone),
-        total_quantity_kwh=row["total"],
-        min_quantity_kwh=row["minimum"],
-        max_quantity_kwh=row["maximum"],
-        mean_quantity_kwh=row["mean"],
-        reading_count=row["reading_count"],
-    )
 
 
 async def list_history(database: Database, page: PageRequest[int]) -> Page[HistoryEntry]:
     """One page of the query history, newest first."""
     before_id = page.after if page.after is not None else 2**63 - 1
-    async with database.transaction() as connection:
+    async with database.query_connection() as connection:
         rows = await connection.fetch(_LIST_HISTORY, before_id, page.page_size + 1)
     entries = [_history_entry(row) for row in rows[: page.page_size]]
     return Page(entries, has_more=len(rows) > page.page_size)

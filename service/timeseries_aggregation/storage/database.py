@@ -37,29 +37,50 @@ class PoolSettings:
 
 
 class Database:
-    """A pool plus what was learned about the server at start-up."""
+    """Two pools plus what was learned about the server at start-up.
 
-    def __init__(self, pool: asyncpg.Pool, settings: PoolSettings, timescaledb: bool) -> None:
-        self._pool = pool
+    Readings are written through the write pool, whose commits wait for the WAL to reach
+    disk. Queries go through the query pool, whose sessions commit asynchronously: the
+    history entry a query writes may be lost if the database server crashes within a
+    fraction of a second after it, and in exchange no query waits for a disk flush.
+    """
+
+    def __init__(
+        self,
+        write_pool: asyncpg.Pool,
+        query_pool: asyncpg.Pool,
+        settings: PoolSettings,
+        timescaledb: bool,
+    ) -> None:
+        self._write_pool = write_pool
+        self._query_pool = query_pool
         self._settings = settings
         self.timescaledb = timescaledb
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection inside a transaction, committed when the block succeeds."""
+        """A write-pool connection inside a transaction, committed when the block succeeds."""
         async with (
             self.translate_errors(),
-            self._pool.acquire(timeout=self._settings.acquire_timeout_seconds) as connection,
+            self._write_pool.acquire(timeout=self._settings.acquire_timeout_seconds) as connection,
             connection.transaction(),
+        ):
+            yield connection
+
+    @asynccontextmanager
+    async def query_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A query-pool connection; each statement on it is its own transaction."""
+        async with (
+            self.translate_errors(),
+            self._query_pool.acquire(timeout=self._settings.acquire_timeout_seconds) as connection,
         ):
             yield connection
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailableError unless the database answers a trivial query."""
-        async with self.translate_errors():
-            timeout = self._settings.acquire_timeout_seconds
-            async with self._pool.acquire(timeout=timeout) as connection:
-                await connection.fetchval("SELECT 1", timeout=timeout)
+        timeout = self._settings.acquire_timeout_seconds
+        async with self.query_connection() as connection:
+            await connection.fetchval("SELECT 1", timeout=timeout)
 
     @asynccontextmanager
     async def translate_errors(self) -> AsyncIterator[None]:
@@ -71,12 +92,13 @@ class Database:
         try:
             yield
         except _UNAVAILABLE_ERRORS as error:
-            await self._pool.expire_connections()
+            await self._write_pool.expire_connections()
+            await self._query_pool.expire_connections()
             logger.warning("database unavailable: %s", type(error).__name__)
             raise DatabaseUnavailableError("the database is unavailable; retry later") from error
 
 
-async def _create_pool(url: str, settings: PoolSettings) -> asyncpg.Pool:
+async def _create_pool(url: str, settings: PoolSettings, synchronous_commit: bool) -> asyncpg.Pool:
     statement_timeout_ms = int(settings.statement_timeout_seconds * 1000)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url,
@@ -89,19 +111,20 @@ async def _create_pool(url: str, settings: PoolSettings) -> asyncpg.Pool:
             "statement_timeout": str(statement_timeout_ms),
             # A transaction left open by a vanished client must not hold locks forever.
             "idle_in_transaction_session_timeout": str(statement_timeout_ms),
+            "synchronous_commit": "on" if synchronous_commit else "off",
         },
     )
     return pool
 
 
-async def _wait_for_pool(url: str, settings: PoolSettings) -> asyncpg.Pool:
+async def _wait_for_pool(url: str, settings: PoolSettings, synchronous_commit: bool) -> asyncpg.Pool:
     """Create the pool, retrying while the database is still starting."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.startup_timeout_seconds
     delay = 0.2
     while True:
         try:
-            return await _create_pool(url, settings)
+            return await _create_pool(url, settings, synchronous_commit)
         except _UNAVAILABLE_ERRORS as error:
             if loop.time() + delay > deadline:
                 raise DatabaseUnavailableError(
@@ -114,26 +137,34 @@ async def _wait_for_pool(url: str, settings: PoolSettings) -> asyncpg.Pool:
 
 @asynccontextmanager
 async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Database]:
-    """Connect, migrate the schema, detect TimescaleDB; close the pool on exit."""
-    pool = await _wait_for_pool(url, settings)
+    """Connect, migrate the schema, detect TimescaleDB; close the pools on exit."""
+    write_pool = await _wait_for_pool(url, settings, synchronous_commit=True)
     try:
-        async with pool.acquire() as connection:
-            await apply_migrations(connection)
-            timescaledb = await connection.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
-            )
-            server_version = connection.get_server_version()
-        logger.info(
-            "database ready: PostgreSQL %s.%s, TimescaleDB %s",
-            server_version.major,
-            server_version.minor,
-            "enabled" if timescaledb else "not available (plain tables)",
-        )
-        yield Database(pool, settings, timescaledb=bool(timescaledb))
-    finally:
+        query_pool = await _create_pool(url, settings, synchronous_commit=False)
         try:
-            # Calls were drained before this; a connection still busy now is stuck.
-            await asyncio.wait_for(pool.close(), timeout=settings.acquire_timeout_seconds)
-        except TimeoutError:
-            logger.warning("closing the pool timed out; terminating its connections")
-            pool.terminate()
+            async with write_pool.acquire() as connection:
+                await apply_migrations(connection)
+                timescaledb = await connection.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+                )
+                server_version = connection.get_server_version()
+            logger.info(
+                "database ready: PostgreSQL %s.%s, TimescaleDB %s",
+                server_version.major,
+                server_version.minor,
+                "enabled" if timescaledb else "not available (plain tables)",
+            )
+            yield Database(write_pool, query_pool, settings, timescaledb=bool(timescaledb))
+        finally:
+            await _close(query_pool, settings)
+    finally:
+        await _close(write_pool, settings)
+
+
+async def _close(pool: asyncpg.Pool, settings: PoolSettings) -> None:
+    try:
+        # Calls were drained before this; a connection still busy now is stuck.
+        await asyncio.wait_for(pool.close(), timeout=settings.acquire_timeout_seconds)
+    except TimeoutError:
+        logger.warning("closing a pool timed out; terminating its connections")
+        pool.terminate()

@@ -169,17 +169,22 @@ def _decode_block(
     return batch, problem
 
 
-def bucket_message(bucket: Bucket) -> pb.Bucket:
-    return pb.Bucket(
-        start_time=datetime_to_timestamp(bucket.start_time),
-        end_time=datetime_to_timestamp(bucket.end_time),
-        period=bucket.period,
-        total_quantity_kwh=bucket.total_quantity_kwh,
-        min_quantity_kwh=bucket.min_quantity_kwh,
-        max_quantity_kwh=bucket.max_quantity_kwh,
-        mean_quantity_kwh=bucket.mean_quantity_kwh,
-        reading_count=bucket.reading_count,
-    )
+def buckets_response(buckets: Sequence[Bucket], next_page_token: str) -> pb.QueryAggregatesResponse:
+    """The response for a page of buckets, built in place: a page can hold 10,000."""
+    response = pb.QueryAggregatesResponse(next_page_token=next_page_token)
+    add = response.buckets.add
+    for bucket in buckets:
+        message = add(
+            period=bucket.period,
+            total_quantity_kwh=bucket.total_quantity_kwh,
+            min_quantity_kwh=bucket.min_quantity_kwh,
+            max_quantity_kwh=bucket.max_quantity_kwh,
+            mean_quantity_kwh=bucket.mean_quantity_kwh,
+            reading_count=bucket.reading_count,
+        )
+        message.start_time.seconds = bucket.start_unix_seconds
+        message.end_time.seconds = bucket.end_unix_seconds
+    return response
 
 
 def history_entry_message(entry: HistoryEntry) -> pb.QueryHistoryEntry:

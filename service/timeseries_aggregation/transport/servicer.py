@@ -1,6 +1,7 @@
 """TimeseriesAggregationService: turns requests into domain calls and results into responses."""
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
@@ -16,7 +17,7 @@ from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import ingest_transaction
 from timeseries_aggregation.transport.convert import (
     GRANULARITY_FROM_PROTO,
-    bucket_message,
+    buckets_response,
     decode_ingest_message,
     history_entry_message,
     optional_time,
@@ -61,11 +62,11 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         )
         page_request = buckets_page_request(query, request.page_size, request.page_token)
         page = await query_aggregates(self._database, query, page_request)
-        next_token = buckets_next_page_token(query, page.items[-1].start_time) if page.has_more else ""
-        return pb.QueryAggregatesResponse(
-            buckets=[bucket_message(bucket) for bucket in page.items],
-            next_page_token=next_token,
-        )
+        next_token = ""
+        if page.has_more:
+            last_start = datetime.fromtimestamp(page.items[-1].start_unix_seconds, tz=UTC)
+            next_token = buckets_next_page_token(query, last_start)
+        return buckets_response(page.items, next_token)
 
     @map_errors
     async def ListQueryHistory(
