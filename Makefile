@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/timeseries/v1/*.proto)
 
-.PHONY: install run test lint generate check-generated check clean
+.PHONY: install run test lint generate check-generated check bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +37,16 @@ check-generated: generate
 	test -z "$$(git status --porcelain -- generated)"
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check service tests bench
+	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy
 	cd protos && ../$(BIN)/buf lint
 
 check: lint check-generated
+
+# Prints the service's figures against the raw database's; keeps them in bench/RESULTS.md.
+bench: $(INSTALLED)
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info service/*.egg-info .mypy_cache .ruff_cache .pytest_cache

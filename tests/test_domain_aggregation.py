@@ -4,14 +4,16 @@ import zoneinfo
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tests.support import SAMPLE_ZONES
 from timeseries_aggregation.domain.aggregation import (
     AggregateQuery,
+    FixedWidthBuckets,
     Granularity,
     TimeRange,
+    fixed_width_buckets,
     make_aggregate_query,
     resolve_time_zone,
 )
@@ -161,3 +163,45 @@ def test_names_that_are_not_iana_zones_are_rejected(name: str) -> None:
     with pytest.raises(InvalidArgumentError) as raised:
         resolve_time_zone(name)
     assert raised.value.field == "time_zone"
+
+
+@pytest.mark.parametrize(
+    ("granularity", "zone", "expected"),
+    [
+        (Granularity.DAY_OF_MONTH, "UTC", FixedWidthBuckets(86_400, 0)),
+        (Granularity.HOURLY, "UTC", FixedWidthBuckets(3_600, 0)),
+        (Granularity.DAY_OF_MONTH, "Asia/Kolkata", FixedWidthBuckets(86_400, 86_400 - 19_800)),
+        (Granularity.HOURLY, "Asia/Kolkata", FixedWidthBuckets(3_600, 1_800)),
+        (Granularity.HOURLY, "Europe/Berlin", FixedWidthBuckets(3_600, 0)),
+        (Granularity.DAY_OF_MONTH, "Europe/Berlin", None),
+        (Granularity.HOURLY, "Asia/Kathmandu", None),  # +05:30 until 1986, +05:45 since
+        (Granularity.HOURLY, "Australia/Lord_Howe", None),  # half-hour DST
+        (Granularity.MONTHLY, "UTC", None),
+    ],
+)
+def test_fixed_width_buckets(granularity: Granularity, zone: str, expected: FixedWidthBuckets | None) -> None:
+    assert fixed_width_buckets(granularity, zone) == expected
+
+
+@given(
+    instant=st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2099, 12, 30), timezones=st.just(UTC)
+    ),
+    zone_name=st.sampled_from([*SAMPLE_ZONES, "Australia/Lord_Howe", "Asia/Kolkata", "Etc/GMT+5"]),
+    granularity=st.sampled_from([Granularity.HOURLY, Granularity.DAY_OF_MONTH]),
+)
+def test_fixed_width_buckets_start_at_local_hours_and_midnights(
+    instant: datetime, zone_name: str, granularity: Granularity
+) -> None:
+    fixed = fixed_width_buckets(granularity, zone_name)
+    assume(fixed is not None)
+    assert fixed is not None
+    seconds = int(instant.timestamp())
+    start = seconds - (seconds - fixed.origin_unix_seconds) % fixed.width_seconds
+    local_start = datetime.fromtimestamp(start, zoneinfo.ZoneInfo(zone_name))
+    assert (local_start.minute, local_start.second) == (0, 0)
+    if granularity is Granularity.DAY_OF_MONTH:
+        assert local_start.hour == 0
+        assert local_start.date() == instant.astimezone(zoneinfo.ZoneInfo(zone_name)).date()
+    else:
+        assert start <= seconds < start + 3_600

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.client import series_messages
 from timeseries_aggregation.config import ConfigError, load_config
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
 from timeseries_aggregation.transport.convert import datetime_to_timestamp
@@ -48,10 +49,8 @@ def _ingest_requests(
     """The file's rows in messages of batch_size readings, in the compact columnar form."""
     rows = read_rows(path)
     while batch := list(itertools.islice(rows, batch_size)):
-        columns = pb.SeriesReadings(series_id=series_id)
-        columns.time_unix_micros.extend((row.time - UNIX_EPOCH) // ONE_MICROSECOND for row in batch)
-        columns.quantity_kwh.extend(row.quantity_kwh for row in batch)
-        yield pb.IngestReadingsRequest(series_readings=[columns])
+        times = [(row.time - UNIX_EPOCH) // ONE_MICROSECOND for row in batch]
+        yield from series_messages(series_id, times, [row.quantity_kwh for row in batch], batch_size)
         on_batch(len(batch))
 
 

