@@ -3,29 +3,18 @@
 import asyncio
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support import eventually
+from tests.server_process import free_port, start, stop, wait_serving
 
 CANARY_PASSWORD = "canary-secret-7f3a"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def with_password(url: str, password: str) -> str:
@@ -33,42 +22,6 @@ def with_password(url: str, password: str) -> str:
     user = (parts.username or "postgres") + ":" + password
     host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
-
-
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as output:
-        return subprocess.Popen(
-            [sys.executable, "-m", "timeseries_aggregation", "serve"],
-            env={**os.environ, **env},
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def wait_serving(port: int) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-
-        async def serving() -> None:
-            response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            assert response.status == health_pb2.HealthCheckResponse.SERVING
-
-        await eventually(serving, within=30, interval=0.2)
-
-
-async def stop(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    return await asyncio.to_thread(process.wait, 30)
-
-
-@pytest.fixture
-async def cleanup() -> AsyncIterator[list[subprocess.Popen[bytes]]]:
-    processes: list[subprocess.Popen[bytes]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

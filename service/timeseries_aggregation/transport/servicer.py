@@ -1,5 +1,6 @@
 """TimeseriesAggregationService: turns requests into domain calls and results into responses."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -24,6 +25,8 @@ from timeseries_aggregation.transport.convert import (
 )
 from timeseries_aggregation.transport.status import Context, map_errors
 
+FAIRNESS_INTERVAL_SECONDS = 0.005
+
 
 class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer):
     """Implements timeseries.v1.TimeseriesAggregationService on a database."""
@@ -38,11 +41,18 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         context: Context,
     ) -> pb.IngestReadingsResponse:
         messages = 0
+        loop = asyncio.get_running_loop()
+        last_yield = loop.time()
         async with ingest_transaction(self._database) as writer:
             async for request in request_iterator:
                 batch = decode_ingest_message(request, messages, writer.readings_received)
                 messages += 1
                 await writer.add(batch)
+                # Buffered messages arrive without suspending; let other calls (and the health
+                # check) run at least every few milliseconds however fast a client sends.
+                if loop.time() - last_yield > FAIRNESS_INTERVAL_SECONDS:
+                    await asyncio.sleep(0)
+                    last_yield = loop.time()
         return pb.IngestReadingsResponse(
             readings_received=writer.readings_received,
             messages_received=messages,

@@ -1,0 +1,48 @@
+"""The service as a separate process, as operators run it: start, wait for SERVING, stop."""
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support import eventually
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`timeseries-aggregation serve` with env added to this environment, output to log."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "timeseries_aggregation", "serve"],
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def wait_serving(port: int) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        async def serving() -> None:
+            response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+        await eventually(serving, within=30, interval=0.2)
+
+
+async def stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.to_thread(process.wait, 30)
