@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/timeseries/v1/*.proto)
 
-.PHONY: install run test lint generate check-generated check bench clean
+.PHONY: install run test lint generate check-generated check bench load clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,9 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
+# Authentication is off unless you set TIMESERIES_AGGREGATION_AUTH_MODE=api-key (see README).
 run: $(INSTALLED)
-	$(BIN)/timeseries-aggregation serve
+	TIMESERIES_AGGREGATION_AUTH_MODE=$${TIMESERIES_AGGREGATION_AUTH_MODE:-none} $(BIN)/timeseries-aggregation serve
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -47,6 +48,10 @@ check: lint check-generated
 # Prints the service's figures against the raw database's; keeps them in bench/RESULTS.md.
 bench: $(INSTALLED)
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+# Concurrent ingest streams and queries for a bounded time, then an exact check of the data.
+load: $(INSTALLED)
+	$(BIN)/python bench/load.py $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info service/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -163,6 +163,7 @@ class ServiceProcess:
             **os.environ,
             "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
             "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{self.port}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
             "TIMESERIES_AGGREGATION_LOG_LEVEL": "WARNING",
         }
         self.process = subprocess.Popen([sys.executable, "-m", "timeseries_aggregation", "serve"], env=env)

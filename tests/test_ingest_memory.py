@@ -40,6 +40,7 @@ async def test_a_long_stream_keeps_server_memory_flat(
         {
             "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
             "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
         },
         tmp_path / "server.log",
     )

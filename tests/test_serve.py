@@ -43,6 +43,7 @@ async def test_serves_on_a_configured_database_and_never_logs_its_password(
         {
             "TIMESERIES_AGGREGATION_DATABASE_URL_FILE": str(url_file),
             "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
             "TIMESERIES_AGGREGATION_LOG_LEVEL": "DEBUG",
         },
         log,
@@ -66,6 +67,7 @@ async def test_serves_on_an_embedded_database_without_configuration(
         {
             "TIMESERIES_AGGREGATION_DATA_DIR": str(data_dir),
             "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
         },
         log,
     )

@@ -12,17 +12,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
-from timeseries_aggregation.config import Config
+from timeseries_aggregation.config import AUTH_API_KEY, Config
 from timeseries_aggregation.health import DatabaseHealth
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
-from timeseries_aggregation.transport.servicer import TimeseriesAggregationServicer
+from timeseries_aggregation.transport.auth import Authenticator
+from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
+from timeseries_aggregation.transport.servicer import StreamLimits, TimeseriesAggregationServicer
 
 logger = logging.getLogger(__name__)
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TimeseriesAggregationService"].full_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,39 +30,59 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    authenticator: Authenticator
+
+
+def _server_options(config: Config) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        # Ping idle connections and drop peers that stop answering: a vanished client's
+        # stream ends (and rolls back) instead of holding a database connection.
+        ("grpc.keepalive_time_ms", int(config.keepalive_time_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_seconds * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_ping_strikes", 3),
+    ]
+
+
+def _bind(server: grpc.aio.Server, config: Config) -> int:
+    """Listen with TLS when a certificate is configured (mutual TLS with a client CA)."""
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return server.add_insecure_port(config.listen_address)
+    client_ca = config.tls_client_ca_file.read_bytes() if config.tls_client_ca_file else None
+    credentials = grpc.ssl_server_credentials(
+        [(config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+    return server.add_secure_port(config.listen_address, credentials)
 
 
 @asynccontextmanager
 async def grpc_server(database: Database, config: Config) -> AsyncIterator[RunningServer]:
     """Serve the API, health and reflection; on exit report NOT_SERVING, drain, and stop."""
-    limit = config.max_message_bytes
     server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ]
+        options=_server_options(config), maximum_concurrent_rpcs=config.max_concurrent_rpcs
     )
-    pb_grpc.add_TimeseriesAggregationServiceServicer_to_server(
-        TimeseriesAggregationServicer(database), server
-    )
+    authenticator = Authenticator(config.api_keys_file if config.auth_mode == AUTH_API_KEY else None)
+    limits = StreamLimits(config.max_concurrent_streams, config.stream_idle_timeout_seconds)
+    add_service(server, TimeseriesAggregationServicer(database, authenticator, limits))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
     database_health = DatabaseHealth(database, health_servicer, ["", SERVICE_NAME])
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
-    port = server.add_insecure_port(config.listen_address)
+    port = _bind(server, config)
     await server.start()
     monitor = asyncio.create_task(database_health.watch(config.health_check_interval_seconds))
     try:
-        yield RunningServer(server, port, health_servicer)
+        yield RunningServer(server, port, health_servicer, authenticator)
     finally:
         await health_servicer.enter_graceful_shutdown()
         monitor.cancel()
@@ -95,6 +113,14 @@ async def serve(config: Config) -> None:
         open_database(url, config.pool) as database,
         grpc_server(database, config) as running,
     ):
-        logger.info("serving %s on %s (port %d)", SERVICE_NAME, config.listen_address, running.port)
+        loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
+        logger.info(
+            "serving %s on %s (port %d, %s, authentication %s)",
+            SERVICE_NAME,
+            config.listen_address,
+            running.port,
+            "TLS" if config.tls_cert_file else "plaintext",
+            config.auth_mode,
+        )
         await stop.wait()
         logger.info("shutting down: draining calls for up to %g s", config.shutdown_grace_seconds)

@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import itertools
 import logging
+import os
 import sys
 import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
@@ -15,8 +16,14 @@ from tqdm import tqdm
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
-from timeseries_aggregation.client import series_messages
+from timeseries_aggregation.client import (
+    API_KEY_VARIABLE,
+    auth_metadata,
+    open_channel,
+    series_messages,
+)
 from timeseries_aggregation.config import ConfigError, load_config
+from timeseries_aggregation.domain.api_keys import key_file_line, new_key, parse_scopes
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
 from timeseries_aggregation.transport.convert import datetime_to_timestamp
 
@@ -43,6 +50,34 @@ def _serve(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _stub(arguments: argparse.Namespace) -> pb_grpc.TimeseriesAggregationServiceStub:
+    channel = open_channel(
+        arguments.target,
+        tls_ca=arguments.tls_ca,
+        tls_cert=arguments.tls_cert,
+        tls_key=arguments.tls_key,
+    )
+    return pb_grpc.TimeseriesAggregationServiceStub(channel)
+
+
+def _metadata(arguments: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    return auth_metadata(arguments.api_key)
+
+
+def _generate_key(arguments: argparse.Namespace) -> int:
+    try:
+        scopes = parse_scopes(arguments.scopes)
+    except ValueError as error:
+        print(f"--scopes: {error}", file=sys.stderr)
+        return 2
+    key = new_key()
+    print(f"API key for {arguments.name} (shown once; give it to the caller, keep it secret):")
+    print(f"  {key}")
+    print("Line to add to the file named by TIMESERIES_AGGREGATION_API_KEYS_FILE (then send SIGHUP):")
+    print(f"  {key_file_line(arguments.name, scopes, key)}")
+    return 0
+
+
 def _ingest_requests(
     path: Path, series_id: str, batch_size: int, on_batch: Callable[[int], object]
 ) -> Iterator[pb.IngestReadingsRequest]:
@@ -59,7 +94,7 @@ def _import(arguments: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"{path}: no such file", file=sys.stderr)
         return 2
-    stub = pb_grpc.TimeseriesAggregationServiceStub(grpc.insecure_channel(arguments.target))
+    stub = _stub(arguments)
     file_errors: list[ReadingFileError] = []
 
     def requests(on_batch: Callable[[int], object]) -> Iterator[pb.IngestReadingsRequest]:
@@ -75,7 +110,9 @@ def _import(arguments: argparse.Namespace) -> int:
     logging.getLogger("grpc._channel").setLevel(logging.CRITICAL)
     with tqdm(total=count_rows(path), unit=" readings", desc=path.name) as progress:
         try:
-            response = stub.IngestReadings(requests(progress.update), timeout=arguments.timeout)
+            response = stub.IngestReadings(
+                requests(progress.update), timeout=arguments.timeout, metadata=_metadata(arguments)
+            )
         except grpc.RpcError:
             if file_errors:
                 raise file_errors[0] from None
@@ -116,10 +153,10 @@ def _query(arguments: argparse.Namespace) -> int:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         print(f"--time-zone: {arguments.time_zone!r} is not a known time zone", file=sys.stderr)
         return 2
-    stub = pb_grpc.TimeseriesAggregationServiceStub(grpc.insecure_channel(arguments.target))
+    stub = _stub(arguments)
     rows: list[list[str]] = []
     while True:
-        response = stub.QueryAggregates(request, timeout=arguments.timeout)
+        response = stub.QueryAggregates(request, timeout=arguments.timeout, metadata=_metadata(arguments))
         rows.extend(
             [
                 bucket.period,
@@ -139,10 +176,11 @@ def _query(arguments: argparse.Namespace) -> int:
 
 
 def _history(arguments: argparse.Namespace) -> int:
-    stub = pb_grpc.TimeseriesAggregationServiceStub(grpc.insecure_channel(arguments.target))
+    stub = _stub(arguments)
     response = stub.ListQueryHistory(
         pb.ListQueryHistoryRequest(page_size=arguments.page_size, page_token=arguments.page_token),
         timeout=arguments.timeout,
+        metadata=_metadata(arguments),
     )
     rows = [
         [
@@ -172,10 +210,25 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the server (configured by the environment)")
     serve.set_defaults(run=_serve)
 
+    keys = commands.add_parser("keys", help="manage API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = key_commands.add_parser("generate", help="print a new API key and its key-file line")
+    generate.add_argument("--name", required=True, help="who the key is for; recorded in the history")
+    generate.add_argument("--scopes", required=True, help="comma-separated: ingest, query")
+    generate.set_defaults(run=_generate_key)
+
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--target", default=DEFAULT_TARGET, help="server HOST:PORT")
         command.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+        command.add_argument(
+            "--api-key",
+            default=os.environ.get(API_KEY_VARIABLE),
+            help=f"API key (default: ${API_KEY_VARIABLE})",
+        )
+        command.add_argument("--tls-ca", type=Path, help="CA certificate to verify the server: use TLS")
+        command.add_argument("--tls-cert", type=Path, help="client certificate, for mutual TLS")
+        command.add_argument("--tls-key", type=Path, help="client private key, for mutual TLS")
         return command
 
     ingest = client_command("import", help_text="stream an .xlsx or .csv file of readings")

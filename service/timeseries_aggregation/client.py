@@ -1,13 +1,40 @@
-"""Building ingest messages on the client side, in the forms the service accepts."""
+"""Client-side helpers: channels, credentials, and ingest messages in the forms the service accepts."""
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 
 MICROS_PER_SECOND = 1_000_000
+API_KEY_VARIABLE = "TIMESERIES_AGGREGATION_API_KEY"
+
+
+def open_channel(
+    target: str,
+    *,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> grpc.Channel:
+    """A channel to the service: TLS when a CA is given (with a client certificate for
+    mutual TLS), plaintext otherwise."""
+    if tls_ca is None:
+        return grpc.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls_ca.read_bytes(),
+        private_key=tls_key.read_bytes() if tls_key else None,
+        certificate_chain=tls_cert.read_bytes() if tls_cert else None,
+    )
+    return grpc.secure_channel(target, credentials)
+
+
+def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    """Call metadata that presents an API key (none without a key)."""
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
 
 def series_messages(

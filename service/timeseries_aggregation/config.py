@@ -1,5 +1,6 @@
 """Settings read once from the environment (prefix TIMESERIES_AGGREGATION_)."""
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -13,6 +14,8 @@ from timeseries_aggregation.storage.database import PoolSettings
 
 ENV_PREFIX = "TIMESERIES_AGGREGATION_"
 DEFAULT_LISTEN_ADDRESS = "[::]:50051"
+AUTH_API_KEY = "api-key"
+AUTH_NONE = "none"
 
 Value = TypeVar("Value")
 
@@ -33,6 +36,16 @@ class Config:
     health_check_interval_seconds: float = 1.0
     max_message_bytes: int = 16 * 1024 * 1024
     log_level: str = "INFO"
+    auth_mode: str = AUTH_API_KEY
+    api_keys_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    max_concurrent_streams: int = 16
+    max_concurrent_rpcs: int = 256
+    stream_idle_timeout_seconds: float = 30.0
+    keepalive_time_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
 
 
 def _secret(environ: Mapping[str, str], name: str) -> str | None:
@@ -89,10 +102,33 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             env, "STARTUP_TIMEOUT_SECONDS", float, pool_defaults.startup_timeout_seconds
         ),
     )
+    stream_idle_timeout = _parsed(
+        env, "STREAM_IDLE_TIMEOUT_SECONDS", float, defaults.stream_idle_timeout_seconds
+    )
+    pool = dataclasses.replace(pool, idle_in_transaction_timeout_seconds=stream_idle_timeout + 60)
     if pool.max_size < 1 or pool.min_size > pool.max_size:
         raise ConfigError(
             f"{ENV_PREFIX}POOL_MAX_SIZE must be at least 1 and at least {ENV_PREFIX}POOL_MIN_SIZE"
         )
+    auth_mode = (env.get(ENV_PREFIX + "AUTH_MODE") or AUTH_API_KEY).lower()
+    if auth_mode not in (AUTH_API_KEY, AUTH_NONE):
+        raise ConfigError(
+            f"{ENV_PREFIX}AUTH_MODE: must be {AUTH_API_KEY!r} or {AUTH_NONE!r}, got {auth_mode!r}"
+        )
+    api_keys_file = _path(env, "API_KEYS_FILE")
+    if auth_mode == AUTH_API_KEY and api_keys_file is None:
+        raise ConfigError(
+            f"{ENV_PREFIX}API_KEYS_FILE: required when {ENV_PREFIX}AUTH_MODE is {AUTH_API_KEY!r} (the "
+            f"default); create keys with `timeseries-aggregation keys generate`, or set "
+            f"{ENV_PREFIX}AUTH_MODE=none for a service nobody else can reach"
+        )
+    tls_cert_file = _path(env, "TLS_CERT_FILE")
+    tls_key_file = _path(env, "TLS_KEY_FILE")
+    tls_client_ca_file = _path(env, "TLS_CLIENT_CA_FILE")
+    if (tls_cert_file is None) != (tls_key_file is None):
+        raise ConfigError(f"{ENV_PREFIX}TLS_CERT_FILE and {ENV_PREFIX}TLS_KEY_FILE go together")
+    if tls_client_ca_file is not None and tls_cert_file is None:
+        raise ConfigError(f"{ENV_PREFIX}TLS_CLIENT_CA_FILE needs {ENV_PREFIX}TLS_CERT_FILE and _KEY_FILE")
     return Config(
         database_url=_secret(env, "DATABASE_URL"),
         listen_address=env.get(ENV_PREFIX + "LISTEN_ADDRESS") or defaults.listen_address,
@@ -104,4 +140,21 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         ),
         max_message_bytes=_parsed(env, "MAX_MESSAGE_BYTES", int, defaults.max_message_bytes),
         log_level=(env.get(ENV_PREFIX + "LOG_LEVEL") or defaults.log_level).upper(),
+        auth_mode=auth_mode,
+        api_keys_file=api_keys_file,
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file,
+        tls_client_ca_file=tls_client_ca_file,
+        max_concurrent_streams=_parsed(env, "MAX_CONCURRENT_STREAMS", int, defaults.max_concurrent_streams),
+        max_concurrent_rpcs=_parsed(env, "MAX_CONCURRENT_RPCS", int, defaults.max_concurrent_rpcs),
+        stream_idle_timeout_seconds=stream_idle_timeout,
+        keepalive_time_seconds=_parsed(env, "KEEPALIVE_TIME_SECONDS", float, defaults.keepalive_time_seconds),
+        keepalive_timeout_seconds=_parsed(
+            env, "KEEPALIVE_TIMEOUT_SECONDS", float, defaults.keepalive_timeout_seconds
+        ),
     )
+
+
+def _path(environ: Mapping[str, str], name: str) -> Path | None:
+    raw = environ.get(ENV_PREFIX + name)
+    return Path(raw) if raw else None

@@ -12,3 +12,19 @@ class InvalidArgumentError(ValueError):
 
 class DatabaseUnavailableError(RuntimeError):
     """The database cannot be reached or stopped answering in time."""
+
+
+class UnauthenticatedError(Exception):
+    """The call carries no valid credentials."""
+
+
+class PermissionDeniedError(Exception):
+    """The caller is known but may not make this call."""
+
+
+class ResourceExhaustedError(RuntimeError):
+    """A limit of the service is reached; the caller may retry later."""
+
+
+class StreamIdleError(RuntimeError):
+    """A client stream sent nothing for longer than the service waits."""

@@ -114,7 +114,7 @@ class ListQueryHistoryRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class QueryHistoryEntry(_message.Message):
-    __slots__ = ("id", "query_time", "series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "continued_page", "bucket_count")
+    __slots__ = ("id", "query_time", "series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "continued_page", "bucket_count", "caller_name")
     ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_TIME_FIELD_NUMBER: _ClassVar[int]
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class QueryHistoryEntry(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     CONTINUED_PAGE_FIELD_NUMBER: _ClassVar[int]
     BUCKET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_NAME_FIELD_NUMBER: _ClassVar[int]
     id: int
     query_time: _timestamp_pb2.Timestamp
     series_id: str
@@ -135,7 +136,8 @@ class QueryHistoryEntry(_message.Message):
     page_size: int
     continued_page: bool
     bucket_count: int
-    def __init__(self, id: _Optional[int] = ..., query_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., continued_page: _Optional[bool] = ..., bucket_count: _Optional[int] = ...) -> None: ...
+    caller_name: str
+    def __init__(self, id: _Optional[int] = ..., query_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., continued_page: _Optional[bool] = ..., bucket_count: _Optional[int] = ..., caller_name: _Optional[str] = ...) -> None: ...
 
 class ListQueryHistoryResponse(_message.Message):
     __slots__ = ("entries", "next_page_token")

@@ -16,3 +16,4 @@ class HistoryEntry:
     page_size: int
     continued_page: bool
     bucket_count: int
+    caller_name: str

@@ -69,17 +69,18 @@ def _aggregate_sql(
 ) -> str:
     """One statement: a page of buckets, and the history record of the call.
 
-    Parameters: $1 series, $2 zone, $3/$4 the readings' bounds, $5 page size, $6 to $8
-    the query as recorded, and on continued pages $9, the last bucket already returned.
-    A bucket after $9 holds only readings at or after it, so $9 also bounds the scan.
+    Parameters: $1 series, $2 zone, $3/$4 the readings' bounds, $5 page size, $6 to $9
+    the query and its caller as recorded, and on continued pages $10, the last bucket
+    already returned. A bucket after $10 holds only readings at or after it, so $10 also
+    bounds the scan.
     """
     bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed, timescaledb)
     if fixed is not None:
         bucket_end = f"bucket_start + INTERVAL '{fixed.width_seconds} seconds'"
     else:
         bucket_end = _BUCKET_ENDS[granularity]
-    after_cursor = "AND time >= $9" if continued else ""
-    cursor_filter = "WHERE bucket_start > $9" if continued else ""
+    after_cursor = "AND time >= $10" if continued else ""
+    cursor_filter = "WHERE bucket_start > $10" if continued else ""
     # One row more than the page tells whether another page follows.
     return f"""
         WITH page AS (
@@ -103,9 +104,9 @@ def _aggregate_sql(
         ), recorded AS (
             INSERT INTO query_history (
                 series_id, granularity, start_time, end_time, time_zone,
-                page_size, continued_page, bucket_count
+                page_size, continued_page, bucket_count, caller_name
             )
-            SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer)
+            SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer), $9
             FROM page
         )
         SELECT extract(epoch FROM bucket_start)::bigint,
@@ -119,7 +120,7 @@ def _aggregate_sql(
 
 _LIST_HISTORY = """
     SELECT id, query_time, series_id, granularity, start_time, end_time, time_zone,
-           page_size, continued_page, bucket_count
+           page_size, continued_page, bucket_count, caller_name
     FROM query_history
     WHERE id < $1
     ORDER BY id DESC
@@ -128,7 +129,7 @@ _LIST_HISTORY = """
 
 
 async def query_aggregates(
-    database: Database, query: AggregateQuery, page: PageRequest[datetime]
+    database: Database, query: AggregateQuery, page: PageRequest[datetime], caller_name: str
 ) -> Page[Bucket]:
     """One page of buckets; the same statement records the call in the history."""
     time_range = query.time_range
@@ -141,6 +142,7 @@ async def query_aggregates(
         query.granularity.value,
         time_range.start_time,
         time_range.end_time,
+        caller_name,
     ]
     if page.after is not None:
         arguments.append(page.after)
@@ -181,4 +183,5 @@ def _history_entry(row: asyncpg.Record) -> HistoryEntry:
         page_size=row["page_size"],
         continued_page=row["continued_page"],
         bucket_count=row["bucket_count"],
+        caller_name=row["caller_name"],
     )

@@ -34,6 +34,9 @@ class PoolSettings:
     acquire_timeout_seconds: float = 5.0
     statement_timeout_seconds: float = 30.0
     startup_timeout_seconds: float = 30.0
+    # A safety net behind the service's own stream idle timeout: a transaction whose client
+    # and server both vanished must not hold locks and a connection forever.
+    idle_in_transaction_timeout_seconds: float = 90.0
 
 
 class Database:
@@ -76,11 +79,14 @@ class Database:
         ):
             yield connection
 
-    async def ping(self) -> None:
-        """Raise DatabaseUnavailableError unless the database answers a trivial query."""
-        timeout = self._settings.acquire_timeout_seconds
-        async with self.query_connection() as connection:
-            await connection.fetchval("SELECT 1", timeout=timeout)
+    async def ping(self, timeout_seconds: float) -> None:
+        """Raise DatabaseUnavailableError unless the database answers a trivial query in time."""
+        async with (
+            self.translate_errors(),
+            asyncio.timeout(timeout_seconds),
+            self._query_pool.acquire() as connection,
+        ):
+            await connection.fetchval("SELECT 1")
 
     @asynccontextmanager
     async def translate_errors(self) -> AsyncIterator[None]:
@@ -105,6 +111,7 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 async def _create_pool(url: str, settings: PoolSettings, synchronous_commit: bool) -> asyncpg.Pool:
     statement_timeout_ms = int(settings.statement_timeout_seconds * 1000)
+    idle_in_transaction_ms = int(settings.idle_in_transaction_timeout_seconds * 1000)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url,
         reset=_keep_session,
@@ -115,8 +122,7 @@ async def _create_pool(url: str, settings: PoolSettings, synchronous_commit: boo
         server_settings={
             "application_name": "timeseries-aggregation",
             "statement_timeout": str(statement_timeout_ms),
-            # A transaction left open by a vanished client must not hold locks forever.
-            "idle_in_transaction_session_timeout": str(statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(idle_in_transaction_ms),
             "synchronous_commit": "on" if synchronous_commit else "off",
         },
     )

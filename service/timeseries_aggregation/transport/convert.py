@@ -198,6 +198,7 @@ def history_entry_message(entry: HistoryEntry) -> pb.QueryHistoryEntry:
         page_size=entry.page_size,
         continued_page=entry.continued_page,
         bucket_count=entry.bucket_count,
+        caller_name=entry.caller_name,
     )
     if time_range.start_time is not None:
         message.start_time.CopyFrom(datetime_to_timestamp(time_range.start_time))

@@ -10,7 +10,15 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from timeseries_aggregation.errors import DatabaseUnavailableError, InvalidArgumentError
+from timeseries_aggregation.errors import (
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    StreamIdleError,
+    UnauthenticatedError,
+)
+from timeseries_aggregation.transport.wire import MalformedMessage
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +43,21 @@ def map_errors(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapper(servicer: object, request: object, context: Context) -> Any:
         try:
+            if isinstance(request, MalformedMessage):
+                raise InvalidArgumentError("request", f"is not a valid {request.type_name} message")
             return await handler(servicer, request, context)
         except InvalidArgumentError as error:
             await abort_invalid_argument(context, error)
         except DatabaseUnavailableError as error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except UnauthenticatedError as error:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+        except PermissionDeniedError as error:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
+        except ResourceExhaustedError as error:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        except StreamIdleError as error:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
         except grpc.aio.AbortError:
             raise
         except Exception:

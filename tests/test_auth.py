@@ -1,0 +1,236 @@
+"""API keys: who may call what, decided before any database work, and recorded in history."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import server_config
+from tests.server_process import free_port, start, stop, wait_serving
+from tests.support import eventually, hourly_readings
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.app import grpc_server
+from timeseries_aggregation.cli import main
+from timeseries_aggregation.config import AUTH_API_KEY
+from timeseries_aggregation.domain.api_keys import (
+    KeyFileError,
+    Keyring,
+    Scope,
+    digest_of,
+    key_file_line,
+    new_key,
+    parse_key_file,
+)
+from timeseries_aggregation.storage.database import Database
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
+
+INGESTER = new_key()
+READER = new_key()
+ADMIN = new_key()
+KEY_FILE = "\n".join(
+    [
+        "# name scopes digest",
+        key_file_line("ingester", frozenset({Scope.INGEST}), INGESTER),
+        key_file_line("reader", frozenset({Scope.QUERY}), READER),
+        "",
+        key_file_line("admin", frozenset({Scope.INGEST, Scope.QUERY}), ADMIN),
+    ]
+)
+
+
+def bearer(key: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+@pytest.fixture
+async def channel_with_auth(database: Database, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
+    keys = tmp_path / "keys"
+    keys.write_text(KEY_FILE)
+    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys)
+    async with (
+        grpc_server(database, config) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        yield channel
+
+
+def service(channel: grpc.aio.Channel) -> TimeseriesAggregationServiceAsyncStub:
+    return pb_grpc.TimeseriesAggregationServiceStub(channel)
+
+
+QUERY = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_DAY_OF_MONTH)
+
+
+async def call_all(
+    stub: TimeseriesAggregationServiceAsyncStub, metadata: tuple[tuple[str, str], ...]
+) -> list[grpc.StatusCode]:
+    """The status of each RPC called with the given metadata."""
+    codes = []
+
+    async def requests() -> AsyncIterator[pb.IngestReadingsRequest]:
+        yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", 3))
+
+    for call in (
+        lambda: stub.IngestReadings(requests(), metadata=metadata),
+        lambda: stub.QueryAggregates(QUERY, metadata=metadata),
+        lambda: stub.ListQueryHistory(pb.ListQueryHistoryRequest(), metadata=metadata),
+    ):
+        try:
+            await call()
+            codes.append(grpc.StatusCode.OK)
+        except grpc.aio.AioRpcError as error:
+            codes.append(error.code())
+    return codes
+
+
+async def test_callers_without_a_valid_key_are_unauthenticated(channel_with_auth: grpc.aio.Channel) -> None:
+    stub = service(channel_with_auth)
+    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 3
+    assert await call_all(stub, ()) == unauthenticated
+    assert await call_all(stub, bearer("tsa_not-a-key")) == unauthenticated
+    assert await call_all(stub, (("authorization", f"Basic {ADMIN}"),)) == unauthenticated
+    assert await call_all(stub, (("authorization", "Bearer"),)) == unauthenticated
+
+
+async def test_scopes_decide_what_a_key_may_do(
+    channel_with_auth: grpc.aio.Channel, database: Database
+) -> None:
+    stub = service(channel_with_auth)
+    ok, denied = grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED
+    assert await call_all(stub, bearer(READER)) == [denied, ok, ok]
+    async with database.transaction() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM readings") == 0
+    assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied]
+    assert await call_all(stub, bearer(ADMIN)) == [ok, ok, ok]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(QUERY, metadata=bearer(INGESTER))
+    assert "'ingester'" in (raised.value.details() or "")
+    assert "'query' scope" in (raised.value.details() or "")
+
+
+async def test_history_records_the_callers_key_name(channel_with_auth: grpc.aio.Channel) -> None:
+    stub = service(channel_with_auth)
+    await stub.QueryAggregates(QUERY, metadata=bearer(READER))
+    await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
+    history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(), metadata=bearer(READER))
+    assert [entry.caller_name for entry in history.entries] == ["admin", "reader"]
+
+
+async def test_health_and_reflection_need_no_key(channel_with_auth: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel_with_auth)
+    response = await health.Check(health_pb2.HealthCheckRequest())
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_key_file_lines_round_trip_and_never_hold_the_key() -> None:
+    key = new_key()
+    line = key_file_line("billing-loader", frozenset({Scope.INGEST}), key)
+    assert key not in line
+    [parsed] = parse_key_file(line)
+    assert (parsed.name, parsed.scopes, parsed.digest) == (
+        "billing-loader",
+        frozenset({Scope.INGEST}),
+        digest_of(key),
+    )
+    assert Keyring([parsed]).find(key) == parsed
+    assert Keyring([parsed]).find(key + "x") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("alice query", "line 1: expected 'NAME SCOPES sha256:HEX'"),
+        ("alice admin sha256:" + "0" * 64, "line 1: scopes must be"),
+        ("alice query md5:abc", "line 1: the third field"),
+        ("alice query sha256:" + "0" * 63, "line 1: the third field"),
+        ("a/b query sha256:" + "0" * 64, "line 1: a name is"),
+        (
+            "# ok\nalice query sha256:" + "0" * 64 + "\nalice ingest sha256:" + "1" * 64,
+            "line 3: the name 'alice' is used twice",
+        ),
+    ],
+)
+def test_malformed_key_files_name_the_line(text: str, words: str) -> None:
+    with pytest.raises(KeyFileError) as raised:
+        parse_key_file(text)
+    assert words in str(raised.value)
+
+
+async def test_keys_generate_prints_a_key_and_its_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "generate", "--name", "meter-loader", "--scopes", "ingest"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    key = lines[1].strip()
+    line = lines[3].strip()
+    assert key.startswith("tsa_")
+    [parsed] = parse_key_file(line)
+    assert parsed.name == "meter-loader"
+    assert parsed.scopes == frozenset({Scope.INGEST})
+    assert parsed.digest == digest_of(key)
+    assert main(["keys", "generate", "--name", "x", "--scopes", "everything"]) == 2
+
+
+async def test_sighup_reloads_the_key_file_and_keeps_the_old_keys_if_it_is_broken(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(key_file_line("reader", frozenset({Scope.QUERY}), READER))
+    port = free_port()
+    process = start(
+        {
+            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "TIMESERIES_AGGREGATION_API_KEYS_FILE": str(keys),
+        },
+        tmp_path / "server.log",
+    )
+    cleanup.append(process)
+    await wait_serving(port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service(channel)
+        await stub.QueryAggregates(QUERY, metadata=bearer(READER))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        keys.write_text(KEY_FILE)
+        os.kill(process.pid, signal.SIGHUP)
+
+        async def admin_accepted() -> None:
+            await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
+
+        await eventually(admin_accepted, within=5)
+        keys.write_text("this is not a key file")
+        os.kill(process.pid, signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
+    assert await stop(process) == 0
+    log = (tmp_path / "server.log").read_text()
+    assert "API keys not reloaded" in log
+    assert READER not in log
+    assert ADMIN not in log
+
+
+async def test_the_server_refuses_to_start_without_keys_unless_auth_is_off(tmp_path: Path) -> None:
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "timeseries_aggregation", "serve"],
+        env={k: v for k, v in os.environ.items() if not k.startswith("TIMESERIES_AGGREGATION_")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "TIMESERIES_AGGREGATION_API_KEYS_FILE" in result.stderr

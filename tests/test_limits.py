@@ -1,0 +1,111 @@
+"""Limits, each enforced with the status code its reference names, and undecodable bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+
+from tests.conftest import server_config
+from tests.support import batches, eventually, hourly_readings
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.app import grpc_server
+from timeseries_aggregation.storage.database import Database
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
+
+SERVICE = "/timeseries.v1.TimeseriesAggregationService/"
+
+
+async def stored_count(database: Database) -> int:
+    async with database.transaction() as connection:
+        count: int = await connection.fetchval("SELECT count(*) FROM readings")
+    return count
+
+
+async def test_streams_beyond_the_limit_are_refused_until_one_ends(database: Database) -> None:
+    async with (
+        grpc_server(database, server_config(max_concurrent_streams=1)) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub: TimeseriesAggregationServiceAsyncStub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        first_sent = asyncio.Event()
+        finish = asyncio.Event()
+
+        async def held_open() -> AsyncIterator[pb.IngestReadingsRequest]:
+            yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", 10))
+            first_sent.set()
+            await finish.wait()
+
+        first = asyncio.ensure_future(stub.IngestReadings(held_open()))
+        await first_sent.wait()
+
+        async def second_refused() -> None:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.IngestReadings(iter(batches(hourly_readings("m2", "2025-01-01", 5), 5)))
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "retry" in (raised.value.details() or "")
+
+        await eventually(second_refused, within=5)
+        finish.set()
+        assert (await first).readings_received == 10
+        response = await stub.IngestReadings(iter(batches(hourly_readings("m2", "2025-01-01", 5), 5)))
+        assert response.readings_received == 5
+    assert await stored_count(database) == 15
+
+
+async def test_a_stream_that_stops_sending_is_rolled_back(database: Database) -> None:
+    async with (
+        grpc_server(database, server_config(stream_idle_timeout_seconds=0.5)) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+
+        async def stalls() -> AsyncIterator[pb.IngestReadingsRequest]:
+            yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", 30_000))
+            await asyncio.sleep(30)
+
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.IngestReadings(stalls(), timeout=20)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "no message for 0.5 s" in (raised.value.details() or "")
+    assert await stored_count(database) == 0
+
+
+async def test_messages_over_the_size_limit_are_resource_exhausted(database: Database) -> None:
+    async with (
+        grpc_server(database, server_config(max_message_bytes=64 * 1024)) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        small = batches(hourly_readings("m1", "2025-01-01", 100), 100)
+        big = batches(hourly_readings("m1", "2026-01-01", 5_000), 5_000)  # about 150 kB
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.IngestReadings(iter(small + big))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await stored_count(database) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "streaming"),
+    [("IngestReadings", True), ("QueryAggregates", False), ("ListQueryHistory", False)],
+)
+async def test_undecodable_requests_are_invalid_argument(
+    database: Database, channel: grpc.aio.Channel, method: str, streaming: bool
+) -> None:
+    garbage = b"\x0a\xff\xff\xff\xff\x0f"  # a length that runs past the end
+    request: Awaitable[Any]
+    if streaming:
+        request = channel.stream_unary(SERVICE + method)(iter([garbage]))  # type: ignore[arg-type]
+    else:
+        request = channel.unary_unary(SERVICE + method)(garbage)  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await request
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a valid timeseries.v1." in (raised.value.details() or "")
+    assert await stored_count(database) == 0

@@ -1,0 +1,114 @@
+"""SIGTERM: NOT_SERVING at once, no new calls, and in-flight streams commit or roll back whole."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.server_process import free_port, start, wait_serving
+from tests.support import batches, hourly_readings
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def stored(database_url: str) -> int:
+    connection = await asyncpg.connect(database_url)
+    try:
+        count: int = await connection.fetchval("SELECT count(*) FROM readings")
+    finally:
+        await connection.close()
+    return count
+
+
+async def run_stream_through_sigterm(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], grace: float, pace: float
+) -> tuple[pb.IngestReadingsResponse | grpc.aio.AioRpcError, int, list[int]]:
+    """Start a server, a stream sending 20 messages `pace` seconds apart, SIGTERM after the
+    third; returns the stream's outcome, the exit code and the health statuses watched."""
+    port = free_port()
+    process = start(
+        {
+            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+            "TIMESERIES_AGGREGATION_SHUTDOWN_GRACE_SECONDS": str(grace),
+        },
+        tmp_path / "server.log",
+    )
+    cleanup.append(process)
+    await wait_serving(port)
+    statuses: list[int] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+
+        async def follow_health() -> None:
+            # The watch ends, with an error or without, when the server stops.
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for update in watch:
+                    statuses.append(update.status)
+
+        follower = asyncio.create_task(follow_health())
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        third_sent = asyncio.Event()
+
+        async def paced() -> AsyncIterator[pb.IngestReadingsRequest]:
+            for number, request in enumerate(batches(hourly_readings("m1", "2025-01-01", 20_000), 1_000)):
+                yield request
+                if number == 2:
+                    third_sent.set()
+                await asyncio.sleep(pace)
+
+        call = stub.IngestReadings(paced())
+        await third_sent.wait()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.QueryAggregates(
+                pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_MONTHLY), timeout=5
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        outcome: pb.IngestReadingsResponse | grpc.aio.AioRpcError
+        try:
+            outcome = await call
+        except grpc.aio.AioRpcError as error:
+            outcome = error
+        exit_code = await asyncio.to_thread(process.wait, 30)
+        await follower
+    return outcome, exit_code, statuses
+
+
+async def test_sigterm_lets_a_stream_that_fits_the_grace_period_commit(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+) -> None:
+    outcome, exit_code, statuses = await run_stream_through_sigterm(
+        database_url, tmp_path, cleanup, grace=20, pace=0.05
+    )
+    assert isinstance(outcome, pb.IngestReadingsResponse)
+    assert outcome.readings_received == 20_000
+    assert exit_code == 0
+    assert statuses[:2] == [SERVING, NOT_SERVING]
+    assert await stored(database_url) == 20_000
+
+
+async def test_sigterm_rolls_back_a_stream_that_outlasts_the_grace_period(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+) -> None:
+    outcome, exit_code, statuses = await run_stream_through_sigterm(
+        database_url, tmp_path, cleanup, grace=1, pace=0.5
+    )
+    assert isinstance(outcome, grpc.aio.AioRpcError)
+    assert exit_code == 0
+    assert statuses[:2] == [SERVING, NOT_SERVING]
+    assert await stored(database_url) == 0
