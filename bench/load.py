@@ -17,16 +17,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
 import grpc
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.bench import (
+# This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
+from bench import (
     Dataset,
     ServiceProcess,
     bench_database,
