@@ -372,3 +372,35 @@ async def test_resending_a_large_stream_replaces_values_and_adds_no_rows(
     values = await stored(database, "m")
     assert len(values) == 30_000
     assert set(values.values()) == {2.0}
+
+
+async def test_a_stream_whose_connection_is_terminated_fails_and_the_next_one_works(
+    stub: Stub, database: Database
+) -> None:
+    first_sent = asyncio.Event()
+    terminated = asyncio.Event()
+
+    async def interrupted() -> AsyncIterator[pb.IngestReadingsRequest]:
+        for request in batches(hourly_readings("m1", "2025-01-01", 30_000), 10_000):
+            yield request
+        first_sent.set()
+        await terminated.wait()
+        yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2030-01-01", 30_000))
+
+    call = stub.IngestReadings(interrupted())
+    await first_sent.wait()
+    await asyncio.sleep(0.3)
+    async with database.transaction() as connection:
+        killed = await connection.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND state = 'idle in transaction'"
+        )
+    assert killed == 1
+    terminated.set()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await count_all(database) == 0
+    response = await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 100), 50))
+    assert response.readings_received == 100
+    assert await count_all(database) == 100

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.server_process import free_port, start, wait_serving
-from tests.support import batches, hourly_readings
+from tests.support import batches, eventually, hourly_readings
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 
@@ -112,3 +112,56 @@ async def test_sigterm_rolls_back_a_stream_that_outlasts_the_grace_period(
     assert exit_code == 0
     assert statuses[:2] == [SERVING, NOT_SERVING]
     assert await stored(database_url) == 0
+
+
+async def test_a_killed_server_leaves_nothing_of_its_open_stream(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    process = start(
+        {
+            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+        },
+        tmp_path / "server.log",
+    )
+    cleanup.append(process)
+    await wait_serving(port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        acknowledged = await stub.IngestReadings(
+            iter(batches(hourly_readings("kept", "2025-01-01", 500), 100))
+        )
+        assert acknowledged.readings_received == 500
+        sent = asyncio.Event()
+
+        async def open_stream() -> AsyncIterator[pb.IngestReadingsRequest]:
+            for request in batches(hourly_readings("lost", "2025-01-01", 30_000), 10_000):
+                yield request
+            sent.set()
+            await asyncio.sleep(3600)
+
+        call = stub.IngestReadings(open_stream())
+        await sent.wait()
+        await asyncio.sleep(0.3)
+        process.send_signal(signal.SIGKILL)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    await asyncio.to_thread(process.wait, 30)
+
+    async def only_the_acknowledged_readings() -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            rows = await connection.fetch("SELECT series_id, count(*) FROM readings GROUP BY 1")
+            open_transactions = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+            )
+        finally:
+            await connection.close()
+        assert [tuple(row) for row in rows] == [("kept", 500)]
+        assert open_transactions == 0
+
+    await eventually(only_the_acknowledged_readings, within=10)

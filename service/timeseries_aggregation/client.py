@@ -1,5 +1,6 @@
 """Client-side helpers: channels, credentials, and ingest messages in the forms the service accepts."""
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -32,9 +33,11 @@ def open_channel(
     return grpc.secure_channel(target, credentials)
 
 
-def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
-    """Call metadata that presents an API key (none without a key)."""
-    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+def auth_metadata(api_key: str | None = None) -> tuple[tuple[str, str], ...]:
+    """Call metadata that presents an API key: the one given, else $TIMESERIES_AGGREGATION_API_KEY,
+    else none."""
+    key = api_key or os.environ.get(API_KEY_VARIABLE)
+    return (("authorization", f"Bearer {key}"),) if key else ()
 
 
 def series_messages(
