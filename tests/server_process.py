@@ -46,3 +46,20 @@ async def wait_serving(port: int) -> None:
 async def stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGTERM)
     return await asyncio.to_thread(process.wait, 30)
+
+
+async def serve_on(
+    database_url: str, log: Path, cleanup: list[subprocess.Popen[bytes]], **settings: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A SERVING server process on a free port, authentication off unless settings say
+    otherwise (names without the TIMESERIES_AGGREGATION_ prefix); registered for cleanup."""
+    port = free_port()
+    env = {
+        "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+        "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+    } | {f"TIMESERIES_AGGREGATION_{name}": value for name, value in settings.items()}
+    process = start(env, log)
+    cleanup.append(process)
+    await wait_serving(port)
+    return process, port

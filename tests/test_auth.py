@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import server_config
-from tests.server_process import free_port, start, stop, wait_serving
+from tests.server_process import serve_on, stop
 from tests.support import eventually, hourly_readings
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
@@ -187,17 +187,9 @@ async def test_sighup_reloads_the_key_file_and_keeps_the_old_keys_if_it_is_broke
 ) -> None:
     keys = tmp_path / "keys"
     keys.write_text(key_file_line("reader", frozenset({Scope.QUERY}), READER))
-    port = free_port()
-    process = start(
-        {
-            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
-            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-            "TIMESERIES_AGGREGATION_API_KEYS_FILE": str(keys),
-        },
-        tmp_path / "server.log",
+    process, port = await serve_on(
+        database_url, tmp_path / "server.log", cleanup, AUTH_MODE="api-key", API_KEYS_FILE=str(keys)
     )
-    cleanup.append(process)
-    await wait_serving(port)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = service(channel)
         await stub.QueryAggregates(QUERY, metadata=bearer(READER))

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import psutil
 
-from tests.server_process import free_port, start, stop, wait_serving
+from tests.server_process import serve_on, stop
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client import series_messages
@@ -35,17 +35,7 @@ def messages() -> Iterator[pb.IngestReadingsRequest]:
 async def test_a_long_stream_keeps_server_memory_flat(
     database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
 ) -> None:
-    port = free_port()
-    process = start(
-        {
-            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
-            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
-        },
-        tmp_path / "server.log",
-    )
-    cleanup.append(process)
-    await wait_serving(port)
+    process, port = await serve_on(database_url, tmp_path / "server.log", cleanup)
     server = psutil.Process(process.pid)
     idle = server.memory_info().rss
     peak = idle

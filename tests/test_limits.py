@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
-from tests.conftest import server_config
+from tests.conftest import TEST_POOL, server_config
 from tests.support import batches, eventually, hourly_readings
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
-from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.database import Database, open_database
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
@@ -109,3 +110,29 @@ async def test_undecodable_requests_are_invalid_argument(
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "is not a valid timeseries.v1." in (raised.value.details() or "")
     assert await stored_count(database) == 0
+
+
+async def test_a_statement_over_the_timeout_is_cancelled_and_reported(
+    database: Database, database_url: str
+) -> None:
+    async with database.transaction() as connection:
+        await connection.execute(
+            "INSERT INTO readings SELECT 'm1', t, 1.0 FROM generate_series("
+            "'2015-01-01'::timestamptz, '2024-12-31 23:00', '1 hour') AS t"
+        )
+    # 20 ms is plenty for the start-up statements and far too short for ten years of hourly
+    # buckets: the query is cancelled in the database and the caller told to retry.
+    impatient = dataclasses.replace(TEST_POOL, statement_timeout_seconds=0.02)
+    hourly = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_HOURLY, page_size=10_000)
+    async with (
+        open_database(database_url, impatient) as impatient_database,
+        grpc_server(impatient_database, server_config()) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        hourly.time_zone = "Europe/Berlin"
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.QueryAggregates(hourly)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    async with database.transaction() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM query_history") == 0

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.server_process import free_port, start, wait_serving
+from tests.server_process import serve_on
 from tests.support import batches, eventually, hourly_readings
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
@@ -37,18 +37,9 @@ async def run_stream_through_sigterm(
 ) -> tuple[pb.IngestReadingsResponse | grpc.aio.AioRpcError, int, list[int]]:
     """Start a server, a stream sending 20 messages `pace` seconds apart, SIGTERM after the
     third; returns the stream's outcome, the exit code and the health statuses watched."""
-    port = free_port()
-    process = start(
-        {
-            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
-            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
-            "TIMESERIES_AGGREGATION_SHUTDOWN_GRACE_SECONDS": str(grace),
-        },
-        tmp_path / "server.log",
+    process, port = await serve_on(
+        database_url, tmp_path / "server.log", cleanup, SHUTDOWN_GRACE_SECONDS=str(grace)
     )
-    cleanup.append(process)
-    await wait_serving(port)
     statuses: list[int] = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
@@ -117,17 +108,7 @@ async def test_sigterm_rolls_back_a_stream_that_outlasts_the_grace_period(
 async def test_a_killed_server_leaves_nothing_of_its_open_stream(
     database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
 ) -> None:
-    port = free_port()
-    process = start(
-        {
-            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
-            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
-        },
-        tmp_path / "server.log",
-    )
-    cleanup.append(process)
-    await wait_serving(port)
+    process, port = await serve_on(database_url, tmp_path / "server.log", cleanup)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
         acknowledged = await stub.IngestReadings(
