@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import TEST_POOL, server_config
 from tests.support import batches, eventually, hourly_readings
+from tests.tcp_proxy import FreezableProxy
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
@@ -136,3 +137,39 @@ async def test_a_statement_over_the_timeout_is_cancelled_and_reported(
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     async with database.transaction() as connection:
         assert await connection.fetchval("SELECT count(*) FROM query_history") == 0
+
+
+async def test_keepalive_drops_a_client_that_vanished_mid_stream(database: Database) -> None:
+    # The stream idle timeout is far away: only keepalive can end this stream.
+    config = server_config(
+        keepalive_time_seconds=1.0, keepalive_timeout_seconds=1.0, stream_idle_timeout_seconds=600.0
+    )
+    async with (
+        grpc_server(database, config) as running,
+        FreezableProxy("127.0.0.1", running.port).running() as proxy,
+        grpc.aio.insecure_channel(f"127.0.0.1:{proxy.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        sent = asyncio.Event()
+
+        async def then_silence() -> AsyncIterator[pb.IngestReadingsRequest]:
+            yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", 30_000))
+            sent.set()
+            await asyncio.sleep(3600)
+
+        call = stub.IngestReadings(then_silence())
+        await sent.wait()
+        await asyncio.sleep(0.5)
+        proxy.freeze()
+
+        async def stream_gone() -> None:
+            async with database.transaction() as connection:
+                open_transactions = await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+                )
+            assert open_transactions == 0
+
+        await eventually(stream_gone, within=15)
+        call.cancel()
+    assert await stored_count(database) == 0

@@ -41,7 +41,11 @@ def _server_options(config: Config) -> list[tuple[str, int]]:
         # stream ends (and rolls back) instead of holding a database connection.
         ("grpc.keepalive_time_ms", int(config.keepalive_time_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_seconds * 1000)),
+        ("grpc.http2.ping_timeout_ms", int(config.keepalive_timeout_seconds * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
+        # A client stream gets no data from the server until it ends; without this, the
+        # server would stop pinging after two pings and never notice the client is gone.
+        ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 3),
     ]
