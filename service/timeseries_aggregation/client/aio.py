@@ -1,0 +1,166 @@
+"""AsyncTimeseriesClient: the asyncio Python client, for services built on asyncio."""
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.client.channel import DEFAULT_TARGET, Connection, open_aio_channel
+from timeseries_aggregation.client.messages import ReadingLike, batch_message, query_request
+from timeseries_aggregation.client.retry import RetryPolicy, should_retry
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
+
+Result = TypeVar("Result")
+
+
+class AsyncTimeseriesClient:
+    """The asyncio twin of TimeseriesClient; create it inside a running event loop.
+
+    >>> async with AsyncTimeseriesClient("localhost:50051", api_key=key) as client:
+    ...     await client.ingest(readings)  # any iterable or async iterable
+    ...     async for bucket in client.query("meter-1", "monthly"):
+    ...         print(bucket.period, bucket.total_quantity_kwh)
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        api_key: str | None = None,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        timeout_seconds: float = 30.0,
+        ingest_timeout_seconds: float = 3600.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        connection = Connection(target, api_key, tls_ca, tls_cert, tls_key)
+        self._channel = open_aio_channel(connection)
+        self._stub: TimeseriesAggregationServiceAsyncStub = pb_grpc.TimeseriesAggregationServiceStub(
+            self._channel
+        )
+        self._metadata = connection.metadata()
+        self._timeout = timeout_seconds
+        self._ingest_timeout = ingest_timeout_seconds
+        self._retry = retry or RetryPolicy()
+
+    async def __aenter__(self) -> "AsyncTimeseriesClient":
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(
+        self, attempt: Callable[[], Awaitable[Result]], may_retry: Callable[[], bool] = lambda: True
+    ) -> Result:
+        delays = self._retry.delays()
+        while True:
+            try:
+                return await attempt()
+            except grpc.aio.AioRpcError as error:
+                delay = next(delays, None)
+                if delay is None or not should_retry(error) or not may_retry():
+                    raise
+                await asyncio.sleep(delay)
+
+    async def ingest(
+        self, readings: Iterable[ReadingLike] | AsyncIterable[ReadingLike], batch_size: int = 5_000
+    ) -> pb.IngestReadingsResponse:
+        """Stream readings in messages of batch_size; all are stored, or none. Retried like
+        TimeseriesClient.ingest: sequences fully, other iterables only before they start."""
+        replayable = isinstance(readings, Sequence)
+        started = False
+
+        async def messages() -> AsyncIterator[pb.IngestReadingsRequest]:
+            nonlocal started
+            async for batch in _batches(readings, batch_size):
+                started = True
+                yield batch_message(batch)
+
+        async def attempt() -> pb.IngestReadingsResponse:
+            return await self._stub.IngestReadings(
+                messages(), timeout=self._ingest_timeout, metadata=self._metadata
+            )
+
+        return await self._call(attempt, lambda: replayable or not started)
+
+    async def query(
+        self,
+        series_id: str,
+        granularity: str | int,
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        time_zone: str = "",
+        page_size: int = 0,
+    ) -> AsyncIterator[pb.Bucket]:
+        """Every bucket of the query, fetching page after page as they are consumed."""
+        request = query_request(
+            series_id,
+            granularity,
+            start_time=start_time,
+            end_time=end_time,
+            time_zone=time_zone,
+            page_size=page_size,
+        )
+        while True:
+            response = await self._call(
+                lambda: self._stub.QueryAggregates(request, timeout=self._timeout, metadata=self._metadata)
+            )
+            for bucket in response.buckets:
+                yield bucket
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    async def history(
+        self, page_size: int = 0, limit: int | None = None
+    ) -> AsyncIterator[pb.QueryHistoryEntry]:
+        """Recorded queries, newest first, across pages; at most `limit` of them."""
+        request = pb.ListQueryHistoryRequest(page_size=page_size)
+        counted = itertools.count()
+        while True:
+            response = await self._call(
+                lambda: self._stub.ListQueryHistory(request, timeout=self._timeout, metadata=self._metadata)
+            )
+            for entry in response.entries:
+                if limit is not None and next(counted) >= limit:
+                    return
+                yield entry
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+
+async def _batches(
+    readings: Iterable[ReadingLike] | AsyncIterable[ReadingLike], size: int
+) -> AsyncIterator[list[ReadingLike]]:
+    batch: list[ReadingLike] = []
+    if isinstance(readings, AsyncIterable):
+        async for reading in readings:
+            batch.append(reading)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    else:
+        for reading in readings:
+            batch.append(reading)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,125 @@
+"""Ingest messages in the forms the service accepts, built on the client side."""
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+
+MICROS_PER_SECOND = 1_000_000
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One reading to ingest: a meter, an instant (naive means UTC), and energy in kWh."""
+
+    series_id: str
+    time: datetime
+    quantity_kwh: float
+
+
+ReadingLike = Reading | tuple[str, datetime, float]
+
+
+def unix_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch; a naive datetime counts as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _UNIX_EPOCH) // timedelta(microseconds=1)
+
+
+def batch_message(readings: Sequence[ReadingLike]) -> pb.IngestReadingsRequest:
+    """One message in the columnar form, a block per series. Readings of one series keep
+    their order, so the last of a repeated key still wins."""
+    blocks: dict[str, pb.SeriesReadings] = {}
+    for reading in readings:
+        if isinstance(reading, Reading):
+            series_id, moment, quantity = reading.series_id, reading.time, reading.quantity_kwh
+        else:
+            series_id, moment, quantity = reading
+        block = blocks.get(series_id)
+        if block is None:
+            block = blocks[series_id] = pb.SeriesReadings(series_id=series_id)
+        block.time_unix_micros.append(unix_micros(moment))
+        block.quantity_kwh.append(quantity)
+    return pb.IngestReadingsRequest(series_readings=list(blocks.values()))
+
+
+def series_messages(
+    series_id: str,
+    time_unix_micros: npt.ArrayLike,
+    quantity_kwh: npt.ArrayLike,
+    message_size: int,
+) -> Iterator[pb.IngestReadingsRequest]:
+    """Readings of one series in columnar messages of message_size readings: the cheapest
+    form to encode, send and decode."""
+    times = np.asarray(time_unix_micros, dtype=np.int64)
+    quantities = np.asarray(quantity_kwh, dtype=np.float64)
+    if times.shape != quantities.shape:
+        raise ValueError("time_unix_micros and quantity_kwh must have the same length")
+    for start in range(0, len(times), message_size):
+        end = start + message_size
+        columns = pb.SeriesReadings(series_id=series_id)
+        columns.time_unix_micros.extend(times[start:end].tolist())
+        columns.quantity_kwh.extend(quantities[start:end].tolist())
+        yield pb.IngestReadingsRequest(series_readings=[columns])
+
+
+def row_messages(
+    readings: Iterable[tuple[str, int, float]], message_size: int
+) -> Iterator[pb.IngestReadingsRequest]:
+    """(series_id, unix microseconds, kWh) readings in row-form messages of message_size."""
+    batch: list[pb.Reading] = []
+    for series_id, micros, quantity in readings:
+        seconds, remainder = divmod(micros, MICROS_PER_SECOND)
+        reading = pb.Reading(series_id=series_id, quantity_kwh=quantity)
+        reading.time.seconds = seconds
+        reading.time.nanos = remainder * 1_000
+        batch.append(reading)
+        if len(batch) == message_size:
+            yield pb.IngestReadingsRequest(readings=batch)
+            batch = []
+    if batch:
+        yield pb.IngestReadingsRequest(readings=batch)
+
+
+GRANULARITY_NAMES = {
+    "hourly": pb.GRANULARITY_HOURLY,
+    "daily": pb.GRANULARITY_DAY_OF_MONTH,
+    "day_of_month": pb.GRANULARITY_DAY_OF_MONTH,
+    "monthly": pb.GRANULARITY_MONTHLY,
+}
+
+
+def query_request(
+    series_id: str,
+    granularity: str | int,
+    *,
+    start_time: datetime | None = None,
+    end_time: datetime | None = None,
+    time_zone: str = "",
+    page_size: int = 0,
+) -> pb.QueryAggregatesRequest:
+    """A first-page request; granularity is 'hourly', 'daily', 'monthly' or a Granularity value."""
+    if isinstance(granularity, str):
+        try:
+            granularity = GRANULARITY_NAMES[granularity]
+        except KeyError:
+            raise ValueError(
+                f"granularity must be one of {sorted(GRANULARITY_NAMES)}, got {granularity!r}"
+            ) from None
+    request = pb.QueryAggregatesRequest(
+        series_id=series_id,
+        granularity=granularity,  # type: ignore[arg-type]
+        time_zone=time_zone,
+        page_size=page_size,
+    )
+    if start_time is not None:
+        request.start_time.FromMicroseconds(unix_micros(start_time))
+    if end_time is not None:
+        request.end_time.FromMicroseconds(unix_micros(end_time))
+    return request

@@ -1,0 +1,158 @@
+"""TimeseriesClient: the blocking Python client, for scripts and threaded services."""
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import grpc
+
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.client.channel import DEFAULT_TARGET, Connection
+from timeseries_aggregation.client.messages import ReadingLike, batch_message, query_request
+from timeseries_aggregation.client.retry import RetryPolicy, should_retry
+
+Result = TypeVar("Result")
+
+
+class TimeseriesClient:
+    """Calls the service with a deadline on every call and retries what is safe to retry.
+
+    >>> with TimeseriesClient("localhost:50051", api_key=key) as client:
+    ...     client.ingest([("meter-1", datetime(2025, 10, 1, tzinfo=UTC), 9000.0)])
+    ...     for bucket in client.query("meter-1", "daily", time_zone="Europe/Berlin"):
+    ...         print(bucket.period, bucket.total_quantity_kwh)
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        api_key: str | None = None,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        timeout_seconds: float = 30.0,
+        ingest_timeout_seconds: float = 3600.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._connection = Connection(target, api_key, tls_ca, tls_cert, tls_key)
+        credentials = self._connection.credentials()
+        self._channel = (
+            grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+        )
+        self._stub = pb_grpc.TimeseriesAggregationServiceStub(self._channel)
+        self._metadata = self._connection.metadata()
+        self._timeout = timeout_seconds
+        self._ingest_timeout = ingest_timeout_seconds
+        self._retry = retry or RetryPolicy()
+
+    def __enter__(self) -> "TimeseriesClient":
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, attempt: Callable[[], Result], may_retry: Callable[[], bool] = lambda: True) -> Result:
+        delays = self._retry.delays()
+        while True:
+            try:
+                return attempt()
+            except grpc.RpcError as error:
+                delay = next(delays, None)
+                if delay is None or not should_retry(error) or not may_retry():
+                    raise
+                time.sleep(delay)
+
+    def ingest(self, readings: Iterable[ReadingLike], batch_size: int = 5_000) -> pb.IngestReadingsResponse:
+        """Stream readings in messages of batch_size; all are stored, or none.
+
+        A sequence (list, tuple) is sent again when a retryable error ends an attempt; any
+        other iterable only if the attempt failed before its first reading was taken.
+        """
+        return self._stream(
+            lambda: (batch_message(batch) for batch in _batches(readings, batch_size)),
+            replayable=isinstance(readings, Sequence),
+        )
+
+    def ingest_messages(self, messages: Iterable[pb.IngestReadingsRequest]) -> pb.IngestReadingsResponse:
+        """Stream prepared messages as one atomic ingest (retried as `ingest` is)."""
+        return self._stream(lambda: messages, replayable=isinstance(messages, Sequence))
+
+    def _stream(
+        self, make_messages: Callable[[], Iterable[pb.IngestReadingsRequest]], replayable: bool
+    ) -> pb.IngestReadingsResponse:
+        started = False
+
+        def tracked() -> Iterator[pb.IngestReadingsRequest]:
+            nonlocal started
+            for message in make_messages():
+                started = True
+                yield message
+
+        def attempt() -> pb.IngestReadingsResponse:
+            response: pb.IngestReadingsResponse = self._stub.IngestReadings(
+                tracked(), timeout=self._ingest_timeout, metadata=self._metadata
+            )
+            return response
+
+        return self._call(attempt, lambda: replayable or not started)
+
+    def query(
+        self,
+        series_id: str,
+        granularity: str | int,
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        time_zone: str = "",
+        page_size: int = 0,
+    ) -> Iterator[pb.Bucket]:
+        """Every bucket of the query, fetching page after page as they are consumed."""
+        request = query_request(
+            series_id,
+            granularity,
+            start_time=start_time,
+            end_time=end_time,
+            time_zone=time_zone,
+            page_size=page_size,
+        )
+        while True:
+            response: pb.QueryAggregatesResponse = self._call(
+                lambda: self._stub.QueryAggregates(request, timeout=self._timeout, metadata=self._metadata)
+            )
+            yield from response.buckets
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    def history(self, page_size: int = 0, limit: int | None = None) -> Iterator[pb.QueryHistoryEntry]:
+        """Recorded queries, newest first, across pages; at most `limit` of them."""
+        request = pb.ListQueryHistoryRequest(page_size=page_size)
+        entries = itertools.count()
+        while True:
+            response: pb.ListQueryHistoryResponse = self._call(
+                lambda: self._stub.ListQueryHistory(request, timeout=self._timeout, metadata=self._metadata)
+            )
+            for entry in response.entries:
+                if limit is not None and next(entries) >= limit:
+                    return
+                yield entry
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+
+def _batches(readings: Iterable[ReadingLike], size: int) -> Iterator[list[ReadingLike]]:
+    iterator = iter(readings)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
