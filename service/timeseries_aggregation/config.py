@@ -1,6 +1,7 @@
 """Settings read once from the environment (prefix TIMESERIES_AGGREGATION_)."""
 
 import dataclasses
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -16,6 +17,8 @@ ENV_PREFIX = "TIMESERIES_AGGREGATION_"
 DEFAULT_LISTEN_ADDRESS = "[::]:50051"
 AUTH_API_KEY = "api-key"
 AUTH_NONE = "none"
+LOG_FORMAT_JSON = "json"
+LOG_FORMAT_TEXT = "text"
 
 Value = TypeVar("Value")
 
@@ -46,6 +49,20 @@ class Config:
     stream_idle_timeout_seconds: float = 30.0
     keepalive_time_seconds: float = 60.0
     keepalive_timeout_seconds: float = 20.0
+    # HOST:PORT of the Prometheus /metrics endpoint; None serves no metrics.
+    metrics_address: str | None = None
+    # LOG_FORMAT_JSON or LOG_FORMAT_TEXT; None: text on a terminal, JSON lines otherwise.
+    log_format: str | None = None
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """'HOST:PORT' (IPv6 hosts in brackets) to (host, port); raises ValueError."""
+    host, separator, port_text = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not separator or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"must be HOST:PORT with a port from 0 to 65535, got {address!r}")
+    return host, int(port_text)
 
 
 def _secret(environ: Mapping[str, str], name: str) -> str | None:
@@ -79,6 +96,38 @@ def _parsed(environ: Mapping[str, str], name: str, parse: Callable[[str], Value]
         if value < 0:
             raise ConfigError(f"{ENV_PREFIX}{name}: must not be negative, got {raw!r}")
     return value
+
+
+def _metrics_address(environ: Mapping[str, str]) -> str | None:
+    raw = environ.get(ENV_PREFIX + "METRICS_ADDRESS")
+    if not raw:
+        return None
+    try:
+        split_host_port(raw)
+    except ValueError as error:
+        raise ConfigError(f"{ENV_PREFIX}METRICS_ADDRESS: {error}") from None
+    return raw
+
+
+def _log_level(environ: Mapping[str, str], default: str) -> str:
+    raw = environ.get(ENV_PREFIX + "LOG_LEVEL") or default
+    if raw.upper() not in logging.getLevelNamesMapping():
+        raise ConfigError(
+            f"{ENV_PREFIX}LOG_LEVEL: must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}"
+        )
+    return raw.upper()
+
+
+def _log_format(environ: Mapping[str, str]) -> str | None:
+    raw = environ.get(ENV_PREFIX + "LOG_FORMAT")
+    if not raw:
+        return None
+    log_format = raw.lower()
+    if log_format not in (LOG_FORMAT_JSON, LOG_FORMAT_TEXT):
+        raise ConfigError(
+            f"{ENV_PREFIX}LOG_FORMAT: must be {LOG_FORMAT_JSON!r} or {LOG_FORMAT_TEXT!r}, got {raw!r}"
+        )
+    return log_format
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
@@ -139,7 +188,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             env, "HEALTH_CHECK_INTERVAL_SECONDS", float, defaults.health_check_interval_seconds
         ),
         max_message_bytes=_parsed(env, "MAX_MESSAGE_BYTES", int, defaults.max_message_bytes),
-        log_level=(env.get(ENV_PREFIX + "LOG_LEVEL") or defaults.log_level).upper(),
+        log_level=_log_level(env, defaults.log_level),
         auth_mode=auth_mode,
         api_keys_file=api_keys_file,
         tls_cert_file=tls_cert_file,
@@ -152,6 +201,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         keepalive_timeout_seconds=_parsed(
             env, "KEEPALIVE_TIMEOUT_SECONDS", float, defaults.keepalive_timeout_seconds
         ),
+        metrics_address=_metrics_address(env),
+        log_format=_log_format(env),
     )
 
 

@@ -11,6 +11,7 @@ from timeseries_aggregation.client.channel import (
 )
 from timeseries_aggregation.client.messages import (
     GRANULARITY_NAMES,
+    QueryOptions,
     Reading,
     ReadingLike,
     batch_message,
@@ -28,6 +29,7 @@ __all__ = [
     "GRANULARITY_NAMES",
     "AsyncTimeseriesClient",
     "Connection",
+    "QueryOptions",
     "Reading",
     "ReadingLike",
     "RetryPolicy",

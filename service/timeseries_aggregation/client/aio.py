@@ -3,17 +3,16 @@
 import asyncio
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, Unpack
 
 import grpc
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client.channel import DEFAULT_TARGET, Connection, open_aio_channel
-from timeseries_aggregation.client.messages import ReadingLike, batch_message, query_request
+from timeseries_aggregation.client.messages import QueryOptions, ReadingLike, batch_message, query_request
 from timeseries_aggregation.client.retry import RetryPolicy, should_retry
 
 if TYPE_CHECKING:
@@ -102,21 +101,10 @@ class AsyncTimeseriesClient:
         self,
         series_id: str,
         granularity: str | int,
-        *,
-        start_time: datetime | None = None,
-        end_time: datetime | None = None,
-        time_zone: str = "",
-        page_size: int = 0,
+        **options: Unpack[QueryOptions],
     ) -> AsyncIterator[pb.Bucket]:
         """Every bucket of the query, fetching page after page as they are consumed."""
-        request = query_request(
-            series_id,
-            granularity,
-            start_time=start_time,
-            end_time=end_time,
-            time_zone=time_zone,
-            page_size=page_size,
-        )
+        request = query_request(series_id, granularity, **options)
         while True:
             response = await self._call(
                 lambda: self._stub.QueryAggregates(request, timeout=self._timeout, metadata=self._metadata)

@@ -3,6 +3,7 @@
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -95,16 +96,21 @@ GRANULARITY_NAMES = {
 }
 
 
+class QueryOptions(TypedDict, total=False):
+    """What narrows or shapes a query besides its series and granularity."""
+
+    start_time: datetime | None
+    end_time: datetime | None
+    time_zone: str
+    page_size: int
+
+
 def query_request(
-    series_id: str,
-    granularity: str | int,
-    *,
-    start_time: datetime | None = None,
-    end_time: datetime | None = None,
-    time_zone: str = "",
-    page_size: int = 0,
+    series_id: str, granularity: str | int, **options: Unpack[QueryOptions]
 ) -> pb.QueryAggregatesRequest:
     """A first-page request; granularity is 'hourly', 'daily', 'monthly' or a Granularity value."""
+    start_time = options.get("start_time")
+    end_time = options.get("end_time")
     if isinstance(granularity, str):
         try:
             granularity = GRANULARITY_NAMES[granularity]
@@ -115,8 +121,8 @@ def query_request(
     request = pb.QueryAggregatesRequest(
         series_id=series_id,
         granularity=granularity,  # type: ignore[arg-type]
-        time_zone=time_zone,
-        page_size=page_size,
+        time_zone=options.get("time_zone", ""),
+        page_size=options.get("page_size", 0),
     )
     if start_time is not None:
         request.start_time.FromMicroseconds(unix_micros(start_time))

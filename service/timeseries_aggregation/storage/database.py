@@ -60,6 +60,11 @@ class Database:
         self._settings = settings
         self.timescaledb = timescaledb
 
+    @property
+    def pools(self) -> dict[str, asyncpg.Pool]:
+        """The pools by name, for whoever reports their use."""
+        return {"write": self._write_pool, "query": self._query_pool}
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A write-pool connection inside a transaction, committed when the block succeeds."""

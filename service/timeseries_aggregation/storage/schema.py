@@ -22,6 +22,12 @@ def migration_scripts() -> list[tuple[str, str]]:
     return sorted(scripts)
 
 
+async def newest_migration(connection: asyncpg.Connection) -> str | None:
+    """The version of the newest migration applied, or None on a database without any."""
+    version: str | None = await connection.fetchval("SELECT max(version) FROM schema_migrations")
+    return version
+
+
 async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
     """Apply the migrations this database lacks; returns the versions applied.
 

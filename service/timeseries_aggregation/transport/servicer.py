@@ -64,12 +64,12 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             )
         self._active_streams += 1
         try:
-            return await self._ingest(request_iterator)
+            return await self._ingest(request_iterator, context)
         finally:
             self._active_streams -= 1
 
     async def _ingest(
-        self, request_iterator: AsyncIterator[pb.IngestReadingsRequest | MalformedMessage]
+        self, request_iterator: AsyncIterator[pb.IngestReadingsRequest | MalformedMessage], context: Context
     ) -> pb.IngestReadingsResponse:
         messages = 0
         loop = asyncio.get_running_loop()
@@ -99,6 +99,11 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
                 if loop.time() - last_yield > FAIRNESS_INTERVAL_SECONDS:
                     await asyncio.sleep(0)
                     last_yield = loop.time()
+            # A client that vanished ends the request stream just as one that finished does;
+            # its cancellation arrives separately. Let it arrive, and never commit for it.
+            await asyncio.sleep(0)
+            if context.cancelled() or context.done():
+                raise asyncio.CancelledError("the client went away before the stream ended")
         return pb.IngestReadingsResponse(
             readings_received=writer.readings_received,
             messages_received=messages,

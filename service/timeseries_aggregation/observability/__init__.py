@@ -1,0 +1,1 @@
+"""Metrics, structured logs and access logs: what operators see of a running server."""
