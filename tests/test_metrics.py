@@ -112,6 +112,7 @@ async def test_calls_move_the_rpc_and_ingest_metrics(metered: RunningServer, met
     assert moved("grpc_server_handling_seconds_sum", **QUERY) > 0
     assert moved("grpc_server_handling_seconds_bucket", **QUERY, le="+Inf") == 2
     assert moved("timeseries_aggregation_readings_ingested_total") == 5
+    assert moved("timeseries_aggregation_rows_written_total") == 5
     assert moved("timeseries_aggregation_ingest_message_readings_count") == 2
     assert moved("timeseries_aggregation_ingest_message_readings_sum") == 5
     assert moved("timeseries_aggregation_ingest_message_readings_bucket", le="1.0") == 0
@@ -136,6 +137,9 @@ async def test_a_failed_stream_counts_its_messages_but_ingests_nothing(
         "timeseries_aggregation_readings_ingested_total"
     )
     assert after.value("timeseries_aggregation_ingest_message_readings_sum") == 5
+    assert after.value("timeseries_aggregation_rows_written_total") == before.value(
+        "timeseries_aggregation_rows_written_total"
+    )
 
 
 async def test_an_idle_stream_holds_a_write_connection_until_it_times_out(database: Database) -> None:

@@ -89,7 +89,8 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
         config.api_keys_file if config.auth_mode == AUTH_API_KEY else None, calls
     )
     limits = StreamLimits(config.max_concurrent_streams, config.stream_idle_timeout_seconds)
-    add_service(server, TimeseriesAggregationServicer(database, authenticator, limits))
+    servicer = TimeseriesAggregationServicer(database, authenticator, limits, metrics.rows_written.inc)
+    add_service(server, servicer)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

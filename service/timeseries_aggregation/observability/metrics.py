@@ -103,6 +103,11 @@ class ServiceMetrics:
             "Readings of IngestReadings streams that committed.",
             registry=self.registry,
         )
+        self.rows_written = Counter(
+            f"{NAMESPACE}_rows_written",
+            "Rows inserted or updated in the readings table by committed IngestReadings streams.",
+            registry=self.registry,
+        )
         self.ingest_message_readings = Histogram(
             f"{NAMESPACE}_ingest_message_readings",
             "Readings per IngestReadings message received, committed or not.",

@@ -68,6 +68,9 @@ class ReadingsWriter:
         self._direct = True
         self._staging_created = False
         self.readings_received = 0
+        # Rows inserted or updated in readings; more than the distinct keys when a key comes
+        # again in a later chunk, fewer than readings_received when one repeats in a chunk.
+        self.rows_written = 0
         self.series_ids: set[str] = set()
 
     async def add(self, batch: ReadingBatch) -> None:
@@ -118,12 +121,13 @@ class ReadingsWriter:
     async def _copy_unless_conflict(self, chunk: ReadingBatch) -> bool:
         try:
             async with self._connection.transaction():  # a savepoint inside the stream's transaction
-                await self._connection.copy_to_table(
+                status = await self._connection.copy_to_table(
                     "readings", source=_single(encode_copy_rows(chunk)), columns=_COLUMNS, format="binary"
                 )
         except asyncpg.UniqueViolationError:
             logger.debug("key conflict: this stream continues through the upsert path")
             return False
+        self.rows_written += _row_count(status)
         return True
 
     async def _merge(self, chunk: ReadingBatch) -> None:
@@ -137,8 +141,13 @@ class ReadingsWriter:
             columns=("ordinal", *_COLUMNS),
             format="binary",
         )
-        await self._connection.execute(_MERGE_STAGING)
+        self.rows_written += _row_count(await self._connection.execute(_MERGE_STAGING))
         await self._connection.execute("TRUNCATE ingest_staging")
+
+
+def _row_count(status: str) -> int:
+    """The row count of a command status such as 'COPY 20000' or 'INSERT 0 17'."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 @asynccontextmanager

@@ -1,7 +1,7 @@
 """TimeseriesAggregationService: turns requests into domain calls and results into responses."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -44,10 +44,17 @@ class StreamLimits:
 class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer):
     """Implements timeseries.v1.TimeseriesAggregationService on a database."""
 
-    def __init__(self, database: Database, authenticator: Authenticator, limits: StreamLimits) -> None:
+    def __init__(
+        self,
+        database: Database,
+        authenticator: Authenticator,
+        limits: StreamLimits,
+        on_rows_written: Callable[[int], object] = lambda rows: None,
+    ) -> None:
         self._database = database
         self._authenticator = authenticator
         self._limits = limits
+        self._on_rows_written = on_rows_written
         self._active_streams = 0
 
     @map_errors
@@ -104,6 +111,7 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             await asyncio.sleep(0)
             if context.cancelled() or context.done():
                 raise asyncio.CancelledError("the client went away before the stream ended")
+        self._on_rows_written(writer.rows_written)
         return pb.IngestReadingsResponse(
             readings_received=writer.readings_received,
             messages_received=messages,
