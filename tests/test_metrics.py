@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import socket
 import urllib.error
@@ -21,7 +22,7 @@ from tests.support import eventually, hourly_readings, ingest, reading
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
-from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.schema import migration_scripts
 
 if TYPE_CHECKING:
@@ -245,3 +246,40 @@ async def test_a_taken_metrics_port_stops_the_start_with_a_message_naming_it(dat
         with pytest.raises(OSError, match=f"cannot serve metrics on {address}: "):
             async with grpc_server(database, server_config(metrics_address=address)):
                 pass
+
+
+async def test_calls_waiting_for_a_connection_are_exported(database_url: str) -> None:
+    one_connection = dataclasses.replace(TEST_POOL, min_size=1, max_size=1, acquire_timeout_seconds=10.0)
+    async with (
+        open_database(database_url, one_connection) as database,
+        grpc_server(database, server_config(metrics_address="127.0.0.1:0")) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def held() -> AsyncIterator[pb.IngestReadingsRequest]:
+            yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", 3))
+            holding.set()
+            await release.wait()
+
+        first = asyncio.ensure_future(stub.IngestReadings(held()))
+        await holding.wait()
+        second = asyncio.ensure_future(
+            stub.IngestReadings(
+                iter([pb.IngestReadingsRequest(readings=hourly_readings("m2", "2025-01-01", 3))])
+            )
+        )
+
+        async def one_waits() -> None:
+            metrics = await scrape(metrics_port(running))
+            assert metrics.value("timeseries_aggregation_db_pool_waiting_calls", pool="write") == 1
+            assert metrics.value("timeseries_aggregation_db_pool_connections_in_use", pool="write") == 1
+
+        await eventually(one_waits, within=5)
+        release.set()
+        assert (await first).readings_received == 3
+        assert (await second).readings_received == 3
+        metrics = await scrape(metrics_port(running))
+        assert metrics.value("timeseries_aggregation_db_pool_waiting_calls", pool="write") == 0

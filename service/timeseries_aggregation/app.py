@@ -77,7 +77,7 @@ def _bind(server: grpc.aio.Server, config: Config) -> int:
 async def grpc_server(database: Database, config: Config) -> AsyncIterator[RunningServer]:
     """Serve the API, health, reflection and metrics; on exit report NOT_SERVING, drain, and stop."""
     metrics = ServiceMetrics()
-    metrics.watch_pools(database.pools)
+    metrics.watch_pools(database.pools, database.waiting)
     await metrics.read_schema_migration(database)
     calls = CallRecords()
     server = grpc.aio.server(

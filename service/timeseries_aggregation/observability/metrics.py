@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Protocol
 
@@ -55,20 +55,26 @@ class PoolCollector(Collector):
     scrape may see a state a moment old but never changes or blocks the event loop's pools.
     """
 
-    def __init__(self, pools: Mapping[str, PoolState]) -> None:
+    def __init__(self, pools: Mapping[str, PoolState], waiting: Callable[[], Mapping[str, int]]) -> None:
         self._pools = dict(pools)
+        self._waiting = waiting
 
     def collect(self) -> Iterable[Metric]:
         prefix = f"{NAMESPACE}_db_pool_connections"
         in_use = GaugeMetricFamily(f"{prefix}_in_use", "Connections lent out by the pool.", labels=["pool"])
         idle = GaugeMetricFamily(f"{prefix}_idle", "Open connections waiting in the pool.", labels=["pool"])
         maximum = GaugeMetricFamily(f"{prefix}_max", "Connections the pool may open.", labels=["pool"])
+        waiting = GaugeMetricFamily(
+            f"{NAMESPACE}_db_pool_waiting_calls", "Calls waiting for a connection.", labels=["pool"]
+        )
+        for name, count in self._waiting().items():
+            waiting.add_metric([name], count)
         for name, pool in self._pools.items():
             open_connections, idle_connections = pool.get_size(), pool.get_idle_size()
             in_use.add_metric([name], open_connections - idle_connections)
             idle.add_metric([name], idle_connections)
             maximum.add_metric([name], pool.get_max_size())
-        return [in_use, idle, maximum]
+        return [in_use, idle, maximum, waiting]
 
 
 class ServiceMetrics:
@@ -121,9 +127,9 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
-    def watch_pools(self, pools: Mapping[str, PoolState]) -> None:
-        """Export the connection counts of these pools, by name."""
-        self.registry.register(PoolCollector(pools))
+    def watch_pools(self, pools: Mapping[str, PoolState], waiting: Callable[[], Mapping[str, int]]) -> None:
+        """Export the connection counts of these pools, and the calls waiting on them, by name."""
+        self.registry.register(PoolCollector(pools, waiting))
 
     def set_schema_migration(self, version: str) -> None:
         """Record the newest applied migration, e.g. '0003_query_history_caller' as 3."""

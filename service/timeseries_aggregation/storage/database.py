@@ -59,18 +59,39 @@ class Database:
         self._query_pool = query_pool
         self._settings = settings
         self.timescaledb = timescaledb
+        self._waiting = {"write": 0, "query": 0}
 
     @property
     def pools(self) -> dict[str, asyncpg.Pool]:
         """The pools by name, for whoever reports their use."""
         return {"write": self._write_pool, "query": self._query_pool}
 
+    def waiting(self) -> dict[str, int]:
+        """Calls waiting for a connection right now, by pool."""
+        return dict(self._waiting)
+
+    @asynccontextmanager
+    async def _connection(
+        self, name: str, acquire_timeout: float | None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of the named pool, counted as waiting until the pool hands it over."""
+        pool = self.pools[name]
+        self._waiting[name] += 1
+        try:
+            connection = await pool.acquire(timeout=acquire_timeout)
+        finally:
+            self._waiting[name] -= 1
+        try:
+            yield connection
+        finally:
+            await pool.release(connection)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A write-pool connection inside a transaction, committed when the block succeeds."""
         async with (
             self.translate_errors(),
-            self._write_pool.acquire(timeout=self._settings.acquire_timeout_seconds) as connection,
+            self._connection("write", self._settings.acquire_timeout_seconds) as connection,
             connection.transaction(),
         ):
             yield connection
@@ -80,7 +101,7 @@ class Database:
         """A query-pool connection; each statement on it is its own transaction."""
         async with (
             self.translate_errors(),
-            self._query_pool.acquire(timeout=self._settings.acquire_timeout_seconds) as connection,
+            self._connection("query", self._settings.acquire_timeout_seconds) as connection,
         ):
             yield connection
 
@@ -89,7 +110,7 @@ class Database:
         async with (
             self.translate_errors(),
             asyncio.timeout(timeout_seconds),
-            self._query_pool.acquire() as connection,
+            self._connection("query", None) as connection,
         ):
             await connection.fetchval("SELECT 1")
 
