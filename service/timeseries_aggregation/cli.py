@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -58,6 +59,9 @@ HINTS = {
 
 
 def _serve(arguments: argparse.Namespace) -> int:
+    # The embedded server's library warns, on import, that a per-user runtime directory is
+    # missing where none is needed (containers, CI); it falls back to /tmp, which is fine.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     # The server's imports are not a client's concern.
     from timeseries_aggregation.app import serve
     from timeseries_aggregation.observability.logs import configure_logging

@@ -185,11 +185,10 @@ async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Datab
                 timescaledb = await connection.fetchval(
                     "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
                 )
-                server_version = connection.get_server_version()
+                server_version = await connection.fetchval("SHOW server_version")
             logger.info(
-                "database ready: PostgreSQL %s.%s, TimescaleDB %s",
-                server_version.major,
-                server_version.minor,
+                "database ready: PostgreSQL %s, TimescaleDB %s",
+                server_version,
                 "enabled" if timescaledb else "not available (plain tables)",
             )
             yield Database(write_pool, query_pool, settings, timescaledb=bool(timescaledb))
