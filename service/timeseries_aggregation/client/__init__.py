@@ -21,6 +21,7 @@ from timeseries_aggregation.client.messages import (
     unix_micros,
 )
 from timeseries_aggregation.client.retry import RetryPolicy
+from timeseries_aggregation.client.settings import ClientOptions
 from timeseries_aggregation.client.sync import TimeseriesClient
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "GRANULARITY_NAMES",
     "AsyncTimeseriesClient",
+    "ClientOptions",
     "Connection",
     "QueryOptions",
     "Reading",

@@ -3,7 +3,6 @@
 import asyncio
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, Unpack
 
@@ -11,9 +10,10 @@ import grpc
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
-from timeseries_aggregation.client.channel import DEFAULT_TARGET, Connection, open_aio_channel
+from timeseries_aggregation.client.channel import DEFAULT_TARGET, open_aio_channel
 from timeseries_aggregation.client.messages import QueryOptions, ReadingLike, batch_message, query_request
-from timeseries_aggregation.client.retry import RetryPolicy, should_retry
+from timeseries_aggregation.client.retry import should_retry
+from timeseries_aggregation.client.settings import ClientOptions, ClientSettings
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 Result = TypeVar("Result")
 
 
-class AsyncTimeseriesClient:
+class AsyncTimeseriesClient(ClientSettings):
     """The asyncio twin of TimeseriesClient; create it inside a running event loop.
 
     >>> async with AsyncTimeseriesClient("localhost:50051", api_key=key) as client:
@@ -30,27 +30,12 @@ class AsyncTimeseriesClient:
     ...         print(bucket.period, bucket.total_quantity_kwh)
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        api_key: str | None = None,
-        tls_ca: Path | None = None,
-        tls_cert: Path | None = None,
-        tls_key: Path | None = None,
-        timeout_seconds: float = 30.0,
-        ingest_timeout_seconds: float = 3600.0,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        connection = Connection(target, api_key, tls_ca, tls_cert, tls_key)
-        self._channel = open_aio_channel(connection)
+    def __init__(self, target: str = DEFAULT_TARGET, **settings: Unpack[ClientOptions]) -> None:
+        super().__init__(target, **settings)
+        self._channel = open_aio_channel(self._connection)
         self._stub: TimeseriesAggregationServiceAsyncStub = pb_grpc.TimeseriesAggregationServiceStub(
             self._channel
         )
-        self._metadata = connection.metadata()
-        self._timeout = timeout_seconds
-        self._ingest_timeout = ingest_timeout_seconds
-        self._retry = retry or RetryPolicy()
 
     async def __aenter__(self) -> "AsyncTimeseriesClient":
         return self

@@ -3,7 +3,6 @@
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import TypeVar, Unpack
 
@@ -11,14 +10,15 @@ import grpc
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
-from timeseries_aggregation.client.channel import DEFAULT_TARGET, Connection
+from timeseries_aggregation.client.channel import DEFAULT_TARGET
 from timeseries_aggregation.client.messages import QueryOptions, ReadingLike, batch_message, query_request
-from timeseries_aggregation.client.retry import RetryPolicy, should_retry
+from timeseries_aggregation.client.retry import should_retry
+from timeseries_aggregation.client.settings import ClientOptions, ClientSettings
 
 Result = TypeVar("Result")
 
 
-class TimeseriesClient:
+class TimeseriesClient(ClientSettings):
     """Calls the service with a deadline on every call and retries what is safe to retry.
 
     >>> with TimeseriesClient("localhost:50051", api_key=key) as client:
@@ -27,28 +27,13 @@ class TimeseriesClient:
     ...         print(bucket.period, bucket.total_quantity_kwh)
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        api_key: str | None = None,
-        tls_ca: Path | None = None,
-        tls_cert: Path | None = None,
-        tls_key: Path | None = None,
-        timeout_seconds: float = 30.0,
-        ingest_timeout_seconds: float = 3600.0,
-        retry: RetryPolicy | None = None,
-    ) -> None:
-        self._connection = Connection(target, api_key, tls_ca, tls_cert, tls_key)
+    def __init__(self, target: str = DEFAULT_TARGET, **settings: Unpack[ClientOptions]) -> None:
+        super().__init__(target, **settings)
         credentials = self._connection.credentials()
         self._channel = (
             grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
         )
         self._stub = pb_grpc.TimeseriesAggregationServiceStub(self._channel)
-        self._metadata = self._connection.metadata()
-        self._timeout = timeout_seconds
-        self._ingest_timeout = ingest_timeout_seconds
-        self._retry = retry or RetryPolicy()
 
     def __enter__(self) -> "TimeseriesClient":
         return self

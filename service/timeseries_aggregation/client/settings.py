@@ -1,0 +1,42 @@
+"""What both clients are configured with: where, as whom, how long, how often."""
+
+from pathlib import Path
+from typing import TypedDict
+
+from timeseries_aggregation.client.channel import DEFAULT_TARGET, Connection
+from timeseries_aggregation.client.retry import RetryPolicy
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword options of both clients."""
+
+    api_key: str | None
+    tls_ca: Path | None
+    tls_cert: Path | None
+    tls_key: Path | None
+    timeout_seconds: float
+    ingest_timeout_seconds: float
+    retry: RetryPolicy | None
+
+
+class ClientSettings:
+    """Shared by TimeseriesClient and AsyncTimeseriesClient: the connection, the metadata
+    sent with every call, the deadlines and the retry policy."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        api_key: str | None = None,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        timeout_seconds: float = 30.0,
+        ingest_timeout_seconds: float = 3600.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._connection = Connection(target, api_key, tls_ca, tls_cert, tls_key)
+        self._metadata = self._connection.metadata()
+        self._timeout = timeout_seconds
+        self._ingest_timeout = ingest_timeout_seconds
+        self._retry = retry or RetryPolicy()
