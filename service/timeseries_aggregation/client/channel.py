@@ -34,18 +34,12 @@ class Connection:
         return auth_metadata(self.api_key)
 
 
-def open_channel(
-    target: str,
-    *,
-    tls_ca: Path | None = None,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-) -> grpc.Channel:
+def open_channel(connection: Connection) -> grpc.Channel:
     """A blocking channel: TLS when a CA is given (mutual with a certificate), else plaintext."""
-    credentials = Connection(target, None, tls_ca, tls_cert, tls_key).credentials()
+    credentials = connection.credentials()
     if credentials is None:
-        return grpc.insecure_channel(target)
-    return grpc.secure_channel(target, credentials)
+        return grpc.insecure_channel(connection.target)
+    return grpc.secure_channel(connection.target, credentials)
 
 
 def open_aio_channel(connection: Connection) -> grpc.aio.Channel:

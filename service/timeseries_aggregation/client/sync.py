@@ -10,7 +10,7 @@ import grpc
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
-from timeseries_aggregation.client.channel import DEFAULT_TARGET
+from timeseries_aggregation.client.channel import DEFAULT_TARGET, open_channel
 from timeseries_aggregation.client.messages import QueryOptions, ReadingLike, batch_message, query_request
 from timeseries_aggregation.client.retry import should_retry
 from timeseries_aggregation.client.settings import ClientOptions, ClientSettings
@@ -29,10 +29,7 @@ class TimeseriesClient(ClientSettings):
 
     def __init__(self, target: str = DEFAULT_TARGET, **settings: Unpack[ClientOptions]) -> None:
         super().__init__(target, **settings)
-        credentials = self._connection.credentials()
-        self._channel = (
-            grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
-        )
+        self._channel = open_channel(self._connection)
         self._stub = pb_grpc.TimeseriesAggregationServiceStub(self._channel)
 
     def __enter__(self) -> "TimeseriesClient":
