@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from timeseries_aggregation.config import Config, ConfigError, load_config, split_host_port
+from timeseries_aggregation.limits import DEFAULT_MAX_MESSAGE_BYTES
 from timeseries_aggregation.storage.database import PoolSettings
 
 PREFIX = "TIMESERIES_AGGREGATION_"
@@ -70,7 +71,7 @@ class TestDefaults:
             ),
             shutdown_grace_seconds=10.0,
             health_check_interval_seconds=1.0,
-            max_message_bytes=16 * 1024 * 1024,
+            max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
             log_level="INFO",
             auth_mode="none",
         )

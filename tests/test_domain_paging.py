@@ -15,10 +15,6 @@ from hypothesis import strategies as st
 
 from timeseries_aggregation.domain.aggregation import AggregateQuery, Granularity, make_aggregate_query
 from timeseries_aggregation.domain.paging import (
-    BUCKETS_DEFAULT_PAGE_SIZE,
-    BUCKETS_MAX_PAGE_SIZE,
-    HISTORY_DEFAULT_PAGE_SIZE,
-    HISTORY_MAX_PAGE_SIZE,
     PageRequest,
     buckets_next_page_token,
     buckets_page_request,
@@ -30,6 +26,12 @@ from timeseries_aggregation.domain.paging import (
 )
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.limits import (
+    BUCKETS_DEFAULT_PAGE_SIZE,
+    BUCKETS_MAX_PAGE_SIZE,
+    HISTORY_DEFAULT_PAGE_SIZE,
+    HISTORY_MAX_PAGE_SIZE,
+)
 
 Result = TypeVar("Result")
 

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from timeseries_aggregation.domain.readings import (
     EARLIEST_TIME,
     LATEST_TIME,
-    SERIES_ID_MAX_LENGTH,
     check_quantity,
     check_series_id,
     check_time,
 )
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.limits import SERIES_ID_MAX_LENGTH
 
 # A field path the way the transport names a reading inside a batch: the checks must echo it.
 FIELD = "readings[3].series_id"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import batches, eventually, field_violations, hourly_readings, ingest, reading, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.domain.readings import MAX_READINGS_PER_MESSAGE
+from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
 from timeseries_aggregation.storage.database import Database
 
 if TYPE_CHECKING:

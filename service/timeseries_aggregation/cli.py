@@ -31,6 +31,7 @@ from timeseries_aggregation.client import (
 )
 from timeseries_aggregation.config import ConfigError, load_config
 from timeseries_aggregation.domain.api_keys import key_file_line, new_key, parse_scopes
+from timeseries_aggregation.limits import HISTORY_MAX_PAGE_SIZE
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
 
 GRANULARITIES = ("hourly", "daily", "monthly")
@@ -273,7 +274,9 @@ HISTORY_COLUMNS = (
 
 def _history(arguments: argparse.Namespace) -> int:
     with _client(arguments) as client:
-        entries = list(client.history(page_size=min(arguments.limit, 1_000), limit=arguments.limit))
+        entries = list(
+            client.history(page_size=min(arguments.limit, HISTORY_MAX_PAGE_SIZE), limit=arguments.limit)
+        )
     print(_render([_history_row(entry) for entry in entries], HISTORY_COLUMNS, arguments.format))
     return EXIT_OK
 

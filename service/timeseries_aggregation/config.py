@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import platformdirs
 
+from timeseries_aggregation.limits import DEFAULT_MAX_MESSAGE_BYTES
 from timeseries_aggregation.storage.database import PoolSettings
 
 ENV_PREFIX = "TIMESERIES_AGGREGATION_"
@@ -37,7 +38,7 @@ class Config:
     pool: PoolSettings = field(default_factory=PoolSettings)
     shutdown_grace_seconds: float = 10.0
     health_check_interval_seconds: float = 1.0
-    max_message_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     log_level: str = "INFO"
     auth_mode: str = AUTH_API_KEY
     api_keys_file: Path | None = None

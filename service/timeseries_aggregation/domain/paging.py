@@ -16,11 +16,12 @@ from typing import Generic, TypeVar
 from timeseries_aggregation.domain.aggregation import AggregateQuery
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 from timeseries_aggregation.errors import InvalidArgumentError
-
-BUCKETS_DEFAULT_PAGE_SIZE = 1_000
-BUCKETS_MAX_PAGE_SIZE = 10_000
-HISTORY_DEFAULT_PAGE_SIZE = 10
-HISTORY_MAX_PAGE_SIZE = 1_000
+from timeseries_aggregation.limits import (
+    BUCKETS_DEFAULT_PAGE_SIZE,
+    BUCKETS_MAX_PAGE_SIZE,
+    HISTORY_DEFAULT_PAGE_SIZE,
+    HISTORY_MAX_PAGE_SIZE,
+)
 
 _TOKEN_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -4,13 +4,12 @@ import math
 from datetime import UTC, datetime
 
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.limits import SERIES_ID_MAX_LENGTH
 
-SERIES_ID_MAX_LENGTH = 128
 # Readings and query bounds must fall inside [EARLIEST_TIME, LATEST_TIME): wide enough for
 # any metering history, narrow enough to catch unit mistakes (milliseconds sent as seconds).
 EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
-MAX_READINGS_PER_MESSAGE = 50_000
 
 
 def check_series_id(series_id: str, field: str) -> None:

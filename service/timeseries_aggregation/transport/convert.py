@@ -12,8 +12,9 @@ from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import Bucket, Granularity
 from timeseries_aggregation.domain.batch import ReadingBatch, first_violation
 from timeseries_aggregation.domain.history import HistoryEntry
-from timeseries_aggregation.domain.readings import MAX_READINGS_PER_MESSAGE, check_series_id
+from timeseries_aggregation.domain.readings import check_series_id
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
 
 GRANULARITY_FROM_PROTO = {
     pb.GRANULARITY_HOURLY: Granularity.HOURLY,
