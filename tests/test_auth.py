@@ -111,7 +111,7 @@ async def test_scopes_decide_what_a_key_may_do(
     stub = service(channel_with_auth)
     ok, denied = grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED
     assert await call_all(stub, bearer(READER)) == [denied, ok, ok]
-    async with database.transaction() as connection:
+    async with database.query_connection() as connection:
         assert await connection.fetchval("SELECT count(*) FROM readings") == 0
     assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied]
     assert await call_all(stub, bearer(ADMIN)) == [ok, ok, ok]

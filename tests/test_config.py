@@ -280,7 +280,7 @@ class TestSecurityVariables:
         config = load_config(
             env(MAX_CONCURRENT_STREAMS="3", MAX_CONCURRENT_RPCS="40", STREAM_IDLE_TIMEOUT_SECONDS="12.5")
         )
-        assert (config.max_concurrent_streams, config.max_concurrent_rpcs) == (3, 40)
+        assert (config.pool.write_max_size, config.max_concurrent_rpcs) == (3, 40)
         assert config.stream_idle_timeout_seconds == 12.5
         assert config.pool.idle_in_transaction_timeout_seconds == 72.5
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 async def stored(database: Database, series_id: str) -> dict[str, float]:
     """The stored readings of a series as {iso time: quantity}, read straight from the table."""
-    async with database.transaction() as connection:
+    async with database.query_connection() as connection:
         rows = await connection.fetch(
             "SELECT time, quantity_kwh FROM readings WHERE series_id = $1 ORDER BY time", series_id
         )
@@ -31,7 +31,7 @@ async def stored(database: Database, series_id: str) -> dict[str, float]:
 
 
 async def count_all(database: Database) -> int:
-    async with database.transaction() as connection:
+    async with database.query_connection() as connection:
         total: int = await connection.fetchval("SELECT count(*) FROM readings")
     return total
 
@@ -218,7 +218,7 @@ async def test_cancelled_or_expired_stream_stores_nothing_and_a_retry_works(
     await _stream_then_stop(stub, stop)
 
     async def nothing_in_flight() -> None:
-        async with database.transaction() as connection:
+        async with database.query_connection() as connection:
             busy = await connection.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND pid <> pg_backend_pid() AND state <> 'idle'"
@@ -390,7 +390,7 @@ async def test_a_stream_whose_connection_is_terminated_fails_and_the_next_one_wo
     call = stub.IngestReadings(interrupted())
     await first_sent.wait()
     await asyncio.sleep(0.3)
-    async with database.transaction() as connection:
+    async with database.query_connection() as connection:
         killed = await connection.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND state = 'idle in transaction'"

@@ -9,14 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TEST_POOL, server_config
 from tests.support import batches, eventually, hourly_readings
 from tests.tcp_proxy import FreezableProxy
+from tests.test_metrics import INGEST, metrics_port, scrape
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
 from timeseries_aggregation.storage.database import Database, open_database
+from timeseries_aggregation.storage.readings import COPY_CHUNK_READINGS
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
@@ -24,41 +27,80 @@ if TYPE_CHECKING:
 SERVICE = "/timeseries.v1.TimeseriesAggregationService/"
 
 
+async def write_connections_in_use(database: Database, expected: int) -> None:
+    pool = database.pools["write"]
+    assert pool.get_size() - pool.get_idle_size() == expected
+
+
 async def stored_count(database: Database) -> int:
-    async with database.transaction() as connection:
+    async with database.query_connection() as connection:
         count: int = await connection.fetchval("SELECT count(*) FROM readings")
     return count
 
 
-async def test_streams_beyond_the_limit_are_refused_until_one_ends(database: Database) -> None:
+# A chunk's worth of readings: a stream that has sent this many holds a write connection.
+CHUNK = COPY_CHUNK_READINGS
+
+
+async def test_streams_beyond_the_write_pool_wait_then_are_refused_as_exhausted(database_url: str) -> None:
+    one_writer = dataclasses.replace(TEST_POOL, write_max_size=1, acquire_timeout_seconds=0.5)
     async with (
-        grpc_server(database, server_config(max_concurrent_streams=1)) as running,
+        open_database(database_url, one_writer) as database,
+        grpc_server(database, server_config()) as running,
         grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
     ):
         stub: TimeseriesAggregationServiceAsyncStub = pb_grpc.TimeseriesAggregationServiceStub(channel)
-        first_sent = asyncio.Event()
         finish = asyncio.Event()
 
-        async def held_open() -> AsyncIterator[pb.IngestReadingsRequest]:
-            yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", 10))
-            first_sent.set()
+        async def writing_then_held_open() -> AsyncIterator[pb.IngestReadingsRequest]:
+            yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", CHUNK))
             await finish.wait()
 
-        first = asyncio.ensure_future(stub.IngestReadings(held_open()))
-        await first_sent.wait()
+        first = asyncio.ensure_future(stub.IngestReadings(writing_then_held_open()))
+        await eventually(lambda: write_connections_in_use(database, 1), within=10)
 
-        async def second_refused() -> None:
-            with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.IngestReadings(iter(batches(hourly_readings("m2", "2025-01-01", 5), 5)))
-            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "retry" in (raised.value.details() or "")
-
-        await eventually(second_refused, within=5)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.IngestReadings(iter(batches(hourly_readings("m2", "2025-01-01", 5), 5)))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "retry" in (raised.value.details() or "")
+        # A full pool is not an outage: health stays SERVING and the held stream commits.
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
         finish.set()
-        assert (await first).readings_received == 10
+        assert (await first).readings_received == CHUNK
         response = await stub.IngestReadings(iter(batches(hourly_readings("m2", "2025-01-01", 5), 5)))
         assert response.readings_received == 5
-    assert await stored_count(database) == 15
+        assert await stored_count(database) == CHUNK + 5
+
+
+async def test_streams_that_have_written_nothing_hold_no_connection(database_url: str) -> None:
+    one_writer = dataclasses.replace(TEST_POOL, write_max_size=1, acquire_timeout_seconds=0.5)
+    async with (
+        open_database(database_url, one_writer) as database,
+        grpc_server(database, server_config(metrics_address="127.0.0.1:0")) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        finish = asyncio.Event()
+
+        async def idle(readings: int) -> AsyncIterator[pb.IngestReadingsRequest]:
+            if readings:
+                yield pb.IngestReadingsRequest(readings=hourly_readings("idle", "2024-01-01", readings))
+            await finish.wait()
+
+        # More idle streams than the pool has connections: silent ones and slow ones.
+        idlers = [asyncio.ensure_future(stub.IngestReadings(idle(readings))) for readings in (0, 0, 3, 3)]
+
+        async def all_started() -> None:
+            scraped = await scrape(metrics_port(running))
+            assert scraped.value("grpc_server_started_total", **INGEST) == len(idlers)
+
+        await eventually(all_started, within=10)
+        response = await stub.IngestReadings(iter(batches(hourly_readings("m1", "2025-01-01", 24), 24)))
+        assert response.readings_received == 24
+        assert await stored_count(database) == 24
+        finish.set()
+        assert [(await idler).readings_received for idler in idlers] == [0, 0, 3, 3]
 
 
 async def test_a_stream_that_stops_sending_is_rolled_back(database: Database) -> None:
@@ -116,7 +158,7 @@ async def test_undecodable_requests_are_invalid_argument(
 async def test_a_statement_over_the_timeout_is_cancelled_and_reported(
     database: Database, database_url: str
 ) -> None:
-    async with database.transaction() as connection:
+    async with database.query_connection() as connection:
         await connection.execute(
             "INSERT INTO readings SELECT 'm1', t, 1.0 FROM generate_series("
             "'2015-01-01'::timestamptz, '2024-12-31 23:00', '1 hour') AS t"
@@ -135,7 +177,7 @@ async def test_a_statement_over_the_timeout_is_cancelled_and_reported(
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.QueryAggregates(hourly)
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    async with database.transaction() as connection:
+    async with database.query_connection() as connection:
         assert await connection.fetchval("SELECT count(*) FROM query_history") == 0
 
 
@@ -163,7 +205,7 @@ async def test_keepalive_drops_a_client_that_vanished_mid_stream(database: Datab
         proxy.freeze()
 
         async def stream_gone() -> None:
-            async with database.transaction() as connection:
+            async with database.query_connection() as connection:
                 open_transactions = await connection.fetchval(
                     "SELECT count(*) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND state LIKE 'idle in transaction%'"

@@ -23,6 +23,7 @@ from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.storage.database import Database, open_database
+from timeseries_aggregation.storage.readings import COPY_CHUNK_READINGS
 from timeseries_aggregation.storage.schema import migration_scripts
 
 if TYPE_CHECKING:
@@ -143,12 +144,14 @@ async def test_a_failed_stream_counts_its_messages_but_ingests_nothing(
     )
 
 
-async def test_an_idle_stream_holds_a_write_connection_until_it_times_out(database: Database) -> None:
+async def test_a_stream_that_wrote_and_went_idle_holds_its_connection_until_it_times_out(
+    database: Database,
+) -> None:
     config = server_config(metrics_address="127.0.0.1:0", stream_idle_timeout_seconds=1.0)
     first_sent = asyncio.Event()
 
     async def stalled() -> AsyncIterator[pb.IngestReadingsRequest]:
-        yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", 1))
+        yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", COPY_CHUNK_READINGS))
         first_sent.set()
         await asyncio.Event().wait()
 
@@ -166,7 +169,7 @@ async def test_an_idle_stream_holds_a_write_connection_until_it_times_out(databa
             assert in_use == 1
 
         await first_sent.wait()
-        await eventually(write_connection_in_use, within=0.8, interval=0.05)
+        await eventually(write_connection_in_use, within=0.9, interval=0.05)
         with pytest.raises(grpc.aio.AioRpcError) as idle:
             await call
         assert idle.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -197,14 +200,12 @@ async def test_a_call_the_client_cancels_counts_as_cancelled(metered: RunningSer
 async def test_pool_sizes_and_migration_version_are_exported(metered: RunningServer) -> None:
     metrics = await scrape(metrics_port(metered))
 
-    for pool in ("write", "query"):
-        assert (
-            metrics.value("timeseries_aggregation_db_pool_connections_max", pool=pool) == TEST_POOL.max_size
-        )
+    for pool, max_size in (("write", TEST_POOL.write_max_size), ("query", TEST_POOL.max_size)):
+        assert metrics.value("timeseries_aggregation_db_pool_connections_max", pool=pool) == max_size
         in_use = metrics.value("timeseries_aggregation_db_pool_connections_in_use", pool=pool)
         idle = metrics.value("timeseries_aggregation_db_pool_connections_idle", pool=pool)
         assert in_use >= 0
-        assert 1 <= in_use + idle <= TEST_POOL.max_size
+        assert 1 <= in_use + idle <= max_size
     newest = migration_scripts()[-1][0]
     assert metrics.value("timeseries_aggregation_schema_migration_version", migration=newest) == int(
         newest.split("_")[0]
@@ -249,7 +250,9 @@ async def test_a_taken_metrics_port_stops_the_start_with_a_message_naming_it(dat
 
 
 async def test_calls_waiting_for_a_connection_are_exported(database_url: str) -> None:
-    one_connection = dataclasses.replace(TEST_POOL, min_size=1, max_size=1, acquire_timeout_seconds=10.0)
+    one_connection = dataclasses.replace(
+        TEST_POOL, min_size=1, max_size=1, write_max_size=1, acquire_timeout_seconds=10.0
+    )
     async with (
         open_database(database_url, one_connection) as database,
         grpc_server(database, server_config(metrics_address="127.0.0.1:0")) as running,
@@ -260,12 +263,18 @@ async def test_calls_waiting_for_a_connection_are_exported(database_url: str) ->
         release = asyncio.Event()
 
         async def held() -> AsyncIterator[pb.IngestReadingsRequest]:
-            yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", 3))
+            yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", COPY_CHUNK_READINGS))
             holding.set()
             await release.wait()
 
         first = asyncio.ensure_future(stub.IngestReadings(held()))
         await holding.wait()
+
+        async def first_holds_the_connection() -> None:
+            metrics = await scrape(metrics_port(running))
+            assert metrics.value("timeseries_aggregation_db_pool_connections_in_use", pool="write") == 1
+
+        await eventually(first_holds_the_connection, within=5)
         second = asyncio.ensure_future(
             stub.IngestReadings(
                 iter([pb.IngestReadingsRequest(readings=hourly_readings("m2", "2025-01-01", 3))])
@@ -279,7 +288,7 @@ async def test_calls_waiting_for_a_connection_are_exported(database_url: str) ->
 
         await eventually(one_waits, within=5)
         release.set()
-        assert (await first).readings_received == 3
+        assert (await first).readings_received == COPY_CHUNK_READINGS
         assert (await second).readings_received == 3
         metrics = await scrape(metrics_port(running))
         assert metrics.value("timeseries_aggregation_db_pool_waiting_calls", pool="write") == 0

@@ -14,17 +14,13 @@ from grpc_reflection.v1alpha import reflection
 
 from timeseries_aggregation.config import AUTH_API_KEY, Config
 from timeseries_aggregation.health import DatabaseHealth
-from timeseries_aggregation.observability.interceptor import (
-    CallerRecordingAuthenticator,
-    CallRecords,
-    ObservabilityInterceptor,
-)
+from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
-from timeseries_aggregation.transport.auth import Authenticator
+from timeseries_aggregation.transport.auth import Authenticator, AuthInterceptor
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
-from timeseries_aggregation.transport.servicer import StreamLimits, TimeseriesAggregationServicer
+from timeseries_aggregation.transport.servicer import TimeseriesAggregationServicer
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +32,8 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
-    authenticator: Authenticator
+    # None when authentication is off.
+    authenticator: Authenticator | None
     metrics: ServiceMetrics
     # The port of the /metrics endpoint; None when METRICS_ADDRESS is not set.
     metrics_port: int | None = None
@@ -79,17 +76,18 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
     metrics = ServiceMetrics()
     metrics.watch_pools(database.pools, database.waiting)
     await metrics.read_schema_migration(database)
-    calls = CallRecords()
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
+    authenticator = None
+    if config.auth_mode == AUTH_API_KEY:
+        assert config.api_keys_file is not None  # load_config() requires it
+        authenticator = Authenticator(config.api_keys_file)
+        interceptors.append(AuthInterceptor(authenticator))
     server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(metrics, calls)],
+        interceptors=interceptors,
         options=_server_options(config),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    authenticator = CallerRecordingAuthenticator(
-        config.api_keys_file if config.auth_mode == AUTH_API_KEY else None, calls
-    )
-    limits = StreamLimits(config.max_concurrent_streams, config.stream_idle_timeout_seconds)
-    servicer = TimeseriesAggregationServicer(database, authenticator, limits, metrics.rows_written.inc)
+    servicer = TimeseriesAggregationServicer(database, config.stream_idle_timeout_seconds)
     add_service(server, servicer)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -141,7 +139,8 @@ async def serve(config: Config) -> None:
         open_database(url, config.pool) as database,
         grpc_server(database, config) as running,
     ):
-        loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
+        if running.authenticator is not None:
+            loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
         logger.info(
             "serving %s on %s (port %d, %s, authentication %s)",
             SERVICE_NAME,

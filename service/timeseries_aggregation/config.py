@@ -45,7 +45,6 @@ class Config:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
-    max_concurrent_streams: int = 16
     max_concurrent_rpcs: int = 256
     stream_idle_timeout_seconds: float = 30.0
     keepalive_time_seconds: float = 60.0
@@ -139,6 +138,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     pool = PoolSettings(
         min_size=_parsed(env, "POOL_MIN_SIZE", int, pool_defaults.min_size),
         max_size=_parsed(env, "POOL_MAX_SIZE", int, pool_defaults.max_size),
+        # Ingest streams writing at once: the write pool's size, one connection per stream.
+        write_max_size=_parsed(env, "MAX_CONCURRENT_STREAMS", int, pool_defaults.write_max_size),
         connect_timeout_seconds=_parsed(
             env, "CONNECT_TIMEOUT_SECONDS", float, pool_defaults.connect_timeout_seconds
         ),
@@ -160,6 +161,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(
             f"{ENV_PREFIX}POOL_MAX_SIZE must be at least 1 and at least {ENV_PREFIX}POOL_MIN_SIZE"
         )
+    if pool.write_max_size < 1:
+        raise ConfigError(f"{ENV_PREFIX}MAX_CONCURRENT_STREAMS must be at least 1")
     auth_mode = (env.get(ENV_PREFIX + "AUTH_MODE") or AUTH_API_KEY).lower()
     if auth_mode not in (AUTH_API_KEY, AUTH_NONE):
         raise ConfigError(
@@ -195,7 +198,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         tls_cert_file=tls_cert_file,
         tls_key_file=tls_key_file,
         tls_client_ca_file=tls_client_ca_file,
-        max_concurrent_streams=_parsed(env, "MAX_CONCURRENT_STREAMS", int, defaults.max_concurrent_streams),
         max_concurrent_rpcs=_parsed(env, "MAX_CONCURRENT_RPCS", int, defaults.max_concurrent_rpcs),
         stream_idle_timeout_seconds=stream_idle_timeout,
         keepalive_time_seconds=_parsed(env, "KEEPALIVE_TIME_SECONDS", float, defaults.keepalive_time_seconds),

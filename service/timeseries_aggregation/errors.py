@@ -14,6 +14,11 @@ class DatabaseUnavailableError(RuntimeError):
     """The database cannot be reached or stopped answering in time."""
 
 
+class ConcurrencyConflictError(RuntimeError):
+    """The database ended the transaction to resolve a conflict with another (a deadlock or
+    a serialization failure); nothing of it was stored and trying again is safe."""
+
+
 class UnauthenticatedError(Exception):
     """The call carries no valid credentials."""
 

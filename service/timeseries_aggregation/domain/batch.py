@@ -52,6 +52,23 @@ class ReadingBatch:
             quantity_kwh=np.concatenate([batch.quantity_kwh for batch in batches]),
         )
 
+    def sorted_by_key(self) -> "ReadingBatch":
+        """The same readings ordered by (series id, time); readings of one key keep their order,
+        so the last of them still wins. Returns self when already in order (the usual case)."""
+        series_rank = np.argsort(np.argsort(np.array(self.series_ids, dtype=object))).astype(np.int32)
+        ranks = series_rank[self.series_index]
+        times = self.time_unix_micros
+        in_order = (ranks[1:] > ranks[:-1]) | ((ranks[1:] == ranks[:-1]) & (times[1:] >= times[:-1]))
+        if bool(in_order.all()):
+            return self
+        order = np.lexsort((times, ranks))  # stable: equal keys keep their order
+        return ReadingBatch(
+            series_ids=self.series_ids,
+            series_index=self.series_index[order],
+            time_unix_micros=times[order],
+            quantity_kwh=self.quantity_kwh[order],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Violation:

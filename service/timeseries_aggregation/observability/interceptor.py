@@ -2,8 +2,8 @@
 
 It wraps each method handler, so it sees the status a call ends with: the one a handler
 aborted with (read back from the context), CANCELLED or DEADLINE_EXCEEDED when the call is
-cancelled, UNKNOWN when a handler raises. For IngestReadings it also counts the readings
-of every message as the handler reads it.
+cancelled, UNKNOWN when a handler raises. It opens the call's record before anything else
+runs and reports what authentication and the handler wrote into it.
 """
 
 from __future__ import annotations
@@ -13,17 +13,14 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 
-from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.domain.api_keys import Scope
 from timeseries_aggregation.observability.metrics import ServiceMetrics
-from timeseries_aggregation.transport.auth import Authenticator
+from timeseries_aggregation.transport.call_record import open_call_record
+from timeseries_aggregation.transport.handlers import Behaviour, Handler, rewrap_handler
 from timeseries_aggregation.transport.registration import SERVICE_NAME
 from timeseries_aggregation.transport.status import Context
 
@@ -44,75 +41,6 @@ _SERVER_FAULTS = frozenset(
         grpc.StatusCode.DATA_LOSS,
     }
 )
-
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-
-
-@dataclass(slots=True)
-class CallRecord:
-    """What is learned about a call while it runs."""
-
-    caller: str = ""
-    messages: int = 0
-    readings: int = 0
-
-
-class CallRecords:
-    """The records of the calls in progress, by their context, for code that sees only the context."""
-
-    def __init__(self) -> None:
-        self._records: dict[Context, CallRecord] = {}
-
-    def open(self, context: Context) -> CallRecord:
-        record = self._records[context] = CallRecord()
-        return record
-
-    def close(self, context: Context) -> None:
-        self._records.pop(context, None)
-
-    def set_caller(self, context: Context, caller: str) -> None:
-        record = self._records.get(context)
-        if record is not None:
-            record.caller = caller
-
-
-class CallerRecordingAuthenticator(Authenticator):
-    """An Authenticator that also notes, for the access log, the key name a call runs under."""
-
-    def __init__(self, keys_file: Path | None, calls: CallRecords) -> None:
-        super().__init__(keys_file)
-        self._calls = calls
-
-    def authorize(self, context: Context, scope: Scope) -> str:
-        caller = super().authorize(context, scope)
-        self._calls.set_caller(context, caller)
-        return caller
-
-
-class _CountedMessages:
-    """An ingest request stream that counts the readings of each message as it is read."""
-
-    def __init__(self, requests: AsyncIterable[object], record: CallRecord, metrics: ServiceMetrics) -> None:
-        self._requests = requests
-        # Made on the first read: gRPC's receiver, once made, warns if a call that was
-        # refused before reading never starts it.
-        self._iterator: AsyncIterator[object] | None = None
-        self._record = record
-        self._metrics = metrics
-
-    def __aiter__(self) -> _CountedMessages:
-        return self
-
-    async def __anext__(self) -> object:
-        if self._iterator is None:
-            self._iterator = aiter(self._requests)
-        message = await anext(self._iterator)
-        if isinstance(message, pb.IngestReadingsRequest):
-            readings = len(message.readings) + sum(len(s.time_unix_micros) for s in message.series_readings)
-            self._record.messages += 1
-            self._record.readings += readings
-            self._metrics.ingest_message_readings.observe(readings)
-        return message
 
 
 def _request_id(context: Context) -> str:
@@ -159,7 +87,7 @@ class _Call:
         self._labels = {"grpc_type": grpc_type, "grpc_service": service, "grpc_method": name}
         self._quiet = service in _QUIET_SERVICES
         self.request_id = _request_id(context)
-        self.record = interceptor.calls.open(context)
+        self.record = open_call_record()
         interceptor.metrics.rpcs_started.labels(**self._labels).inc()
         self._started = time.perf_counter()
 
@@ -169,9 +97,13 @@ class _Call:
         metrics = self._interceptor.metrics
         metrics.rpcs_handled.labels(**self._labels, grpc_code=code.name).inc()
         metrics.rpc_seconds.labels(**self._labels).observe(seconds)
-        if self._method == INGEST_METHOD and code == grpc.StatusCode.OK:
-            metrics.readings_ingested.inc(self.record.readings)
-        self._interceptor.calls.close(self._context)
+        if self._method == INGEST_METHOD:
+            for readings, messages in self.record.message_sizes.items():
+                for _ in range(messages):
+                    metrics.ingest_message_readings.observe(readings)
+            if code == grpc.StatusCode.OK:
+                metrics.readings_ingested.inc(self.record.readings)
+                metrics.rows_written.inc(self.record.rows_written)
         self._log(code, seconds)
 
     def _log(self, code: grpc.StatusCode, seconds: float) -> None:
@@ -192,17 +124,22 @@ class _Call:
         if self._method == INGEST_METHOD:
             fields["messages"] = self.record.messages
             fields["readings"] = self.record.readings
+            if self.record.committed_after_client_left:
+                # OK is the outcome; the client gave up while the commit was in flight.
+                fields["client_left_before_answer"] = True
         access_logger.log(
             level, "%s %s in %.1f ms", self._labels["grpc_method"], code.name, seconds * 1000, extra=fields
         )
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times every call into the metrics and writes one access log line per call."""
+    """Counts and times every call into the metrics and writes one access log line per call.
 
-    def __init__(self, metrics: ServiceMetrics, calls: CallRecords) -> None:
+    Install it first, so that it sees the calls other interceptors refuse.
+    """
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
         self.metrics = metrics
-        self.calls = calls
 
     async def intercept_service(
         self,
@@ -214,59 +151,33 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         grpc_type = _grpc_type(handler)
-        parse, serialize = handler.request_deserializer, handler.response_serializer
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._observed(method, grpc_type, handler.unary_unary), parse, serialize
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._observed(method, grpc_type, handler.stream_unary), parse, serialize
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._observed_stream(method, grpc_type, handler.unary_stream), parse, serialize
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._observed_stream(method, grpc_type, handler.stream_stream), parse, serialize
-            )
-        return handler
 
-    def _observed(self, method: str, grpc_type: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
-        """A handler with one response: a coroutine that returns it."""
+        def unary_response(behaviour: Behaviour) -> Behaviour:
+            async def observed(request: Any, context: Context) -> Any:
+                call = _Call(self, method, grpc_type, context)
+                try:
+                    response = behaviour(request, context)
+                    if inspect.isawaitable(response):
+                        response = await response
+                except BaseException as error:
+                    call.finish(error)
+                    raise
+                call.finish(None)
+                return response
 
-        async def observed(request: Any, context: Context) -> Any:
-            call = _Call(self, method, grpc_type, context)
-            if method == INGEST_METHOD:
-                request = _CountedMessages(request, call.record, self.metrics)
-            try:
-                response = behaviour(request, context)
-                if inspect.isawaitable(response):
-                    response = await response
-            except BaseException as error:
-                call.finish(error)
-                raise
-            call.finish(None)
-            return response
+            return observed
 
-        return observed
+        def streaming_response(behaviour: Behaviour) -> Behaviour:
+            async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
+                call = _Call(self, method, grpc_type, context)
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                except BaseException as error:
+                    call.finish(error)
+                    raise
+                call.finish(None)
 
-    def _observed_stream(
-        self, method: str, grpc_type: str, behaviour: Callable[..., Any]
-    ) -> Callable[..., Any]:
-        """A handler with a response stream, written with context.write() or yielded."""
-        if inspect.iscoroutinefunction(behaviour):
-            return self._observed(method, grpc_type, behaviour)
+            return observed
 
-        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-            call = _Call(self, method, grpc_type, context)
-            try:
-                async for response in behaviour(request, context):
-                    yield response
-            except BaseException as error:
-                call.finish(error)
-                raise
-            call.finish(None)
-
-        return observed
+        return rewrap_handler(handler, unary_response, streaming_response)

@@ -2,13 +2,19 @@
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
-from timeseries_aggregation.errors import DatabaseUnavailableError
+from timeseries_aggregation.errors import (
+    ConcurrencyConflictError,
+    DatabaseUnavailableError,
+    ResourceExhaustedError,
+)
 from timeseries_aggregation.storage.schema import apply_migrations
 
 logger = logging.getLogger(__name__)
@@ -22,14 +28,23 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
+# The database ended a transaction to let another proceed: nothing was stored, retrying is safe.
+_CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class PoolSettings:
-    """How the pool connects and how long anything may take."""
+    """How the pools connect and how long anything may take."""
 
     min_size: int = 1
+    # The query pool's size.
     max_size: int = 10
+    # The write pool's size: each ingest stream holds one connection while it writes, so
+    # this is how many streams write at once (MAX_CONCURRENT_STREAMS).
+    write_max_size: int = 16
     connect_timeout_seconds: float = 5.0
     acquire_timeout_seconds: float = 5.0
     statement_timeout_seconds: float = 30.0
@@ -50,16 +65,23 @@ class Database:
 
     def __init__(
         self,
+        url: str,
         write_pool: asyncpg.Pool,
         query_pool: asyncpg.Pool,
         settings: PoolSettings,
         timescaledb: bool,
     ) -> None:
+        self._url = url
+        # Health's own connection: a pool busy with calls must never read as an outage.
+        self._probe: asyncpg.Connection | None = None
         self._write_pool = write_pool
         self._query_pool = query_pool
         self._settings = settings
         self.timescaledb = timescaledb
         self._waiting = {"write": 0, "query": 0}
+        # Tasks inside translate_errors(), i.e. waiting on the database; abandon_calls() ends them.
+        self._users: dict[asyncio.Task[Any], int] = {}
+        self._abandoned: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     @property
     def pools(self) -> dict[str, asyncpg.Pool]:
@@ -79,6 +101,13 @@ class Database:
         self._waiting[name] += 1
         try:
             connection = await pool.acquire(timeout=acquire_timeout)
+        except TimeoutError:
+            if pool.get_size() < pool.get_max_size() or pool.get_idle_size():
+                raise  # it was connecting that took too long: the database's trouble
+            raise ResourceExhaustedError(
+                f"all {pool.get_max_size()} {name} connections stayed busy for "
+                f"{acquire_timeout:g} s; retry with backoff"
+            ) from None
         finally:
             self._waiting[name] -= 1
         try:
@@ -87,12 +116,11 @@ class Database:
             await pool.release(connection)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A write-pool connection inside a transaction, committed when the block succeeds."""
+    async def write_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A write-pool connection; the caller runs its transaction on it."""
         async with (
             self.translate_errors(),
             self._connection("write", self._settings.acquire_timeout_seconds) as connection,
-            connection.transaction(),
         ):
             yield connection
 
@@ -107,27 +135,72 @@ class Database:
 
     async def ping(self, timeout_seconds: float) -> None:
         """Raise DatabaseUnavailableError unless the database answers a trivial query in time."""
-        async with (
-            self.translate_errors(),
-            asyncio.timeout(timeout_seconds),
-            self._connection("query", None) as connection,
-        ):
-            await connection.fetchval("SELECT 1")
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                if self._probe is None or self._probe.is_closed():
+                    self._probe = await asyncpg.connect(
+                        self._url, server_settings={"application_name": "timeseries-aggregation health"}
+                    )
+                await self._probe.fetchval("SELECT 1")
+        except _UNAVAILABLE_ERRORS as error:
+            self.close_probe()
+            await self._expire_connections()
+            raise DatabaseUnavailableError("the database is unavailable") from error
+
+    def close_probe(self) -> None:
+        """Drop health's connection (it may be stuck on a frozen server: no goodbye)."""
+        if self._probe is not None:
+            self._probe.terminate()
+            self._probe = None
+
+    def abandon_calls(self) -> int:
+        """End every call waiting on the database with DatabaseUnavailableError; how many.
+
+        Health calls this when the database stops answering: a frozen server would otherwise
+        hold each call until its statement timeout.
+        """
+        for task in self._users:
+            self._abandoned.add(task)
+            task.cancel()
+        return len(self._users)
 
     @asynccontextmanager
     async def translate_errors(self) -> AsyncIterator[None]:
-        """Turn connection-level failures into DatabaseUnavailableError.
+        """Turn connection-level failures into DatabaseUnavailableError, conflicts between
+        transactions into ConcurrencyConflictError, and abandonment into the former.
 
         Idle connections of a pool whose server went away are all dead, so they are
         expired at once; the next call then connects afresh instead of failing again.
         """
+        task = asyncio.current_task()
+        assert task is not None
+        self._users[task] = self._users.get(task, 0) + 1
         try:
             yield
+        except asyncio.CancelledError:
+            if task not in self._abandoned:
+                raise
+            self._abandoned.discard(task)
+            task.uncancel()
+            await self._expire_connections()
+            raise DatabaseUnavailableError("the database stopped answering; retry later") from None
         except _UNAVAILABLE_ERRORS as error:
-            await self._write_pool.expire_connections()
-            await self._query_pool.expire_connections()
+            await self._expire_connections()
             logger.warning("database unavailable: %s", type(error).__name__)
             raise DatabaseUnavailableError("the database is unavailable; retry later") from error
+        except _CONFLICT_ERRORS as error:
+            raise ConcurrencyConflictError(
+                f"the database ended this transaction to resolve a conflict with another "
+                f"({type(error).__name__}); nothing of it was stored, retry"
+            ) from error
+        finally:
+            remaining = self._users.pop(task) - 1
+            if remaining:
+                self._users[task] = remaining
+
+    async def _expire_connections(self) -> None:
+        await self._write_pool.expire_connections()
+        await self._query_pool.expire_connections()
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -135,14 +208,16 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     (no SET, LISTEN, cursors or session locks), so asyncpg's reset round trip is waste."""
 
 
-async def _create_pool(url: str, settings: PoolSettings, synchronous_commit: bool) -> asyncpg.Pool:
+async def _create_pool(
+    url: str, settings: PoolSettings, max_size: int, synchronous_commit: bool
+) -> asyncpg.Pool:
     statement_timeout_ms = int(settings.statement_timeout_seconds * 1000)
     idle_in_transaction_ms = int(settings.idle_in_transaction_timeout_seconds * 1000)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         url,
         reset=_keep_session,
-        min_size=settings.min_size,
-        max_size=settings.max_size,
+        min_size=min(settings.min_size, max_size),
+        max_size=max_size,
         timeout=settings.connect_timeout_seconds,
         command_timeout=settings.statement_timeout_seconds,
         server_settings={
@@ -155,14 +230,16 @@ async def _create_pool(url: str, settings: PoolSettings, synchronous_commit: boo
     return pool
 
 
-async def _wait_for_pool(url: str, settings: PoolSettings, synchronous_commit: bool) -> asyncpg.Pool:
+async def _wait_for_pool(
+    url: str, settings: PoolSettings, max_size: int, synchronous_commit: bool
+) -> asyncpg.Pool:
     """Create the pool, retrying while the database is still starting."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.startup_timeout_seconds
     delay = 0.2
     while True:
         try:
-            return await _create_pool(url, settings, synchronous_commit)
+            return await _create_pool(url, settings, max_size, synchronous_commit)
         except _UNAVAILABLE_ERRORS as error:
             if loop.time() + delay > deadline:
                 raise DatabaseUnavailableError(
@@ -176,9 +253,9 @@ async def _wait_for_pool(url: str, settings: PoolSettings, synchronous_commit: b
 @asynccontextmanager
 async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Database]:
     """Connect, migrate the schema, detect TimescaleDB; close the pools on exit."""
-    write_pool = await _wait_for_pool(url, settings, synchronous_commit=True)
+    write_pool = await _wait_for_pool(url, settings, settings.write_max_size, synchronous_commit=True)
     try:
-        query_pool = await _create_pool(url, settings, synchronous_commit=False)
+        query_pool = await _create_pool(url, settings, settings.max_size, synchronous_commit=False)
         try:
             async with write_pool.acquire() as connection:
                 await apply_migrations(connection)
@@ -191,7 +268,11 @@ async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Datab
                 server_version,
                 "enabled" if timescaledb else "not available (plain tables)",
             )
-            yield Database(write_pool, query_pool, settings, timescaledb=bool(timescaledb))
+            database = Database(url, write_pool, query_pool, settings, timescaledb=bool(timescaledb))
+            try:
+                yield database
+            finally:
+                database.close_probe()
         finally:
             await _close(query_pool, settings)
     finally:

@@ -1,6 +1,10 @@
 """The ingest path: a stream's readings go to the readings table in binary COPY chunks,
 inside one transaction, while the next messages are being decoded.
 
+Each chunk is written in key order, so concurrent streams writing the same keys within a
+chunk take their row locks in one order and cannot deadlock there; across chunks they still
+can, and the database then ends one of them (reported as a retryable conflict).
+
 Fresh readings are copied straight into the table. The first chunk that hits an existing
 key (a re-sent file, or a key repeated within the stream) is rolled back to its savepoint
 and, like every chunk after it, goes through a staging table and one INSERT ... ON CONFLICT
@@ -16,10 +20,13 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import numpy as np
+from asyncpg.transaction import Transaction
 
 from timeseries_aggregation.domain.batch import ReadingBatch
+from timeseries_aggregation.errors import DatabaseUnavailableError
 from timeseries_aggregation.storage.copy_format import encode_copy_rows
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.uncancellable import complete_despite_cancellation
 
 logger = logging.getLogger(__name__)
 
@@ -57,14 +64,21 @@ async def _single(payload: bytes) -> AsyncIterator[bytes]:
 
 
 class ReadingsWriter:
-    """Writes one stream's readings inside its transaction, a chunk at a time."""
+    """Writes one stream's readings inside its transaction, a chunk at a time.
 
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self._connection = connection
+    The connection is taken, and the transaction begun, only when the first chunk is ready:
+    a stream that has sent nothing yet holds nothing of the database.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
         self._pending: list[ReadingBatch] = []
         self._pending_readings = 0
         self._chunks: asyncio.Queue[ReadingBatch | None] = asyncio.Queue(maxsize=CHUNKS_IN_FLIGHT)
-        self._task = asyncio.create_task(self._write_chunks())
+        self._task: asyncio.Task[None] | None = None
+        self._resources = contextlib.AsyncExitStack()
+        self._connection: asyncpg.Connection | None = None
+        self._transaction: Transaction | None = None
         self._direct = True
         self._staging_created = False
         self.readings_received = 0
@@ -82,28 +96,58 @@ class ReadingsWriter:
         if self._pending_readings >= COPY_CHUNK_READINGS:
             await self._submit_pending()
 
-    async def finish(self) -> None:
-        """Write what is left and wait until every chunk is in the table."""
+    async def flush(self) -> None:
+        """Write what is left and wait until every chunk is in the table (not yet committed)."""
         await self._submit_pending()
-        await self._submit(None)
-        await self._task
+        if self._task is not None:
+            await self._submit(None)
+            await self._task
+
+    async def commit(self) -> None:
+        """Commit what flush() wrote and give the connection back.
+
+        Run it uncancellably (complete_despite_cancellation): once COMMIT is sent, its outcome
+        is the stream's, and nothing after it may turn a committed stream into a failed call.
+        """
+        if self._transaction is None:
+            return
+        try:
+            async with self._database.translate_errors():
+                await self._transaction.commit()
+        except DatabaseUnavailableError:
+            raise DatabaseUnavailableError(
+                "the database stopped answering during the commit, so whether the stream was stored "
+                "is unknown; re-sending it is safe (ingest replaces readings by key)"
+            ) from None
+        self._transaction = None
+        await self._resources.aclose()
 
     async def close(self) -> None:
-        """Stop writing (when the stream failed); the transaction's rollback undoes it all."""
-        if not self._task.done():
+        """Stop writing and roll back whatever was not committed; give the connection back."""
+        if self._task is not None and not self._task.done():
             self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        try:
+            if self._transaction is not None and self._connection is not None:
+                # A broken connection cannot roll back; the server does that when it closes.
+                with contextlib.suppress(Exception):
+                    await self._transaction.rollback()
+        finally:
+            self._transaction = None
+            await self._resources.aclose()
 
     async def _submit_pending(self) -> None:
         if self._pending:
-            chunk = ReadingBatch.concatenate(self._pending)
+            chunk = ReadingBatch.concatenate(self._pending).sorted_by_key()
             self._pending = []
             self._pending_readings = 0
             await self._submit(chunk)
 
     async def _submit(self, chunk: ReadingBatch | None) -> None:
         """Hand a chunk to the writer task, failing at once if that task has failed."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._write_chunks())
         put = asyncio.ensure_future(self._chunks.put(chunk))
         await asyncio.wait({put, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if not put.done():
@@ -112,16 +156,21 @@ class ReadingsWriter:
             raise self._task.exception()  # type: ignore[misc]
 
     async def _write_chunks(self) -> None:
-        while (chunk := await self._chunks.get()) is not None:
-            if self._direct and await self._copy_unless_conflict(chunk):
-                continue
-            self._direct = False
-            await self._merge(chunk)
+        async with self._database.translate_errors():
+            connection = await self._resources.enter_async_context(self._database.write_connection())
+            self._connection = connection
+            self._transaction = connection.transaction()
+            await self._transaction.start()
+            while (chunk := await self._chunks.get()) is not None:
+                if self._direct and await self._copy_unless_conflict(connection, chunk):
+                    continue
+                self._direct = False
+                await self._merge(connection, chunk)
 
-    async def _copy_unless_conflict(self, chunk: ReadingBatch) -> bool:
+    async def _copy_unless_conflict(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> bool:
         try:
-            async with self._connection.transaction():  # a savepoint inside the stream's transaction
-                status = await self._connection.copy_to_table(
+            async with connection.transaction():  # a savepoint inside the stream's transaction
+                status = await connection.copy_to_table(
                     "readings", source=_single(encode_copy_rows(chunk)), columns=_COLUMNS, format="binary"
                 )
         except asyncpg.UniqueViolationError:
@@ -130,19 +179,19 @@ class ReadingsWriter:
         self.rows_written += _row_count(status)
         return True
 
-    async def _merge(self, chunk: ReadingBatch) -> None:
+    async def _merge(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
         if not self._staging_created:
-            await self._connection.execute(_CREATE_STAGING)
+            await connection.execute(_CREATE_STAGING)
             self._staging_created = True
         ordinals = np.arange(len(chunk), dtype=np.int64)
-        await self._connection.copy_to_table(
+        await connection.copy_to_table(
             "ingest_staging",
             source=_single(encode_copy_rows(chunk, ordinals)),
             columns=("ordinal", *_COLUMNS),
             format="binary",
         )
-        self.rows_written += _row_count(await self._connection.execute(_MERGE_STAGING))
-        await self._connection.execute("TRUNCATE ingest_staging")
+        self.rows_written += _row_count(await connection.execute(_MERGE_STAGING))
+        await connection.execute("TRUNCATE ingest_staging")
 
 
 def _row_count(status: str) -> int:
@@ -151,12 +200,11 @@ def _row_count(status: str) -> int:
 
 
 @asynccontextmanager
-async def ingest_transaction(database: Database) -> AsyncIterator[ReadingsWriter]:
-    """A writer whose readings are all committed when the block ends normally, or none."""
-    async with database.transaction() as connection:
-        writer = ReadingsWriter(connection)
-        try:
-            yield writer
-            await writer.finish()
-        finally:
-            await writer.close()
+async def ingest_stream(database: Database) -> AsyncIterator[ReadingsWriter]:
+    """A writer for one stream; whatever it has not committed when the block ends is rolled back."""
+    writer = ReadingsWriter(database)
+    try:
+        yield writer
+    finally:
+        # A second cancel must not cut the rollback short and keep the connection from the pool.
+        await complete_despite_cancellation(writer.close())

@@ -1,61 +1,130 @@
-"""Who is calling: the `authorization: Bearer KEY` metadata checked against the key file."""
+"""Who is calling and what they may do, decided before a handler runs.
 
+Callers send `authorization: Bearer KEY`; the key file maps keys to names and scopes. The
+interceptor checks every call of the service, writes the key's name into the call record
+(for history and the access log), and leaves health and reflection open.
+"""
+
+from __future__ import annotations
+
+import inspect
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+import grpc
+
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.api_keys import KeyFileError, Keyring, Scope, parse_key_file
 from timeseries_aggregation.errors import PermissionDeniedError, UnauthenticatedError
-from timeseries_aggregation.transport.status import Context
+from timeseries_aggregation.transport.call_record import current_call
+from timeseries_aggregation.transport.handlers import Behaviour, Handler, rewrap_handler
+from timeseries_aggregation.transport.status import Context, abort_for
 
 logger = logging.getLogger(__name__)
 
-ANONYMOUS = ""
+_SERVICE = pb.DESCRIPTOR.services_by_name["TimeseriesAggregationService"].full_name
+# The scope each method needs. A method of the service missing here is refused to every key,
+# so a new RPC is closed until someone decides who may call it.
+METHOD_SCOPES: dict[str, Scope] = {
+    f"/{_SERVICE}/IngestReadings": Scope.INGEST,
+    f"/{_SERVICE}/QueryAggregates": Scope.QUERY,
+    f"/{_SERVICE}/ListQueryHistory": Scope.QUERY,
+}
 
 
 def read_keyring(path: Path) -> Keyring:
-    """The keys in a key file; raises KeyFileError (naming the line, never a secret) or OSError."""
-    return Keyring(parse_key_file(path.read_text(encoding="utf-8")))
+    """The keys in a key file; raises KeyFileError (naming the line, never a secret) or OSError.
+
+    A file without a single key is an error: it would lock every caller out, and it is what
+    a reader sees halfway through a non-atomic rewrite of the file.
+    """
+    keyring = Keyring(parse_key_file(path.read_text(encoding="utf-8")))
+    if not len(keyring):
+        raise KeyFileError("the file holds no key; add one with `timeseries-aggregation keys generate`")
+    return keyring
 
 
 class Authenticator:
-    """Decides, before any database work, whether a call may proceed and on whose behalf."""
+    """The keys in force, and the decision for one call's metadata."""
 
-    def __init__(self, keys_file: Path | None) -> None:
-        """keys_file None turns authentication off: every call is anonymous and allowed."""
+    def __init__(self, keys_file: Path) -> None:
         self._keys_file = keys_file
-        self._keyring = read_keyring(keys_file) if keys_file is not None else None
+        self._keyring = read_keyring(keys_file)
 
     def reload(self) -> None:
-        """Re-read the key file (on SIGHUP); a broken file leaves the keys in force unchanged."""
-        if self._keys_file is None:
-            return
+        """Re-read the key file (on SIGHUP); a broken or empty file leaves the keys in force."""
         try:
             self._keyring = read_keyring(self._keys_file)
         except (OSError, KeyFileError, UnicodeDecodeError) as error:
-            logger.error(
-                "API keys not reloaded, keeping %d keys in force: %s", len(self._keyring or ()), error
-            )
+            logger.error("API keys not reloaded, keeping %d keys in force: %s", len(self._keyring), error)
             return
         logger.info("API keys reloaded: %d keys", len(self._keyring))
 
-    def authorize(self, context: Context, scope: Scope) -> str:
-        """The caller's key name, or raise Unauthenticated/PermissionDeniedError."""
-        if self._keyring is None:
-            return ANONYMOUS
-        presented = None
-        for name, value in context.invocation_metadata() or ():
-            if name == "authorization":
-                presented = value if isinstance(value, str) else value.decode(errors="replace")
+    def caller(self, metadata: Iterable[tuple[str, str | bytes]], scope: Scope | None) -> str:
+        """The name of the key the metadata presents, or raise Unauthenticated/PermissionDeniedError.
+
+        scope None: the method has no scope, and no key may call it.
+        """
+        presented = [value for name, value in metadata if name == "authorization"]
         if not presented:
             raise UnauthenticatedError("send the metadata 'authorization: Bearer <API key>'")
-        scheme, _, token = presented.strip().partition(" ")
+        if len(presented) > 1:
+            # Proxies and clients disagree on which of several values counts: accept none.
+            raise UnauthenticatedError(f"send one 'authorization' metadata entry, not {len(presented)}")
+        value = presented[0]
+        text = value if isinstance(value, str) else value.decode(errors="replace")
+        scheme, _, token = text.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise UnauthenticatedError("the authorization metadata must be 'Bearer <API key>'")
         api_key = self._keyring.find(token.strip())
         if api_key is None:
             raise UnauthenticatedError("the API key is not valid")
-        if scope not in api_key.scopes:
-            raise PermissionDeniedError(
-                f"the API key {api_key.name!r} does not have the {scope.value!r} scope"
-            )
+        if scope is None or scope not in api_key.scopes:
+            needed = f"the {scope.value!r} scope" if scope else "a scope no key has"
+            raise PermissionDeniedError(f"the API key {api_key.name!r} does not have {needed}")
         return api_key.name
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls of the service without a key of the scope they need."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(f"/{_SERVICE}/"):
+            return handler
+        scope = METHOD_SCOPES.get(method)
+        authorize = self._authorize
+
+        def unary_response(behaviour: Behaviour) -> Behaviour:
+            async def guarded(request: Any, context: Context) -> Any:
+                await authorize(context, scope, method)
+                response = behaviour(request, context)
+                return await response if inspect.isawaitable(response) else response
+
+            return guarded
+
+        def streaming_response(behaviour: Behaviour) -> Behaviour:
+            async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
+                await authorize(context, scope, method)
+                async for response in behaviour(request, context):
+                    yield response
+
+            return guarded
+
+        return rewrap_handler(handler, unary_response, streaming_response)
+
+    async def _authorize(self, context: Context, scope: Scope | None, method: str) -> None:
+        try:
+            current_call().caller = self.authenticator.caller(context.invocation_metadata() or (), scope)
+        except (UnauthenticatedError, PermissionDeniedError) as error:
+            await abort_for(context, error, method)

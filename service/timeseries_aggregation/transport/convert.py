@@ -60,6 +60,11 @@ class _Located:
     description: str
 
 
+def reading_count(request: pb.IngestReadingsRequest) -> int:
+    """How many readings a message carries, in both of its forms, valid or not."""
+    return len(request.readings) + sum(len(block.time_unix_micros) for block in request.series_readings)
+
+
 def decode_ingest_message(
     request: pb.IngestReadingsRequest, message_number: int, stream_offset: int
 ) -> ReadingBatch:
@@ -70,7 +75,7 @@ def decode_ingest_message(
     """
     rows = request.readings
     blocks = request.series_readings
-    total = len(rows) + sum(len(block.time_unix_micros) for block in blocks)
+    total = reading_count(request)
     if total > MAX_READINGS_PER_MESSAGE:
         raise InvalidArgumentError(
             "readings",

@@ -1,61 +1,48 @@
 """TimeseriesAggregationService: turns requests into domain calls and results into responses."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.domain.aggregation import make_aggregate_query
-from timeseries_aggregation.domain.api_keys import Scope
 from timeseries_aggregation.domain.paging import (
     buckets_next_page_token,
     buckets_page_request,
     history_next_page_token,
     history_page_request,
 )
-from timeseries_aggregation.errors import InvalidArgumentError, ResourceExhaustedError, StreamIdleError
+from timeseries_aggregation.errors import InvalidArgumentError, StreamIdleError
 from timeseries_aggregation.storage.aggregates import list_history, query_aggregates
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.readings import ingest_transaction
-from timeseries_aggregation.transport.auth import Authenticator
+from timeseries_aggregation.storage.readings import ingest_stream
+from timeseries_aggregation.transport.call_record import current_call
 from timeseries_aggregation.transport.convert import (
     GRANULARITY_FROM_PROTO,
     buckets_response,
     decode_ingest_message,
     history_entry_message,
     optional_time,
+    reading_count,
 )
 from timeseries_aggregation.transport.status import Context, map_errors
 from timeseries_aggregation.transport.wire import MalformedMessage
+from timeseries_aggregation.uncancellable import complete_despite_cancellation
 
 FAIRNESS_INTERVAL_SECONDS = 0.005
 
 
-@dataclass(frozen=True, slots=True)
-class StreamLimits:
-    """How many ingest streams may run at once, and how long one may send nothing."""
-
-    max_concurrent_streams: int = 16
-    idle_timeout_seconds: float = 30.0
-
-
 class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer):
-    """Implements timeseries.v1.TimeseriesAggregationService on a database."""
+    """Implements timeseries.v1.TimeseriesAggregationService on a database.
 
-    def __init__(
-        self,
-        database: Database,
-        authenticator: Authenticator,
-        limits: StreamLimits,
-        on_rows_written: Callable[[int], object] = lambda rows: None,
-    ) -> None:
+    Authentication has happened before a method runs (transport.auth); what the methods
+    learn for the access log and the metrics goes into the call record.
+    """
+
+    def __init__(self, database: Database, stream_idle_timeout_seconds: float) -> None:
         self._database = database
-        self._authenticator = authenticator
-        self._limits = limits
-        self._on_rows_written = on_rows_written
-        self._active_streams = 0
+        self._stream_idle_timeout = stream_idle_timeout_seconds
 
     @map_errors
     async def IngestReadings(
@@ -63,26 +50,14 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         request_iterator: AsyncIterator[pb.IngestReadingsRequest | MalformedMessage],
         context: Context,
     ) -> pb.IngestReadingsResponse:
-        self._authenticator.authorize(context, Scope.INGEST)
-        if self._active_streams >= self._limits.max_concurrent_streams:
-            raise ResourceExhaustedError(
-                f"{self._active_streams} ingest streams are running, the most this server takes; "
-                "retry with backoff"
-            )
-        self._active_streams += 1
-        try:
-            return await self._ingest(request_iterator, context)
-        finally:
-            self._active_streams -= 1
-
-    async def _ingest(
-        self, request_iterator: AsyncIterator[pb.IngestReadingsRequest | MalformedMessage], context: Context
-    ) -> pb.IngestReadingsResponse:
-        messages = 0
+        # A stream holds a write connection only from its first full chunk to its end, so the
+        # write pool's size bounds the streams writing at once; the others cost only memory
+        # (a chunk at most each, within the server's limit of concurrent calls).
+        record = current_call()
         loop = asyncio.get_running_loop()
         last_yield = loop.time()
-        idle_timeout = self._limits.idle_timeout_seconds
-        async with ingest_transaction(self._database) as writer:
+        idle_timeout = self._stream_idle_timeout
+        async with ingest_stream(self._database) as writer:
             requests = aiter(request_iterator)
             while True:
                 try:
@@ -96,25 +71,30 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
                     ) from None
                 if isinstance(request, MalformedMessage):
                     raise InvalidArgumentError(
-                        "request", f"message {messages} is not a valid {request.type_name} message"
+                        "request", f"message {record.messages} is not a valid {request.type_name} message"
                     )
-                batch = decode_ingest_message(request, messages, writer.readings_received)
-                messages += 1
+                record.count_message(reading_count(request))
+                batch = decode_ingest_message(request, record.messages - 1, writer.readings_received)
                 await writer.add(batch)
                 # Buffered messages arrive without suspending; let other calls (and the health
                 # check) run at least every few milliseconds however fast a client sends.
                 if loop.time() - last_yield > FAIRNESS_INTERVAL_SECONDS:
                     await asyncio.sleep(0)
                     last_yield = loop.time()
+            await writer.flush()
             # A client that vanished ends the request stream just as one that finished does;
             # its cancellation arrives separately. Let it arrive, and never commit for it.
             await asyncio.sleep(0)
             if context.cancelled() or context.done():
                 raise asyncio.CancelledError("the client went away before the stream ended")
-        self._on_rows_written(writer.rows_written)
+            # The outcome is decided here, once: from the moment COMMIT is sent, the stream
+            # is what the database says, and a cancel or a passing deadline no longer changes
+            # it. A client that gave up meanwhile cannot know; re-sending is safe.
+            _, record.committed_after_client_left = await complete_despite_cancellation(writer.commit())
+        record.rows_written = writer.rows_written
         return pb.IngestReadingsResponse(
             readings_received=writer.readings_received,
-            messages_received=messages,
+            messages_received=record.messages,
             series_count=len(writer.series_ids),
         )
 
@@ -122,7 +102,6 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
     async def QueryAggregates(
         self, request: pb.QueryAggregatesRequest, context: Context
     ) -> pb.QueryAggregatesResponse:
-        caller = self._authenticator.authorize(context, Scope.QUERY)
         query = make_aggregate_query(
             series_id=request.series_id,
             granularity=GRANULARITY_FROM_PROTO.get(request.granularity),
@@ -131,7 +110,7 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             time_zone=request.time_zone,
         )
         page_request = buckets_page_request(query, request.page_size, request.page_token)
-        page = await query_aggregates(self._database, query, page_request, caller)
+        page = await query_aggregates(self._database, query, page_request, current_call().caller)
         next_token = ""
         if page.has_more:
             last_start = datetime.fromtimestamp(page.items[-1].start_unix_seconds, tz=UTC)
@@ -142,7 +121,6 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
     async def ListQueryHistory(
         self, request: pb.ListQueryHistoryRequest, context: Context
     ) -> pb.ListQueryHistoryResponse:
-        self._authenticator.authorize(context, Scope.QUERY)
         page_request = history_page_request(request.page_size, request.page_token)
         page = await list_history(self._database, page_request)
         next_token = history_next_page_token(page.items[-1].id) if page.has_more else ""

@@ -3,7 +3,7 @@
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -11,6 +11,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from timeseries_aggregation.errors import (
+    ConcurrencyConflictError,
     DatabaseUnavailableError,
     InvalidArgumentError,
     PermissionDeniedError,
@@ -25,8 +26,17 @@ logger = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
+_STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (DatabaseUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (ConcurrencyConflictError, grpc.StatusCode.ABORTED),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StreamIdleError, grpc.StatusCode.DEADLINE_EXCEEDED),
+)
 
-async def abort_invalid_argument(context: Context, error: InvalidArgumentError) -> None:
+
+async def abort_invalid_argument(context: Context, error: InvalidArgumentError) -> NoReturn:
     """Abort with INVALID_ARGUMENT and a google.rpc.BadRequest naming the field."""
     violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.description)
     detail = any_pb2.Any()
@@ -35,6 +45,20 @@ async def abort_invalid_argument(context: Context, error: InvalidArgumentError) 
         status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error), details=[detail])
     )
     await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("context.abort() returned")  # pragma: no cover
+
+
+async def abort_for(context: Context, error: Exception, handler_name: str) -> NoReturn:
+    """End the call with the status code that stands for the error."""
+    if isinstance(error, InvalidArgumentError):
+        await abort_invalid_argument(context, error)
+    for error_type, code in _STATUS_CODES:
+        if isinstance(error, error_type):
+            await context.abort(code, str(error))
+    # Details stay in the log: they may name tables or values the caller must not see.
+    logger.error("unexpected error in %s", handler_name, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+    raise AssertionError("context.abort() returned")  # pragma: no cover
 
 
 def map_errors(handler: Handler) -> Handler:
@@ -46,24 +70,9 @@ def map_errors(handler: Handler) -> Handler:
             if isinstance(request, MalformedMessage):
                 raise InvalidArgumentError("request", f"is not a valid {request.type_name} message")
             return await handler(servicer, request, context)
-        except InvalidArgumentError as error:
-            await abort_invalid_argument(context, error)
-        except DatabaseUnavailableError as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-        except UnauthenticatedError as error:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
-        except PermissionDeniedError as error:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
-        except ResourceExhaustedError as error:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-        except StreamIdleError as error:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(error))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            # Details stay in the log: they may name tables or values the caller must not see.
-            logger.exception("unexpected error in %s", handler.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
-        raise AssertionError("context.abort() returned")  # pragma: no cover
+        except Exception as error:
+            await abort_for(context, error, handler.__name__)
 
     return cast(Handler, wrapper)

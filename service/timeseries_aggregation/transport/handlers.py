@@ -1,0 +1,32 @@
+"""Rebuilding a gRPC method handler around new behaviour, for the server's interceptors."""
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import grpc
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Behaviour: TypeAlias = Callable[..., Any]
+Wrap: TypeAlias = Callable[[Behaviour], Behaviour]
+
+
+def rewrap_handler(handler: Handler, unary_response: Wrap, streaming_response: Wrap) -> Handler:
+    """The same method with its behaviour wrapped: by `unary_response` when it is a coroutine
+    (one response, or a stream written with context.write()), by `streaming_response` when it
+    yields its responses."""
+    parse, serialize = handler.request_deserializer, handler.response_serializer
+
+    def streaming(behaviour: Behaviour) -> Behaviour:
+        wrap = unary_response if inspect.iscoroutinefunction(behaviour) else streaming_response
+        return wrap(behaviour)
+
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), parse, serialize)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), parse, serialize)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), parse, serialize)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), parse, serialize)
+    return handler

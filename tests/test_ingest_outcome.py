@@ -1,0 +1,142 @@
+"""An ingest stream's outcome is decided once: what the server reports is what it stored.
+
+Deadlines and cancels that arrive around the end of a stream race the commit. Whatever the
+client hears, the server's own account (its access log and metrics) must say OK exactly for
+the streams whose readings are stored, and a failure only for streams that left nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import statistics
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from tests.support import eventually
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.uncancellable import complete_despite_cancellation
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
+
+READINGS_PER_STREAM = 20_000
+STREAMS = 60
+HOUR_MICROS = 3_600_000_000
+
+
+class AccessLog(logging.Handler):
+    """The status of every call, by request id, as the server's access log states it."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.status: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.status[record.__dict__["request_id"]] = record.__dict__["status"]
+
+
+@pytest.fixture
+def access_log() -> Iterator[AccessLog]:
+    handler = AccessLog()
+    logger = logging.getLogger("timeseries_aggregation.access")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(previous)
+
+
+def one_message(series_id: str) -> pb.IngestReadingsRequest:
+    start = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z
+    return pb.IngestReadingsRequest(
+        series_readings=[
+            pb.SeriesReadings(
+                series_id=series_id,
+                time_unix_micros=[start + i * HOUR_MICROS for i in range(READINGS_PER_STREAM)],
+                quantity_kwh=[1.0] * READINGS_PER_STREAM,
+            )
+        ]
+    )
+
+
+async def test_the_server_reports_ok_exactly_for_the_streams_it_stored(
+    stub: TimeseriesAggregationServiceAsyncStub, database: Database, access_log: AccessLog
+) -> None:
+    durations = []
+    for warm_up in range(3):
+        started = time.monotonic()
+        await stub.IngestReadings(iter([one_message(f"warm-up-{warm_up}")]))
+        durations.append(time.monotonic() - started)
+    median = statistics.median(durations)
+    generator = random.Random(20251026)
+
+    client_status: dict[str, grpc.StatusCode] = {}
+    for number in range(STREAMS):
+        series_id = f"stream-{number}"
+        after = median * generator.uniform(0.3, 1.3)
+        metadata = (("x-request-id", series_id),)
+        if number % 2:
+            call = stub.IngestReadings(iter([one_message(series_id)]), timeout=after, metadata=metadata)
+        else:
+            call = stub.IngestReadings(iter([one_message(series_id)]), metadata=metadata)
+            asyncio.get_running_loop().call_later(after, call.cancel)
+        try:
+            await call
+            client_status[series_id] = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            client_status[series_id] = error.code()
+        except asyncio.CancelledError:
+            client_status[series_id] = grpc.StatusCode.CANCELLED
+
+    async def every_call_logged() -> None:
+        assert set(client_status) <= set(access_log.status)
+
+    await eventually(every_call_logged)
+    async with database.query_connection() as connection:
+        rows = await connection.fetch(
+            "SELECT series_id, count(*) AS stored FROM readings WHERE series_id LIKE 'stream-%' GROUP BY 1"
+        )
+    stored = {row["series_id"]: row["stored"] for row in rows}
+    server_ok = {series for series, status in access_log.status.items() if status == "OK"}
+    mismatched = {
+        series: (access_log.status[series], stored.get(series, 0))
+        for series in client_status
+        if (series in server_ok) != (stored.get(series, 0) == READINGS_PER_STREAM)
+        or stored.get(series, 0) not in (0, READINGS_PER_STREAM)
+    }
+    assert mismatched == {}
+    # The client can hear of a failure for a stream the server committed (it gave up while
+    # the commit was in flight), never the other way round.
+    heard_ok = {series for series, code in client_status.items() if code == grpc.StatusCode.OK}
+    assert {
+        series: (access_log.status[series], stored.get(series, 0)) for series in heard_ok - server_ok
+    } == {}
+    # The schedule really did stop streams on both sides of the commit.
+    assert 0 < len(server_ok & set(client_status)) < STREAMS
+
+
+async def test_work_completes_and_reports_a_cancel_that_arrived_meanwhile() -> None:
+    finished = asyncio.Event()
+
+    async def work() -> str:
+        await asyncio.sleep(0.05)
+        finished.set()
+        return "done"
+
+    async def runner() -> tuple[str, bool]:
+        return await complete_despite_cancellation(work())
+
+    task = asyncio.ensure_future(runner())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    assert await task == ("done", True)
+    assert finished.is_set()
+    assert await complete_despite_cancellation(work()) == ("done", False)
