@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
@@ -115,3 +116,15 @@ async def eventually(
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(interval)
+
+
+async def service_transactions_waiting(connection: asyncpg.Connection) -> int:
+    """How many ingest streams of the service hold a transaction on this database that has
+    written whole chunks and waits for more: idle, their last statement one that ends a chunk
+    (the COPY's savepoint released, or the staging table emptied after an upsert)."""
+    count: int = await connection.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'timeseries-aggregation' AND state LIKE 'idle in transaction%' "
+        "AND (query LIKE 'RELEASE SAVEPOINT%' OR query LIKE 'TRUNCATE ingest_staging%')"
+    )
+    return count

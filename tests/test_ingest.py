@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from tests.support import batches, eventually, field_violations, hourly_readings, ingest, reading, ts
+from tests.support import (
+    batches,
+    eventually,
+    field_violations,
+    hourly_readings,
+    ingest,
+    reading,
+    ts,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
 from timeseries_aggregation.storage.database import Database
@@ -389,13 +397,20 @@ async def test_a_stream_whose_connection_is_terminated_fails_and_the_next_one_wo
 
     call = stub.IngestReadings(interrupted())
     await first_sent.wait()
-    await asyncio.sleep(0.3)
-    async with database.query_connection() as connection:
-        killed = await connection.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND state = 'idle in transaction'"
-        )
-    assert killed == 1
+
+    async def stream_transaction_terminated() -> None:
+        async with database.query_connection() as connection:
+            # The stream's transaction once its first chunk is in (its savepoint released), while
+            # it waits for the next; a backend terminated during a COPY leaves asyncpg waiting
+            # until the statement timeout, which this test is not about.
+            killed = await connection.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'timeseries-aggregation' "
+                "AND state = 'idle in transaction' AND query LIKE 'RELEASE SAVEPOINT%'"
+            )
+        assert killed == 1
+
+    await eventually(stream_transaction_terminated)
     terminated.set()
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call

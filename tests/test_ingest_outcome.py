@@ -124,19 +124,20 @@ async def test_the_server_reports_ok_exactly_for_the_streams_it_stored(
 
 
 async def test_work_completes_and_reports_a_cancel_that_arrived_meanwhile() -> None:
-    finished = asyncio.Event()
+    started = asyncio.Event()
+    may_finish = asyncio.Event()
 
     async def work() -> str:
-        await asyncio.sleep(0.05)
-        finished.set()
+        started.set()
+        await may_finish.wait()
         return "done"
 
-    async def runner() -> tuple[str, bool]:
-        return await complete_despite_cancellation(work())
-
-    task = asyncio.ensure_future(runner())
-    await asyncio.sleep(0.01)
+    task = asyncio.ensure_future(complete_despite_cancellation(work()))
+    await started.wait()
     task.cancel()
+    task.cancel()
+    may_finish.set()
     assert await task == ("done", True)
-    assert finished.is_set()
+    assert task.cancelling() == 0
+    may_finish.set()
     assert await complete_despite_cancellation(work()) == ("done", False)

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TEST_POOL, server_config
-from tests.support import batches, eventually, hourly_readings
+from tests.support import batches, eventually, hourly_readings, service_transactions_waiting
 from tests.tcp_proxy import FreezableProxy
 from tests.test_metrics import INGEST, metrics_port, scrape
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
@@ -201,16 +201,16 @@ async def test_keepalive_drops_a_client_that_vanished_mid_stream(database: Datab
 
         call = stub.IngestReadings(then_silence())
         await sent.wait()
-        await asyncio.sleep(0.5)
+
+        async def stream_waiting(count: int) -> None:
+            async with database.query_connection() as connection:
+                assert await service_transactions_waiting(connection) == count
+
+        await eventually(lambda: stream_waiting(1))
         proxy.freeze()
 
         async def stream_gone() -> None:
-            async with database.query_connection() as connection:
-                open_transactions = await connection.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
-                )
-            assert open_transactions == 0
+            await stream_waiting(0)
 
         await eventually(stream_gone, within=15)
         call.cancel()

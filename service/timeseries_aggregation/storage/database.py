@@ -1,6 +1,7 @@
 """The connection pool, its start-up, and the translation of connection failures."""
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
@@ -27,6 +28,9 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # The connection's protocol state after its server end vanished mid-operation (seen when
+    # a backend is terminated during a COPY): the connection is unusable.
+    asyncpg.InternalClientError,
 )
 # The database ended a transaction to let another proceed: nothing was stored, retrying is safe.
 _CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
@@ -112,6 +116,11 @@ class Database:
             self._waiting[name] -= 1
         try:
             yield connection
+        except BaseException as error:
+            if isinstance(error, _UNAVAILABLE_ERRORS) or asyncio.current_task() in self._abandoned:
+                # Closing politely would wait on a server that is not answering.
+                terminate(connection)
+            raise
         finally:
             await pool.release(connection)
 
@@ -201,6 +210,13 @@ class Database:
     async def _expire_connections(self) -> None:
         await self._write_pool.expire_connections()
         await self._query_pool.expire_connections()
+
+
+def terminate(connection: asyncpg.Connection) -> None:
+    """Close a connection without a word to the server; asyncpg may have released a pool
+    connection whose server end vanished, and then there is nothing left to close."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        connection.terminate()
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -25,7 +25,7 @@ from asyncpg.transaction import Transaction
 from timeseries_aggregation.domain.batch import ReadingBatch
 from timeseries_aggregation.errors import DatabaseUnavailableError
 from timeseries_aggregation.storage.copy_format import encode_copy_rows
-from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.database import Database, terminate
 from timeseries_aggregation.uncancellable import complete_despite_cancellation
 
 logger = logging.getLogger(__name__)
@@ -128,14 +128,27 @@ class ReadingsWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        lost = self._connection is not None and self._lost_the_database()
+        if lost and self._connection is not None:
+            # A rollback or a polite close would wait on a server that is not answering.
+            terminate(self._connection)
         try:
-            if self._transaction is not None and self._connection is not None:
+            if self._transaction is not None and self._connection is not None and not lost:
                 # A broken connection cannot roll back; the server does that when it closes.
                 with contextlib.suppress(Exception):
                     await self._transaction.rollback()
         finally:
             self._transaction = None
             await self._resources.aclose()
+
+    def _lost_the_database(self) -> bool:
+        task = self._task
+        return (
+            task is not None
+            and task.done()
+            and not task.cancelled()
+            and isinstance(task.exception(), DatabaseUnavailableError)
+        )
 
     async def _submit_pending(self) -> None:
         if self._pending:

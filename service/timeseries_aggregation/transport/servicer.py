@@ -87,6 +87,12 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             await asyncio.sleep(0)
             if context.cancelled() or context.done():
                 raise asyncio.CancelledError("the client went away before the stream ended")
+            # The cancellation can lag behind the end of the stream by more than a loop turn;
+            # sending the response headers goes through the transport, and fails if it is gone.
+            try:
+                await context.send_initial_metadata(())
+            except Exception:
+                raise asyncio.CancelledError("the client went away before the stream ended") from None
             # The outcome is decided here, once: from the moment COMMIT is sent, the stream
             # is what the database says, and a cancel or a passing deadline no longer changes
             # it. A client that gave up meanwhile cannot know; re-sending is safe.
