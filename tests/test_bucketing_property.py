@@ -17,6 +17,7 @@ from tests.support import SAMPLE_ZONES, ingest, offset_changes_near, query_all_p
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import Granularity
 from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing
+from timeseries_aggregation.domain.readings import EARLIEST_TIME
 from timeseries_aggregation.transport.convert import GRANULARITY_TO_PROTO
 
 if TYPE_CHECKING:
@@ -176,3 +177,23 @@ async def test_known_differences_from_the_rule(
     buckets = await ingest_and_query(stub, sent, granularity, zone_name, page_size=100)
 
     assert bucket_rows(buckets) == expected_buckets(dict(sent), granularity, ZoneInfo(zone_name))
+
+
+@pytest.mark.parametrize(
+    ("zone_name", "granularity"),
+    [
+        ("Asia/Kathmandu", Granularity.HOURLY),
+        ("Asia/Kolkata", Granularity.DAY_OF_MONTH),
+        ("America/New_York", Granularity.MONTHLY),
+    ],
+)
+async def test_pages_go_on_after_a_bucket_that_starts_before_the_supported_range(
+    stub: TimeseriesAggregationServiceAsyncStub, zone_name: str, granularity: Granularity
+) -> None:
+    # In these zones the bucket of the earliest storable instant starts before it.
+    sent = [(EARLIEST_TIME + timedelta(days=days), 1.0) for days in (0, 40, 80)]
+
+    buckets = await ingest_and_query(stub, sent, granularity, zone_name, page_size=1)
+
+    assert bucket_rows(buckets) == expected_buckets(dict(sent), granularity, ZoneInfo(zone_name))
+    assert buckets[0].start_time.ToDatetime(tzinfo=UTC) < EARLIEST_TIME
