@@ -26,7 +26,7 @@ _PERIOD_FORMATS = {
 # Offsets are looked up a year at a time, with this much on either side: more than any
 # bucket holding an instant of the year reaches beyond it.
 _YEAR_MARGIN = timedelta(days=62)
-# Since 1970 no UTC offset of the tz database has lasted less than two days, so a daily probe
+# Since 1970 no UTC offset of the tz database has lasted less than six days, so a daily probe
 # sees every change.
 _PROBE_STEP = timedelta(days=1)
 _DISTANT_PAST = datetime.min.replace(tzinfo=UTC)
