@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,3 +129,24 @@ async def service_transactions_waiting(connection: asyncpg.Connection) -> int:
         "AND (query LIKE 'RELEASE SAVEPOINT%' OR query LIKE 'TRUNCATE ingest_staging%')"
     )
     return count
+
+
+def offset_changes_near(instant: datetime, zone: zoneinfo.ZoneInfo, days: int = 40) -> list[datetime]:
+    """The instants within `days` of instant at which the zone's UTC offset changes, found
+    by probing zoneinfo every six hours and bisecting to the second."""
+
+    def offset(moment: datetime) -> timedelta | None:
+        return moment.astimezone(zone).utcoffset()
+
+    changes = []
+    probe = instant.replace(microsecond=0) - timedelta(days=days)
+    while probe < instant + timedelta(days=days):
+        following = probe + timedelta(hours=6)
+        if offset(following) != offset(probe):
+            low, high = probe, following
+            while high - low > timedelta(seconds=1):
+                middle = low + (high - low) / 2
+                low, high = (middle, high) if offset(middle) == offset(low) else (low, middle)
+            changes.append(high)
+        probe = following
+    return changes

@@ -277,6 +277,26 @@ class TestBucketsToken:
 
         assert error.field == "page_token"
 
+    @pytest.mark.parametrize(
+        ("granularity", "first_bucket_start"),
+        [
+            (Granularity.HOURLY, datetime(1969, 12, 31, 23, 30, tzinfo=UTC)),
+            (Granularity.DAY_OF_MONTH, datetime(1969, 12, 31, 18, 30, tzinfo=UTC)),
+            (Granularity.MONTHLY, datetime(1969, 12, 31, 18, 30, tzinfo=UTC)),
+        ],
+    )
+    def test_the_first_bucket_may_start_before_the_supported_range(
+        self, granularity: Granularity, first_bucket_start: datetime
+    ) -> None:
+        query = make_aggregate_query("meter-1", granularity, None, None, "Asia/Kolkata")
+        token = buckets_next_page_token(query, first_bucket_start)
+
+        assert buckets_page_request(query, 1, token) == PageRequest(1, first_bucket_start)
+        with pytest.raises(InvalidArgumentError):
+            buckets_page_request(
+                query, 1, buckets_next_page_token(query, first_bucket_start - timedelta(seconds=1))
+            )
+
 
 class TestHistoryToken:
     @given(history_ids)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from timeseries_aggregation.domain.aggregation import AggregateQuery
+from timeseries_aggregation.domain.bucketing import bucket_containing
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import (
@@ -114,7 +115,10 @@ def buckets_page_request(query: AggregateQuery, page_size: int, page_token: str)
         after = _EPOCH + timedelta(microseconds=micros)
     except OverflowError as error:
         raise InvalidArgumentError("page_token", "is malformed") from error
-    if not EARLIEST_TIME <= after < LATEST_TIME:  # bucket starts lie in the storable range
+    # A bucket holds readings of the storable range, so it starts no earlier than the bucket
+    # of the earliest one (before 1970 in most zones) and before the latest.
+    earliest_start = bucket_containing(EARLIEST_TIME, query.granularity, query.zone).start
+    if not earliest_start <= after < LATEST_TIME:
         raise InvalidArgumentError("page_token", "is malformed")
     return PageRequest(size, after)
 

@@ -1,0 +1,168 @@
+"""Where a bucket starts and ends in a time zone, and its label: the rule the SQL is held to.
+
+A bucket is a longest stretch of time during which the local clock stays in one calendar
+hour, day or month. An hour is also one UTC offset: the two 02:00 hours of a night when the
+clocks go back are two buckets with one label. A day or a month is one bucket however long
+the clocks make it (23- and 25-hour days). Where the clocks jump into or out of the middle of
+an hour, its bucket is shorter (the 02:00 hour of a spring night on the Chatham Islands lasts
+45 minutes), and where they go back across a boundary, a label can occur twice (St. John's
+set its clocks back from 00:01 to 23:01 until 2011: a one-minute day, then an hour of the
+day before).
+"""
+
+import bisect
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from timeseries_aggregation.domain.aggregation import Granularity
+
+_PERIOD_FORMATS = {
+    Granularity.HOURLY: "%Y-%m-%dT%H:00",
+    Granularity.DAY_OF_MONTH: "%Y-%m-%d",
+    Granularity.MONTHLY: "%Y-%m",
+}
+# Offsets are looked up a year at a time, with this much on either side: more than any
+# bucket holding an instant of the year reaches beyond it.
+_YEAR_MARGIN = timedelta(days=62)
+# Since 1970 no UTC offset of the tz database has lasted less than six days, so a daily probe
+# sees every change.
+_PROBE_STEP = timedelta(days=1)
+_DISTANT_PAST = datetime.min.replace(tzinfo=UTC)
+_DISTANT_FUTURE = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketSpan:
+    """One bucket: the half-open stretch [start, end) of UTC time it covers, and its label."""
+
+    start: datetime
+    end: datetime
+    period: str
+
+
+@dataclass(frozen=True, slots=True)
+class _OffsetPeriods:
+    """The UTC offsets of a zone around one year: offsets[i] is in force from starts[i] to ends[i]."""
+
+    starts: tuple[datetime, ...]
+    ends: tuple[datetime, ...]
+    offsets: tuple[timedelta, ...]
+
+
+def bucket_containing(instant: datetime, granularity: Granularity, zone: ZoneInfo) -> BucketSpan:
+    """The bucket of the given granularity in the zone that holds an aware instant."""
+    utc = instant.astimezone(UTC)
+    periods = _offset_periods(zone, utc.year)
+    index = bisect.bisect_right(periods.starts, utc) - 1
+    offset = periods.offsets[index]
+    unit_start = _unit_start(utc.replace(tzinfo=None) + offset, granularity)
+    unit_end = _unit_end(unit_start, granularity)
+    if granularity is Granularity.HOURLY:
+        start = max(_instant(unit_start, offset), periods.starts[index])
+        end = min(_instant(unit_end, offset), periods.ends[index])
+    else:
+        start = _calendar_start(periods, index, unit_start, unit_end)
+        end = _calendar_end(periods, index, unit_start, unit_end)
+    return BucketSpan(start, end, unit_start.strftime(_PERIOD_FORMATS[granularity]))
+
+
+def _unit_start(local: datetime, granularity: Granularity) -> datetime:
+    """The start of the calendar hour, day or month that holds a naive local time."""
+    hour = local.replace(minute=0, second=0, microsecond=0)
+    if granularity is Granularity.HOURLY:
+        return hour
+    day = hour.replace(hour=0)
+    if granularity is Granularity.DAY_OF_MONTH:
+        return day
+    return day.replace(day=1)
+
+
+def _unit_end(unit_start: datetime, granularity: Granularity) -> datetime:
+    """The start of the calendar hour, day or month after the one starting at unit_start."""
+    if granularity is Granularity.HOURLY:
+        return unit_start + timedelta(hours=1)
+    if granularity is Granularity.DAY_OF_MONTH:
+        return unit_start + timedelta(days=1)
+    if unit_start.month == 12:
+        return unit_start.replace(year=unit_start.year + 1, month=1)
+    return unit_start.replace(month=unit_start.month + 1)
+
+
+def _instant(local: datetime, offset: timedelta) -> datetime:
+    """The instant at which a clock running at this UTC offset shows the naive local time."""
+    return (local - offset).replace(tzinfo=UTC)
+
+
+def _calendar_start(
+    periods: _OffsetPeriods, index: int, unit_start: datetime, unit_end: datetime
+) -> datetime:
+    """Where the clock entered [unit_start, unit_end) for the stretch that includes period index."""
+    while True:
+        candidate = _instant(unit_start, periods.offsets[index])
+        period_start = periods.starts[index]
+        if candidate > period_start:
+            return candidate
+        # The clock already showed the unit when this offset began: the stretch goes on
+        # backwards if the clock showed the unit just before too (it went back within it).
+        shown_before = period_start.replace(tzinfo=None) + periods.offsets[index - 1]
+        if not unit_start < shown_before <= unit_end:
+            return period_start
+        index -= 1
+
+
+def _calendar_end(periods: _OffsetPeriods, index: int, unit_start: datetime, unit_end: datetime) -> datetime:
+    """Where the clock left [unit_start, unit_end) for the stretch that includes period index."""
+    while True:
+        candidate = _instant(unit_end, periods.offsets[index])
+        period_end = periods.ends[index]
+        if candidate < period_end:
+            return candidate
+        # The clock still showed the unit when this offset ended: the stretch goes on if
+        # the next offset keeps the clock in the unit (it went back, e.g. from 24:00 to 23:00).
+        shown_after = period_end.replace(tzinfo=None) + periods.offsets[index + 1]
+        if not unit_start <= shown_after < unit_end:
+            return period_end
+        index += 1
+
+
+def _utc_offset(zone: ZoneInfo, instant: datetime) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    assert offset is not None  # a ZoneInfo always has one
+    return offset
+
+
+@functools.cache
+def _offset_periods(zone: ZoneInfo, year: int) -> _OffsetPeriods:
+    """The zone's UTC offsets and the instants they change at, from zoneinfo, around a year.
+
+    The first and last periods reach into the distant past and future: nothing asked
+    about the year depends on where they really begin or end.
+    """
+    probe = datetime(year, 1, 1, tzinfo=UTC) - _YEAR_MARGIN
+    last = datetime(year + 1, 1, 1, tzinfo=UTC) + _YEAR_MARGIN
+    changes = [_DISTANT_PAST]
+    offsets = [_utc_offset(zone, probe)]
+    while probe < last:
+        following = probe + _PROBE_STEP
+        offset = _utc_offset(zone, following)
+        if offset != offsets[-1]:
+            changes.append(_offset_change(zone, probe, following))
+            offsets.append(offset)
+        probe = following
+    return _OffsetPeriods(tuple(changes), (*changes[1:], _DISTANT_FUTURE), tuple(offsets))
+
+
+def _offset_change(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
+    """The instant in (before, after] at which the zone's one offset change happens (whole
+    seconds, as the tz database records it)."""
+    old_offset = _utc_offset(zone, before)
+    low, high = int(before.timestamp()), int(after.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _utc_offset(zone, datetime.fromtimestamp(middle, UTC)) == old_offset:
+            low = middle
+        else:
+            high = middle
+    return datetime.fromtimestamp(high, UTC)
