@@ -12,6 +12,11 @@ async def test_health_reports_serving_for_the_server_and_the_service(channel: gr
     for name in ("", SERVICE):
         response = await health.Check(health_pb2.HealthCheckRequest(service=name))
         assert response.status == health_pb2.HealthCheckResponse.SERVING
+    listed = await health.List(health_pb2.HealthListRequest())
+    assert {name: response.status for name, response in listed.statuses.items()} == {
+        "": health_pb2.HealthCheckResponse.SERVING,
+        SERVICE: health_pb2.HealthCheckResponse.SERVING,
+    }
 
 
 async def test_reflection_lists_and_describes_the_service(channel: grpc.aio.Channel) -> None:

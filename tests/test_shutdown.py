@@ -105,6 +105,26 @@ async def test_sigterm_rolls_back_a_stream_that_outlasts_the_grace_period(
     assert await stored(database_url) == 0
 
 
+async def test_sigterm_ends_health_watches_instead_of_draining_them(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+) -> None:
+    # A watch never ends by itself: if the server waited for it, it would wait out the grace period.
+    process, port = await serve_on(
+        database_url, tmp_path / "server.log", cleanup, SHUTDOWN_GRACE_SECONDS="600"
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        statuses = [(await watch.read()).status]
+        process.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(process.wait, 60)
+        while (update := await watch.read()) != grpc.aio.EOF:
+            statuses.append(update.status)
+        code = await watch.code()
+    assert exit_code == 0
+    assert statuses == [SERVING, NOT_SERVING]
+    assert code == grpc.StatusCode.OK
+
+
 async def test_a_killed_server_leaves_nothing_of_its_open_stream(
     database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
 ) -> None:

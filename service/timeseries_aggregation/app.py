@@ -9,11 +9,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from timeseries_aggregation.config import AUTH_API_KEY, Config
-from timeseries_aggregation.health import DatabaseHealth
+from timeseries_aggregation.health import DatabaseHealth, HealthService
 from timeseries_aggregation.observability.interceptor import (
     CallerRecordingAuthenticator,
     CallRecords,
@@ -35,7 +35,7 @@ class RunningServer:
 
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: HealthService
     authenticator: Authenticator
     metrics: ServiceMetrics
     # The port of the /metrics endpoint; None when METRICS_ADDRESS is not set.
@@ -91,7 +91,7 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
     limits = StreamLimits(config.max_concurrent_streams, config.stream_idle_timeout_seconds)
     servicer = TimeseriesAggregationServicer(database, authenticator, limits, metrics.rows_written.inc)
     add_service(server, servicer)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
@@ -112,6 +112,7 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
         try:
             yield RunningServer(server, port, health_servicer, authenticator, metrics, metrics_port)
         finally:
+            # Watches get NOT_SERVING and end, so the drain waits only for the service's calls.
             await health_servicer.enter_graceful_shutdown()
             monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
