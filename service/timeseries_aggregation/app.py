@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from timeseries_aggregation.config import AUTH_API_KEY, Config
 from timeseries_aggregation.health import DatabaseHealth, HealthService
@@ -23,6 +22,7 @@ from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
 from timeseries_aggregation.transport.auth import Authenticator
+from timeseries_aggregation.transport.reflection import enable_reflection
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
 from timeseries_aggregation.transport.servicer import StreamLimits, TimeseriesAggregationServicer
 
@@ -93,10 +93,7 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
     add_service(server, servicer)
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
+    enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     database_health = DatabaseHealth(database, health_servicer, ["", SERVICE_NAME])
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
