@@ -32,6 +32,19 @@ async def stored(database_url: str) -> int:
     return count
 
 
+async def stream_transaction_open(database_url: str) -> None:
+    """The service holds a transaction open, waiting for the rest of a stream it has begun to write."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        open_transactions: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'timeseries-aggregation' AND state = 'idle in transaction'"
+        )
+    finally:
+        await connection.close()
+    assert open_transactions == 1
+
+
 async def run_stream_through_sigterm(
     database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], grace: float, pace: float
 ) -> tuple[pb.IngestReadingsResponse | grpc.aio.AioRpcError, int, list[int]]:
@@ -64,12 +77,14 @@ async def run_stream_through_sigterm(
         call = stub.IngestReadings(paced())
         await third_sent.wait()
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.QueryAggregates(
+
+        async def new_calls_refused() -> None:
+            query = stub.QueryAggregates(
                 pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_MONTHLY), timeout=5
             )
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert await query.code() == grpc.StatusCode.UNAVAILABLE
+
+        await eventually(new_calls_refused, within=10)
         outcome: pb.IngestReadingsResponse | grpc.aio.AioRpcError
         try:
             outcome = await call
@@ -145,7 +160,7 @@ async def test_a_killed_server_leaves_nothing_of_its_open_stream(
 
         call = stub.IngestReadings(open_stream())
         await sent.wait()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: stream_transaction_open(database_url), within=10)
         process.send_signal(signal.SIGKILL)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call
