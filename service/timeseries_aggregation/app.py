@@ -2,8 +2,10 @@
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from timeseries_aggregation.config import AUTH_API_KEY, Config
+from timeseries_aggregation.config import AUTH_API_KEY, ENV_PREFIX, Config, split_host_port
+from timeseries_aggregation.errors import StartupError
 from timeseries_aggregation.health import DatabaseHealth, HealthService
 from timeseries_aggregation.observability.interceptor import (
     CallerRecordingAuthenticator,
@@ -57,7 +60,43 @@ def _server_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 3),
+        # gRPC lets sockets share a port by default: a second server started on the same port
+        # would take half of the calls instead of failing.
+        ("grpc.so_reuseport", 0),
     ]
+
+
+def _listen_error(address: str, reason: str) -> StartupError:
+    return StartupError(f"cannot listen on {ENV_PREFIX}LISTEN_ADDRESS={address}: {reason}")
+
+
+def _check_can_listen(address: str) -> None:
+    """Fail, before anything starts, when the port is taken or the host is not this machine's.
+
+    gRPC would fail too, but only once the database is up, and without saying why.
+    """
+    host, port = split_host_port(address)
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise _listen_error(address, error.strerror or str(error)) from None
+    not_local = 0
+    for family, kind, protocol, _, socket_address in addresses:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                # As gRPC binds: a port whose last connections are still closing is free.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(socket_address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise _listen_error(
+                    address, "the port is in use by another process; stop it or choose another port"
+                ) from None
+            # Other failures (no IPv6 here, say) are gRPC's to judge: it binds what it can.
+            if error.errno == errno.EADDRNOTAVAIL:
+                not_local += 1
+    if not_local == len(addresses):
+        raise _listen_error(address, "no network interface of this machine has that address")
 
 
 def _bind(server: grpc.aio.Server, config: Config) -> int:
@@ -97,7 +136,13 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
     database_health = DatabaseHealth(database, health_servicer, ["", SERVICE_NAME])
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
-    port = _bind(server, config)
+    try:
+        port = _bind(server, config)
+    except RuntimeError:
+        # gRPC's message says only that binding failed (its own log line says why).
+        raise _listen_error(
+            config.listen_address, "gRPC cannot bind it (is the host an address of this machine?)"
+        ) from None
     async with AsyncExitStack() as resources:
         metrics_port = None
         if config.metrics_address:
@@ -130,6 +175,7 @@ async def database_url(config: Config) -> AsyncIterator[str]:
 
 async def serve(config: Config) -> None:
     """Run until SIGINT or SIGTERM, then shut down in reverse order of start-up."""
+    await asyncio.to_thread(_check_can_listen, config.listen_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from timeseries_aggregation.errors import DatabaseUnavailableError
+from timeseries_aggregation.errors import DatabaseUnavailableError, StartupError
 from timeseries_aggregation.storage.schema import apply_migrations
 
 logger = logging.getLogger(__name__)
@@ -163,10 +163,18 @@ async def _wait_for_pool(url: str, settings: PoolSettings, synchronous_commit: b
     while True:
         try:
             return await _create_pool(url, settings, synchronous_commit)
+        except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError) as error:
+            # Waiting cannot help; asyncpg's own message would name the user.
+            raise StartupError(
+                f"the database refused the connection ({type(error).__name__}): check the user name, "
+                "password and database name in the database URL"
+            ) from error
         except _UNAVAILABLE_ERRORS as error:
             if loop.time() + delay > deadline:
                 raise DatabaseUnavailableError(
-                    f"the database did not accept connections within {settings.startup_timeout_seconds:g} s"
+                    f"the database did not accept connections within {settings.startup_timeout_seconds:g} s "
+                    f"({type(error).__name__}): check the host and port in the database URL, and that the "
+                    "database is running"
                 ) from error
             logger.info("waiting for the database (%s)", type(error).__name__)
             await asyncio.sleep(delay)
