@@ -13,6 +13,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support import eventually
 
+SERVE_COMMAND = [sys.executable, "-m", "timeseries_aggregation", "serve"]
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -25,11 +27,23 @@ def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`timeseries-aggregation serve` with env added to this environment, output to log."""
     with log.open("wb") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "timeseries_aggregation", "serve"],
+            SERVE_COMMAND,
             env={**os.environ, **env},
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+
+async def run_to_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`timeseries-aggregation serve` that is expected to stop by itself: its exit code and output."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        SERVE_COMMAND,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def wait_serving(port: int) -> None:

@@ -285,6 +285,21 @@ class TestSecurityVariables:
         assert config.pool.idle_in_transaction_timeout_seconds == 72.5
 
 
+class TestListenAddress:
+    @pytest.mark.parametrize("address", ["[::]:50051", "0.0.0.0:0", "localhost:65535", "[::1]:6000"])
+    def test_host_and_port_are_accepted(self, address: str) -> None:
+        assert load_config(env(LISTEN_ADDRESS=address)).listen_address == address
+
+    @pytest.mark.parametrize(
+        "address", ["127.0.0.1:99999", "localhost", "50051", ":50051", "localhost:", "localhost:grpc"]
+    )
+    def test_malformed_address_or_port_out_of_range_names_the_variable(self, address: str) -> None:
+        message = config_error(env(LISTEN_ADDRESS=address))
+        assert message == (
+            f"{PREFIX}LISTEN_ADDRESS: must be HOST:PORT with a port from 0 to 65535, got {address!r}"
+        )
+
+
 class TestObservabilityVariables:
     def test_metrics_and_log_format_are_off_and_automatic_by_default(self) -> None:
         config = load_config(env(METRICS_ADDRESS="", LOG_FORMAT=""))

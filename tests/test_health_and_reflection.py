@@ -1,10 +1,19 @@
-"""The standard health service and server reflection, as grpcurl uses them."""
+"""The standard health service and server reflection (v1 and v1alpha), as grpcurl uses them."""
+
+from collections.abc import Callable
+from typing import Any
 
 import grpc
+import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 SERVICE = "timeseries.v1.TimeseriesAggregationService"
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+REFLECTION_V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
+
+Ask = Callable[[reflection_pb2.ServerReflectionRequest], Any]
 
 
 async def test_health_reports_serving_for_the_server_and_the_service(channel: grpc.aio.Channel) -> None:
@@ -12,18 +21,55 @@ async def test_health_reports_serving_for_the_server_and_the_service(channel: gr
     for name in ("", SERVICE):
         response = await health.Check(health_pb2.HealthCheckRequest(service=name))
         assert response.status == health_pb2.HealthCheckResponse.SERVING
+    listed = await health.List(health_pb2.HealthListRequest())
+    assert {name: response.status for name, response in listed.statuses.items()} == {
+        "": health_pb2.HealthCheckResponse.SERVING,
+        SERVICE: health_pb2.HealthCheckResponse.SERVING,
+    }
 
 
-async def test_reflection_lists_and_describes_the_service(channel: grpc.aio.Channel) -> None:
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+def reflection_client(channel: grpc.aio.Channel, service: str) -> Ask:
+    """One request, one response, on the given reflection service. v1 differs from v1alpha only
+    in its package name, so the v1alpha messages encode v1 requests and decode v1 responses."""
+    info = channel.stream_stream(
+        f"/{service}/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
 
-    async def ask(request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
-        async for response in stub.ServerReflectionInfo(iter([request])):
+    async def ask(request: reflection_pb2.ServerReflectionRequest) -> Any:
+        async for response in info(iter([request])):
             return response
         raise AssertionError("no reflection response")
 
+    return ask
+
+
+@pytest.mark.parametrize("service", [REFLECTION_V1, REFLECTION_V1ALPHA])
+async def test_reflection_lists_and_describes_the_service(channel: grpc.aio.Channel, service: str) -> None:
+    ask = reflection_client(channel, service)
+
     listing = await ask(reflection_pb2.ServerReflectionRequest(list_services=""))
-    names = {service.name for service in listing.list_services_response.service}
-    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+    names = {listed.name for listed in listing.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health", REFLECTION_V1, REFLECTION_V1ALPHA} <= names
     described = await ask(reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE))
     assert described.file_descriptor_response.file_descriptor_proto
+
+
+@pytest.mark.parametrize("service", [REFLECTION_V1, REFLECTION_V1ALPHA])
+async def test_reflection_describes_both_reflection_services(channel: grpc.aio.Channel, service: str) -> None:
+    # Tools such as grpcui describe every service the listing names.
+    ask = reflection_client(channel, service)
+
+    for package in ("grpc.reflection.v1", "grpc.reflection.v1alpha"):
+        described = await ask(
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=f"{package}.ServerReflection")
+        )
+        files = [
+            descriptor_pb2.FileDescriptorProto.FromString(serialized)
+            for serialized in described.file_descriptor_response.file_descriptor_proto
+        ]
+        assert [file.package for file in files] == [package]
+        assert [service.name for service in files[0].service] == ["ServerReflection"]
+        messages = {message.name for message in files[0].message_type}
+        assert {"ServerReflectionRequest", "ServerReflectionResponse"} <= messages

@@ -1,10 +1,10 @@
 """The `serve` command as an operator runs it: a real process, signals, and secrets kept out of logs."""
 
-import asyncio
-import os
+import errno
+import json
 import shutil
+import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,16 +12,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.server_process import free_port, start, stop, wait_serving
+from tests.server_process import free_port, run_to_exit, serve_on, start, stop, wait_serving
+from timeseries_aggregation.app import RunningServer
 
 CANARY_PASSWORD = "canary-secret-7f3a"
 
 
-def with_password(url: str, password: str) -> str:
+def with_user(url: str, user: str | None, password: str) -> str:
+    """The URL with this user (None: its own, or postgres) and password."""
     parts = urlsplit(url)
-    user = (parts.username or "postgres") + ":" + password
+    credentials = (user or parts.username or "postgres") + ":" + password
     host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ async def test_serves_on_a_configured_database_and_never_logs_its_password(
     port = free_port()
     log = tmp_path / "server.log"
     url_file = tmp_path / "database-url"
-    url_file.write_text(with_password(database_url, CANARY_PASSWORD) + "\n")
+    url_file.write_text(with_user(database_url, None, CANARY_PASSWORD) + "\n")
     process = start(
         {
             "TIMESERIES_AGGREGATION_DATABASE_URL_FILE": str(url_file),
@@ -80,14 +82,134 @@ async def test_serves_on_an_embedded_database_without_configuration(
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()  # and the database was stopped
 
 
-async def test_bad_configuration_exits_with_a_message_naming_the_variable(tmp_path: Path) -> None:
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "timeseries_aggregation", "serve"],
-        env={**os.environ, "TIMESERIES_AGGREGATION_POOL_MAX_SIZE": "many"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+async def test_bad_configuration_exits_with_a_message_naming_the_variable() -> None:
+    result = await run_to_exit({"TIMESERIES_AGGREGATION_POOL_MAX_SIZE": "many"})
     assert result.returncode == 2
     assert "TIMESERIES_AGGREGATION_POOL_MAX_SIZE" in result.stderr
+
+
+def the_one_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The message of the only ERROR entry of a server's JSON log, which holds nothing but entries."""
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("{") for line in lines), result.stderr  # no traceback, no stray output
+    errors = [entry["message"] for entry in map(json.loads, lines) if entry["level"] == "ERROR"]
+    assert len(errors) == 1, result.stderr
+    message: str = errors[0]
+    return message
+
+
+async def test_a_second_server_on_a_served_port_exits_instead_of_sharing_it(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+) -> None:
+    first, port = await serve_on(database_url, tmp_path / "first.log", cleanup)
+    second = await run_to_exit(
+        {
+            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+        }
+    )
+    assert second.returncode == 1
+    assert the_one_error(second) == (
+        f"cannot listen on TIMESERIES_AGGREGATION_LISTEN_ADDRESS=127.0.0.1:{port}: the port is in use "
+        "by another process; stop it or choose another port"
+    )
+    await wait_serving(port)  # the first server is untouched
+    assert await stop(first) == 0
+
+
+async def test_a_port_taken_by_another_program_is_one_log_line(database_url: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = await run_to_exit(
+            {
+                "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+                "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+                "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+            }
+        )
+    assert result.returncode == 1
+    assert f"LISTEN_ADDRESS=127.0.0.1:{port}: the port is in use" in the_one_error(result)
+    # Checked before anything else starts.
+    assert "database" not in result.stderr
+
+
+async def test_an_address_of_another_machine_is_one_log_line(database_url: str) -> None:
+    address = "192.0.2.1:50051"  # TEST-NET-1 (RFC 5737): never an address of this machine
+    result = await run_to_exit(
+        {
+            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": address,
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+        }
+    )
+    assert result.returncode == 1
+    assert the_one_error(result) == (
+        f"cannot listen on TIMESERIES_AGGREGATION_LISTEN_ADDRESS={address}: no network interface of "
+        "this machine has that address"
+    )
+    assert "database" not in result.stderr
+
+
+async def test_the_server_does_not_let_other_sockets_share_its_port(server: RunningServer) -> None:
+    # gRPC sets SO_REUSEPORT by default: two servers on one port would split the calls.
+    with socket.socket() as intruder:
+        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with pytest.raises(OSError, match="in use") as refused:
+            intruder.bind(("127.0.0.1", server.port))
+    assert refused.value.errno == errno.EADDRINUSE
+
+
+async def test_a_database_refusing_the_user_is_one_log_line_saying_what_to_check(
+    database_url: str,
+) -> None:
+    result = await run_to_exit(
+        {
+            "TIMESERIES_AGGREGATION_DATABASE_URL": with_user(database_url, "nobody-here", CANARY_PASSWORD),
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{free_port()}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+        }
+    )
+    assert result.returncode == 1
+    message = the_one_error(result)
+    # InvalidAuthorizationSpecificationError where the server trusts local users, else InvalidPasswordError.
+    assert message.startswith("the database refused the connection (Invalid")
+    assert message.endswith("): check the user name, password and database name in the database URL")
+    assert CANARY_PASSWORD not in result.stderr
+
+
+async def test_an_unreachable_database_is_one_log_line_saying_what_to_check() -> None:
+    result = await run_to_exit(
+        {
+            "TIMESERIES_AGGREGATION_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+            "TIMESERIES_AGGREGATION_STARTUP_TIMEOUT_SECONDS": "1",
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{free_port()}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+        }
+    )
+    assert result.returncode == 1
+    assert the_one_error(result) == (
+        "the database did not accept connections within 1 s (ConnectionRefusedError): check the host and "
+        "port in the database URL, and that the database is running"
+    )
+
+
+async def test_a_key_file_without_keys_is_one_log_line_before_the_database_starts(
+    database_url: str, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# every key was removed\n")
+    result = await run_to_exit(
+        {
+            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{free_port()}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "api-key",
+            "TIMESERIES_AGGREGATION_API_KEYS_FILE": str(keys),
+        }
+    )
+    assert result.returncode == 1
+    assert the_one_error(result) == (
+        "TIMESERIES_AGGREGATION_API_KEYS_FILE: the file holds no key; add one with "
+        "`timeseries-aggregation keys generate`"
+    )
+    assert "database" not in result.stderr

@@ -32,6 +32,19 @@ async def stored(database_url: str) -> int:
     return count
 
 
+async def stream_transaction_open(database_url: str) -> None:
+    """The service holds a transaction open, waiting for the rest of a stream it has begun to write."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        open_transactions: int = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'timeseries-aggregation' AND state = 'idle in transaction'"
+        )
+    finally:
+        await connection.close()
+    assert open_transactions == 1
+
+
 async def run_stream_through_sigterm(
     database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], grace: float, pace: float
 ) -> tuple[pb.IngestReadingsResponse | grpc.aio.AioRpcError, int, list[int]]:
@@ -64,12 +77,14 @@ async def run_stream_through_sigterm(
         call = stub.IngestReadings(paced())
         await third_sent.wait()
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.3)
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.QueryAggregates(
+
+        async def new_calls_refused() -> None:
+            query = stub.QueryAggregates(
                 pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_MONTHLY), timeout=5
             )
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert await query.code() == grpc.StatusCode.UNAVAILABLE
+
+        await eventually(new_calls_refused, within=10)
         outcome: pb.IngestReadingsResponse | grpc.aio.AioRpcError
         try:
             outcome = await call
@@ -105,6 +120,26 @@ async def test_sigterm_rolls_back_a_stream_that_outlasts_the_grace_period(
     assert await stored(database_url) == 0
 
 
+async def test_sigterm_ends_health_watches_instead_of_draining_them(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+) -> None:
+    # A watch never ends by itself: if the server waited for it, it would wait out the grace period.
+    process, port = await serve_on(
+        database_url, tmp_path / "server.log", cleanup, SHUTDOWN_GRACE_SECONDS="600"
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        statuses = [(await watch.read()).status]
+        process.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.to_thread(process.wait, 60)
+        while (update := await watch.read()) != grpc.aio.EOF:
+            statuses.append(update.status)
+        code = await watch.code()
+    assert exit_code == 0
+    assert statuses == [SERVING, NOT_SERVING]
+    assert code == grpc.StatusCode.OK
+
+
 async def test_a_killed_server_leaves_nothing_of_its_open_stream(
     database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -125,7 +160,7 @@ async def test_a_killed_server_leaves_nothing_of_its_open_stream(
 
         call = stub.IngestReadings(open_stream())
         await sent.wait()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: stream_transaction_open(database_url), within=10)
         process.send_signal(signal.SIGKILL)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call

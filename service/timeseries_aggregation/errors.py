@@ -33,3 +33,7 @@ class ResourceExhaustedError(RuntimeError):
 
 class StreamIdleError(RuntimeError):
     """A client stream sent nothing for longer than the service waits."""
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message says what to check."""

@@ -15,6 +15,7 @@ from timeseries_aggregation.errors import (
     ConcurrencyConflictError,
     DatabaseUnavailableError,
     ResourceExhaustedError,
+    StartupError,
 )
 from timeseries_aggregation.storage.schema import apply_migrations
 
@@ -256,10 +257,18 @@ async def _wait_for_pool(
     while True:
         try:
             return await _create_pool(url, settings, max_size, synchronous_commit)
+        except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError) as error:
+            # Waiting cannot help; asyncpg's own message would name the user.
+            raise StartupError(
+                f"the database refused the connection ({type(error).__name__}): check the user name, "
+                "password and database name in the database URL"
+            ) from error
         except _UNAVAILABLE_ERRORS as error:
             if loop.time() + delay > deadline:
                 raise DatabaseUnavailableError(
-                    f"the database did not accept connections within {settings.startup_timeout_seconds:g} s"
+                    f"the database did not accept connections within {settings.startup_timeout_seconds:g} s "
+                    f"({type(error).__name__}): check the host and port in the database URL, and that the "
+                    "database is running"
                 ) from error
             logger.info("waiting for the database (%s)", type(error).__name__)
             await asyncio.sleep(delay)
