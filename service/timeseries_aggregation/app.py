@@ -22,6 +22,7 @@ from timeseries_aggregation.observability.interceptor import (
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
+from timeseries_aggregation.storage.history_retention import history_retention
 from timeseries_aggregation.transport.auth import Authenticator
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
 from timeseries_aggregation.transport.servicer import StreamLimits, TimeseriesAggregationServicer
@@ -139,6 +140,7 @@ async def serve(config: Config) -> None:
     async with (
         database_url(config) as url,
         open_database(url, config.pool) as database,
+        history_retention(database, config.history_retention),
         grpc_server(database, config) as running,
     ):
         loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
