@@ -1,14 +1,16 @@
 """Query history retention: expired entries are removed while the server runs.
 
-Where query_history is a TimescaleDB hypertable (migration 0004), a retention policy drops
-whole chunks and the service only keeps the policy in step with its setting at start-up.
-On plain PostgreSQL a background task deletes expired entries in small batches.
+On plain PostgreSQL a background task deletes expired entries in small batches. Where
+query_history is a TimescaleDB hypertable (migration 0004), whole chunks are dropped: by a
+retention policy, which the service keeps in step with its setting at start-up, or, where
+the server's TimescaleDB is the Apache-2-only edition that has no policies, by the task.
 """
 
 import asyncio
 import contextlib
+import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
@@ -18,10 +20,10 @@ logger = logging.getLogger(__name__)
 
 # Time between two rounds of the task; also how soon a failed round is retried.
 ROUND_INTERVAL_SECONDS = 60.0
-# Entries per DELETE: a few milliseconds of locks on as many rows, nothing else (see README).
+# Entries per DELETE: about 10 ms of locks on as many rows, nothing else (see README).
 BATCH_SIZE = 1_000
-# Serialises replicas bringing the TimescaleDB policy in step; any number they share.
-_POLICY_LOCK_KEY = 0x7453_6168
+# Serialises replicas changing the policy or dropping chunks; any number they share.
+_RETENTION_LOCK_KEY = 0x7453_6168
 # Chunks and policy runs no longer than this (or than the retention, if shorter): an entry
 # outlives the retention by at most one chunk and one run.
 _LONGEST_CHUNK = timedelta(days=1)
@@ -39,11 +41,13 @@ _DELETE_EXPIRED_BATCH = """
         FOR UPDATE SKIP LOCKED
     )
 """
-_IS_HYPERTABLE = """
+_ENGINE = """
     SELECT EXISTS (
-        SELECT 1 FROM timescaledb_information.hypertables
-        WHERE hypertable_schema = current_schema() AND hypertable_name = 'query_history'
-    )
+               SELECT 1 FROM timescaledb_information.hypertables
+               WHERE hypertable_schema = current_schema() AND hypertable_name = 'query_history'
+           ) AS hypertable,
+           -- Policies are part of the community edition, not of the Apache-2-only one.
+           current_setting('timescaledb.license', true) = 'timescale' AS policies
 """
 _CURRENT_POLICY = """
     SELECT (config ->> 'drop_after')::interval AS drop_after, schedule_interval
@@ -51,6 +55,25 @@ _CURRENT_POLICY = """
     WHERE proc_name = 'policy_retention'
       AND hypertable_schema = current_schema() AND hypertable_name = 'query_history'
 """
+
+
+class RetentionMethod(enum.Enum):
+    """How expired history entries are removed on this database."""
+
+    DELETE_BATCHES = "batched deletes"
+    RETENTION_POLICY = "a TimescaleDB retention policy"
+    DROP_CHUNKS = "drop_chunks"
+
+
+async def retention_method(database: Database) -> RetentionMethod:
+    """The method the database allows: chunks on a hypertable, a policy where policies exist."""
+    if not database.timescaledb:
+        return RetentionMethod.DELETE_BATCHES
+    async with database.query_connection() as connection:
+        engine = await connection.fetchrow(_ENGINE)
+    if not engine["hypertable"]:
+        return RetentionMethod.DELETE_BATCHES
+    return RetentionMethod.RETENTION_POLICY if engine["policies"] else RetentionMethod.DROP_CHUNKS
 
 
 async def delete_expired_history(
@@ -64,17 +87,29 @@ async def delete_expired_history(
         in_batch = int(status.removeprefix("DELETE "))
         deleted += in_batch
         if in_batch < batch_size:
+            logger.debug("history retention: deleted %d expired entries", deleted)
             return deleted
 
 
-async def _delete_continuously(
-    database: Database, retention: timedelta, round_interval_seconds: float, batch_size: int
+async def _drop_expired_chunks(database: Database, retention: timedelta) -> None:
+    """Drop the hypertable's chunks that hold only expired entries, one replica at a time."""
+    async with database.transaction() as connection:
+        if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RETENTION_LOCK_KEY):
+            return
+        dropped = await connection.fetchval(
+            "SELECT count(*) FROM drop_chunks('query_history', older_than => $1::interval)", retention
+        )
+    logger.debug("history retention: dropped %d expired chunks", dropped)
+
+
+async def _every_round(
+    remove_expired: Callable[[], Awaitable[object]], round_interval_seconds: float
 ) -> None:
-    """A round of deletion per interval, until cancelled; failures are retried the next round."""
+    """A round of removal per interval, until cancelled; failures are retried the next round."""
     failing = False
     while True:
         try:
-            deleted = await delete_expired_history(database, retention, batch_size)
+            await remove_expired()
         # Whatever goes wrong here (the database away, a statement timeout), the server must
         # keep serving: report the first failure of a series and try again next round.
         except Exception as error:
@@ -82,31 +117,32 @@ async def _delete_continuously(
             logger.debug("history retention: round failed (%s)", description)
             if not failing:
                 logger.warning(
-                    "history retention: deleting expired entries failed (%s); retrying every %g s",
+                    "history retention: removing expired entries failed (%s); retrying every %g s",
                     description,
                     round_interval_seconds,
                 )
             failing = True
         else:
             if failing:
-                logger.info("history retention: deleting expired entries again")
+                logger.info("history retention: removing expired entries again")
             failing = False
-            logger.debug("history retention: deleted %d expired entries", deleted)
         await asyncio.sleep(round_interval_seconds)
 
 
-async def _keep_policy_in_step(database: Database, retention: timedelta) -> None:
-    """Make the TimescaleDB retention policy (and chunk length) match the configured retention."""
+async def _keep_chunks_in_step(database: Database, retention: timedelta, policy: bool) -> None:
+    """Make the chunk length, and the retention policy if used, match the configured retention."""
     schedule = min(retention, _LONGEST_SCHEDULE)
     async with database.transaction() as connection:
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", _POLICY_LOCK_KEY)
-        policies = await connection.fetch(_CURRENT_POLICY)
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _RETENTION_LOCK_KEY)
         if retention:
             await connection.execute(
                 "SELECT set_chunk_time_interval('query_history', $1::interval)",
                 min(retention, _LONGEST_CHUNK),
             )
-        if [tuple(policy) for policy in policies] == ([(retention, schedule)] if retention else []):
+        if not policy:
+            return
+        policies = [tuple(row) for row in await connection.fetch(_CURRENT_POLICY)]
+        if policies == ([(retention, schedule)] if retention else []):
             return
         if policies:
             await connection.execute("SELECT remove_retention_policy('query_history')")
@@ -119,7 +155,7 @@ async def _keep_policy_in_step(database: Database, retention: timedelta) -> None
             )
     logger.info(
         "history retention: TimescaleDB retention policy %s",
-        f"changed to {format_duration(retention)}" if retention else "removed",
+        f"set to {format_duration(retention)}" if retention else "removed",
     )
 
 
@@ -132,37 +168,39 @@ async def history_retention(
     batch_size: int = BATCH_SIZE,
 ) -> AsyncIterator[None]:
     """Keep query history entries for `retention` (zero: forever) while the block runs."""
-    hypertable = database.timescaledb and await _is_hypertable(database)
-    if hypertable:
-        await _keep_policy_in_step(database, retention)
+    method = await retention_method(database)
+    if method is not RetentionMethod.DELETE_BATCHES:
+        await _keep_chunks_in_step(database, retention, policy=method is RetentionMethod.RETENTION_POLICY)
     if not retention:
         logger.info("history retention: off, entries are kept forever")
         yield
         return
-    if hypertable:
+    if method is RetentionMethod.RETENTION_POLICY:
         logger.info(
-            "history retention: TimescaleDB drops chunks older than %s (checked every %s)",
+            "history retention: entries older than %s are dropped by %s, run every %s",
             format_duration(retention),
+            method.value,
             format_duration(min(retention, _LONGEST_SCHEDULE)),
         )
         yield
         return
+
+    async def remove_expired() -> None:
+        if method is RetentionMethod.DROP_CHUNKS:
+            await _drop_expired_chunks(database, retention)
+        else:
+            await delete_expired_history(database, retention, batch_size)
+
     logger.info(
-        "history retention: deleting entries older than %s every %g s, in batches of %d",
+        "history retention: entries older than %s are removed every %g s by %s",
         format_duration(retention),
         round_interval_seconds,
-        batch_size,
+        method.value,
     )
-    task = asyncio.create_task(_delete_continuously(database, retention, round_interval_seconds, batch_size))
+    task = asyncio.create_task(_every_round(remove_expired, round_interval_seconds))
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def _is_hypertable(database: Database) -> bool:
-    async with database.query_connection() as connection:
-        hypertable: bool = await connection.fetchval(_IS_HYPERTABLE)
-    return hypertable
