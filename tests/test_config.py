@@ -1,5 +1,6 @@
 """Settings read from an explicit environment mapping; the database URL stays secret."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import platformdirs
@@ -332,3 +333,31 @@ class TestObservabilityVariables:
 
     def test_unknown_log_level_is_rejected(self) -> None:
         assert config_error(env(LOG_LEVEL="verbose")).startswith(f"{PREFIX}LOG_LEVEL: must be DEBUG, INFO")
+
+
+class TestHistoryRetention:
+    def test_history_is_kept_thirty_days_by_default(self) -> None:
+        assert load_config(env()).history_retention == timedelta(days=30)
+        assert load_config(env(HISTORY_RETENTION="")).history_retention == timedelta(days=30)
+
+    @pytest.mark.parametrize(
+        ("value", "retention"),
+        [("7d", timedelta(days=7)), ("12h", timedelta(hours=12)), ("90m", timedelta(minutes=90))],
+    )
+    def test_retention_is_read(self, value: str, retention: timedelta) -> None:
+        assert load_config(env(HISTORY_RETENTION=value)).history_retention == retention
+
+    def test_zero_keeps_the_history_forever(self) -> None:
+        assert load_config(env(HISTORY_RETENTION="0")).history_retention == timedelta(0)
+
+    @pytest.mark.parametrize("value", ["30", "30 days", "-1d", "1.5d", "1w"])
+    def test_unreadable_retention_names_the_variable_and_the_format(self, value: str) -> None:
+        assert config_error(env(HISTORY_RETENTION=value)) == (
+            f"{PREFIX}HISTORY_RETENTION: must be a whole number followed by s, m, h or d "
+            f"(e.g. 30d, 12h, 90m, 45s), or 0; got {value!r}"
+        )
+
+    def test_retention_beyond_a_hundred_years_is_rejected(self) -> None:
+        assert config_error(env(HISTORY_RETENTION="40000d")) == (
+            f"{PREFIX}HISTORY_RETENTION: must be at most 36525d (100 years), got '40000d'"
+        )

@@ -21,6 +21,7 @@ from timeseries_aggregation.observability.interceptor import ObservabilityInterc
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
+from timeseries_aggregation.storage.history_retention import history_retention
 from timeseries_aggregation.transport.auth import Authenticator, AuthInterceptor
 from timeseries_aggregation.transport.reflection import enable_reflection
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
@@ -198,6 +199,7 @@ async def serve(config: Config) -> None:
     async with (
         database_url(config) as url,
         open_database(url, config.pool) as database,
+        history_retention(database, config.history_retention),
         grpc_server(database, config, authenticator) as running,
     ):
         if running.authenticator is not None:

@@ -6,11 +6,13 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import platformdirs
 
+from timeseries_aggregation.domain.durations import parse_duration
 from timeseries_aggregation.limits import DEFAULT_MAX_MESSAGE_BYTES
 from timeseries_aggregation.storage.database import PoolSettings
 
@@ -53,6 +55,8 @@ class Config:
     metrics_address: str | None = None
     # LOG_FORMAT_JSON or LOG_FORMAT_TEXT; None: text on a terminal, JSON lines otherwise.
     log_format: str | None = None
+    # How long query history entries are kept; timedelta(0) keeps them forever.
+    history_retention: timedelta = timedelta(days=30)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -96,6 +100,17 @@ def _parsed(environ: Mapping[str, str], name: str, parse: Callable[[str], Value]
         if value < 0:
             raise ConfigError(f"{ENV_PREFIX}{name}: must not be negative, got {raw!r}")
     return value
+
+
+def _duration(environ: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    """A duration variable (`30d`, `12h`, `90m`, `45s` or `0`), or the default when unset."""
+    raw = environ.get(ENV_PREFIX + name)
+    if not raw:
+        return default
+    try:
+        return parse_duration(raw)
+    except ValueError as error:
+        raise ConfigError(f"{ENV_PREFIX}{name}: {error}") from None
 
 
 def _address(environ: Mapping[str, str], name: str) -> str | None:
@@ -207,6 +222,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         ),
         metrics_address=_address(env, "METRICS_ADDRESS"),
         log_format=_log_format(env),
+        history_retention=_duration(env, "HISTORY_RETENTION", defaults.history_retention),
     )
 
 
