@@ -4,21 +4,29 @@ from timeseries_aggregation.client.aio import AsyncTimeseriesClient
 from timeseries_aggregation.client.channel import (
     API_KEY_VARIABLE,
     DEFAULT_TARGET,
+    TARGET_VARIABLE,
     Connection,
     auth_metadata,
     open_aio_channel,
     open_channel,
 )
 from timeseries_aggregation.client.messages import (
-    GRANULARITY_NAMES,
     QueryOptions,
     Reading,
     ReadingLike,
     batch_message,
+    check_message_size,
     query_request,
     row_messages,
     series_messages,
     unix_micros,
+)
+from timeseries_aggregation.client.results import (
+    GRANULARITY_NAMES,
+    Bucket,
+    HistoryEntry,
+    IngestResult,
+    granularity_name,
 )
 from timeseries_aggregation.client.retry import RetryPolicy
 from timeseries_aggregation.client.settings import ClientOptions
@@ -28,9 +36,13 @@ __all__ = [
     "API_KEY_VARIABLE",
     "DEFAULT_TARGET",
     "GRANULARITY_NAMES",
+    "TARGET_VARIABLE",
     "AsyncTimeseriesClient",
+    "Bucket",
     "ClientOptions",
     "Connection",
+    "HistoryEntry",
+    "IngestResult",
     "QueryOptions",
     "Reading",
     "ReadingLike",
@@ -38,6 +50,8 @@ __all__ = [
     "TimeseriesClient",
     "auth_metadata",
     "batch_message",
+    "check_message_size",
+    "granularity_name",
     "open_aio_channel",
     "open_channel",
     "query_request",
