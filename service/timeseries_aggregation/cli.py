@@ -338,10 +338,7 @@ def _history(arguments: argparse.Namespace) -> int:
         entries = list(
             client.history(page_size=min(arguments.limit, HISTORY_MAX_PAGE_SIZE), limit=arguments.limit)
         )
-    if not entries and arguments.format == "table":
-        print("no queries recorded yet")
-    else:
-        print(_render([_history_row(entry) for entry in entries], HISTORY_COLUMNS, arguments.format))
+    print(_render([_history_row(entry) for entry in entries], HISTORY_COLUMNS, arguments.format))
     return EXIT_OK
 
 
