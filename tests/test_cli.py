@@ -19,6 +19,7 @@ from tests.support import EXAMPLE_XLSX, eventually
 from timeseries_aggregation.app import RunningServer
 from timeseries_aggregation.cli import (
     EXIT_BAD_FILE,
+    EXIT_BROKEN_PIPE,
     EXIT_CALL_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -401,6 +402,20 @@ async def test_ctrl_c_ends_a_command_with_one_line_and_exit_130(
         "--target", target,
     )  # fmt: skip
     assert (code, out.splitlines()[1:]) == (0, [])
+
+
+async def test_output_into_a_closed_pipe_ends_quietly(loaded: str) -> None:
+    # A year of hourly buckets is far more than a pipe holds, so the command writes into the
+    # pipe after `head` has gone.
+    command = (
+        f"{sys.executable} -m timeseries_aggregation query --series-id meter-7 --granularity hourly "
+        f"--target {loaded} | head -n 1; echo $" + "{PIPESTATUS[0]}"
+    )
+    process = await asyncio.create_subprocess_exec("bash", "-c", command, stdout=-1, stderr=-1)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    header, exit_code = out.decode().splitlines()
+    assert header.split()[:2] == ["period", "start_time"]
+    assert (exit_code, err.decode()) == (str(EXIT_BROKEN_PIPE), "")
 
 
 @asynccontextmanager

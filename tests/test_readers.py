@@ -168,6 +168,11 @@ class TestCsv:
     def test_empty_file_is_named(self, tmp_path: Path) -> None:
         assert read_error(write_csv(tmp_path, "")) == "readings.csv: the file is empty"
 
+    def test_file_that_cannot_be_opened_is_a_reading_file_error(self, tmp_path: Path) -> None:
+        (tmp_path / "folder.csv").mkdir()
+
+        assert read_error(tmp_path / "folder.csv") == "folder.csv: cannot be read (Is a directory)"
+
     def test_file_that_is_not_utf8_is_a_reading_file_error(self, tmp_path: Path) -> None:
         path = tmp_path / "readings.csv"
         path.write_bytes((HEADER + "2025-01-01T00:00Z,1\n# Zähler\n").encode("latin-1"))

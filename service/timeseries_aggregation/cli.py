@@ -45,8 +45,8 @@ from timeseries_aggregation.readers import ReadingFileError, count_rows, read_ro
 
 GRANULARITIES = ("hourly", "daily", "monthly")
 EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE = 0, 1, 2, 3
-# What shells report for a command ended by Ctrl-C (128 + SIGINT).
-EXIT_INTERRUPTED = 130
+# What shells report for a command ended by Ctrl-C (128 + SIGINT) or by a closed pipe (SIGPIPE).
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_IMPORT_TIMEOUT_SECONDS = 3600.0
 
@@ -511,9 +511,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except (ReadingFileError, OSError) as error:
+    except ReadingFileError as error:
         print(f"error: {error}; nothing was stored", file=sys.stderr)
         return EXIT_BAD_FILE
+    except BrokenPipeError:
+        # The reader of the output left (`| head`): stop quietly, as other commands do, and keep
+        # the interpreter from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         # Leaving the client's `with` closed the channel, which cancelled the call in flight.
         cancelled = (

@@ -109,7 +109,11 @@ def read_rows(path: Path) -> Iterator[ReadingRow]:
         finally:
             workbook.close()
     elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as file:
+        try:
+            opened = path.open(newline="", encoding="utf-8-sig")
+        except OSError as error:
+            raise ReadingFileError(f"{path.name}: cannot be read ({error.strerror})") from None
+        with opened as file:
             try:
                 yield from _rows((tuple(row) for row in csv.reader(file)), path.name)
             except UnicodeDecodeError as error:
