@@ -26,7 +26,9 @@ from tqdm import tqdm
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.client import (
     API_KEY_VARIABLE,
+    DEFAULT_INGEST_TIMEOUT_SECONDS,
     DEFAULT_TARGET,
+    DEFAULT_TIMEOUT_SECONDS,
     TARGET_VARIABLE,
     Bucket,
     ClientOptions,
@@ -47,8 +49,6 @@ GRANULARITIES = ("hourly", "daily", "monthly")
 EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE = 0, 1, 2, 3
 # What shells report for a command ended by Ctrl-C (128 + SIGINT) or by a closed pipe (SIGPIPE).
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
-DEFAULT_TIMEOUT_SECONDS = 30.0
-DEFAULT_IMPORT_TIMEOUT_SECONDS = 3600.0
 
 EXAMPLES = """examples:
   timeseries-aggregation serve
@@ -60,7 +60,7 @@ EXAMPLES = """examples:
   timeseries-aggregation history --limit 20 --format json
 
 exit codes: 0 done, 1 the service refused or failed the call, 2 usage or configuration
-error, 3 the input file cannot be read, 130 interrupted (Ctrl-C).
+error, 3 the input file cannot be read, 130 interrupted (Ctrl-C), 141 output closed early.
 """
 
 # What to do about the errors people meet most, by status code.
@@ -266,15 +266,15 @@ def _chart(labels: Sequence[str], values: Sequence[float], title: str, columns: 
     text_width = max(map(len, texts))
     area = max(columns - label_width - text_width - 2, MIN_BAR_COLUMNS)
     lowest, highest = min(0.0, *values), max(0.0, *values)
-    span = (highest - lowest) or 1.0
-    # Columns left of the zero line; a bar of v is |v| / span of the area long.
-    negative_area = round(-lowest / span * area)
+    # The zero line splits the area in proportion to the largest export and the largest import.
+    negative_area = round(-lowest / ((highest - lowest) or 1.0) * area)
+    positive_area = area - negative_area
     lines = [title]
     for label, value, text in zip(labels, values, texts, strict=True):
-        length = round(abs(value) / span * area)
-        left = ("█" * length if value < 0 else "").rjust(negative_area)
-        right = ("█" * length if value > 0 else "").ljust(area - negative_area)
-        lines.append(f"{label.ljust(label_width)} {left}{right} {text.rjust(text_width)}")
+        left = "█" * round(value / lowest * negative_area) if value < 0 else ""
+        right = "█" * round(value / highest * positive_area) if value > 0 else ""
+        line = f"{label.ljust(label_width)} {left.rjust(negative_area)}{right.ljust(positive_area)}"
+        lines.append(f"{line} {text.rjust(text_width)}")
     return "\n".join(lines)
 
 
@@ -439,7 +439,7 @@ def _parser() -> argparse.ArgumentParser:
             type=_seconds,
             help=f"seconds before the command gives up: each call's deadline (default "
             f"{DEFAULT_TIMEOUT_SECONDS:g}); for import, the whole stream's "
-            f"(default {DEFAULT_IMPORT_TIMEOUT_SECONDS:g})",
+            f"(default {DEFAULT_INGEST_TIMEOUT_SECONDS:g})",
         )
         command.add_argument(
             "--api-key",
@@ -492,7 +492,7 @@ def _parser() -> argparse.ArgumentParser:
 def _call_failed(arguments: argparse.Namespace, error: grpc.RpcError) -> str:
     code = error.code()
     timeout = arguments.timeout or (
-        DEFAULT_IMPORT_TIMEOUT_SECONDS if arguments.command == "import" else DEFAULT_TIMEOUT_SECONDS
+        DEFAULT_INGEST_TIMEOUT_SECONDS if arguments.command == "import" else DEFAULT_TIMEOUT_SECONDS
     )
     hint = HINTS.get(code, "").format(target=arguments.target, timeout=timeout)
     stored = "; nothing was stored" if arguments.command == "import" else ""

@@ -29,12 +29,18 @@ from timeseries_aggregation.client.results import (
     granularity_name,
 )
 from timeseries_aggregation.client.retry import RetryPolicy
-from timeseries_aggregation.client.settings import ClientOptions
+from timeseries_aggregation.client.settings import (
+    DEFAULT_INGEST_TIMEOUT_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    ClientOptions,
+)
 from timeseries_aggregation.client.sync import TimeseriesClient
 
 __all__ = [
     "API_KEY_VARIABLE",
+    "DEFAULT_INGEST_TIMEOUT_SECONDS",
     "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT_SECONDS",
     "GRANULARITY_NAMES",
     "TARGET_VARIABLE",
     "AsyncTimeseriesClient",
