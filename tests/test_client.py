@@ -1,19 +1,27 @@
-"""The client helpers: credentials from arguments or the environment, and message building."""
+"""The Python clients: credentials, message building, typed results, paging and retries."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
 from tests.conftest import server_config
-from tests.server_process import free_port
+from tests.support import eventually
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.client import (
     API_KEY_VARIABLE,
     AsyncTimeseriesClient,
+    Bucket,
+    HistoryEntry,
+    IngestResult,
     Reading,
     ReadingLike,
     RetryPolicy,
@@ -22,7 +30,11 @@ from timeseries_aggregation.client import (
     row_messages,
     series_messages,
 )
+from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
 from timeseries_aggregation.storage.database import Database
+
+Context = grpc.aio.ServicerContext[Any, Any]
+QUICK_RETRIES = RetryPolicy(max_attempts=3, initial_backoff_seconds=0.01, max_backoff_seconds=0.01)
 
 
 def test_api_key_comes_from_the_argument_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,7 +53,7 @@ def test_series_messages_split_columns_into_messages() -> None:
     assert list(messages[2].series_readings[0].quantity_kwh) == [5.0]
     assert {m.series_readings[0].series_id for m in messages} == {"m"}
     with pytest.raises(ValueError, match="same length"):
-        list(series_messages("m", times, [1.0], 2))
+        series_messages("m", times, [1.0], 2)
 
 
 def test_row_messages_carry_microseconds_as_timestamps() -> None:
@@ -51,26 +63,79 @@ def test_row_messages_carry_microseconds_as_timestamps() -> None:
     assert (reading.series_id, reading.quantity_kwh) == ("m", 2.5)
 
 
+@pytest.mark.parametrize("size", [0, -1, MAX_READINGS_PER_MESSAGE + 1])
+def test_message_sizes_outside_the_api_limit_are_refused_before_any_message(size: int) -> None:
+    expected = f"must be 1 to 50,000 readings, got {size}"
+    with pytest.raises(ValueError, match=expected):
+        series_messages("m", [0], [1.0], size)
+    with pytest.raises(ValueError, match=expected):
+        row_messages([("m", 0, 1.0)], size)
+    # No server listens on port 1: a call would fail with UNAVAILABLE, not ValueError.
+    with (
+        TimeseriesClient("127.0.0.1:1") as client,
+        pytest.raises(ValueError, match=f"^batch_size {expected}"),
+    ):
+        client.ingest([("m", datetime(2025, 1, 1, tzinfo=UTC), 1.0)], batch_size=size)
+
+
 async def test_blocking_client_ingests_queries_and_pages(server: RunningServer) -> None:
     target = f"127.0.0.1:{server.port}"
     start = datetime(2025, 1, 1, tzinfo=UTC)
     readings: list[ReadingLike] = [("m1", start + timedelta(hours=hour), 2.0) for hour in range(72)]
     readings.append(Reading("m1", start, 5.0))  # the last write of a key wins
 
-    def work() -> tuple[int, list[tuple[str, float]], list[str]]:
+    def work() -> tuple[IngestResult, list[Bucket], list[HistoryEntry]]:
         with TimeseriesClient(target, timeout_seconds=10) as client:
             response = client.ingest(readings, batch_size=10)
-            buckets = [
-                (bucket.period, bucket.total_quantity_kwh)
-                for bucket in client.query("m1", "daily", page_size=1, time_zone="UTC")
-            ]
-            callers = [entry.series_id for entry in client.history(page_size=1, limit=2)]
-        return response.readings_received, buckets, callers
+            buckets = list(client.query("m1", "daily", page_size=1, time_zone="UTC"))
+            entries = list(client.history(page_size=1, limit=2))
+        return response, buckets, entries
 
-    received, buckets, history = await asyncio.to_thread(work)
-    assert received == 73
-    assert buckets == [("2025-01-01", 51.0), ("2025-01-02", 48.0), ("2025-01-03", 48.0)]
-    assert history == ["m1", "m1"]
+    result, buckets, entries = await asyncio.to_thread(work)
+    assert (result.readings_received, result.messages_received, result.series_count) == (73, 8, 1)
+    assert result.raw.readings_received == 73
+    assert [(bucket.period, bucket.total_quantity_kwh) for bucket in buckets] == [
+        ("2025-01-01", 51.0),
+        ("2025-01-02", 48.0),
+        ("2025-01-03", 48.0),
+    ]
+    assert (buckets[0].start_time, buckets[0].end_time) == (start, start + timedelta(days=1))
+    assert [entry.series_id for entry in entries] == ["m1", "m1"]
+    assert [entry.continued_page for entry in entries] == [True, True]
+
+
+async def test_results_are_frozen_dataclasses_with_aware_datetimes_and_the_raw_message(
+    server: RunningServer,
+) -> None:
+    start = datetime(2025, 10, 26, tzinfo=UTC)
+    async with AsyncTimeseriesClient(f"127.0.0.1:{server.port}", timeout_seconds=10) as client:
+        await client.ingest([Reading("z1", start + timedelta(hours=hour), 1.0) for hour in range(3)])
+        [bucket] = [
+            bucket
+            async for bucket in client.query("z1", "daily", time_zone="Europe/Berlin", start_time=start)
+        ]
+        [entry] = [entry async for entry in client.history(limit=1)]
+
+    assert bucket == Bucket(
+        period="2025-10-26",
+        start_time=datetime(2025, 10, 25, 22, tzinfo=UTC),
+        end_time=datetime(2025, 10, 26, 23, tzinfo=UTC),  # 25 hours: the clocks went back
+        total_quantity_kwh=3.0,
+        min_quantity_kwh=1.0,
+        max_quantity_kwh=1.0,
+        mean_quantity_kwh=1.0,
+        reading_count=3,
+        raw=pb.Bucket(),  # not compared: the raw message is one attribute away, not part of the value
+    )
+    assert bucket.raw.period == "2025-10-26"
+    assert isinstance(entry, HistoryEntry)
+    assert entry.query_time.tzinfo is not None
+    assert abs(datetime.now(UTC) - entry.query_time) < timedelta(minutes=5)
+    assert (entry.series_id, entry.granularity, entry.time_zone) == ("z1", "daily", "Europe/Berlin")
+    assert (entry.start_time, entry.end_time, entry.bucket_count) == (start, None, 1)
+    assert entry.raw.series_id == "z1"
+    with pytest.raises(FrozenInstanceError):
+        entry.series_id = "other"  # type: ignore[misc]
 
 
 async def test_async_client_takes_async_iterables_and_pages(server: RunningServer) -> None:
@@ -88,23 +153,143 @@ async def test_async_client_takes_async_iterables_and_pages(server: RunningServe
         hourly = [bucket async for bucket in client.query("a1", "hourly", page_size=5, start_time=start)]
         assert len(hourly) == 48
         entries = [entry async for entry in client.history(limit=3)]
-        assert [entry.granularity for entry in entries] == [pb.GRANULARITY_HOURLY] * 3
+        assert [entry.granularity for entry in entries] == ["hourly"] * 3
+
+
+class RefusingListener:
+    """A port where something listens but no gRPC server answers: every connection is
+    closed at once, and counted, so a test can wait until a client has tried."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.port = 0
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.close()
+
+    @asynccontextmanager
+    async def listening(self) -> AsyncIterator["RefusingListener"]:
+        server = await asyncio.start_server(self._refuse, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        async with server:
+            yield self
 
 
 async def test_calls_are_retried_until_the_server_comes_up(database: Database) -> None:
-    port = free_port()
-    patient = RetryPolicy(max_attempts=20, initial_backoff_seconds=0.1, max_backoff_seconds=0.3)
-    async with AsyncTimeseriesClient(f"127.0.0.1:{port}", timeout_seconds=5, retry=patient) as client:
+    patient = RetryPolicy(max_attempts=60, initial_backoff_seconds=0.1, max_backoff_seconds=0.3)
+    async with RefusingListener().listening() as refusing:
+        port = refusing.port
+        client = AsyncTimeseriesClient(f"127.0.0.1:{port}", timeout_seconds=5, retry=patient)
         early = asyncio.ensure_future(client.ingest([("r1", datetime(2025, 1, 1, tzinfo=UTC), 1.0)]))
-        await asyncio.sleep(0.8)
+
+        async def tried() -> None:
+            assert refusing.connections >= 1
+
+        await eventually(tried)
         assert not early.done()
-        async with grpc_server(database, server_config(listen_address=f"127.0.0.1:{port}")):
-            response = await early
-            assert response.readings_received == 1
-            assert [b.reading_count async for b in client.query("r1", "daily")] == [1]
+    async with client, grpc_server(database, server_config(listen_address=f"127.0.0.1:{port}")):
+        response = await early
+        assert response.readings_received == 1
+        assert [b.reading_count async for b in client.query("r1", "daily")] == [1]
 
 
 def test_retry_policy_backs_off_exponentially_with_jitter() -> None:
     delays = list(RetryPolicy(max_attempts=5, initial_backoff_seconds=0.1, max_backoff_seconds=0.3).delays())
     assert len(delays) == 4
     assert all(0 <= delay <= ceiling for delay, ceiling in zip(delays, [0.1, 0.2, 0.3, 0.3], strict=True))
+
+
+class ConflictingService(pb_grpc.TimeseriesAggregationServiceServicer):
+    """Answers its first ingest streams ABORTED, as the service does for a deadlock or a
+    serialization failure (rolled back, safe to send again), then OK; records what each
+    stream carried."""
+
+    def __init__(self, conflicts: int) -> None:
+        self.conflicts = conflicts
+        self.streams: list[list[float]] = []
+
+    async def IngestReadings(
+        self, request_iterator: AsyncIterator[pb.IngestReadingsRequest], context: Context
+    ) -> pb.IngestReadingsResponse:
+        quantities = [
+            quantity
+            async for message in request_iterator
+            for block in message.series_readings
+            for quantity in block.quantity_kwh
+        ]
+        self.streams.append(quantities)
+        if len(self.streams) <= self.conflicts:
+            await context.abort(grpc.StatusCode.ABORTED, "deadlock detected; the stream was rolled back")
+        return pb.IngestReadingsResponse(
+            readings_received=len(quantities), messages_received=1, series_count=1
+        )
+
+    async def QueryAggregates(
+        self, request: pb.QueryAggregatesRequest, context: Context
+    ) -> pb.QueryAggregatesResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not here")
+
+    async def ListQueryHistory(
+        self, request: pb.ListQueryHistoryRequest, context: Context
+    ) -> pb.ListQueryHistoryResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not here")
+
+
+@asynccontextmanager
+async def conflicting_server(conflicts: int) -> AsyncIterator[tuple[ConflictingService, str]]:
+    """A real gRPC server on a free loopback port serving ConflictingService."""
+    service = ConflictingService(conflicts)
+    server = grpc.aio.server()
+    pb_grpc.add_TimeseriesAggregationServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield service, f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+READINGS = [Reading("c1", datetime(2025, 1, 1, hour, tzinfo=UTC), float(hour)) for hour in range(5)]
+
+
+async def test_an_aborted_ingest_of_a_list_is_sent_again_whole() -> None:
+    async with conflicting_server(conflicts=1) as (service, target):
+        async with AsyncTimeseriesClient(target, retry=QUICK_RETRIES) as client:
+            result = await client.ingest(READINGS, batch_size=2)
+        assert result.readings_received == 5
+        assert service.streams == [[0.0, 1.0, 2.0, 3.0, 4.0]] * 2
+
+    async with conflicting_server(conflicts=1) as (service, target):
+
+        def blocking() -> IngestResult:
+            with TimeseriesClient(target, retry=QUICK_RETRIES) as client:
+                return client.ingest(READINGS, batch_size=2)
+
+        assert (await asyncio.to_thread(blocking)).readings_received == 5
+        assert service.streams == [[0.0, 1.0, 2.0, 3.0, 4.0]] * 2
+
+
+async def test_an_aborted_ingest_of_a_one_shot_iterator_is_not_sent_again() -> None:
+    def once() -> Iterator[Reading]:
+        yield from READINGS
+
+    async with conflicting_server(conflicts=1) as (service, target):
+        async with AsyncTimeseriesClient(target, retry=QUICK_RETRIES) as client:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await client.ingest(once(), batch_size=2)
+        assert raised.value.code() == grpc.StatusCode.ABORTED
+        assert len(service.streams) == 1
+
+    async with conflicting_server(conflicts=1) as (service, target):
+
+        def blocking() -> grpc.StatusCode:
+            with TimeseriesClient(target, retry=QUICK_RETRIES) as client:
+                try:
+                    client.ingest(once(), batch_size=2)
+                except grpc.RpcError as error:
+                    return error.code()
+            return grpc.StatusCode.OK
+
+        assert await asyncio.to_thread(blocking) == grpc.StatusCode.ABORTED
+        assert len(service.streams) == 1

@@ -123,6 +123,12 @@ class TestCsv:
 
         assert read_error(path) == "row 2: Quantity kWh 'twelve' is not a number"
 
+    @pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-Infinity", "1e999"])
+    def test_non_finite_number_names_the_row_and_column(self, tmp_path: Path, text: str) -> None:
+        path = write_csv(tmp_path, HEADER + f"2025-01-01T00:00Z,1\n2025-01-01T01:00Z,{text}\n")
+
+        assert read_error(path) == f"row 3: Quantity kWh '{text}' is not a finite number"
+
     def test_rows_already_read_are_returned_before_the_error(self, tmp_path: Path) -> None:
         rows = read_rows(write_csv(tmp_path, HEADER + "2025-01-01T00:00Z,1\nyesterday,2\n"))
 
@@ -161,6 +167,11 @@ class TestCsv:
 
     def test_empty_file_is_named(self, tmp_path: Path) -> None:
         assert read_error(write_csv(tmp_path, "")) == "readings.csv: the file is empty"
+
+    def test_file_that_cannot_be_opened_is_a_reading_file_error(self, tmp_path: Path) -> None:
+        (tmp_path / "folder.csv").mkdir()
+
+        assert read_error(tmp_path / "folder.csv") == "folder.csv: cannot be read (Is a directory)"
 
     def test_file_that_is_not_utf8_is_a_reading_file_error(self, tmp_path: Path) -> None:
         path = tmp_path / "readings.csv"
@@ -224,8 +235,16 @@ class TestXlsx:
             ((datetime(2025, 1, 1, 1), True), "row 3: Quantity kWh True is not a number"),
             ((datetime(2025, 1, 1, 1), "n/a"), "row 3: Quantity kWh 'n/a' is not a number"),
             ((datetime(2025, 1, 1, 1), None), "row 3: Quantity kWh None is not a number"),
+            ((datetime(2025, 1, 1, 1), "inf"), "row 3: Quantity kWh 'inf' is not a finite number"),
         ],
-        ids=["number-as-time", "text-as-time", "boolean-quantity", "text-quantity", "missing-quantity"],
+        ids=[
+            "number-as-time",
+            "text-as-time",
+            "boolean-quantity",
+            "text-quantity",
+            "missing-quantity",
+            "infinite-text",
+        ],
     )
     def test_bad_cell_names_the_row_and_column(
         self, tmp_path: Path, cells: tuple[object, object], message: str

@@ -7,7 +7,9 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -16,26 +18,37 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
-import plotext
 from tqdm import tqdm
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.client import (
     API_KEY_VARIABLE,
+    DEFAULT_INGEST_TIMEOUT_SECONDS,
     DEFAULT_TARGET,
+    DEFAULT_TIMEOUT_SECONDS,
+    TARGET_VARIABLE,
+    Bucket,
+    ClientOptions,
+    HistoryEntry,
     TimeseriesClient,
     series_messages,
     unix_micros,
 )
-from timeseries_aggregation.config import ConfigError, load_config
-from timeseries_aggregation.domain.api_keys import key_file_line, new_key, parse_scopes
-from timeseries_aggregation.limits import HISTORY_MAX_PAGE_SIZE
+from timeseries_aggregation.limits import (
+    BUCKETS_MAX_PAGE_SIZE,
+    HISTORY_MAX_PAGE_SIZE,
+    MAX_READINGS_PER_MESSAGE,
+    SERIES_ID_MAX_LENGTH,
+)
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
 
 GRANULARITIES = ("hourly", "daily", "monthly")
 EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE = 0, 1, 2, 3
+# What shells report for a command ended by Ctrl-C (128 + SIGINT) or by a closed pipe (SIGPIPE).
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
 EXAMPLES = """examples:
   timeseries-aggregation serve
@@ -47,7 +60,7 @@ EXAMPLES = """examples:
   timeseries-aggregation history --limit 20 --format json
 
 exit codes: 0 done, 1 the service refused or failed the call, 2 usage or configuration
-error, 3 the input file cannot be read.
+error, 3 the input file cannot be read, 130 interrupted (Ctrl-C), 141 output closed early.
 """
 
 # What to do about the errors people meet most, by status code.
@@ -55,8 +68,19 @@ HINTS = {
     grpc.StatusCode.UNAVAILABLE: "is the server running and reachable at {target}? (retried already)",
     grpc.StatusCode.UNAUTHENTICATED: f"pass --api-key or set ${API_KEY_VARIABLE}",
     grpc.StatusCode.PERMISSION_DENIED: "ask for a key with the scope this command needs",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "raise --timeout, or narrow the query",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "it took longer than --timeout ({timeout:g} s); raise it",
 }
+
+
+class UsageError(Exception):
+    """Options that make sense alone but not together; the message names the flags."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
 
 
 def _serve(arguments: argparse.Namespace) -> int:
@@ -65,6 +89,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     # The server's imports are not a client's concern.
     from timeseries_aggregation.app import serve
+    from timeseries_aggregation.config import ConfigError, load_config
     from timeseries_aggregation.errors import DatabaseUnavailableError, StartupError
     from timeseries_aggregation.observability.logs import configure_logging
 
@@ -86,17 +111,26 @@ def _serve(arguments: argparse.Namespace) -> int:
 
 
 def _client(arguments: argparse.Namespace) -> TimeseriesClient:
-    return TimeseriesClient(
-        arguments.target,
-        api_key=arguments.api_key,
-        tls_ca=arguments.tls_ca,
-        tls_cert=arguments.tls_cert,
-        tls_key=arguments.tls_key,
-        timeout_seconds=arguments.timeout,
-    )
+    if (arguments.tls_cert is None) != (arguments.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together (mutual TLS needs both)")
+    if arguments.tls_cert is not None and arguments.tls_ca is None:
+        raise UsageError("--tls-cert needs --tls-ca: mutual TLS is TLS first")
+    options: ClientOptions = {
+        "api_key": arguments.api_key,
+        "tls_ca": arguments.tls_ca,
+        "tls_cert": arguments.tls_cert,
+        "tls_key": arguments.tls_key,
+    }
+    if arguments.timeout is not None:
+        # For import, the deadline of the whole stream: every message and the final commit.
+        options["timeout_seconds"] = options["ingest_timeout_seconds"] = arguments.timeout
+    return TimeseriesClient(arguments.target, **options)
 
 
 def _generate_key(arguments: argparse.Namespace) -> int:
+    # Only this command needs the key rules; the client commands stay free of the service's code.
+    from timeseries_aggregation.domain.api_keys import key_file_line, new_key, parse_scopes
+
     try:
         scopes = parse_scopes(arguments.scopes)
     except ValueError as error:
@@ -126,15 +160,16 @@ def _import(arguments: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"error: {path}: no such file", file=sys.stderr)
         return EXIT_BAD_FILE
-    file_errors: list[ReadingFileError] = []
+    reading_errors: list[Exception] = []
 
     def messages(on_batch: Callable[[int], object]) -> Iterator[pb.IngestReadingsRequest]:
-        # A bad row raises inside gRPC's sending thread, which cancels the call (so the server
-        # stores nothing) but reports only UNKNOWN; keep the error to tell the user which row.
+        # An error while reading the file raises inside gRPC's sending thread, which cancels
+        # the call (so the server stores nothing) but reports only UNKNOWN; keep the error to
+        # say what went wrong.
         try:
             yield from _file_messages(path, arguments.series_id, arguments.batch_size, on_batch)
-        except ReadingFileError as error:
-            file_errors.append(error)
+        except Exception as error:
+            reading_errors.append(error)
             raise
 
     # gRPC logs the cancelled stream's traceback; the message below says all that matters.
@@ -142,27 +177,26 @@ def _import(arguments: argparse.Namespace) -> int:
     started = time.monotonic()
     with _client(arguments) as client, tqdm(total=count_rows(path), unit=" rows", desc=path.name) as progress:
         try:
-            response = client.ingest_messages(messages(progress.update))
+            result = client.ingest_messages(messages(progress.update))
         except grpc.RpcError:
-            if file_errors:
-                raise file_errors[0] from None
+            if reading_errors:
+                raise reading_errors[0] from None
             raise
     seconds = time.monotonic() - started
     print(
-        f"stored {response.readings_received} readings of series {arguments.series_id!r} "
-        f"in {response.messages_received} messages, {seconds:.1f} s "
-        f"({response.readings_received / max(seconds, 1e-9):,.0f} readings/s)"
+        f"stored {result.readings_received} readings of series {arguments.series_id!r} "
+        f"in {result.messages_received} messages, {seconds:.1f} s "
+        f"({result.readings_received / max(seconds, 1e-9):,.0f} readings/s)"
     )
     return EXIT_OK
 
 
 def _day_start(day: date, zone_name: str) -> datetime:
-    return datetime.combine(day, clock_time(), zoneinfo.ZoneInfo(zone_name or "UTC"))
+    return datetime.combine(day, clock_time(), zoneinfo.ZoneInfo(zone_name))
 
 
-def _timestamp_text(timestamp: object) -> str:
-    moment: datetime = timestamp.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
-    return moment.isoformat().replace("+00:00", "Z")
+def _timestamp_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 BUCKET_COLUMNS = (
@@ -177,7 +211,7 @@ BUCKET_COLUMNS = (
 )
 
 
-def _bucket_row(bucket: pb.Bucket) -> dict[str, object]:
+def _bucket_row(bucket: Bucket) -> dict[str, object]:
     return {
         "period": bucket.period,
         "start_time": _timestamp_text(bucket.start_time),
@@ -190,14 +224,14 @@ def _bucket_row(bucket: pb.Bucket) -> dict[str, object]:
     }
 
 
-def _history_row(entry: pb.QueryHistoryEntry) -> dict[str, object]:
+def _history_row(entry: HistoryEntry) -> dict[str, object]:
     return {
         "ran_at": _timestamp_text(entry.query_time),
         "caller": entry.caller_name,
         "series_id": entry.series_id,
-        "granularity": pb.Granularity.Name(entry.granularity).removeprefix("GRANULARITY_").lower(),
-        "start_time": _timestamp_text(entry.start_time) if entry.HasField("start_time") else "",
-        "end_time": _timestamp_text(entry.end_time) if entry.HasField("end_time") else "",
+        "granularity": entry.granularity,
+        "start_time": _timestamp_text(entry.start_time) if entry.start_time else "",
+        "end_time": _timestamp_text(entry.end_time) if entry.end_time else "",
         "time_zone": entry.time_zone,
         "buckets": entry.bucket_count,
     }
@@ -225,29 +259,49 @@ def _table_cell(value: object) -> str:
     return f"{value:,.3f}" if isinstance(value, float) else str(value)
 
 
-def _chart(buckets: Sequence[pb.Bucket], title: str) -> str:
-    plotext.clear_figure()
-    plotext.bar([bucket.period for bucket in buckets], [bucket.total_quantity_kwh for bucket in buckets])
-    plotext.title(title)
-    plotext.ylabel("kWh")
-    plotext.plotsize(100, 25)
-    plotext.theme("clear")
-    chart: str = plotext.build()
-    # Colour codes help a terminal and spoil a file or a pipe.
-    return chart if sys.stdout.isatty() else str(plotext.uncolorize(chart))
+# The narrowest bar area a chart keeps, however narrow the terminal.
+MIN_BAR_COLUMNS = 10
+
+
+def _chart(labels: Sequence[str], values: Sequence[float], title: str, columns: int) -> str:
+    """One horizontal bar per value, its label on the left and its value on the right, within
+    `columns` characters: every label stays readable however many there are. Negative values
+    (export) grow left of a zero line, positive ones right of it."""
+    texts = [_table_cell(value) for value in values]
+    label_width = max(map(len, labels))
+    text_width = max(map(len, texts))
+    area = max(columns - label_width - text_width - 2, MIN_BAR_COLUMNS)
+    lowest, highest = min(0.0, *values), max(0.0, *values)
+    # The zero line splits the area in proportion to the largest export and the largest import.
+    negative_area = round(-lowest / ((highest - lowest) or 1.0) * area)
+    positive_area = area - negative_area
+    lines = [title]
+    for label, value, text in zip(labels, values, texts, strict=True):
+        left = "█" * round(value / lowest * negative_area) if value < 0 else ""
+        right = "█" * round(value / highest * positive_area) if value > 0 else ""
+        line = f"{label.ljust(label_width)} {left.rjust(negative_area)}{right.ljust(positive_area)}"
+        lines.append(f"{line} {text.rjust(text_width)}")
+    return "\n".join(lines)
+
+
+def _range_text(arguments: argparse.Namespace) -> str:
+    bounds = [f"from {arguments.date_from}"] if arguments.date_from else []
+    bounds += [f"to {arguments.date_to}"] if arguments.date_to else []
+    return " ".join(bounds) or "at any time"
+
+
+def _query_range(arguments: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    """The instants of the inclusive local dates --from and --to: [start of --from, end of --to)."""
+    if arguments.date_from and arguments.date_to and arguments.date_to < arguments.date_from:
+        raise UsageError(f"--to {arguments.date_to} is before --from {arguments.date_from}")
+    zone = arguments.time_zone
+    start = _day_start(arguments.date_from, zone) if arguments.date_from else None
+    end = _day_start(arguments.date_to + timedelta(days=1), zone) if arguments.date_to else None
+    return start, end
 
 
 def _query(arguments: argparse.Namespace) -> int:
-    try:
-        start = _day_start(arguments.date_from, arguments.time_zone) if arguments.date_from else None
-        end = (
-            _day_start(arguments.date_to + timedelta(days=1), arguments.time_zone)
-            if arguments.date_to
-            else None
-        )
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        print(f"error: --time-zone: {arguments.time_zone!r} is not a known time zone", file=sys.stderr)
-        return EXIT_USAGE
+    start, end = _query_range(arguments)
     with _client(arguments) as client:
         buckets = list(
             client.query(
@@ -259,8 +313,15 @@ def _query(arguments: argparse.Namespace) -> int:
                 page_size=arguments.page_size,
             )
         )
-    if arguments.chart:
-        print(_chart(buckets, f"{arguments.series_id}: {arguments.granularity} kWh ({arguments.time_zone})"))
+    if not buckets and (arguments.chart or arguments.format == "table"):
+        print(
+            f"no readings of series {arguments.series_id!r} {_range_text(arguments)} ({arguments.time_zone})"
+        )
+    elif arguments.chart:
+        title = f"{arguments.series_id}: {arguments.granularity} kWh ({arguments.time_zone})"
+        labels = [bucket.period for bucket in buckets]
+        totals = [bucket.total_quantity_kwh for bucket in buckets]
+        print(_chart(labels, totals, title, shutil.get_terminal_size().columns))
     else:
         print(_render([_bucket_row(bucket) for bucket in buckets], BUCKET_COLUMNS, arguments.format))
     return EXIT_OK
@@ -287,8 +348,72 @@ def _history(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high:,}, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _time_zone(text: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a known IANA time zone, such as UTC or Europe/Berlin"
+        ) from None
+    return text
+
+
+def _series_id(text: str) -> str:
+    # The service's own rule, checked here too so that a typo costs no call.
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(text) > SERIES_ID_MAX_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"is {len(text)} characters long; the maximum is {SERIES_ID_MAX_LENGTH}"
+        )
+    if not text.isprintable():
+        raise argparse.ArgumentTypeError("must hold only printable characters")
+    return text
+
+
+def _readable_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="timeseries-aggregation",
         description="Power-consumption readings in, aggregates out, over gRPC.",
         epilog=EXAMPLES,
@@ -310,40 +435,76 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(
             name, help=help_text, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
         )
-        command.add_argument("--target", default=DEFAULT_TARGET, help="server HOST:PORT")
-        command.add_argument("--timeout", type=float, default=30.0, help="deadline per call in seconds")
+        command.add_argument(
+            "--target",
+            default=os.environ.get(TARGET_VARIABLE) or DEFAULT_TARGET,
+            help=f"server HOST:PORT (default: ${TARGET_VARIABLE}, else {DEFAULT_TARGET})",
+        )
+        command.add_argument(
+            "--timeout",
+            type=_seconds,
+            help=f"seconds before the command gives up: each call's deadline (default "
+            f"{DEFAULT_TIMEOUT_SECONDS:g}); for import, the whole stream's "
+            f"(default {DEFAULT_INGEST_TIMEOUT_SECONDS:g})",
+        )
         command.add_argument(
             "--api-key",
             default=os.environ.get(API_KEY_VARIABLE),
             help=f"API key (default: ${API_KEY_VARIABLE})",
         )
-        command.add_argument("--tls-ca", type=Path, help="CA certificate to verify the server: use TLS")
-        command.add_argument("--tls-cert", type=Path, help="client certificate, for mutual TLS")
-        command.add_argument("--tls-key", type=Path, help="client private key, for mutual TLS")
+        command.add_argument(
+            "--tls-ca", type=_readable_file, help="CA certificate to verify the server: use TLS"
+        )
+        command.add_argument("--tls-cert", type=_readable_file, help="client certificate, for mutual TLS")
+        command.add_argument("--tls-key", type=_readable_file, help="client private key, for mutual TLS")
         return command
 
     ingest = client_command("import", help_text="stream an .xlsx or .csv file of readings")
     ingest.add_argument("file", type=Path, help="columns 'Time (UTC)' and 'Quantity kWh'")
-    ingest.add_argument("--series-id", required=True, help="the meter the readings belong to")
-    ingest.add_argument("--batch-size", type=int, default=5_000, help="readings per message")
+    ingest.add_argument(
+        "--series-id", type=_series_id, required=True, help="the meter the readings belong to"
+    )
+    ingest.add_argument(
+        "--batch-size",
+        type=_whole_number(1, MAX_READINGS_PER_MESSAGE),
+        default=5_000,
+        help=f"readings per message, 1 to {MAX_READINGS_PER_MESSAGE:,} (default 5,000)",
+    )
     ingest.set_defaults(run=_import)
 
     query = client_command("query", help_text="print aggregates of one series")
-    query.add_argument("--series-id", required=True)
+    query.add_argument("--series-id", type=_series_id, required=True)
     query.add_argument("--granularity", choices=GRANULARITIES, required=True)
-    query.add_argument("--from", dest="date_from", type=date.fromisoformat, help="first day, inclusive")
-    query.add_argument("--to", dest="date_to", type=date.fromisoformat, help="last day, inclusive")
-    query.add_argument("--time-zone", default="UTC", help="IANA zone for buckets and dates")
-    query.add_argument("--page-size", type=int, default=0, help="buckets per call (0: the server's default)")
+    query.add_argument("--from", dest="date_from", type=_day, help="first day, inclusive (YYYY-MM-DD)")
+    query.add_argument("--to", dest="date_to", type=_day, help="last day, inclusive (YYYY-MM-DD)")
+    query.add_argument("--time-zone", type=_time_zone, default="UTC", help="IANA zone for buckets and dates")
+    query.add_argument(
+        "--page-size",
+        type=_whole_number(0, BUCKETS_MAX_PAGE_SIZE),
+        default=0,
+        help=f"buckets per call, up to {BUCKETS_MAX_PAGE_SIZE:,} (0: the server's default)",
+    )
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.add_argument("--chart", action="store_true", help="draw the totals as a bar chart")
     query.set_defaults(run=_query)
 
     history = client_command("history", help_text="print the most recent queries")
-    history.add_argument("--limit", type=int, default=10, help="how many, newest first")
+    history.add_argument("--limit", type=_whole_number(1), default=10, help="how many, newest first")
     history.add_argument("--format", choices=("table", "csv", "json"), default="table")
     history.set_defaults(run=_history)
     return parser
+
+
+def _call_failed(arguments: argparse.Namespace, error: grpc.RpcError) -> str:
+    code = error.code()
+    timeout = arguments.timeout or (
+        DEFAULT_INGEST_TIMEOUT_SECONDS if arguments.command == "import" else DEFAULT_TIMEOUT_SECONDS
+    )
+    hint = HINTS.get(code, "").format(target=arguments.target, timeout=timeout)
+    stored = "; nothing was stored" if arguments.command == "import" else ""
+    return f"error: {arguments.command} failed: {error.details()} ({code.name}){stored}" + (
+        f"; {hint}" if hint else ""
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,17 +512,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         exit_code: int = arguments.run(arguments)
     except grpc.RpcError as error:
-        code = error.code()
-        hint = HINTS.get(code, "").format(target=getattr(arguments, "target", ""))
-        details = error.details()
-        print(
-            f"error: {arguments.command} failed: {details} ({code.name})" + (f"; {hint}" if hint else ""),
-            file=sys.stderr,
-        )
+        print(_call_failed(arguments, error), file=sys.stderr)
         return EXIT_CALL_FAILED
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except ReadingFileError as error:
         print(f"error: {error}; nothing was stored", file=sys.stderr)
         return EXIT_BAD_FILE
+    except BrokenPipeError:
+        # The reader of the output left (`| head`): stop quietly, as other commands do, and keep
+        # the interpreter from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        # Leaving the client's `with` closed the channel, which cancelled the call in flight.
+        cancelled = (
+            "; the stream was cancelled, so nothing was stored" if arguments.command == "import" else ""
+        )
+        print(f"error: {arguments.command} interrupted{cancelled}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return exit_code
 
 

@@ -1,6 +1,7 @@
 """Reading (time, quantity) rows from the spreadsheets and CSV files bulk loaders have."""
 
 import csv
+import math
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,9 +54,12 @@ def _as_quantity(value: object, row_number: int) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ReadingFileError(f"row {row_number}: {QUANTITY_COLUMN} {value!r} is not a number")
     try:
-        return float(value)
+        quantity = float(value)
     except ValueError:
         raise ReadingFileError(f"row {row_number}: {QUANTITY_COLUMN} {value!r} is not a number") from None
+    if not math.isfinite(quantity):
+        raise ReadingFileError(f"row {row_number}: {QUANTITY_COLUMN} {value!r} is not a finite number")
+    return quantity
 
 
 def _blank(value: object) -> bool:
@@ -105,7 +109,11 @@ def read_rows(path: Path) -> Iterator[ReadingRow]:
         finally:
             workbook.close()
     elif suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as file:
+        try:
+            opened = path.open(newline="", encoding="utf-8-sig")
+        except OSError as error:
+            raise ReadingFileError(f"{path.name}: cannot be read ({error.strerror})") from None
+        with opened as file:
             try:
                 yield from _rows((tuple(row) for row in csv.reader(file)), path.name)
             except UnicodeDecodeError as error:

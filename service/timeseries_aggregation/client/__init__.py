@@ -4,33 +4,51 @@ from timeseries_aggregation.client.aio import AsyncTimeseriesClient
 from timeseries_aggregation.client.channel import (
     API_KEY_VARIABLE,
     DEFAULT_TARGET,
+    TARGET_VARIABLE,
     Connection,
     auth_metadata,
     open_aio_channel,
     open_channel,
 )
 from timeseries_aggregation.client.messages import (
-    GRANULARITY_NAMES,
     QueryOptions,
     Reading,
     ReadingLike,
     batch_message,
+    check_message_size,
     query_request,
     row_messages,
     series_messages,
     unix_micros,
 )
+from timeseries_aggregation.client.results import (
+    GRANULARITY_NAMES,
+    Bucket,
+    HistoryEntry,
+    IngestResult,
+    granularity_name,
+)
 from timeseries_aggregation.client.retry import RetryPolicy
-from timeseries_aggregation.client.settings import ClientOptions
+from timeseries_aggregation.client.settings import (
+    DEFAULT_INGEST_TIMEOUT_SECONDS,
+    DEFAULT_TIMEOUT_SECONDS,
+    ClientOptions,
+)
 from timeseries_aggregation.client.sync import TimeseriesClient
 
 __all__ = [
     "API_KEY_VARIABLE",
+    "DEFAULT_INGEST_TIMEOUT_SECONDS",
     "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT_SECONDS",
     "GRANULARITY_NAMES",
+    "TARGET_VARIABLE",
     "AsyncTimeseriesClient",
+    "Bucket",
     "ClientOptions",
     "Connection",
+    "HistoryEntry",
+    "IngestResult",
     "QueryOptions",
     "Reading",
     "ReadingLike",
@@ -38,6 +56,8 @@ __all__ = [
     "TimeseriesClient",
     "auth_metadata",
     "batch_message",
+    "check_message_size",
+    "granularity_name",
     "open_aio_channel",
     "open_channel",
     "query_request",

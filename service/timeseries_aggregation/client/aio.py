@@ -11,8 +11,15 @@ import grpc
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client.channel import DEFAULT_TARGET, open_aio_channel
-from timeseries_aggregation.client.messages import QueryOptions, ReadingLike, batch_message, query_request
-from timeseries_aggregation.client.retry import should_retry
+from timeseries_aggregation.client.messages import (
+    QueryOptions,
+    ReadingLike,
+    batch_message,
+    check_message_size,
+    query_request,
+)
+from timeseries_aggregation.client.results import Bucket, HistoryEntry, IngestResult
+from timeseries_aggregation.client.retry import INGEST_RETRYABLE, RETRYABLE, should_retry
 from timeseries_aggregation.client.settings import ClientOptions, ClientSettings
 
 if TYPE_CHECKING:
@@ -49,7 +56,10 @@ class AsyncTimeseriesClient(ClientSettings):
         await self._channel.close()
 
     async def _call(
-        self, attempt: Callable[[], Awaitable[Result]], may_retry: Callable[[], bool] = lambda: True
+        self,
+        attempt: Callable[[], Awaitable[Result]],
+        may_retry: Callable[[], bool] = lambda: True,
+        retryable: frozenset[grpc.StatusCode] = RETRYABLE,
     ) -> Result:
         delays = self._retry.delays()
         while True:
@@ -57,15 +67,16 @@ class AsyncTimeseriesClient(ClientSettings):
                 return await attempt()
             except grpc.aio.AioRpcError as error:
                 delay = next(delays, None)
-                if delay is None or not should_retry(error) or not may_retry():
+                if delay is None or not should_retry(error, retryable) or not may_retry():
                     raise
                 await asyncio.sleep(delay)
 
     async def ingest(
         self, readings: Iterable[ReadingLike] | AsyncIterable[ReadingLike], batch_size: int = 5_000
-    ) -> pb.IngestReadingsResponse:
+    ) -> IngestResult:
         """Stream readings in messages of batch_size; all are stored, or none. Retried like
         TimeseriesClient.ingest: sequences fully, other iterables only before they start."""
+        check_message_size(batch_size, "batch_size")
         replayable = isinstance(readings, Sequence)
         started = False
 
@@ -80,14 +91,15 @@ class AsyncTimeseriesClient(ClientSettings):
                 messages(), timeout=self._ingest_timeout, metadata=self._metadata
             )
 
-        return await self._call(attempt, lambda: replayable or not started)
+        response = await self._call(attempt, lambda: replayable or not started, INGEST_RETRYABLE)
+        return IngestResult.from_message(response)
 
     async def query(
         self,
         series_id: str,
         granularity: str | int,
         **options: Unpack[QueryOptions],
-    ) -> AsyncIterator[pb.Bucket]:
+    ) -> AsyncIterator[Bucket]:
         """Every bucket of the query, fetching page after page as they are consumed."""
         request = query_request(series_id, granularity, **options)
         while True:
@@ -95,14 +107,12 @@ class AsyncTimeseriesClient(ClientSettings):
                 lambda: self._stub.QueryAggregates(request, timeout=self._timeout, metadata=self._metadata)
             )
             for bucket in response.buckets:
-                yield bucket
+                yield Bucket.from_message(bucket)
             if not response.next_page_token:
                 return
             request.page_token = response.next_page_token
 
-    async def history(
-        self, page_size: int = 0, limit: int | None = None
-    ) -> AsyncIterator[pb.QueryHistoryEntry]:
+    async def history(self, page_size: int = 0, limit: int | None = None) -> AsyncIterator[HistoryEntry]:
         """Recorded queries, newest first, across pages; at most `limit` of them."""
         request = pb.ListQueryHistoryRequest(page_size=page_size)
         counted = itertools.count()
@@ -113,7 +123,7 @@ class AsyncTimeseriesClient(ClientSettings):
             for entry in response.entries:
                 if limit is not None and next(counted) >= limit:
                     return
-                yield entry
+                yield HistoryEntry.from_message(entry)
             if not response.next_page_token:
                 return
             request.page_token = response.next_page_token

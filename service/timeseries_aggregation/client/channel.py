@@ -7,6 +7,8 @@ from pathlib import Path
 import grpc
 
 API_KEY_VARIABLE = "TIMESERIES_AGGREGATION_API_KEY"
+# The command line's default --target, when set.
+TARGET_VARIABLE = "TIMESERIES_AGGREGATION_TARGET"
 DEFAULT_TARGET = "localhost:50051"
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import numpy.typing as npt
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.client.results import GRANULARITY_NAMES
+from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
 
 MICROS_PER_SECOND = 1_000_000
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -31,6 +33,12 @@ def unix_micros(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - _UNIX_EPOCH) // timedelta(microseconds=1)
+
+
+def check_message_size(message_size: int, name: str = "message_size") -> None:
+    """Raise ValueError unless message_size readings fit in one message of the API."""
+    if not 1 <= message_size <= MAX_READINGS_PER_MESSAGE:
+        raise ValueError(f"{name} must be 1 to {MAX_READINGS_PER_MESSAGE:,} readings, got {message_size}")
 
 
 def batch_message(readings: Sequence[ReadingLike]) -> pb.IngestReadingsRequest:
@@ -57,11 +65,18 @@ def series_messages(
     message_size: int,
 ) -> Iterator[pb.IngestReadingsRequest]:
     """Readings of one series in columnar messages of message_size readings: the cheapest
-    form to encode, send and decode."""
+    form to encode, send and decode. Checks its arguments at once, before any message."""
+    check_message_size(message_size)
     times = np.asarray(time_unix_micros, dtype=np.int64)
     quantities = np.asarray(quantity_kwh, dtype=np.float64)
     if times.shape != quantities.shape:
         raise ValueError("time_unix_micros and quantity_kwh must have the same length")
+    return _column_messages(series_id, times, quantities, message_size)
+
+
+def _column_messages(
+    series_id: str, times: npt.NDArray[np.int64], quantities: npt.NDArray[np.float64], message_size: int
+) -> Iterator[pb.IngestReadingsRequest]:
     for start in range(0, len(times), message_size):
         end = start + message_size
         columns = pb.SeriesReadings(series_id=series_id)
@@ -73,7 +88,15 @@ def series_messages(
 def row_messages(
     readings: Iterable[tuple[str, int, float]], message_size: int
 ) -> Iterator[pb.IngestReadingsRequest]:
-    """(series_id, unix microseconds, kWh) readings in row-form messages of message_size."""
+    """(series_id, unix microseconds, kWh) readings in row-form messages of message_size;
+    checks message_size at once, before any message."""
+    check_message_size(message_size)
+    return _row_messages(readings, message_size)
+
+
+def _row_messages(
+    readings: Iterable[tuple[str, int, float]], message_size: int
+) -> Iterator[pb.IngestReadingsRequest]:
     batch: list[pb.Reading] = []
     for series_id, micros, quantity in readings:
         seconds, remainder = divmod(micros, MICROS_PER_SECOND)
@@ -86,14 +109,6 @@ def row_messages(
             batch = []
     if batch:
         yield pb.IngestReadingsRequest(readings=batch)
-
-
-GRANULARITY_NAMES = {
-    "hourly": pb.GRANULARITY_HOURLY,
-    "daily": pb.GRANULARITY_DAY_OF_MONTH,
-    "day_of_month": pb.GRANULARITY_DAY_OF_MONTH,
-    "monthly": pb.GRANULARITY_MONTHLY,
-}
 
 
 class QueryOptions(TypedDict, total=False):

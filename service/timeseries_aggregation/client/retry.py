@@ -10,6 +10,9 @@ import grpc
 # RESOURCE_EXHAUSTED when its stream limit is reached: both pass. Every call of ours is safe
 # to repeat: queries read, history reads, and ingest replaces readings by key.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# An ingest stream that met a deadlock or a serialization failure is ABORTED and rolled back
+# whole: sending it again is the retry the status asks for.
+INGEST_RETRYABLE = RETRYABLE | {grpc.StatusCode.ABORTED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,7 @@ class RetryPolicy:
             ceiling = min(ceiling * self.multiplier, self.max_backoff_seconds)
 
 
-def should_retry(error: grpc.RpcError) -> bool:
+def should_retry(error: grpc.RpcError, retryable: frozenset[grpc.StatusCode] = RETRYABLE) -> bool:
+    """Whether the status of a failed call is one of the retryable codes."""
     code = error.code() if callable(getattr(error, "code", None)) else None
-    return code in RETRYABLE
+    return code in retryable

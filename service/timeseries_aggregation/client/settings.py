@@ -6,6 +6,10 @@ from typing import TypedDict
 from timeseries_aggregation.client.channel import DEFAULT_TARGET, Connection
 from timeseries_aggregation.client.retry import RetryPolicy
 
+# Deadlines of a call, and of a whole ingest stream, unless the client is told otherwise.
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_INGEST_TIMEOUT_SECONDS = 3600.0
+
 
 class ClientOptions(TypedDict, total=False):
     """The keyword options of both clients."""
@@ -31,8 +35,8 @@ class ClientSettings:
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
-        timeout_seconds: float = 30.0,
-        ingest_timeout_seconds: float = 3600.0,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        ingest_timeout_seconds: float = DEFAULT_INGEST_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = None,
     ) -> None:
         self._connection = Connection(target, api_key, tls_ca, tls_cert, tls_key)

@@ -11,8 +11,15 @@ import grpc
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client.channel import DEFAULT_TARGET, open_channel
-from timeseries_aggregation.client.messages import QueryOptions, ReadingLike, batch_message, query_request
-from timeseries_aggregation.client.retry import should_retry
+from timeseries_aggregation.client.messages import (
+    QueryOptions,
+    ReadingLike,
+    batch_message,
+    check_message_size,
+    query_request,
+)
+from timeseries_aggregation.client.results import Bucket, HistoryEntry, IngestResult
+from timeseries_aggregation.client.retry import INGEST_RETRYABLE, RETRYABLE, should_retry
 from timeseries_aggregation.client.settings import ClientOptions, ClientSettings
 
 Result = TypeVar("Result")
@@ -43,35 +50,41 @@ class TimeseriesClient(ClientSettings):
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, attempt: Callable[[], Result], may_retry: Callable[[], bool] = lambda: True) -> Result:
+    def _call(
+        self,
+        attempt: Callable[[], Result],
+        may_retry: Callable[[], bool] = lambda: True,
+        retryable: frozenset[grpc.StatusCode] = RETRYABLE,
+    ) -> Result:
         delays = self._retry.delays()
         while True:
             try:
                 return attempt()
             except grpc.RpcError as error:
                 delay = next(delays, None)
-                if delay is None or not should_retry(error) or not may_retry():
+                if delay is None or not should_retry(error, retryable) or not may_retry():
                     raise
                 time.sleep(delay)
 
-    def ingest(self, readings: Iterable[ReadingLike], batch_size: int = 5_000) -> pb.IngestReadingsResponse:
+    def ingest(self, readings: Iterable[ReadingLike], batch_size: int = 5_000) -> IngestResult:
         """Stream readings in messages of batch_size; all are stored, or none.
 
         A sequence (list, tuple) is sent again when a retryable error ends an attempt; any
         other iterable only if the attempt failed before its first reading was taken.
         """
+        check_message_size(batch_size, "batch_size")
         return self._stream(
             lambda: (batch_message(batch) for batch in _batches(readings, batch_size)),
             replayable=isinstance(readings, Sequence),
         )
 
-    def ingest_messages(self, messages: Iterable[pb.IngestReadingsRequest]) -> pb.IngestReadingsResponse:
+    def ingest_messages(self, messages: Iterable[pb.IngestReadingsRequest]) -> IngestResult:
         """Stream prepared messages as one atomic ingest (retried as `ingest` is)."""
         return self._stream(lambda: messages, replayable=isinstance(messages, Sequence))
 
     def _stream(
         self, make_messages: Callable[[], Iterable[pb.IngestReadingsRequest]], replayable: bool
-    ) -> pb.IngestReadingsResponse:
+    ) -> IngestResult:
         started = False
 
         def tracked() -> Iterator[pb.IngestReadingsRequest]:
@@ -86,26 +99,27 @@ class TimeseriesClient(ClientSettings):
             )
             return response
 
-        return self._call(attempt, lambda: replayable or not started)
+        response = self._call(attempt, lambda: replayable or not started, INGEST_RETRYABLE)
+        return IngestResult.from_message(response)
 
     def query(
         self,
         series_id: str,
         granularity: str | int,
         **options: Unpack[QueryOptions],
-    ) -> Iterator[pb.Bucket]:
+    ) -> Iterator[Bucket]:
         """Every bucket of the query, fetching page after page as they are consumed."""
         request = query_request(series_id, granularity, **options)
         while True:
             response: pb.QueryAggregatesResponse = self._call(
                 lambda: self._stub.QueryAggregates(request, timeout=self._timeout, metadata=self._metadata)
             )
-            yield from response.buckets
+            yield from map(Bucket.from_message, response.buckets)
             if not response.next_page_token:
                 return
             request.page_token = response.next_page_token
 
-    def history(self, page_size: int = 0, limit: int | None = None) -> Iterator[pb.QueryHistoryEntry]:
+    def history(self, page_size: int = 0, limit: int | None = None) -> Iterator[HistoryEntry]:
         """Recorded queries, newest first, across pages; at most `limit` of them."""
         request = pb.ListQueryHistoryRequest(page_size=page_size)
         entries = itertools.count()
@@ -116,7 +130,7 @@ class TimeseriesClient(ClientSettings):
             for entry in response.entries:
                 if limit is not None and next(entries) >= limit:
                     return
-                yield entry
+                yield HistoryEntry.from_message(entry)
             if not response.next_page_token:
                 return
             request.page_token = response.next_page_token

@@ -1,0 +1,102 @@
+"""What the clients return: typed results with aware datetimes, the raw message one attribute away."""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+
+# The names queries take for each granularity; the first name of a value is the one results carry.
+GRANULARITY_NAMES = {
+    "hourly": pb.GRANULARITY_HOURLY,
+    "daily": pb.GRANULARITY_DAY_OF_MONTH,
+    "day_of_month": pb.GRANULARITY_DAY_OF_MONTH,
+    "monthly": pb.GRANULARITY_MONTHLY,
+}
+_GRANULARITY_BY_VALUE: dict[int, str] = {value: name for name, value in reversed(GRANULARITY_NAMES.items())}
+
+
+def _utc(timestamp: Timestamp) -> datetime:
+    return timestamp.ToDatetime(tzinfo=UTC)
+
+
+def granularity_name(value: int) -> str:
+    """'hourly', 'daily' or 'monthly'; the number itself for a value newer than this client."""
+    return _GRANULARITY_BY_VALUE.get(value, str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What a committed ingest stream reports."""
+
+    readings_received: int
+    messages_received: int
+    series_count: int
+    raw: pb.IngestReadingsResponse = field(repr=False, compare=False)
+
+    @classmethod
+    def from_message(cls, message: pb.IngestReadingsResponse) -> "IngestResult":
+        return cls(message.readings_received, message.messages_received, message.series_count, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One aggregation bucket: [start_time, end_time) in UTC, its local period label and figures."""
+
+    period: str
+    start_time: datetime
+    end_time: datetime
+    total_quantity_kwh: float
+    min_quantity_kwh: float
+    max_quantity_kwh: float
+    mean_quantity_kwh: float
+    reading_count: int
+    raw: pb.Bucket = field(repr=False, compare=False)
+
+    @classmethod
+    def from_message(cls, message: pb.Bucket) -> "Bucket":
+        return cls(
+            period=message.period,
+            start_time=_utc(message.start_time),
+            end_time=_utc(message.end_time),
+            total_quantity_kwh=message.total_quantity_kwh,
+            min_quantity_kwh=message.min_quantity_kwh,
+            max_quantity_kwh=message.max_quantity_kwh,
+            mean_quantity_kwh=message.mean_quantity_kwh,
+            reading_count=message.reading_count,
+            raw=message,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One recorded query; start_time and end_time are None where the query was unbounded."""
+
+    query_time: datetime
+    caller_name: str
+    series_id: str
+    granularity: str
+    start_time: datetime | None
+    end_time: datetime | None
+    time_zone: str
+    page_size: int
+    continued_page: bool
+    bucket_count: int
+    raw: pb.QueryHistoryEntry = field(repr=False, compare=False)
+
+    @classmethod
+    def from_message(cls, message: pb.QueryHistoryEntry) -> "HistoryEntry":
+        return cls(
+            query_time=_utc(message.query_time),
+            caller_name=message.caller_name,
+            series_id=message.series_id,
+            granularity=granularity_name(message.granularity),
+            start_time=_utc(message.start_time) if message.HasField("start_time") else None,
+            end_time=_utc(message.end_time) if message.HasField("end_time") else None,
+            time_zone=message.time_zone,
+            page_size=message.page_size,
+            continued_page=message.continued_page,
+            bucket_count=message.bucket_count,
+            raw=message,
+        )
