@@ -607,6 +607,16 @@ async def run(arguments: argparse.Namespace) -> Results:
     return results
 
 
+SECTIONS = ("ingest", "memory", "query", "concurrency")
+
+
+def _sections(text: str) -> set[str]:
+    chosen = {name.strip() for name in text.split(",") if name.strip()}
+    if not chosen or chosen - set(SECTIONS):
+        raise argparse.ArgumentTypeError(f"choose from {','.join(SECTIONS)}; got {text!r}")
+    return chosen
+
+
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -629,9 +639,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency-seconds", type=float, default=5.0)
     parser.add_argument(
         "--sections",
-        type=lambda text: set(text.split(",")),
-        default={"ingest", "memory", "query", "concurrency"},
-        help="which to run, comma-separated: ingest,memory,query,concurrency",
+        type=_sections,
+        default=set(SECTIONS),
+        help=f"which to run, comma-separated: {','.join(SECTIONS)}",
     )
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "RESULTS.md")
     return parser.parse_args(argv)
