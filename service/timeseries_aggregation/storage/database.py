@@ -98,9 +98,7 @@ class Database:
         return dict(self._waiting)
 
     @asynccontextmanager
-    async def _connection(
-        self, name: str, acquire_timeout: float | None
-    ) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection(self, name: str, acquire_timeout: float) -> AsyncIterator[asyncpg.Connection]:
         """A connection of the named pool, counted as waiting until the pool hands it over."""
         pool = self.pools[name]
         self._waiting[name] += 1
