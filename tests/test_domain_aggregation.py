@@ -153,9 +153,18 @@ class TestMakeAggregateQuery:
             rejected_field = error.field
         else:
             assert resolved == (time_zone or "UTC")
+            assert resolved not in ("CET", "EET", "MET", "WET")
             assert zoneinfo.ZoneInfo(resolved).key == resolved
 
         assert rejected_field in (None, "time_zone")
+
+
+@pytest.mark.parametrize("name", ["CET", "EET", "MET", "WET"])
+def test_zones_the_database_reads_as_fixed_abbreviations_are_rejected(name: str) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        resolve_time_zone(name)
+    assert raised.value.field == "time_zone"
+    assert "fixed-offset abbreviation" in raised.value.description
 
 
 @pytest.mark.parametrize("name", ["localtime", "Factory", "/etc/localtime", "europe/berlin", " UTC"])

@@ -129,6 +129,12 @@ def _known_time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones() - {"localtime", "Factory"})
 
 
+# IANA zones with daylight saving whose names PostgreSQL looks up as time zone abbreviations
+# first, reading them as a fixed offset: their summer buckets would be an hour off. (EST, MST,
+# HST, GMT, UCT, UTC and Zulu are abbreviations too, but fixed in both readings.)
+_READ_AS_FIXED_ABBREVIATIONS = frozenset({"CET", "EET", "MET", "WET"})
+
+
 def resolve_time_zone(name: str) -> str:
     """Return the IANA name to use, or raise InvalidArgumentError."""
     if not name:
@@ -136,6 +142,12 @@ def resolve_time_zone(name: str) -> str:
     if name not in _known_time_zones():
         raise InvalidArgumentError(
             "time_zone", f"{name!r} is not a known IANA time zone (e.g. 'Europe/Berlin')"
+        )
+    if name in _READ_AS_FIXED_ABBREVIATIONS:
+        raise InvalidArgumentError(
+            "time_zone",
+            f"{name!r} is read by the database as a fixed-offset abbreviation, without daylight "
+            "saving; use the zone of a place instead (e.g. 'Europe/Berlin')",
         )
     return name
 
