@@ -25,34 +25,45 @@ from timeseries_aggregation.storage.database import Database
 # - other hours: the reading minus its local minutes and seconds, so the two 02:00 hours of
 #   a DST fall-back night stay two buckets;
 # - other days and months: the local calendar day or month (a timestamp without zone),
-#   converted to an instant once per bucket. TimescaleDB's time_bucket does the same.
+#   converted to the first instant of that day or month once per bucket.
 _LOCAL_HOUR_START = "time - ((time AT TIME ZONE $2) - date_trunc('hour', time AT TIME ZONE $2))"
 _CALENDAR_UNITS = {Granularity.DAY_OF_MONTH: "day", Granularity.MONTHLY: "month"}
 
 
-def _bucket_key_and_start(
-    granularity: Granularity, fixed: FixedWidthBuckets | None, timescaledb: bool
-) -> tuple[str, str]:
+def _first_instant_of(local_midnight: str) -> str:
+    """SQL for the first instant at which the clock in zone $2 shows `local_midnight`.
+
+    PostgreSQL turns a local time that happens twice into its later instant; where clocks go
+    back from 01:00 to midnight (Havana, the Azores) a day starts at the earlier one.
+    """
+    instant = f"(({local_midnight}) AT TIME ZONE $2)"
+    hour_before = f"({instant} - INTERVAL '1 hour')"
+    earlier = f"({hour_before} AT TIME ZONE $2) = ({local_midnight})"
+    return f"CASE WHEN {earlier} THEN {hour_before} ELSE {instant} END"
+
+
+def _bucket_key_and_start(granularity: Granularity, fixed: FixedWidthBuckets | None) -> tuple[str, str]:
     """SQL for the per-row grouping key, and for the bucket start computed from `bucket_key`."""
     if fixed is not None:
         origin = f"to_timestamp({fixed.origin_unix_seconds})"
         return f"date_bin(INTERVAL '{fixed.width_seconds} seconds', time, {origin})", "bucket_key"
     if granularity is Granularity.HOURLY:
         return _LOCAL_HOUR_START, "bucket_key"
-    unit = _CALENDAR_UNITS[granularity]
-    if timescaledb:
-        return f"time_bucket(INTERVAL '1 {unit}', time, $2)", "bucket_key"
-    return f"date_trunc('{unit}', time AT TIME ZONE $2)", "bucket_key AT TIME ZONE $2"
+    # Also on TimescaleDB: its time_bucket(..., zone) puts the first of two midnights in the
+    # day before, where the local date is the rule.
+    return f"date_trunc('{_CALENDAR_UNITS[granularity]}', time AT TIME ZONE $2)", _first_instant_of(
+        "bucket_key"
+    )
 
 
 # The next bucket's start, computed from a bucket start in local time.
 _BUCKET_ENDS = {
     Granularity.HOURLY: "bucket_start + INTERVAL '1 hour'",
-    Granularity.DAY_OF_MONTH: (
-        "date_trunc('day', (bucket_start AT TIME ZONE $2) + INTERVAL '1 day') AT TIME ZONE $2"
+    Granularity.DAY_OF_MONTH: _first_instant_of(
+        "date_trunc('day', (bucket_start AT TIME ZONE $2) + INTERVAL '1 day')"
     ),
-    Granularity.MONTHLY: (
-        "date_trunc('month', (bucket_start AT TIME ZONE $2) + INTERVAL '1 month') AT TIME ZONE $2"
+    Granularity.MONTHLY: _first_instant_of(
+        "date_trunc('month', (bucket_start AT TIME ZONE $2) + INTERVAL '1 month')"
     ),
 }
 # Period labels in the query's zone: 2025-10-01T13:00, 2025-10-01, 2025-10.
@@ -64,9 +75,7 @@ _PERIOD_PATTERNS = {
 
 
 @functools.cache
-def _aggregate_sql(
-    granularity: Granularity, fixed: FixedWidthBuckets | None, timescaledb: bool, continued: bool
-) -> str:
+def _aggregate_sql(granularity: Granularity, fixed: FixedWidthBuckets | None, continued: bool) -> str:
     """One statement: a page of buckets, and the history record of the call.
 
     Parameters: $1 series, $2 zone, $3/$4 the readings' bounds, $5 page size, $6 to $9
@@ -74,7 +83,7 @@ def _aggregate_sql(
     already returned. A bucket after $10 holds only readings at or after it, so $10 also
     bounds the scan.
     """
-    bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed, timescaledb)
+    bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed)
     if fixed is not None:
         bucket_end = f"bucket_start + INTERVAL '{fixed.width_seconds} seconds'"
     else:
@@ -147,7 +156,7 @@ async def query_aggregates(
     if page.after is not None:
         arguments.append(page.after)
     fixed = fixed_width_buckets(query.granularity, query.time_zone)
-    sql = _aggregate_sql(query.granularity, fixed, database.timescaledb, page.after is not None)
+    sql = _aggregate_sql(query.granularity, fixed, page.after is not None)
     async with database.query_connection() as connection:
         try:
             rows = await connection.fetch(sql, *arguments)
