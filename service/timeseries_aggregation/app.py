@@ -19,6 +19,7 @@ from timeseries_aggregation.errors import StartupError
 from timeseries_aggregation.health import DatabaseHealth, HealthService
 from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
+from timeseries_aggregation.storage.compression import readings_compression
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
 from timeseries_aggregation.storage.history_retention import history_retention
@@ -200,6 +201,7 @@ async def serve(config: Config) -> None:
         database_url(config) as url,
         open_database(url, config.pool) as database,
         history_retention(database, config.history_retention),
+        readings_compression(database, config.compress_after),
         grpc_server(database, config, authenticator) as running,
     ):
         if running.authenticator is not None:

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.policies import POLICIES_AVAILABLE, policy_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +42,12 @@ _DELETE_EXPIRED_BATCH = """
         FOR UPDATE SKIP LOCKED
     )
 """
-_ENGINE = """
+_ENGINE = f"""
     SELECT EXISTS (
                SELECT 1 FROM timescaledb_information.hypertables
                WHERE hypertable_schema = current_schema() AND hypertable_name = 'query_history'
            ) AS hypertable,
-           -- Policies are part of the community edition, not of the Apache-2-only one.
-           current_setting('timescaledb.license', true) = 'timescale' AS policies
-"""
-_CURRENT_POLICY = """
-    SELECT (config ->> 'drop_after')::interval AS drop_after, schedule_interval
-    FROM timescaledb_information.jobs
-    WHERE proc_name = 'policy_retention'
-      AND hypertable_schema = current_schema() AND hypertable_name = 'query_history'
+           {POLICIES_AVAILABLE} AS policies
 """
 
 
@@ -141,7 +135,7 @@ async def _keep_chunks_in_step(database: Database, retention: timedelta, policy:
             )
         if not policy:
             return
-        policies = [tuple(row) for row in await connection.fetch(_CURRENT_POLICY)]
+        policies = await policy_jobs(connection, "policy_retention", "query_history", "drop_after")
         if policies == ([(retention, schedule)] if retention else []):
             return
         if policies:
