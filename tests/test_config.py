@@ -380,3 +380,16 @@ class TestCompressAfter:
             f"{PREFIX}COMPRESS_AFTER: must be a whole number followed by s, m, h or d "
             "(e.g. 30d, 12h, 90m, 45s), or 0; got '4 weeks'"
         )
+
+
+class TestReadingsRetention:
+    def test_readings_are_kept_forever_by_default(self) -> None:
+        assert load_config(env()).readings_retention == timedelta(0)
+
+    def test_retention_is_read(self) -> None:
+        assert load_config(env(READINGS_RETENTION="730d")).readings_retention == timedelta(days=730)
+
+    def test_unreadable_retention_names_the_variable(self) -> None:
+        assert config_error(env(READINGS_RETENTION="2y")).startswith(
+            f"{PREFIX}READINGS_RETENTION: must be a whole number followed by s, m, h or d"
+        )

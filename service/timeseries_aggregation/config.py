@@ -61,6 +61,8 @@ class Config:
     # Four weeks: late and corrected meter data mostly arrives within days, and writes into a
     # compressed chunk cost more (its batches are decompressed first).
     compress_after: timedelta = timedelta(days=28)
+    # How long readings are kept; timedelta(0) keeps them forever.
+    readings_retention: timedelta = timedelta(0)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -228,6 +230,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         log_format=_log_format(env),
         history_retention=_duration(env, "HISTORY_RETENTION", defaults.history_retention),
         compress_after=_duration(env, "COMPRESS_AFTER", defaults.compress_after),
+        readings_retention=_duration(env, "READINGS_RETENTION", defaults.readings_retention),
     )
 
 

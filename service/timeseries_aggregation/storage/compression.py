@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.policies import policies_available, policy_jobs
+from timeseries_aggregation.storage.policies import COMPRESSION_POLICY, keep_policy, policies_available
 
 logger = logging.getLogger(__name__)
 
@@ -41,26 +41,13 @@ async def keep_compression_in_step(database: Database, compress_after: timedelta
                 "readings are stored uncompressed",
             )
             return
-        policies = [
-            setting
-            for setting, _ in await policy_jobs(
-                connection, "policy_compression", "readings", "compress_after"
-            )
-        ]
-        if policies != ([compress_after] if compress_after else []):
-            if policies:
-                await connection.execute("SELECT remove_compression_policy('readings')")
-            if compress_after:
-                await connection.execute(
-                    "SELECT add_compression_policy('readings', compress_after => $1::interval)",
-                    compress_after,
-                )
+        await keep_policy(connection, COMPRESSION_POLICY, "readings", compress_after)
     logger.info(
         "compression: %s",
         f"chunks of readings older than {format_duration(compress_after)} are compressed by a "
         "TimescaleDB policy"
         if compress_after
-        else "off, readings are stored uncompressed",
+        else "off, no more chunks of readings are compressed",
     )
 
 
