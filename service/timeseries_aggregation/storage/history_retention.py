@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.policies import POLICIES_AVAILABLE, policy_jobs
+from timeseries_aggregation.storage.policies import POLICIES_AVAILABLE, RETENTION_POLICY, policy_jobs
 from timeseries_aggregation.storage.rounds import rounds_running
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,9 @@ async def _keep_chunks_in_step(database: Database, retention: timedelta, policy:
             )
         if not policy:
             return
-        policies = await policy_jobs(connection, "policy_retention", "query_history", "drop_after")
+        policies = await policy_jobs(
+            connection, RETENTION_POLICY.proc_name, "query_history", RETENTION_POLICY.setting
+        )
         if policies == ([(retention, schedule)] if retention else []):
             return
         if policies:
