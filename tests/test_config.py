@@ -361,3 +361,35 @@ class TestHistoryRetention:
         assert config_error(env(HISTORY_RETENTION="40000d")) == (
             f"{PREFIX}HISTORY_RETENTION: must be at most 36525d (100 years), got '40000d'"
         )
+
+
+class TestCompressAfter:
+    def test_chunks_are_compressed_after_four_weeks_by_default(self) -> None:
+        assert load_config(env()).compress_after == timedelta(days=28)
+        assert load_config(env(COMPRESS_AFTER="")).compress_after == timedelta(days=28)
+
+    @pytest.mark.parametrize(("value", "age"), [("14d", timedelta(days=14)), ("36h", timedelta(hours=36))])
+    def test_age_is_read(self, value: str, age: timedelta) -> None:
+        assert load_config(env(COMPRESS_AFTER=value)).compress_after == age
+
+    def test_zero_turns_compression_off(self) -> None:
+        assert load_config(env(COMPRESS_AFTER="0")).compress_after == timedelta(0)
+
+    def test_unreadable_age_names_the_variable_and_the_format(self) -> None:
+        assert config_error(env(COMPRESS_AFTER="4 weeks")) == (
+            f"{PREFIX}COMPRESS_AFTER: must be a whole number followed by s, m, h or d "
+            "(e.g. 30d, 12h, 90m, 45s), or 0; got '4 weeks'"
+        )
+
+
+class TestReadingsRetention:
+    def test_readings_are_kept_forever_by_default(self) -> None:
+        assert load_config(env()).readings_retention == timedelta(0)
+
+    def test_retention_is_read(self) -> None:
+        assert load_config(env(READINGS_RETENTION="730d")).readings_retention == timedelta(days=730)
+
+    def test_unreadable_retention_names_the_variable(self) -> None:
+        assert config_error(env(READINGS_RETENTION="2y")).startswith(
+            f"{PREFIX}READINGS_RETENTION: must be a whole number followed by s, m, h or d"
+        )

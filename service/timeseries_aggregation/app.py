@@ -19,9 +19,11 @@ from timeseries_aggregation.errors import StartupError
 from timeseries_aggregation.health import DatabaseHealth, HealthService
 from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
+from timeseries_aggregation.storage.compression import readings_compression
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
 from timeseries_aggregation.storage.history_retention import history_retention
+from timeseries_aggregation.storage.readings_retention import readings_retention
 from timeseries_aggregation.transport.auth import Authenticator, AuthInterceptor
 from timeseries_aggregation.transport.reflection import enable_reflection
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
@@ -200,6 +202,8 @@ async def serve(config: Config) -> None:
         database_url(config) as url,
         open_database(url, config.pool) as database,
         history_retention(database, config.history_retention),
+        readings_compression(database, config.compress_after),
+        readings_retention(database, config.readings_retention),
         grpc_server(database, config, authenticator) as running,
     ):
         if running.authenticator is not None:

@@ -57,6 +57,12 @@ class Config:
     log_format: str | None = None
     # How long query history entries are kept; timedelta(0) keeps them forever.
     history_retention: timedelta = timedelta(days=30)
+    # Age after which TimescaleDB compresses a chunk of readings; timedelta(0) compresses none.
+    # Four weeks: late and corrected meter data mostly arrives within days, and writes into a
+    # compressed chunk cost more (its batches are decompressed first).
+    compress_after: timedelta = timedelta(days=28)
+    # How long readings are kept; timedelta(0) keeps them forever.
+    readings_retention: timedelta = timedelta(0)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -223,6 +229,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         metrics_address=_address(env, "METRICS_ADDRESS"),
         log_format=_log_format(env),
         history_retention=_duration(env, "HISTORY_RETENTION", defaults.history_retention),
+        compress_after=_duration(env, "COMPRESS_AFTER", defaults.compress_after),
+        readings_retention=_duration(env, "READINGS_RETENTION", defaults.readings_retention),
     )
 
 

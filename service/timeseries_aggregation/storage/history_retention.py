@@ -6,15 +6,16 @@ retention policy, which the service keeps in step with its setting at start-up, 
 the server's TimescaleDB is the Apache-2-only edition that has no policies, by the task.
 """
 
-import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.policies import POLICIES_AVAILABLE, RETENTION_POLICY, policy_jobs
+from timeseries_aggregation.storage.rounds import rounds_running
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +42,12 @@ _DELETE_EXPIRED_BATCH = """
         FOR UPDATE SKIP LOCKED
     )
 """
-_ENGINE = """
+_ENGINE = f"""
     SELECT EXISTS (
                SELECT 1 FROM timescaledb_information.hypertables
                WHERE hypertable_schema = current_schema() AND hypertable_name = 'query_history'
            ) AS hypertable,
-           -- Policies are part of the community edition, not of the Apache-2-only one.
-           current_setting('timescaledb.license', true) = 'timescale' AS policies
-"""
-_CURRENT_POLICY = """
-    SELECT (config ->> 'drop_after')::interval AS drop_after, schedule_interval
-    FROM timescaledb_information.jobs
-    WHERE proc_name = 'policy_retention'
-      AND hypertable_schema = current_schema() AND hypertable_name = 'query_history'
+           {POLICIES_AVAILABLE} AS policies
 """
 
 
@@ -102,33 +96,6 @@ async def _drop_expired_chunks(database: Database, retention: timedelta) -> None
     logger.debug("history retention: dropped %d expired chunks", dropped)
 
 
-async def _every_round(
-    remove_expired: Callable[[], Awaitable[object]], round_interval_seconds: float
-) -> None:
-    """A round of removal per interval, until cancelled; failures are retried the next round."""
-    failing = False
-    while True:
-        try:
-            await remove_expired()
-        # Whatever goes wrong here (the database away, a statement timeout), the server must
-        # keep serving: report the first failure of a series and try again next round.
-        except Exception as error:
-            description = f"{type(error).__name__}: {error}"
-            logger.debug("history retention: round failed (%s)", description)
-            if not failing:
-                logger.warning(
-                    "history retention: removing expired entries failed (%s); retrying every %g s",
-                    description,
-                    round_interval_seconds,
-                )
-            failing = True
-        else:
-            if failing:
-                logger.info("history retention: removing expired entries again")
-            failing = False
-        await asyncio.sleep(round_interval_seconds)
-
-
 async def _keep_chunks_in_step(database: Database, retention: timedelta, policy: bool) -> None:
     """Make the chunk length, and the retention policy if used, match the configured retention."""
     schedule = min(retention, _LONGEST_SCHEDULE)
@@ -141,7 +108,9 @@ async def _keep_chunks_in_step(database: Database, retention: timedelta, policy:
             )
         if not policy:
             return
-        policies = [tuple(row) for row in await connection.fetch(_CURRENT_POLICY)]
+        policies = await policy_jobs(
+            connection, RETENTION_POLICY.proc_name, "query_history", RETENTION_POLICY.setting
+        )
         if policies == ([(retention, schedule)] if retention else []):
             return
         if policies:
@@ -197,10 +166,7 @@ async def history_retention(
         round_interval_seconds,
         method.value,
     )
-    task = asyncio.create_task(_every_round(remove_expired, round_interval_seconds))
-    try:
+    async with rounds_running(
+        remove_expired, round_interval_seconds, logger, "history retention: removing expired entries"
+    ):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

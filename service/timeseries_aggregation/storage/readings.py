@@ -39,6 +39,12 @@ CHUNKS_IN_FLIGHT = 2
 
 _COLUMNS = ("series_id", "time", "quantity_kwh")
 
+# A re-sent reading in a compressed chunk decompresses its meter's batch (up to 1,000 rows);
+# TimescaleDB's default cap of 100,000 such rows per statement would fail a correction of a
+# few hundred meters. The work is bounded by the stream (a batch per reading at most), and
+# the compression policy recompresses the chunk later.
+_NO_DECOMPRESSION_LIMIT = "SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0"
+
 _CREATE_STAGING = """
     CREATE TEMPORARY TABLE ingest_staging (
         ordinal bigint NOT NULL,
@@ -174,6 +180,8 @@ class ReadingsWriter:
             self._connection = connection
             self._transaction = connection.transaction()
             await self._transaction.start()
+            if self._database.timescaledb:
+                await connection.execute(_NO_DECOMPRESSION_LIMIT)
             while (chunk := await self._chunks.get()) is not None:
                 if self._direct and await self._copy_unless_conflict(connection, chunk):
                     continue

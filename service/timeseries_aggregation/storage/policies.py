@@ -1,0 +1,65 @@
+"""TimescaleDB policies (retention, compression): whether the server has them, and which are set."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+
+# Policies are part of TimescaleDB's community edition, not of the Apache-2-only one.
+POLICIES_AVAILABLE = "current_setting('timescaledb.license', true) = 'timescale'"
+
+# The setting named $3 of the config, and the schedule, of each policy job $1 on hypertable $2.
+_POLICY_JOBS = """
+    SELECT (config ->> $3)::interval AS setting, schedule_interval
+    FROM timescaledb_information.jobs
+    WHERE proc_name = $1 AND hypertable_schema = current_schema() AND hypertable_name = $2
+"""
+
+
+async def policies_available(connection: asyncpg.Connection) -> bool:
+    """Whether this server's TimescaleDB edition offers policies."""
+    available: bool = await connection.fetchval(f"SELECT {POLICIES_AVAILABLE}")
+    return available
+
+
+async def policy_jobs(
+    connection: asyncpg.Connection, proc_name: str, hypertable: str, setting: str
+) -> list[tuple[timedelta, timedelta]]:
+    """(the policy's setting, its schedule) of each `proc_name` job on the hypertable."""
+    rows = await connection.fetch(_POLICY_JOBS, proc_name, hypertable, setting)
+    return [(row["setting"], row["schedule_interval"]) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyKind:
+    """A kind of TimescaleDB policy acting on chunks older than an age."""
+
+    proc_name: str
+    # The age's name, both in the job's config and as the add function's argument.
+    setting: str
+    add_function: str
+    remove_function: str
+
+
+COMPRESSION_POLICY = PolicyKind(
+    "policy_compression", "compress_after", "add_compression_policy", "remove_compression_policy"
+)
+RETENTION_POLICY = PolicyKind(
+    "policy_retention", "drop_after", "add_retention_policy", "remove_retention_policy"
+)
+
+
+async def keep_policy(
+    connection: asyncpg.Connection, kind: PolicyKind, hypertable: str, age: timedelta
+) -> bool:
+    """Make the hypertable's policy of this kind act at `age` (zero: none); returns whether it changed."""
+    jobs = await policy_jobs(connection, kind.proc_name, hypertable, kind.setting)
+    if [setting for setting, _ in jobs] == ([age] if age else []):
+        return False
+    if jobs:
+        await connection.execute(f"SELECT {kind.remove_function}($1::regclass)", hypertable)
+    if age:
+        await connection.execute(
+            f"SELECT {kind.add_function}($1::regclass, {kind.setting} => $2::interval)", hypertable, age
+        )
+    return True

@@ -1,0 +1,124 @@
+"""Readings retention: expired readings vanish and newer ones stay, on either engine.
+
+Plain PostgreSQL: a background task deletes them meter by meter. TimescaleDB: a retention
+policy drops whole chunks (run here at once with run_job instead of waiting for its schedule),
+or, under the Apache-2-only edition, the task calls drop_chunks. The tests adapt to the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from tests.support import eventually
+from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.readings_retention import readings_retention
+
+RETENTION = timedelta(days=365)
+# Well past the retention, also for TimescaleDB, which drops a 7-day chunk only once all of it
+# has expired.
+EXPIRED = timedelta(days=400)
+KEPT = timedelta(days=300)
+FAST_ROUNDS = 0.05
+RETENTION_LOGGER = "timeseries_aggregation.storage.readings_retention"
+
+
+@pytest.fixture
+async def sql(database: Database, database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own, to the database the service uses (schema migrated)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def insert_readings(
+    connection: asyncpg.Connection, series_id: str, age: timedelta, count: int = 4
+) -> None:
+    """`count` quarter-hourly readings of a meter, the first `age` ago."""
+    await connection.execute(
+        "INSERT INTO readings (series_id, time, quantity_kwh) "
+        "SELECT $1, date_trunc('hour', now() - $2::interval) + n * interval '15 minutes', 1.0 "
+        "FROM generate_series(0, $3 - 1) AS n",
+        series_id,
+        age,
+        count,
+    )
+
+
+async def meters_with_readings(connection: asyncpg.Connection) -> dict[str, int]:
+    rows = await connection.fetch("SELECT series_id, count(*) AS readings FROM readings GROUP BY series_id")
+    return {row["series_id"]: row["readings"] for row in rows}
+
+
+async def retention_jobs(connection: asyncpg.Connection) -> list[asyncpg.Record]:
+    """id and drop_after of each TimescaleDB retention policy on readings."""
+    if not await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
+    ):
+        return []
+    rows: list[asyncpg.Record] = await connection.fetch(
+        "SELECT job_id, (config ->> 'drop_after')::interval AS drop_after FROM timescaledb_information.jobs "
+        "WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings'"
+    )
+    return rows
+
+
+async def run_policies_now(connection: asyncpg.Connection) -> None:
+    """Run the retention policy on readings, if there is one, now rather than on its schedule."""
+    for job in await retention_jobs(connection):
+        await connection.execute("CALL run_job($1)", job["job_id"])
+
+
+async def test_readings_older_than_the_retention_vanish_and_newer_ones_stay(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    # More meters than one batch, so the plain PostgreSQL task takes several statements.
+    for number in range(7):
+        await insert_readings(sql, f"old-meter-{number}", EXPIRED)
+    await insert_readings(sql, "both", EXPIRED)
+    await insert_readings(sql, "both", KEPT)
+    await insert_readings(sql, "recent", timedelta(days=1))
+
+    async with readings_retention(
+        database, RETENTION, round_interval_seconds=FAST_ROUNDS, meters_per_batch=3
+    ):
+
+        async def only_newer_readings_left() -> None:
+            await run_policies_now(sql)
+            assert await meters_with_readings(sql) == {"both": 4, "recent": 4}
+
+        await eventually(only_newer_readings_left)
+
+
+async def test_zero_keeps_every_reading_and_removes_the_policy(
+    database: Database, sql: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=RETENTION_LOGGER)
+    async with readings_retention(database, RETENTION, round_interval_seconds=FAST_ROUNDS):
+        pass
+    await insert_readings(sql, "ancient", timedelta(days=20_000))
+    async with readings_retention(database, timedelta(0), round_interval_seconds=FAST_ROUNDS):
+        await run_policies_now(sql)
+        assert await meters_with_readings(sql) == {"ancient": 4}
+        assert await retention_jobs(sql) == []
+    assert "kept forever" in caplog.records[-1].getMessage()
+
+
+async def test_timescaledb_policy_follows_the_retention_of_each_start(
+    database: Database, sql: asyncpg.Connection
+) -> None:
+    async with readings_retention(database, RETENTION):
+        jobs = await retention_jobs(sql)
+    if not jobs:
+        pytest.skip("the database has no TimescaleDB retention policies")
+    assert [job["drop_after"] for job in jobs] == [RETENTION]
+    async with readings_retention(database, timedelta(days=90)):
+        assert [job["drop_after"] for job in await retention_jobs(sql)] == [timedelta(days=90)]
+    async with readings_retention(database, timedelta(0)):
+        assert await retention_jobs(sql) == []
