@@ -150,28 +150,44 @@ async def _set_up_citus(url: str, cluster: CitusCluster) -> None:
         await coordinator.close()
 
 
+async def _drop_database(server_url: str, name: str, propagate: bool = True) -> None:
+    """Drop a test database on the server at server_url, retrying while it is still in use."""
+    settings = {} if propagate else {"citus.enable_create_database_propagation": "off"}
+    admin = await asyncpg.connect(server_url, server_settings=settings)
+    try:
+
+        async def dropped() -> None:
+            try:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except asyncpg.ObjectInUseError as error:
+                raise AssertionError(str(error)) from error
+
+        # FORCE waits 5 s for the sessions it ends; a Citus maintenance daemon may outlast that.
+        await eventually(dropped, within=30.0)
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
 async def database_url(postgres_url: str, citus_cluster: CitusCluster | None) -> AsyncIterator[str]:
     name = f"timeseries_test_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(postgres_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        url = with_database(postgres_url, name)
-        if citus_cluster is not None:
-            await _set_up_citus(url, citus_cluster)
-        yield url
-
-        async def dropped() -> None:
-            try:
-                await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-            except asyncpg.ObjectInUseError as error:
-                # On Citus the drop reaches the workers before they notice that the sessions
-                # of the coordinator's terminated backends are gone.
-                raise AssertionError(str(error)) from error
-
-        await eventually(dropped)
     finally:
         await admin.close()
+    url = with_database(postgres_url, name)
+    if citus_cluster is None:
+        yield url
+        await _drop_database(postgres_url, name)
+        return
+    await _set_up_citus(url, citus_cluster)
+    yield url
+    # Each node drops its own copy: Citus's propagated drop fails when a worker's maintenance
+    # daemon is still in the database, and a retry of it then fails on the workers it has
+    # already dropped the database on.
+    for host, port in [citus_cluster.coordinator, *citus_cluster.workers]:
+        await _drop_database(with_node(postgres_url, host, port), name, propagate=False)
 
 
 @pytest.fixture
