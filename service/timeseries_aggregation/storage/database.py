@@ -75,6 +75,7 @@ class Database:
         query_pool: asyncpg.Pool,
         settings: PoolSettings,
         timescaledb: bool,
+        citus_workers: int = 0,
     ) -> None:
         self._url = url
         # Health's own connection: a pool busy with calls must never read as an outage.
@@ -83,6 +84,8 @@ class Database:
         self._query_pool = query_pool
         self._settings = settings
         self.timescaledb = timescaledb
+        # Workers that readings is distributed over by Citus; 0 where it is a plain table.
+        self.citus_workers = citus_workers
         self._waiting = {"write": 0, "query": 0}
         # Tasks inside translate_errors(), i.e. waiting on the database; abandon_calls() ends them.
         self._users: dict[asyncio.Task[Any], int] = {}
@@ -275,7 +278,7 @@ async def _wait_for_pool(
 
 @asynccontextmanager
 async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Database]:
-    """Connect, migrate the schema, detect TimescaleDB; close the pools on exit."""
+    """Connect, migrate the schema, detect TimescaleDB and Citus; close the pools on exit."""
     write_pool = await _wait_for_pool(url, settings, settings.write_max_size, synchronous_commit=True)
     try:
         query_pool = await _create_pool(url, settings, settings.max_size, synchronous_commit=False)
@@ -285,13 +288,24 @@ async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Datab
                 timescaledb = await connection.fetchval(
                     "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
                 )
+                citus_workers = await _citus_workers(connection)
                 server_version = await connection.fetchval("SHOW server_version")
             logger.info(
-                "database ready: PostgreSQL %s, TimescaleDB %s",
+                "database ready: PostgreSQL %s, TimescaleDB %s, Citus %s",
                 server_version,
                 "enabled" if timescaledb else "not available (plain tables)",
+                f"enabled (readings distributed over {citus_workers} workers)"
+                if citus_workers
+                else "not in use",
             )
-            database = Database(url, write_pool, query_pool, settings, timescaledb=bool(timescaledb))
+            database = Database(
+                url,
+                write_pool,
+                query_pool,
+                settings,
+                timescaledb=bool(timescaledb),
+                citus_workers=citus_workers,
+            )
             try:
                 yield database
             finally:
@@ -300,6 +314,19 @@ async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Datab
             await _close(query_pool, settings)
     finally:
         await _close(write_pool, settings)
+
+
+async def _citus_workers(connection: asyncpg.Connection) -> int:
+    """The active Citus workers when readings is a Citus distributed table, else 0."""
+    if not await connection.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"):
+        return 0
+    workers: int = await connection.fetchval(
+        """
+        SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'readings'::regclass)
+               THEN (SELECT count(*) FROM citus_get_active_worker_nodes()) ELSE 0 END
+        """
+    )
+    return workers
 
 
 async def _close(pool: asyncpg.Pool, settings: PoolSettings) -> None:

@@ -1,0 +1,103 @@
+"""Citus: readings distributed by series over the workers, and streams atomic across them.
+
+These tests run on every engine; where the test server is a Citus coordinator with workers
+they also check where the rows went.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import asyncpg
+import grpc
+import pytest
+
+from tests.conftest import CitusCluster, with_node
+from tests.support import batches, hourly_readings, ingest, reading
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.storage.database import Database
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
+        TimeseriesAggregationServiceAsyncStub as Stub,
+    )
+
+SERIES = [f"meter-{number:03}" for number in range(64)]
+HOURS = 400  # 64 series x 400 hours: more than one COPY chunk
+
+
+def many_series(quantity_kwh: float) -> list[pb.Reading]:
+    return [
+        item for series_id in SERIES for item in hourly_readings(series_id, "2025-01-01", HOURS, quantity_kwh)
+    ]
+
+
+async def stored_values(database: Database) -> dict[float, int]:
+    """How many stored readings hold each value."""
+    async with database.query_connection() as connection:
+        rows = await connection.fetch("SELECT quantity_kwh, count(*) FROM readings GROUP BY 1")
+    return {row[0]: row[1] for row in rows}
+
+
+async def rows_per_worker(database_url: str, database: Database) -> dict[tuple[str, int], int]:
+    """Readings stored in each worker's shards, counted on the worker itself."""
+    async with database.query_connection() as connection:
+        shards = await connection.fetch(
+            "SELECT shard_name, nodename, nodeport FROM citus_shards WHERE table_name = 'readings'::regclass"
+        )
+    counts: dict[tuple[str, int], int] = {}
+    for shard in shards:
+        node = (shard["nodename"], shard["nodeport"])
+        worker = await asyncpg.connect(with_node(database_url, *node))
+        try:
+            rows: int = await worker.fetchval(f'SELECT count(*) FROM "{shard["shard_name"]}"')
+        finally:
+            await worker.close()
+        counts[node] = counts.get(node, 0) + rows
+    return counts
+
+
+async def test_readings_are_distributed_by_series_over_every_worker(
+    stub: Stub, database: Database, database_url: str, citus_cluster: CitusCluster | None
+) -> None:
+    await ingest(stub, batches(many_series(1.0), 5_000))
+    # Re-sent over existing keys, with a repeated key within the stream: the last write wins.
+    resent = many_series(2.0)
+    resent.append(reading(SERIES[0], "2025-01-01", 3.0))
+    response = await ingest(stub, batches(resent, 5_000))
+    assert response.series_count == len(SERIES)
+    total = len(SERIES) * HOURS
+    assert await stored_values(database) == {2.0: total - 1, 3.0: 1}
+
+    if citus_cluster is None:
+        assert database.citus_workers == 0
+        return
+    assert database.citus_workers == len(citus_cluster.workers)
+    # Citus nodes do not preload TimescaleDB, so migration 0002 left readings a plain table.
+    assert not database.timescaledb
+    async with database.query_connection() as connection:
+        distribution = await connection.fetchrow(
+            "SELECT partmethod::text AS method, column_to_column_name(logicalrelid, partkey) AS column_name"
+            " FROM pg_dist_partition WHERE logicalrelid = 'readings'::regclass"
+        )
+    assert distribution is not None
+    assert (distribution["method"], distribution["column_name"]) == ("h", "series_id")
+    per_worker = await rows_per_worker(database_url, database)
+    assert set(per_worker) == set(citus_cluster.workers)
+    assert all(rows > 0 for rows in per_worker.values())
+    assert sum(per_worker.values()) == total
+
+
+async def test_a_failing_stream_stores_nothing_on_any_worker(
+    stub: Stub, database: Database, database_url: str, citus_cluster: CitusCluster | None
+) -> None:
+    await ingest(stub, batches(many_series(1.0), 5_000))
+    # Chunks of the second stream reach the workers before its last message turns out invalid.
+    invalid = pb.IngestReadingsRequest(readings=[reading(SERIES[0], "2025-01-01", math.nan)])
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await ingest(stub, [*batches(many_series(2.0), 5_000), invalid])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await stored_values(database) == {1.0: len(SERIES) * HOURS}
+    if citus_cluster is not None:
+        assert sum((await rows_per_worker(database_url, database)).values()) == len(SERIES) * HOURS
