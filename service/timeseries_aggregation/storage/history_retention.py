@@ -14,7 +14,12 @@ from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.policies import POLICIES_AVAILABLE, RETENTION_POLICY, policy_jobs
+from timeseries_aggregation.storage.policies import (
+    POLICIES_AVAILABLE,
+    RETENTION_POLICY,
+    drop_expired_chunks,
+    policy_jobs,
+)
 from timeseries_aggregation.storage.rounds import rounds_running
 
 logger = logging.getLogger(__name__)
@@ -85,17 +90,6 @@ async def delete_expired_history(
             return deleted
 
 
-async def _drop_expired_chunks(database: Database, retention: timedelta) -> None:
-    """Drop the hypertable's chunks that hold only expired entries, one replica at a time."""
-    async with database.query_connection() as connection, connection.transaction():
-        if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RETENTION_LOCK_KEY):
-            return
-        dropped = await connection.fetchval(
-            "SELECT count(*) FROM drop_chunks('query_history', older_than => $1::interval)", retention
-        )
-    logger.debug("history retention: dropped %d expired chunks", dropped)
-
-
 async def _keep_chunks_in_step(database: Database, retention: timedelta, policy: bool) -> None:
     """Make the chunk length, and the retention policy if used, match the configured retention."""
     schedule = min(retention, _LONGEST_SCHEDULE)
@@ -156,7 +150,7 @@ async def history_retention(
 
     async def remove_expired() -> None:
         if method is RetentionMethod.DROP_CHUNKS:
-            await _drop_expired_chunks(database, retention)
+            await drop_expired_chunks(database, "query_history", retention, _RETENTION_LOCK_KEY)
         else:
             await delete_expired_history(database, retention, batch_size)
 

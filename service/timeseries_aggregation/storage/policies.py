@@ -1,9 +1,14 @@
 """TimescaleDB policies (retention, compression): whether the server has them, and which are set."""
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
+
+from timeseries_aggregation.storage.database import Database
+
+logger = logging.getLogger(__name__)
 
 # Policies are part of TimescaleDB's community edition, not of the Apache-2-only one.
 POLICIES_AVAILABLE = "current_setting('timescaledb.license', true) = 'timescale'"
@@ -63,3 +68,15 @@ async def keep_policy(
             f"SELECT {kind.add_function}($1::regclass, {kind.setting} => $2::interval)", hypertable, age
         )
     return True
+
+
+async def drop_expired_chunks(database: Database, hypertable: str, age: timedelta, lock_key: int) -> None:
+    """Drop the hypertable's chunks holding only rows older than `age`, one replica at a time:
+    the retention policy's work, where the edition has no policies."""
+    async with database.query_connection() as connection, connection.transaction():
+        if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock_key):
+            return
+        dropped = await connection.fetchval(
+            "SELECT count(*) FROM drop_chunks($1::regclass, older_than => $2::interval)", hypertable, age
+        )
+    logger.debug("%s: dropped %d expired chunks", hypertable, dropped)

@@ -13,7 +13,12 @@ from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.policies import RETENTION_POLICY, keep_policy, policies_available
+from timeseries_aggregation.storage.policies import (
+    RETENTION_POLICY,
+    drop_expired_chunks,
+    keep_policy,
+    policies_available,
+)
 from timeseries_aggregation.storage.rounds import rounds_running
 
 logger = logging.getLogger(__name__)
@@ -40,6 +45,11 @@ _NEXT_METERS = """
     )
     SELECT series_id FROM meters WHERE series_id IS NOT NULL
 """
+# Citus plans no recursive query over a distributed table; there each worker lists its own
+# meters in parallel, and the coordinator merges them.
+_NEXT_METERS_DISTRIBUTED = """
+    SELECT DISTINCT series_id FROM readings WHERE series_id > $1 ORDER BY series_id LIMIT $2
+"""
 _DELETE_EXPIRED = "DELETE FROM readings WHERE series_id = ANY($1::text[]) AND time < now() - $2::interval"
 
 
@@ -53,9 +63,10 @@ async def delete_expired_readings(
             return 0
         try:
             after = ""  # series ids are never empty
+            next_meters = _NEXT_METERS_DISTRIBUTED if database.citus_workers else _NEXT_METERS
             while True:
                 meters = [
-                    row["series_id"] for row in await connection.fetch(_NEXT_METERS, after, meters_per_batch)
+                    row["series_id"] for row in await connection.fetch(next_meters, after, meters_per_batch)
                 ]
                 if meters:
                     status: str = await connection.execute(_DELETE_EXPIRED, meters, retention)
@@ -67,17 +78,6 @@ async def delete_expired_readings(
             await connection.execute("SELECT pg_advisory_unlock($1)", _RETENTION_LOCK_KEY)
     logger.debug("readings retention: deleted %d expired readings", deleted)
     return deleted
-
-
-async def _drop_expired_chunks(database: Database, retention: timedelta) -> None:
-    """Drop the chunks of readings that hold only expired readings, one replica at a time."""
-    async with database.query_connection() as connection, connection.transaction():
-        if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RETENTION_LOCK_KEY):
-            return
-        dropped = await connection.fetchval(
-            "SELECT count(*) FROM drop_chunks('readings', older_than => $1::interval)", retention
-        )
-    logger.debug("readings retention: dropped %d expired chunks", dropped)
 
 
 async def _keep_policy_in_step(database: Database, retention: timedelta) -> bool:
@@ -114,7 +114,7 @@ async def readings_retention(
 
     async def remove_expired() -> None:
         if database.timescaledb:
-            await _drop_expired_chunks(database, retention)
+            await drop_expired_chunks(database, "readings", retention, _RETENTION_LOCK_KEY)
         else:
             await delete_expired_readings(database, retention, meters_per_batch)
 
