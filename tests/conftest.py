@@ -196,6 +196,16 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield opened
 
 
+@pytest.fixture
+async def sql(database: Database, database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own, to the database the service uses (schema migrated)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 def server_config(**overrides: Any) -> Config:
     """A server on a free loopback port; authentication off unless a test turns it on."""
     settings: dict[str, Any] = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -35,16 +34,6 @@ WEEK = 7 * 96
 # TimescaleDB lets one transaction decompress by default (100,000).
 METERS = 160
 COMPRESSION_LOGGER = "timeseries_aggregation.storage.compression"
-
-
-@pytest.fixture
-async def sql(database: Database, database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the test's own, to the database the service uses (schema migrated)."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def compressible(connection: asyncpg.Connection) -> bool:

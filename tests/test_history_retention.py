@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,16 +52,6 @@ RETENTION_LOGGER = "timeseries_aggregation.storage.history_retention"
 @pytest.fixture
 async def method(database: Database) -> RetentionMethod:
     return await retention_method(database)
-
-
-@pytest.fixture
-async def sql(database: Database, database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the test's own, to the database the service uses (schema migrated)."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def insert_history(connection: asyncpg.Connection, series_id: str, age: timedelta) -> int:

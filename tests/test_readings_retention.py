@@ -8,7 +8,6 @@ or, under the Apache-2-only edition, the task calls drop_chunks. The tests adapt
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -25,16 +24,6 @@ EXPIRED = timedelta(days=400)
 KEPT = timedelta(days=300)
 FAST_ROUNDS = 0.05
 RETENTION_LOGGER = "timeseries_aggregation.storage.readings_retention"
-
-
-@pytest.fixture
-async def sql(database: Database, database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the test's own, to the database the service uses (schema migrated)."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def insert_readings(
