@@ -1,12 +1,16 @@
-"""Citus: readings distributed by series over the workers, and streams atomic across them.
+"""Citus: readings distributed by series over the workers, streams atomic across them, and
+one worker per query.
 
-These tests run on every engine; where the test server is a Citus coordinator with workers
-they also check where the rows went.
+The first tests run on every engine; where the test server is a Citus coordinator with
+workers they also check where the rows went. The others need such a coordinator and skip
+elsewhere.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -16,6 +20,8 @@ import pytest
 from tests.conftest import CitusCluster, with_node
 from tests.support import batches, hourly_readings, ingest, reading
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.domain.aggregation import Granularity, fixed_width_buckets
+from timeseries_aggregation.storage.aggregates import _aggregate_sql
 from timeseries_aggregation.storage.database import Database
 
 if TYPE_CHECKING:
@@ -101,3 +107,69 @@ async def test_a_failing_stream_stores_nothing_on_any_worker(
     assert await stored_values(database) == {1.0: len(SERIES) * HOURS}
     if citus_cluster is not None:
         assert sum((await rows_per_worker(database_url, database)).values()) == len(SERIES) * HOURS
+
+
+@pytest.fixture
+def cluster(citus_cluster: CitusCluster | None) -> CitusCluster:
+    """The Citus cluster; the test skips on any other engine."""
+    if citus_cluster is None:
+        pytest.skip("needs a Citus coordinator with workers as the test database server")
+    return citus_cluster
+
+
+async def series_workers(connection: asyncpg.Connection, series_ids: list[str]) -> dict[str, tuple[str, int]]:
+    """The worker holding each series' shard, by Citus's own hash of the distribution column."""
+    rows = await connection.fetch(
+        "SELECT series_id, nodename, nodeport FROM unnest($1::text[]) AS series_id"
+        " JOIN citus_shards ON shardid = get_shard_id_for_distribution_column('readings', series_id)",
+        series_ids,
+    )
+    return {row["series_id"]: (row["nodename"], row["nodeport"]) for row in rows}
+
+
+def plan_tasks(plan: list[str]) -> tuple[list[int], list[tuple[str, int]]]:
+    """The Task Count of each Citus scan in an EXPLAIN text, and the node of each task shown."""
+    counts = [int(match[1]) for line in plan if (match := re.search(r"Task Count: (\d+)", line))]
+    nodes = [
+        (match[1], int(match[2]))
+        for line in plan
+        if (match := re.search(r"Node: host=(\S+) port=(\d+)", line))
+    ]
+    return counts, nodes
+
+
+async def test_a_query_of_one_series_runs_on_the_one_worker_holding_it(
+    cluster: CitusCluster, database: Database, sql: asyncpg.Connection
+) -> None:
+    series_id = SERIES[0]
+    [worker] = (await series_workers(sql, [series_id])).values()
+    start, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)
+    time_zone = "Europe/Berlin"
+    for granularity in Granularity:
+        for continued in (False, True):
+            # The statement the service sends, with the parameters query_aggregates passes,
+            # explained on a connection of the service's own pool.
+            statement = _aggregate_sql(granularity, fixed_width_buckets(granularity, time_zone), continued)
+            arguments: list[object] = [
+                *(series_id, time_zone, start, end, 100, granularity.value, start, end, "explain"),
+                *([start] if continued else []),
+            ]
+            async with database.query_connection() as connection:
+                rows = await connection.fetch("EXPLAIN " + statement, *arguments)
+            counts, nodes = plan_tasks([row[0] for row in rows])
+            # The readings scan is one task on the series' worker; the others are the
+            # coordinator's own work on intermediate results (the history insert, the sort).
+            assert counts, (granularity, continued)
+            assert set(counts) == {1}, (granularity, continued, counts)
+            assert len(nodes) == len(counts)
+            assert [node for node in nodes if node in cluster.workers] == [worker]
+            # (The coordinator's tasks name it localhost, whatever name it is registered under.)
+            assert {node[1] for node in nodes if node != worker} == {cluster.coordinator[1]}
+
+    # A statement over every series fans out to every shard, on every worker.
+    await sql.execute("SET citus.explain_all_tasks TO on")
+    counts, nodes = plan_tasks([row[0] for row in await sql.fetch("EXPLAIN SELECT count(*) FROM readings")])
+    assert len(counts) == 1
+    assert counts[0] > 1
+    assert len(nodes) == counts[0]
+    assert set(nodes) == set(cluster.workers)
