@@ -1,22 +1,41 @@
-"""Citus: readings distributed by series over the workers, and streams atomic across them.
+"""Citus: readings distributed by series over the workers, streams atomic across them, one
+worker per query, and a worker that goes away.
 
-These tests run on every engine; where the test server is a Citus coordinator with workers
-they also check where the rows went.
+The first tests run on every engine; where the test server is a Citus coordinator with
+workers they also check where the rows went. The others need such a coordinator and skip
+elsewhere.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
 import pytest
 
 from tests.databases import CitusCluster, with_node
-from tests.support import batches, hourly_readings, ingest, reading
+from tests.support import (
+    batches,
+    eventually,
+    hourly_readings,
+    ingest,
+    reading,
+    service_transactions_waiting,
+    ts,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.domain.aggregation import AggregateQuery, Granularity, TimeRange
+from timeseries_aggregation.domain.paging import PageRequest
+from timeseries_aggregation.storage.aggregates import aggregate_statement
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.readings import COPY_CHUNK_READINGS
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
@@ -101,3 +120,176 @@ async def test_a_failing_stream_stores_nothing_on_any_worker(
     assert await stored_values(database) == {1.0: len(SERIES) * HOURS}
     if citus_cluster is not None:
         assert sum((await rows_per_worker(database_url, database)).values()) == len(SERIES) * HOURS
+
+
+@pytest.fixture
+def cluster(citus_cluster: CitusCluster | None) -> CitusCluster:
+    """The Citus cluster; the test skips on any other engine."""
+    if citus_cluster is None:
+        pytest.skip("needs a Citus coordinator with workers as the test database server")
+    return citus_cluster
+
+
+async def series_workers(connection: asyncpg.Connection, series_ids: list[str]) -> dict[str, tuple[str, int]]:
+    """The worker holding each series' shard, by Citus's own hash of the distribution column."""
+    rows = await connection.fetch(
+        "SELECT series_id, nodename, nodeport FROM unnest($1::text[]) AS series_id"
+        " JOIN citus_shards ON shardid = get_shard_id_for_distribution_column('readings', series_id)",
+        series_ids,
+    )
+    return {row["series_id"]: (row["nodename"], row["nodeport"]) for row in rows}
+
+
+def plan_tasks(plan: list[str]) -> tuple[list[int], list[tuple[str, int]]]:
+    """The Task Count of each Citus scan in an EXPLAIN text, and the node of each task shown."""
+    counts = [int(match[1]) for line in plan if (match := re.search(r"Task Count: (\d+)", line))]
+    nodes = [
+        (match[1], int(match[2]))
+        for line in plan
+        if (match := re.search(r"Node: host=(\S+) port=(\d+)", line))
+    ]
+    return counts, nodes
+
+
+async def test_a_query_of_one_series_runs_on_the_one_worker_holding_it(
+    cluster: CitusCluster, database: Database, sql: asyncpg.Connection
+) -> None:
+    series_id = SERIES[0]
+    [worker] = (await series_workers(sql, [series_id])).values()
+    start, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)
+    time_zone = "Europe/Berlin"
+    for granularity in Granularity:
+        for continued in (False, True):
+            # The statement the service sends and its arguments, explained on a connection of
+            # the service's own pool.
+            query = AggregateQuery(series_id, granularity, TimeRange(start, end), time_zone)
+            statement, arguments = aggregate_statement(
+                query, PageRequest(100, start if continued else None), "explain"
+            )
+            async with database.query_connection() as connection:
+                rows = await connection.fetch("EXPLAIN " + statement, *arguments)
+            counts, nodes = plan_tasks([row[0] for row in rows])
+            # The readings scan is one task on the series' worker; the others are the
+            # coordinator's own work on intermediate results (the history insert, the sort).
+            assert counts, (granularity, continued)
+            assert set(counts) == {1}, (granularity, continued, counts)
+            assert len(nodes) == len(counts)
+            assert [node for node in nodes if node in cluster.workers] == [worker]
+            # (The coordinator's tasks name it localhost, whatever name it is registered under.)
+            assert {node[1] for node in nodes if node != worker} == {cluster.coordinator[1]}
+
+    # A statement over every series fans out to every shard, on every worker.
+    await sql.execute("SET citus.explain_all_tasks TO on")
+    counts, nodes = plan_tasks([row[0] for row in await sql.fetch("EXPLAIN SELECT count(*) FROM readings")])
+    assert len(counts) == 1
+    assert counts[0] > 1
+    assert len(nodes) == counts[0]
+    assert set(nodes) == set(cluster.workers)
+
+
+# Far above the time a refused connection takes to reach the client (well under a second),
+# below the test pool's 10 s statement timeout: a hang shows as DEADLINE_EXCEEDED.
+CALL_TIMEOUT_SECONDS = 5.0
+# The service's own message for an unavailable database: no host, port or database name.
+UNAVAILABLE_MESSAGE = "the database is unavailable; retry later"
+
+
+@asynccontextmanager
+async def refusing_connections(
+    server_url: str, database_url: str, worker: tuple[str, int]
+) -> AsyncIterator[None]:
+    """The worker refuses connections to the test's database until the block ends.
+
+    To the coordinator this is a worker that went away: its open connections there end
+    (as when the worker restarts) and new ones are refused, so every statement that needs a
+    shard on it fails in Citus's connection handling, as with a stopped worker. Unlike stopping
+    the worker's server, it leaves the cluster's other databases (other tests') alone.
+    """
+    name = urlsplit(database_url).path.lstrip("/")
+    admin = await asyncpg.connect(with_node(server_url, *worker))
+    try:
+        # Without this Citus refuses ALTER DATABASE on a worker: a local change here.
+        await admin.execute("SET citus.enable_ddl_propagation TO off")
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            # The coordinator's cached connections to the worker, and its maintenance daemon.
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
+            yield
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()
+
+
+def daily_query(series_id: str) -> pb.QueryAggregatesRequest:
+    return pb.QueryAggregatesRequest(
+        series_id=series_id,
+        granularity=pb.GRANULARITY_DAY_OF_MONTH,
+        start_time=ts("2025-01-01"),
+        end_time=ts("2025-01-03"),
+    )
+
+
+async def daily_totals(stub: Stub, series_id: str) -> list[float]:
+    response = await stub.QueryAggregates(daily_query(series_id), timeout=CALL_TIMEOUT_SECONDS)
+    return [bucket.total_quantity_kwh for bucket in response.buckets]
+
+
+async def test_a_worker_that_goes_away_makes_its_series_unavailable_until_it_returns(
+    cluster: CitusCluster,
+    stub: Stub,
+    database: Database,
+    database_url: str,
+    postgres_url: str,
+    sql: asyncpg.Connection,
+) -> None:
+    await ingest(stub, batches(many_series(1.0), 5_000))
+    total = len(SERIES) * HOURS
+    async with database.query_connection() as connection:
+        workers = await series_workers(connection, SERIES)
+    away = cluster.workers[0]
+    on_away = [series_id for series_id in SERIES if workers[series_id] == away]
+    elsewhere = [series_id for series_id in SERIES if workers[series_id] != away]
+    # A whole COPY chunk for the remaining worker alone, then readings for the one away.
+    hours = -(-COPY_CHUNK_READINGS // len(elsewhere))
+    first = [item for series_id in elsewhere for item in hourly_readings(series_id, "2025-01-01", hours, 2.0)]
+    then = [item for series_id in on_away for item in hourly_readings(series_id, "2025-01-01", HOURS, 2.0)]
+
+    async def chunk_written() -> None:
+        assert await service_transactions_waiting(sql) == 1
+
+    async def stream() -> AsyncIterator[pb.IngestReadingsRequest]:
+        for request in batches(first, 5_000):
+            yield request
+        # The first chunk is in the stream's transaction on the remaining worker.
+        await eventually(chunk_written)
+        for request in batches(then, 5_000):
+            yield request
+
+    stored_per_worker = await rows_per_worker(database_url, database)
+
+    async with refusing_connections(postgres_url, database_url, away):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await daily_totals(stub, on_away[0])
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert raised.value.details() == UNAVAILABLE_MESSAGE
+
+        # The failure of the second chunk takes the first back on the remaining worker too.
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.IngestReadings(stream(), timeout=CALL_TIMEOUT_SECONDS)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert raised.value.details() == UNAVAILABLE_MESSAGE
+
+        # A series on the remaining worker needs nothing of the one away.
+        assert await daily_totals(stub, elsewhere[0]) == [24.0, 24.0]
+
+    # Back without a restart of the service: its pools reconnect.
+    assert await eventually(lambda: daily_totals(stub, on_away[0])) == [24.0, 24.0]
+    assert await stored_values(database) == {1.0: total}
+    assert await rows_per_worker(database_url, database) == stored_per_worker
+    await ingest(stub, batches(many_series(3.0), 5_000))
+    assert await stored_values(database) == {3.0: total}

@@ -137,10 +137,10 @@ _LIST_HISTORY = """
 """
 
 
-async def query_aggregates(
-    database: Database, query: AggregateQuery, page: PageRequest[datetime], caller_name: str
-) -> Page[Bucket]:
-    """One page of buckets; the same statement records the call in the history."""
+def aggregate_statement(
+    query: AggregateQuery, page: PageRequest[datetime], caller_name: str
+) -> tuple[str, list[object]]:
+    """The statement that answers one page of `query` and records it, with its arguments."""
     time_range = query.time_range
     arguments: list[object] = [
         query.series_id,
@@ -156,7 +156,14 @@ async def query_aggregates(
     if page.after is not None:
         arguments.append(page.after)
     fixed = fixed_width_buckets(query.granularity, query.time_zone)
-    sql = _aggregate_sql(query.granularity, fixed, page.after is not None)
+    return _aggregate_sql(query.granularity, fixed, page.after is not None), arguments
+
+
+async def query_aggregates(
+    database: Database, query: AggregateQuery, page: PageRequest[datetime], caller_name: str
+) -> Page[Bucket]:
+    """One page of buckets; the same statement records the call in the history."""
+    sql, arguments = aggregate_statement(query, page, caller_name)
     async with database.query_connection() as connection:
         try:
             rows = await connection.fetch(sql, *arguments)
