@@ -106,11 +106,11 @@ def postgres_server(database_url: str | None) -> Iterator[str]:
 
 
 @asynccontextmanager
-async def bench_database(server_url: str) -> AsyncIterator[str]:
-    """A fresh database on the server (set up for Citus on a coordinator), dropped at the end."""
-    async with throwaway_database(
-        server_url, f"timeseries_bench_{os.getpid()}", await detect_citus(server_url)
-    ) as database_url:
+async def bench_database(server_url: str, purpose: str = "") -> AsyncIterator[str]:
+    """A fresh database on the server (set up for Citus on a coordinator), dropped at the end;
+    `purpose` tells apart databases the same run holds at once."""
+    name = f"timeseries_bench_{os.getpid()}" + (f"_{purpose}" if purpose else "")
+    async with throwaway_database(server_url, name, await detect_citus(server_url)) as database_url:
         yield database_url
 
 

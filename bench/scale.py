@@ -21,7 +21,9 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -111,26 +113,37 @@ async def load(
 async def portfolio_latencies(connection: asyncpg.Connection, year: int, iterations: int) -> list[float]:
     """Each day's total of all meters over October of `year`, in plain SQL."""
     october = (datetime(year, 10, 1, tzinfo=UTC), datetime(year, 11, 1, tzinfo=UTC))
-    latencies = []
-    for iteration in range(iterations + 3):
+    latencies: list[float] = []
+    for iteration in range(iterations + 1):
         started = time.perf_counter()
         days = await connection.fetch(PORTFOLIO_SQL, *october, timeout=600)
         if len(days) != 31:
             raise RuntimeError(f"the portfolio question found readings on {len(days)} days of October")
-        if iteration >= 3:
+        if iteration >= 1:
             latencies.append(time.perf_counter() - started)
     return latencies
 
 
-async def measure(
+@dataclass
+class Store:
+    """One database of `meters` meters, loaded, compressed, and served by its own process."""
+
+    meters: int
+    connection: asyncpg.Connection
+    stub: Stub
+
+    @property
+    def label(self) -> str:
+        return f"{self.meters:,} meters"
+
+
+@asynccontextmanager
+async def loaded_store(
     server_url: str, meters: int, arguments: argparse.Namespace, results: Results
-) -> dict[str, float]:
-    """Load, compress and query one database of `meters` meters; the p50s by question."""
-    label = f"{meters:,} meters"
-    # The last year loaded: every question is about recent data over a long history.
-    query_year = FIRST_YEAR + arguments.years - 1
-    p50s: dict[str, float] = {}
-    async with bench_database(server_url) as database_url:
+) -> AsyncIterator[Store]:
+    """A fresh database of `meters` meters loaded through the service and compressed; the load
+    and storage figures go to `results` on the way."""
+    async with bench_database(server_url, f"{meters}_meters") as database_url:
         service = ServiceProcess(database_url)
         try:
             await service.wait_serving()
@@ -141,94 +154,133 @@ async def measure(
                     results.notes = await machine_description(connection, engine)
                     print("\n".join(results.notes), flush=True)
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-                    stub: Stub = pb_grpc.TimeseriesAggregationServiceStub(channel)  # type: ignore[assignment]
-                    readings, seconds = await load(
-                        stub, meters, arguments.years, arguments.meters_per_stream, arguments.streams
-                    )
-                    results.add(
-                        Row(
-                            "load",
-                            f"{label}: {readings:,} readings via the service, {arguments.streams} streams",
-                            f"{seconds:,.0f} s, {rate(readings, seconds)}",
-                        )
-                    )
-                    await connection.execute("ANALYZE readings", timeout=3600)
-                    before: int = await connection.fetchval(SIZE_SQL)
-                    started = time.perf_counter()
-                    chunks = await connection.fetchval(COMPRESS_SQL, timeout=7200)
-                    compress_seconds = time.perf_counter() - started
-                    await connection.execute("VACUUM ANALYZE readings", timeout=3600)
-                    after: int = await connection.fetchval(SIZE_SQL)
-                    results.add(
-                        Row(
-                            "storage",
-                            f"{label}: bytes per reading, uncompressed / compressed ({chunks} chunks)",
-                            f"{before / readings:.1f} / {after / readings:.1f} bytes "
-                            f"({before / 2**30:.2f} / {after / 2**30:.2f} GiB)",
-                            "",
-                            f"{after / before:.3f}",
-                        )
-                    )
-                    results.add(
-                        Row(
-                            "storage",
-                            f"{label}: compressing every chunk",
-                            f"{compress_seconds:,.0f} s, {rate(readings, compress_seconds)}",
-                        )
-                    )
-                    for granularity in ("daily", "monthly"):
-                        service_latencies, plain = await query_latencies(
-                            connection,
-                            stub,
-                            granularity,
-                            arguments.query_iterations,
-                            series_id=series_id(meters // 2),
-                            year=query_year,
-                        )
-                        p50s[granularity] = percentile(service_latencies, 0.5)
-                        ratio = p50s[granularity] / percentile(plain, 0.5)
-                        results.add(
-                            Row(
-                                "query",
-                                f"{label}: {granularity}, one meter's {query_year}, p50 / p99",
-                                f"{ms(p50s[granularity])} / {ms(percentile(service_latencies, 0.99))}",
-                                f"{ms(percentile(plain, 0.5))} / {ms(percentile(plain, 0.99))}",
-                                f"{ratio:.2f}",
-                            )
-                        )
-                    portfolio = await portfolio_latencies(
-                        connection, query_year, arguments.portfolio_iterations
-                    )
-                    p50s["portfolio"] = percentile(portfolio, 0.5)
-                    results.add(
-                        Row(
-                            "query",
-                            f"{label}: each day's total of all meters, October {query_year}, "
-                            "plain SQL: p50 / max",
-                            f"{ms(p50s['portfolio'])} / {ms(max(portfolio))}",
-                        )
-                    )
+                    store = Store(meters, connection, pb_grpc.TimeseriesAggregationServiceStub(channel))  # type: ignore[arg-type]
+                    await load_and_compress(store, arguments, results)
+                    yield store
             finally:
                 await connection.close()
         finally:
             service.stop()
+
+
+async def load_and_compress(store: Store, arguments: argparse.Namespace, results: Results) -> None:
+    readings, seconds = await load(
+        store.stub, store.meters, arguments.years, arguments.meters_per_stream, arguments.streams
+    )
+    results.add(
+        Row(
+            "load",
+            f"{store.label}: {readings:,} readings via the service, {arguments.streams} streams",
+            f"{seconds:,.0f} s, {rate(readings, seconds)}",
+        )
+    )
+    connection = store.connection
+    await connection.execute("ANALYZE readings", timeout=3600)
+    before: int = await connection.fetchval(SIZE_SQL)
+    started = time.perf_counter()
+    chunks = await connection.fetchval(COMPRESS_SQL, timeout=7200)
+    compress_seconds = time.perf_counter() - started
+    await connection.execute("VACUUM ANALYZE readings", timeout=3600)
+    after: int = await connection.fetchval(SIZE_SQL)
+    results.add(
+        Row(
+            "storage",
+            f"{store.label}: bytes per reading, uncompressed / compressed ({chunks} chunks)",
+            f"{before / readings:.1f} / {after / readings:.1f} bytes "
+            f"({before / 2**30:.2f} / {after / 2**30:.2f} GiB)",
+            "",
+            f"{after / before:.3f}",
+        )
+    )
+    results.add(
+        Row(
+            "storage",
+            f"{store.label}: compressing every chunk",
+            f"{compress_seconds:,.0f} s, {rate(readings, compress_seconds)}",
+        )
+    )
+
+
+async def query_figures(
+    stores: list[Store], arguments: argparse.Namespace, results: Results
+) -> list[dict[str, float]]:
+    """The same questions of every store, in alternating rounds so that each store sees the
+    same conditions; each store's p50s by question."""
+    # The last year loaded: every question is about recent data over a long history.
+    year = FIRST_YEAR + arguments.years - 1
+    rounds = 4
+    samples: list[dict[str, tuple[list[float], list[float]]]] = [{} for _ in stores]
+    for _ in range(rounds):
+        for store, figures in zip(stores, samples, strict=True):
+            for granularity in ("daily", "monthly"):
+                service, plain = await query_latencies(
+                    store.connection,
+                    store.stub,
+                    granularity,
+                    arguments.query_iterations // rounds,
+                    series_id=series_id(store.meters // 2),
+                    year=year,
+                )
+                previous = figures.setdefault(granularity, ([], []))
+                previous[0].extend(service)
+                previous[1].extend(plain)
+            portfolio = await portfolio_latencies(
+                store.connection, year, arguments.portfolio_iterations // rounds
+            )
+            figures.setdefault("portfolio", ([], []))[1].extend(portfolio)
+    p50s: list[dict[str, float]] = []
+    for store, figures in zip(stores, samples, strict=True):
+        for granularity in ("daily", "monthly"):
+            service, plain = figures[granularity]
+            ratio = percentile(service, 0.5) / percentile(plain, 0.5)
+            results.add(
+                Row(
+                    "query",
+                    f"{store.label}: {granularity}, one meter's {year}, p50 / p99",
+                    f"{ms(percentile(service, 0.5))} / {ms(percentile(service, 0.99))}",
+                    f"{ms(percentile(plain, 0.5))} / {ms(percentile(plain, 0.99))}",
+                    f"{ratio:.2f}",
+                )
+            )
+        portfolio = figures["portfolio"][1]
+        results.add(
+            Row(
+                "query",
+                f"{store.label}: each day's total of all meters, October {year}, plain SQL: p50 / max",
+                "",
+                f"{ms(percentile(portfolio, 0.5))} / {ms(max(portfolio))}",
+            )
+        )
+        p50s.append(
+            {
+                "daily": percentile(figures["daily"][0], 0.5),
+                "monthly": percentile(figures["monthly"][0], 0.5),
+                "portfolio": percentile(portfolio, 0.5),
+            }
+        )
     return p50s
 
 
 async def run(arguments: argparse.Namespace) -> Results:
     results = Results(engine="scale")
-    small = await measure(arguments.database_url, arguments.small_meters, arguments, results)
-    large = await measure(arguments.database_url, arguments.meters, arguments, results)
+    async with AsyncExitStack() as stores:
+        small = await stores.enter_async_context(
+            loaded_store(arguments.database_url, arguments.small_meters, arguments, results)
+        )
+        large = await stores.enter_async_context(
+            loaded_store(arguments.database_url, arguments.meters, arguments, results)
+        )
+        small_p50s, large_p50s = await query_figures([small, large], arguments, results)
     factor = arguments.meters / arguments.small_meters
     for question in ("daily", "monthly", "portfolio"):
-        growth = large[question] / small[question]
+        growth = large_p50s[question] / small_p50s[question]
         one_meter = question != "portfolio"
         results.add(
             Row(
                 "growth",
-                f"{question}: p50 at {arguments.meters:,} meters vs {arguments.small_meters:,} "
-                f"({factor:.0f}x the readings)",
-                f"{ms(large[question])} vs {ms(small[question])}",
+                f"{question}{'' if one_meter else ' (plain SQL)'}: p50 at {arguments.meters:,} meters "
+                f"vs {arguments.small_meters:,} ({factor:.0f}x the readings)",
+                f"{ms(large_p50s[question])} vs {ms(small_p50s[question])}",
                 "",
                 f"{growth:.2f}",
                 "<= 1.50" if one_meter else "",
@@ -249,7 +301,7 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--meters-per-stream", type=int, default=10)
     parser.add_argument("--streams", type=int, default=2, help="streams at a time")
     parser.add_argument("--query-iterations", type=int, default=200)
-    parser.add_argument("--portfolio-iterations", type=int, default=10)
+    parser.add_argument("--portfolio-iterations", type=int, default=12)
     return parser.parse_args(argv)
 
 
