@@ -86,9 +86,9 @@ class ReadingsWriter:
         self._resources = contextlib.AsyncExitStack()
         self._connection: asyncpg.Connection | None = None
         self._transaction: Transaction | None = None
-        # Citus reports a COPY's unique violation as an internal error (XX000, not 23505), which
-        # cannot be told from a bug; there every chunk goes through the staging table instead.
-        self._direct = database.citus_workers == 0
+        # Until the first key conflict, chunks are copied straight into readings.
+        self._direct = True
+        self._citus = database.citus_workers > 0
         self._staging_created = False
         self.readings_received = 0
         # Rows inserted or updated in readings; more than the distinct keys when a key comes
@@ -199,6 +199,15 @@ class ReadingsWriter:
                 )
         except asyncpg.UniqueViolationError:
             logger.debug("key conflict: this stream continues through the upsert path")
+            return False
+        except asyncpg.InternalServerError:
+            # Citus passes a worker's unique violation inside a COPY on as an internal error
+            # (XX000, not 23505). The staging path is right for any chunk, so the chunk is
+            # retried there: a conflict is resolved, and any other fault fails again there,
+            # with its own code.
+            if not self._citus:
+                raise
+            logger.debug("COPY failed on Citus (a key conflict, or a fault the upsert path will show)")
             return False
         self.rows_written += _row_count(status)
         return True
