@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # The benchmarks make their throwaway databases as the tests do, Citus clusters included.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from report import Results, Row, shown_command, write_engine_results
+from report import RESULTS_FOLDER, Results, Row, shown_command, write_engine_results
 
 from tests.databases import detect_citus, throwaway_database
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
@@ -641,6 +641,8 @@ async def query_sections(
     base = await query_section(
         results, connection, stub, arguments.query_iterations, "100 meters (876,000 rows)", "100 meters"
     )
+    if arguments.growth <= 1:
+        return
     rows = await grow(connection, arguments.growth)
     await settle(connection, engine)
     grown = await query_section(
@@ -733,7 +735,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--query-iterations", type=int, default=300)
     parser.add_argument(
-        "--growth", type=int, default=100, help="how many times more rows for the growth figure"
+        "--growth", type=int, default=100, help="how many times more rows for the growth figure (1: none)"
     )
     parser.add_argument("--concurrency-seconds", type=float, default=5.0)
     parser.add_argument(
@@ -749,16 +751,23 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--storage-meters", type=int, default=100, help="meters for the storage figure")
     parser.add_argument("--storage-days", type=int, default=90, help="days of readings per meter for it")
+    parser.add_argument(
+        "--results-folder",
+        type=Path,
+        default=RESULTS_FOLDER,
+        help="where the engine's figures are kept; RESULTS.md is written beside it",
+    )
     return parser.parse_args(argv)
 
 
 def main() -> None:
     argv = sys.argv[1:]
-    results = asyncio.run(run(parse_arguments(argv)))
+    arguments = parse_arguments(argv)
+    results = asyncio.run(run(arguments))
     results.command = shown_command("make bench", argv, make_variable="BENCH_ARGS")
     print()
     print(results.table())
-    print(f"kept in {write_engine_results(results)}; side by side in bench/RESULTS.md")
+    print(f"kept in {write_engine_results(results, arguments.results_folder)}; side by side in RESULTS.md")
 
 
 if __name__ == "__main__":

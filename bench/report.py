@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-RESULTS_FOLDER = HERE / "results"
-RESULTS_FILE = HERE / "RESULTS.md"
+# Each engine's figures; the side-by-side report is written beside this folder, as RESULTS.md.
+RESULTS_FOLDER = Path(__file__).resolve().parent / "results"
 # The engines in the order the side-by-side table shows them.
 ENGINE_ORDER = ("postgresql", "timescaledb", "timescaledb-compressed", "citus")
 
@@ -72,13 +71,13 @@ def shown_command(program: str, argv: list[str], make_variable: str = "") -> str
     return f'{program} {make_variable}="{arguments}"' if make_variable else f"{program} {arguments}"
 
 
-def write_engine_results(results: Results) -> Path:
-    """Keep one engine's figures and rebuild RESULTS.md; the path written."""
-    RESULTS_FOLDER.mkdir(exist_ok=True)
-    path = RESULTS_FOLDER / f"{results.engine}.json"
+def write_engine_results(results: Results, folder: Path = RESULTS_FOLDER) -> Path:
+    """Keep one engine's figures in `folder` and rebuild the report beside it; the path written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{results.engine}.json"
     record = asdict(results) | {"measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"}
     path.write_text(json.dumps(record, indent=2) + "\n")
-    write_report()
+    write_report(folder)
     return path
 
 
@@ -136,8 +135,9 @@ def _storage_verdict(engines: dict[str, Results]) -> str:
     )
 
 
-def write_report() -> None:
-    paths = {path.stem: path for path in RESULTS_FOLDER.glob("*.json")}
+def write_report(folder: Path = RESULTS_FOLDER) -> Path:
+    """RESULTS.md beside `folder`, from every engine's figures in it; its path."""
+    paths = {path.stem: path for path in folder.glob("*.json")}
     order = [name for name in ENGINE_ORDER if name in paths] + sorted(
         name for name in paths if name not in ENGINE_ORDER and name != "scale"
     )
@@ -167,7 +167,9 @@ def write_report() -> None:
             "\n".join(results.notes) + "\n",
             results.table() + "\n",
         ]
-    RESULTS_FILE.write_text("\n".join(parts))
+    report = folder.parent / "RESULTS.md"
+    report.write_text("\n".join(parts))
+    return report
 
 
 if __name__ == "__main__":

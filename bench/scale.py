@@ -25,12 +25,13 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
 import grpc
 import numpy as np
-from report import Results, Row, shown_command, write_engine_results
+from report import RESULTS_FOLDER, Results, Row, shown_command, write_engine_results
 
 # This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
 from bench import (
@@ -302,6 +303,12 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=2, help="streams at a time")
     parser.add_argument("--query-iterations", type=int, default=200)
     parser.add_argument("--portfolio-iterations", type=int, default=12)
+    parser.add_argument(
+        "--results-folder",
+        type=Path,
+        default=RESULTS_FOLDER,
+        help="where the figures are kept (scale.json); RESULTS.md is written beside it",
+    )
     return parser.parse_args(argv)
 
 
@@ -316,7 +323,7 @@ def main() -> None:
     results.command = shown_command(".venv/bin/python bench/scale.py", argv)
     print()
     print(results.table())
-    print(f"kept in {write_engine_results(results)}; shown in bench/RESULTS.md")
+    print(f"kept in {write_engine_results(results, arguments.results_folder)}; shown in RESULTS.md")
 
 
 if __name__ == "__main__":
