@@ -108,14 +108,16 @@ async def throwaway_database(server_url: str, name: str, cluster: CitusCluster |
     finally:
         await admin.close()
     url = with_database(server_url, name)
-    if cluster is None:
+    try:
+        if cluster is not None:
+            await _set_up_citus(url, cluster)
         yield url
-        await _drop_database(server_url, name)
-        return
-    await _set_up_citus(url, cluster)
-    yield url
-    # Each node drops its own copy: Citus's propagated drop fails when a worker's maintenance
-    # daemon is still in the database, and a retry of it then fails on the workers it has
-    # already dropped the database on.
-    for host, port in [cluster.coordinator, *cluster.workers]:
-        await _drop_database(with_node(server_url, host, port), name, propagate=False)
+    finally:
+        if cluster is None:
+            await _drop_database(server_url, name)
+        else:
+            # Each node drops its own copy: Citus's propagated drop fails when a worker's
+            # maintenance daemon is still in the database, and a retry of it then fails on the
+            # workers it has already dropped the database on.
+            for host, port in [cluster.coordinator, *cluster.workers]:
+                await _drop_database(with_node(server_url, host, port), name, propagate=False)
