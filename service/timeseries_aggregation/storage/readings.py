@@ -34,6 +34,13 @@ logger = logging.getLogger(__name__)
 # Readings are gathered to at least this many before one COPY: few round trips for streams
 # of small messages, and a bound on what a stream holds in memory.
 COPY_CHUNK_READINGS = 20_000
+# TimescaleDB and Citus route each COPY statement's rows to chunks or shards and pay a set-up
+# cost for every one the statement touches: a bulk load of a meter's history, split into COPYs
+# of 20,000, ran at 0.81x of one COPY on TimescaleDB, at 0.89x in COPYs of 100,000. So there a
+# stream that keeps sending gets larger chunks after its first few; plain tables gain nothing
+# from it and keep the smaller memory bound.
+ROUTED_COPY_CHUNK_READINGS = 100_000
+ROUTED_AFTER_CHUNKS = 5
 # Chunks waiting for the database while the next ones are decoded; beyond this the stream
 # stops reading, and gRPC flow control slows the client down.
 CHUNKS_IN_FLIGHT = 2
@@ -89,6 +96,8 @@ class ReadingsWriter:
         # Until the first key conflict, chunks are copied straight into readings.
         self._direct = True
         self._citus = database.citus_workers > 0
+        self._routed = database.timescaledb or self._citus
+        self._chunks_submitted = 0
         self._staging_created = False
         self.readings_received = 0
         # Rows inserted or updated in readings; more than the distinct keys when a key comes
@@ -102,8 +111,13 @@ class ReadingsWriter:
         self._pending_readings += len(batch)
         self.readings_received += len(batch)
         self.series_ids.update(batch.series_ids)
-        if self._pending_readings >= COPY_CHUNK_READINGS:
+        if self._pending_readings >= self._chunk_readings():
             await self._submit_pending()
+
+    def _chunk_readings(self) -> int:
+        if self._routed and self._chunks_submitted >= ROUTED_AFTER_CHUNKS:
+            return ROUTED_COPY_CHUNK_READINGS
+        return COPY_CHUNK_READINGS
 
     async def flush(self) -> None:
         """Write what is left and wait until every chunk is in the table (not yet committed)."""
@@ -164,6 +178,7 @@ class ReadingsWriter:
             chunk = ReadingBatch.concatenate(self._pending).sorted_by_key()
             self._pending = []
             self._pending_readings = 0
+            self._chunks_submitted += 1
             await self._submit(chunk)
 
     async def _submit(self, chunk: ReadingBatch | None) -> None:
