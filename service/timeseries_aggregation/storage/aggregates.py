@@ -75,21 +75,34 @@ _PERIOD_PATTERNS = {
 
 
 @functools.cache
-def _aggregate_sql(granularity: Granularity, fixed: FixedWidthBuckets | None, continued: bool) -> str:
-    """One statement: a page of buckets, and the history record of the call.
+def _aggregate_sql(
+    granularity: Granularity, fixed: FixedWidthBuckets | None, continued: bool, records_history: bool
+) -> str:
+    """One page of buckets, and (when `records_history`) the history record of the call in
+    the same statement.
 
-    Parameters: $1 series, $2 zone, $3/$4 the readings' bounds, $5 page size, $6 to $9
-    the query and its caller as recorded, and on continued pages $10, the last bucket
-    already returned. A bucket after $10 holds only readings at or after it, so $10 also
-    bounds the scan.
+    Parameters: $1 series, $2 zone, $3/$4 the readings' bounds, $5 page size; when recording,
+    $6 to $9 the query and its caller as recorded. On continued pages the last parameter ($10,
+    or $6 without recording) is the last bucket already returned. A bucket after it holds only
+    readings at or after it, so it also bounds the scan.
     """
     bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed)
     if fixed is not None:
         bucket_end = f"bucket_start + INTERVAL '{fixed.width_seconds} seconds'"
     else:
         bucket_end = _BUCKET_ENDS[granularity]
-    after_cursor = "AND time >= $10" if continued else ""
-    cursor_filter = "WHERE bucket_start > $10" if continued else ""
+    cursor = "$10" if records_history else "$6"
+    after_cursor = f"AND time >= {cursor}" if continued else ""
+    cursor_filter = f"WHERE bucket_start > {cursor}" if continued else ""
+    recorded = f"""
+        , recorded AS (
+            INSERT INTO query_history (
+                series_id, granularity, start_time, end_time, time_zone,
+                page_size, continued_page, bucket_count, caller_name
+            )
+            SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer), $9
+            FROM page
+        )"""
     # One row more than the page tells whether another page follows.
     return f"""
         WITH page AS (
@@ -110,14 +123,7 @@ def _aggregate_sql(granularity: Granularity, fixed: FixedWidthBuckets | None, co
             {cursor_filter}
             ORDER BY bucket_start
             LIMIT $5::integer + 1
-        ), recorded AS (
-            INSERT INTO query_history (
-                series_id, granularity, start_time, end_time, time_zone,
-                page_size, continued_page, bucket_count, caller_name
-            )
-            SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer), $9
-            FROM page
-        )
+        ){recorded if records_history else ""}
         SELECT extract(epoch FROM bucket_start)::bigint,
                extract(epoch FROM {bucket_end})::bigint,
                to_char(bucket_start AT TIME ZONE $2, '{_PERIOD_PATTERNS[granularity]}'),
@@ -125,6 +131,16 @@ def _aggregate_sql(granularity: Granularity, fixed: FixedWidthBuckets | None, co
         FROM page
         ORDER BY bucket_start
     """
+
+
+# The history record of a call, where it is not written by the aggregate statement itself.
+_RECORD_QUERY = """
+    INSERT INTO query_history (
+        series_id, granularity, start_time, end_time, time_zone,
+        page_size, continued_page, bucket_count, caller_name
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
 
 
 _LIST_HISTORY = """
@@ -138,9 +154,10 @@ _LIST_HISTORY = """
 
 
 def aggregate_statement(
-    query: AggregateQuery, page: PageRequest[datetime], caller_name: str
+    query: AggregateQuery, page: PageRequest[datetime], caller_name: str, records_history: bool = True
 ) -> tuple[str, list[object]]:
-    """The statement that answers one page of `query` and records it, with its arguments."""
+    """The statement that answers one page of `query`, with its arguments; it also records
+    the call in the history unless `records_history` is false."""
     time_range = query.time_range
     arguments: list[object] = [
         query.series_id,
@@ -148,25 +165,46 @@ def aggregate_statement(
         time_range.lower_bound,
         time_range.upper_bound,
         page.page_size,
-        query.granularity.value,
-        time_range.start_time,
-        time_range.end_time,
-        caller_name,
     ]
+    if records_history:
+        arguments += [query.granularity.value, time_range.start_time, time_range.end_time, caller_name]
     if page.after is not None:
         arguments.append(page.after)
     fixed = fixed_width_buckets(query.granularity, query.time_zone)
-    return _aggregate_sql(query.granularity, fixed, page.after is not None), arguments
+    return _aggregate_sql(query.granularity, fixed, page.after is not None, records_history), arguments
 
 
 async def query_aggregates(
     database: Database, query: AggregateQuery, page: PageRequest[datetime], caller_name: str
 ) -> Page[Bucket]:
-    """One page of buckets; the same statement records the call in the history."""
-    sql, arguments = aggregate_statement(query, page, caller_name)
+    """One page of buckets, recorded in the history in the same transaction.
+
+    One statement does both, except on Citus: there a statement that reads a distributed
+    table and writes a local one runs as several distributed steps with intermediate results,
+    and the read and the insert as two statements of one transaction took 7.7 ms where the one
+    statement took 10.9 (one meter's year, daily buckets).
+    """
+    records_history = database.citus_workers == 0
+    sql, arguments = aggregate_statement(query, page, caller_name, records_history)
     async with database.query_connection() as connection:
         try:
-            rows = await connection.fetch(sql, *arguments)
+            if records_history:
+                rows = await connection.fetch(sql, *arguments)
+            else:
+                async with connection.transaction():
+                    rows = await connection.fetch(sql, *arguments)
+                    await connection.execute(
+                        _RECORD_QUERY,
+                        query.series_id,
+                        query.granularity.value,
+                        query.time_range.start_time,
+                        query.time_range.end_time,
+                        query.time_zone,
+                        page.page_size,
+                        page.after is not None,
+                        min(len(rows), page.page_size),
+                        caller_name,
+                    )
         except asyncpg.InvalidParameterValueError as error:
             # The service's and the database's zone lists can differ by a release of tzdata.
             raise InvalidArgumentError(
