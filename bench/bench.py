@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # The benchmarks make their throwaway databases as the tests do, Citus clusters included.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from report import RESULTS_FOLDER, Results, Row, shown_command, write_engine_results
+from report import Results, Row, add_results_folder_argument, publish, shown_command
 
 from tests.databases import detect_citus, throwaway_database
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
@@ -751,12 +751,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--storage-meters", type=int, default=100, help="meters for the storage figure")
     parser.add_argument("--storage-days", type=int, default=90, help="days of readings per meter for it")
-    parser.add_argument(
-        "--results-folder",
-        type=Path,
-        default=RESULTS_FOLDER,
-        help="where the engine's figures are kept; RESULTS.md is written beside it",
-    )
+    add_results_folder_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -765,9 +760,7 @@ def main() -> None:
     arguments = parse_arguments(argv)
     results = asyncio.run(run(arguments))
     results.command = shown_command("make bench", argv, make_variable="BENCH_ARGS")
-    print()
-    print(results.table())
-    print(f"kept in {write_engine_results(results, arguments.results_folder)}; side by side in RESULTS.md")
+    publish(results, arguments.results_folder)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ runs, one server at a time, still appear in one table.
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -69,6 +70,22 @@ def shown_command(program: str, argv: list[str], make_variable: str = "") -> str
         return program
     arguments = " ".join(shown)
     return f'{program} {make_variable}="{arguments}"' if make_variable else f"{program} {arguments}"
+
+
+def add_results_folder_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--results-folder",
+        type=Path,
+        default=RESULTS_FOLDER,
+        help="where the figures are kept, as ENGINE.json; RESULTS.md is written beside it",
+    )
+
+
+def publish(results: Results, folder: Path) -> None:
+    """Print the table, keep the figures and rebuild the report."""
+    print()
+    print(results.table())
+    print(f"kept in {write_engine_results(results, folder)}; every engine side by side in RESULTS.md")
 
 
 def write_engine_results(results: Results, folder: Path = RESULTS_FOLDER) -> Path:

@@ -25,13 +25,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
 import grpc
 import numpy as np
-from report import RESULTS_FOLDER, Results, Row, shown_command, write_engine_results
+from report import Results, Row, add_results_folder_argument, publish, shown_command
 
 # This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
 from bench import (
@@ -303,12 +302,7 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=2, help="streams at a time")
     parser.add_argument("--query-iterations", type=int, default=200)
     parser.add_argument("--portfolio-iterations", type=int, default=12)
-    parser.add_argument(
-        "--results-folder",
-        type=Path,
-        default=RESULTS_FOLDER,
-        help="where the figures are kept (scale.json); RESULTS.md is written beside it",
-    )
+    add_results_folder_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -321,9 +315,7 @@ def main() -> None:
         "compressed TimescaleDB"
     )
     results.command = shown_command(".venv/bin/python bench/scale.py", argv)
-    print()
-    print(results.table())
-    print(f"kept in {write_engine_results(results, arguments.results_folder)}; shown in RESULTS.md")
+    publish(results, arguments.results_folder)
 
 
 if __name__ == "__main__":
