@@ -38,6 +38,8 @@ NOT_RUN = {
     "make run": "serves until stopped (and `make test` would run this suite inside itself); this "
     "test starts the same server itself",
     "docker compose": "needs Docker and image builds, which the test machine has not",
+    "make bench": "takes minutes and measures the machine it runs on; tests/test_bench.py runs the "
+    "same script, small, on every engine",
 }
 COMPARE = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 BLOCK_TIMEOUT_SECONDS = 30
