@@ -8,8 +8,8 @@ import io
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -380,10 +380,11 @@ async def test_ctrl_c_ends_a_command_with_one_line_and_exit_130(
 ) -> None:
     target = f"127.0.0.1:{server.port}"
     async with readings_locked(database_url) as waiting_for_the_lock:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "timeseries_aggregation", "import", str(EXAMPLE_XLSX),
-            "--series-id", "interrupted", "--target", target, stdout=-1, stderr=-1,
-        )  # fmt: skip
+        with interruptible_children():
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "timeseries_aggregation", "import", str(EXAMPLE_XLSX),
+                "--series-id", "interrupted", "--target", target, stdout=-1, stderr=-1,
+            )  # fmt: skip
 
         async def committing() -> None:
             assert await waiting_for_the_lock() == 1
@@ -416,6 +417,17 @@ async def test_output_into_a_closed_pipe_ends_quietly(loaded: str) -> None:
     header, exit_code = out.decode().splitlines()
     assert header.split()[:2] == ["period", "start_time"]
     assert (exit_code, err.decode()) == (str(EXIT_BROKEN_PIPE), "")
+
+
+@contextmanager
+def interruptible_children() -> Iterator[None]:
+    """Processes started in the block take Ctrl-C as from an interactive shell, also when this
+    test run ignores SIGINT itself (as a background job of a script does, and passes on)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @asynccontextmanager
