@@ -11,12 +11,13 @@ import math
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from tests.databases import CitusCluster
+from tests.databases import CitusCluster, throwaway_database
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 # Small enough for seconds per engine; every section but the concurrency one (a fixed
@@ -33,18 +34,28 @@ SMALL_BENCH = [
 ]
 
 
-async def compression_available(server_url: str) -> bool:
-    """Whether the server is TimescaleDB's community edition, which compresses."""
+async def timescaledb_edition(server_url: str) -> str | None:
+    """The license of the TimescaleDB the service's migrations will enable on the server (its
+    community edition, "timescale", compresses), or None where they leave TimescaleDB off."""
     connection = await asyncpg.connect(server_url)
     try:
-        return bool(
-            await connection.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
-                " AND current_setting('timescaledb.license', true) = 'timescale'"
-            )
+        preloaded = await connection.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
+            " AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
         )
     finally:
         await connection.close()
+    if not preloaded:
+        return None
+    # The license setting exists only in a database with the extension.
+    async with throwaway_database(server_url, f"timeseries_probe_{uuid.uuid4().hex[:16]}", None) as url:
+        probe = await asyncpg.connect(url)
+        try:
+            await probe.execute("CREATE EXTENSION timescaledb")
+            edition: str = await probe.fetchval("SELECT current_setting('timescaledb.license')")
+        finally:
+            await probe.close()
+    return edition
 
 
 def run_script(script: str, arguments: list[str]) -> None:
@@ -61,13 +72,19 @@ def measured_numbers(text: str) -> list[float]:
 async def test_the_benchmark_measures_every_section_on_the_test_engine(
     postgres_url: str, citus_cluster: CitusCluster | None, tmp_path: Path
 ) -> None:
-    compressed = await compression_available(postgres_url)
+    edition = await timescaledb_edition(postgres_url)
+    compressed = edition == "timescale"
     arguments = [*SMALL_BENCH, f"--database-url={postgres_url}", f"--results-folder={tmp_path / 'results'}"]
     run_script("bench.py", [*arguments, "--compressed"] if compressed else arguments)
 
     [kept] = (tmp_path / "results").glob("*.json")
     record = json.loads(kept.read_text())
-    expected_engine = "citus" if citus_cluster else "timescaledb-compressed" if compressed else "postgresql"
+    if citus_cluster:
+        expected_engine = "citus"
+    elif edition is None:
+        expected_engine = "postgresql"
+    else:
+        expected_engine = "timescaledb-compressed" if compressed else "timescaledb"
     assert record["engine"] == expected_engine
     assert "URL" in record["command"]
     assert postgres_url not in record["command"]
@@ -95,7 +112,7 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
 async def test_the_scale_run_loads_compresses_and_queries_both_sizes(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    if not await compression_available(postgres_url):
+    if await timescaledb_edition(postgres_url) != "timescale":
         pytest.skip("the scale run is about compressed TimescaleDB; this server does not compress")
     run_script(
         "scale.py",
