@@ -534,7 +534,7 @@ async def detect_engine(connection: asyncpg.Connection, compressed: bool) -> Eng
     version = await connection.fetchval("SHOW server_version")
     timescale = await connection.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
     citus = await connection.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'citus'")
-    if compressed and not (timescale and await connection.fetchval(_COMPRESSION_ENABLED)):
+    if compressed and not (timescale and await connection.fetchval(COMPRESSION_ENABLED)):
         raise SystemExit("--compressed needs TimescaleDB with compression (its community edition)")
     if citus:
         workers = await connection.fetchval("SELECT count(*) FROM citus_get_active_worker_nodes()")
@@ -546,13 +546,13 @@ async def detect_engine(connection: asyncpg.Connection, compressed: bool) -> Eng
     return Engine("postgresql", f"PostgreSQL {version}", False, False, False)
 
 
-_COMPRESSION_ENABLED = """
+COMPRESSION_ENABLED = """
     SELECT coalesce(bool_or(compression_enabled), false) FROM timescaledb_information.hypertables
     WHERE hypertable_name = 'readings'
 """
 # Every chunk compressed, including chunks that got new rows after an earlier compression.
-_COMPRESS_EVERY_CHUNK = "SELECT count(compress_chunk(chunk, true)) FROM show_chunks('readings') AS chunk"
-_STORED_BYTES = {
+COMPRESS_EVERY_CHUNK = "SELECT count(compress_chunk(chunk, true)) FROM show_chunks('readings') AS chunk"
+STORED_BYTES = {
     "postgresql": "SELECT pg_total_relation_size('readings')",
     "timescaledb": "SELECT hypertable_size('readings')",
     "timescaledb-compressed": "SELECT hypertable_size('readings')",
@@ -575,7 +575,7 @@ QUARTER_HOURLY_LOAD = """
 async def settle(connection: asyncpg.Connection, engine: Engine) -> None:
     """After a load: compress where the run is about compressed chunks, then fresh statistics."""
     if engine.compressed:
-        await connection.execute(_COMPRESS_EVERY_CHUNK, timeout=3600)
+        await connection.execute(COMPRESS_EVERY_CHUNK, timeout=3600)
     await connection.execute("VACUUM ANALYZE readings", timeout=3600)
 
 
@@ -586,13 +586,13 @@ async def storage_section(
     await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=days), timeout=3600)
     await connection.execute("VACUUM ANALYZE readings", timeout=3600)
     readings: int = await connection.fetchval("SELECT count(*) FROM readings")
-    stored: int = await connection.fetchval(_STORED_BYTES[engine.key])
+    stored: int = await connection.fetchval(STORED_BYTES[engine.key])
     label = f"{meters:,} meters x {days} days of quarter-hourly readings ({readings:,})"
     if engine.compressed:
         started = time.perf_counter()
         await settle(connection, engine)
         seconds = time.perf_counter() - started
-        uncompressed, stored = stored, await connection.fetchval(_STORED_BYTES[engine.key])
+        uncompressed, stored = stored, await connection.fetchval(STORED_BYTES[engine.key])
         results.add(
             Row(
                 "6 storage",

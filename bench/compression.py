@@ -21,16 +21,18 @@ from datetime import timedelta
 import asyncpg
 
 # This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
-from bench import QUARTER_HOURLY_LOAD, bench_database, machine_description
+from bench import (
+    COMPRESS_EVERY_CHUNK,
+    COMPRESSION_ENABLED,
+    QUARTER_HOURLY_LOAD,
+    bench_database,
+    machine_description,
+)
 from timeseries_aggregation.domain.durations import format_duration, parse_duration
 from timeseries_aggregation.storage.schema import apply_migrations
 
 # Compressed batches (a compressed chunk's rows), as TimescaleDB's catalog counted them.
 _BATCHES = "SELECT sum(numrows_post_compression) FROM _timescaledb_catalog.compression_chunk_size"
-_COMPRESSION_ENABLED = """
-    SELECT coalesce(bool_or(compression_enabled), false) FROM timescaledb_information.hypertables
-    WHERE hypertable_name = 'readings'
-"""
 
 
 async def measure(server_url: str, meters: int, days: int, chunk_interval: timedelta) -> list[str]:
@@ -45,7 +47,7 @@ async def measure(server_url: str, meters: int, days: int, chunk_interval: timed
         connection = await asyncpg.connect(database_url)
         try:
             await apply_migrations(connection)
-            if not await connection.fetchval(_COMPRESSION_ENABLED):
+            if not await connection.fetchval(COMPRESSION_ENABLED):
                 raise SystemExit(
                     "this server cannot compress readings (TimescaleDB community edition needed)"
                 )
@@ -58,7 +60,7 @@ async def measure(server_url: str, meters: int, days: int, chunk_interval: timed
             chunks: int = await connection.fetchval("SELECT count(*) FROM show_chunks('readings')")
             before: int = await connection.fetchval("SELECT hypertable_size('readings')")
             started = time.perf_counter()
-            await connection.execute("SELECT compress_chunk(chunk) FROM show_chunks('readings') AS chunk")
+            await connection.execute(COMPRESS_EVERY_CHUNK)
             seconds = time.perf_counter() - started
             after: int = await connection.fetchval("SELECT hypertable_size('readings')")
             batches: int = await connection.fetchval(_BATCHES)

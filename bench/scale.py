@@ -34,6 +34,8 @@ from report import Results, Row, add_results_folder_argument, publish, shown_com
 
 # This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
 from bench import (
+    COMPRESS_EVERY_CHUNK,
+    STORED_BYTES,
     UNIX_EPOCH,
     ServiceProcess,
     bench_database,
@@ -61,8 +63,7 @@ PORTFOLIO_SQL = """
     FROM readings WHERE time >= $1 AND time < $2
     GROUP BY 1 ORDER BY 1
 """
-SIZE_SQL = "SELECT hypertable_size('readings')"
-COMPRESS_SQL = "SELECT count(compress_chunk(chunk, true)) FROM show_chunks('readings') AS chunk"
+SIZE_SQL = STORED_BYTES["timescaledb-compressed"]
 
 
 def series_id(meter: int) -> str:
@@ -178,7 +179,7 @@ async def load_and_compress(store: Store, arguments: argparse.Namespace, results
     await connection.execute("ANALYZE readings", timeout=3600)
     before: int = await connection.fetchval(SIZE_SQL)
     started = time.perf_counter()
-    chunks = await connection.fetchval(COMPRESS_SQL, timeout=7200)
+    chunks = await connection.fetchval(COMPRESS_EVERY_CHUNK, timeout=7200)
     compress_seconds = time.perf_counter() - started
     await connection.execute("VACUUM ANALYZE readings", timeout=3600)
     after: int = await connection.fetchval(SIZE_SQL)

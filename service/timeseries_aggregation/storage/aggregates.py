@@ -74,6 +74,14 @@ _PERIOD_PATTERNS = {
 }
 
 
+# A history entry's columns, in the order both ways of recording a call give them.
+_INSERT_HISTORY = """
+    INSERT INTO query_history (
+        series_id, granularity, start_time, end_time, time_zone,
+        page_size, continued_page, bucket_count, caller_name
+    )"""
+
+
 @functools.cache
 def _aggregate_sql(
     granularity: Granularity, fixed: FixedWidthBuckets | None, continued: bool, records_history: bool
@@ -96,10 +104,7 @@ def _aggregate_sql(
     cursor_filter = f"WHERE bucket_start > {cursor}" if continued else ""
     recorded = f"""
         , recorded AS (
-            INSERT INTO query_history (
-                series_id, granularity, start_time, end_time, time_zone,
-                page_size, continued_page, bucket_count, caller_name
-            )
+            {_INSERT_HISTORY}
             SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer), $9
             FROM page
         )"""
@@ -134,13 +139,7 @@ def _aggregate_sql(
 
 
 # The history record of a call, where it is not written by the aggregate statement itself.
-_RECORD_QUERY = """
-    INSERT INTO query_history (
-        series_id, granularity, start_time, end_time, time_zone,
-        page_size, continued_page, bucket_count, caller_name
-    )
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-"""
+_RECORD_QUERY = f"{_INSERT_HISTORY} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 
 _LIST_HISTORY = """
