@@ -90,6 +90,10 @@ async def call_all(
         lambda: stub.IngestReadings(requests(), metadata=metadata),
         lambda: stub.QueryAggregates(QUERY, metadata=metadata),
         lambda: stub.ListQueryHistory(pb.ListQueryHistoryRequest(), metadata=metadata),
+        lambda: stub.UpdateSeries(
+            pb.UpdateSeriesRequest(series=pb.Series(series_id="m1", labels={"site": "a"})), metadata=metadata
+        ),
+        lambda: stub.ListSeries(pb.ListSeriesRequest(), metadata=metadata),
     ):
         try:
             await call()
@@ -101,7 +105,7 @@ async def call_all(
 
 async def test_callers_without_a_valid_key_are_unauthenticated(channel_with_auth: grpc.aio.Channel) -> None:
     stub = service(channel_with_auth)
-    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 3
+    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 5
     assert await call_all(stub, ()) == unauthenticated
     assert await call_all(stub, bearer("tsa_not-a-key")) == unauthenticated
     assert await call_all(stub, (("authorization", f"Basic {ADMIN}"),)) == unauthenticated
@@ -112,7 +116,7 @@ async def test_a_call_with_more_than_one_authorization_entry_is_refused(
     channel_with_auth: grpc.aio.Channel,
 ) -> None:
     stub = service(channel_with_auth)
-    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 3
+    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 5
     invalid_then_valid = (("authorization", "Bearer tsa_not-a-key"), ("authorization", f"Bearer {ADMIN}"))
     assert await call_all(stub, invalid_then_valid) == unauthenticated
     assert await call_all(stub, bearer(ADMIN) + bearer(ADMIN)) == unauthenticated
@@ -161,11 +165,12 @@ async def test_scopes_decide_what_a_key_may_do(
 ) -> None:
     stub = service(channel_with_auth)
     ok, denied = grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED
-    assert await call_all(stub, bearer(READER)) == [denied, ok, ok]
+    # IngestReadings, QueryAggregates, ListQueryHistory, UpdateSeries, ListSeries
+    assert await call_all(stub, bearer(READER)) == [denied, ok, ok, denied, ok]
     async with database.query_connection() as connection:
         assert await connection.fetchval("SELECT count(*) FROM readings") == 0
-    assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied]
-    assert await call_all(stub, bearer(ADMIN)) == [ok, ok, ok]
+    assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied, ok, denied]
+    assert await call_all(stub, bearer(ADMIN)) == [ok, ok, ok, ok, ok]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.QueryAggregates(QUERY, metadata=bearer(INGESTER))
     assert "'ingester'" in (raised.value.details() or "")

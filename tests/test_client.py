@@ -235,6 +235,12 @@ class ConflictingService(pb_grpc.TimeseriesAggregationServiceServicer):
     ) -> pb.ListQueryHistoryResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not here")
 
+    async def UpdateSeries(self, request: pb.UpdateSeriesRequest, context: Context) -> pb.Series:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not here")
+
+    async def ListSeries(self, request: pb.ListSeriesRequest, context: Context) -> pb.ListSeriesResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not here")
+
 
 @asynccontextmanager
 async def conflicting_server(conflicts: int) -> AsyncIterator[tuple[ConflictingService, str]]:

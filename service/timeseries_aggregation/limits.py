@@ -18,3 +18,16 @@ BUCKETS_MAX_PAGE_SIZE = 10_000
 # ListQueryHistory, likewise.
 HISTORY_DEFAULT_PAGE_SIZE = 10
 HISTORY_MAX_PAGE_SIZE = 1_000
+
+# The series catalog: labels per series, the shape of their keys and values, and the
+# declared reading interval (whole seconds).
+MAX_LABELS = 64
+LABEL_KEY_MAX_LENGTH = 63
+LABEL_VALUE_MAX_LENGTH = 255
+READING_INTERVAL_MIN_SECONDS = 1
+READING_INTERVAL_MAX_SECONDS = 86_400
+# A selector names at most this many series by id.
+SELECTOR_MAX_SERIES_IDS = 1_000
+# ListSeries: page_size 0 means the default; larger values are lowered to the maximum.
+SERIES_DEFAULT_PAGE_SIZE = 100
+SERIES_MAX_PAGE_SIZE = 1_000

@@ -22,38 +22,58 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2timeseries/v1/timeseries_aggregation_service.proto\x12\rtimeseries.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x07Reading\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cquantity_kwh\x18\x03 \x01(\x01\"y\n\x15IngestReadingsRequest\x12(\n\x08readings\x18\x01 \x03(\x0b\x32\x16.timeseries.v1.Reading\x12\x36\n\x0fseries_readings\x18\x02 \x03(\x0b\x32\x1d.timeseries.v1.SeriesReadings\"S\n\x0eSeriesReadings\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12\x18\n\x10time_unix_micros\x18\x02 \x03(\x10\x12\x14\n\x0cquantity_kwh\x18\x03 \x03(\x01\"{\n\x16IngestReadingsResponse\x12\x19\n\x11readings_received\x18\x01 \x01(\x03\x12\x19\n\x11messages_received\x18\x03 \x01(\x03\x12\x14\n\x0cseries_count\x18\x04 \x01(\x03J\x04\x08\x02\x10\x03R\x0freadings_stored\"\xf4\x01\n\x16QueryAggregatesRequest\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12/\n\x0bgranularity\x18\x02 \x01(\x0e\x32\x1a.timeseries.v1.Granularity\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"\xf8\x01\n\x06\x42ucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06period\x18\x03 \x01(\t\x12\x1a\n\x12total_quantity_kwh\x18\x04 \x01(\x01\x12\x18\n\x10min_quantity_kwh\x18\x05 \x01(\x01\x12\x18\n\x10max_quantity_kwh\x18\x06 \x01(\x01\x12\x19\n\x11mean_quantity_kwh\x18\x07 \x01(\x01\x12\x15\n\rreading_count\x18\x08 \x01(\x03\"Z\n\x17QueryAggregatesResponse\x12&\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x15.timeseries.v1.Bucket\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x17ListQueryHistoryRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xda\x02\n\x11QueryHistoryEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12.\n\nquery_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tseries_id\x18\x03 \x01(\t\x12/\n\x0bgranularity\x18\x04 \x01(\x0e\x32\x1a.timeseries.v1.Granularity\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x16\n\x0e\x63ontinued_page\x18\t \x01(\x08\x12\x14\n\x0c\x62ucket_count\x18\n \x01(\x05\x12\x13\n\x0b\x63\x61ller_name\x18\x0b \x01(\t\"f\n\x18ListQueryHistoryResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .timeseries.v1.QueryHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*y\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x16\n\x12GRANULARITY_HOURLY\x10\x01\x12\x1c\n\x18GRANULARITY_DAY_OF_MONTH\x10\x02\x12\x17\n\x13GRANULARITY_MONTHLY\x10\x03\x32\xc6\x02\n\x1cTimeseriesAggregationService\x12_\n\x0eIngestReadings\x12$.timeseries.v1.IngestReadingsRequest\x1a%.timeseries.v1.IngestReadingsResponse(\x01\x12`\n\x0fQueryAggregates\x12%.timeseries.v1.QueryAggregatesRequest\x1a&.timeseries.v1.QueryAggregatesResponse\x12\x63\n\x10ListQueryHistory\x12&.timeseries.v1.ListQueryHistoryRequest\x1a\'.timeseries.v1.ListQueryHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n2timeseries/v1/timeseries_aggregation_service.proto\x12\rtimeseries.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x02\n\x06Series\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12\x31\n\x06labels\x18\x02 \x03(\x0b\x32!.timeseries.v1.Series.LabelsEntry\x12\x33\n\x10reading_interval\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x12\x66irst_reading_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11last_reading_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rreading_count\x18\x06 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x0eSeriesSelector\x12\x12\n\nseries_ids\x18\x01 \x03(\t\x12\x39\n\x06labels\x18\x02 \x03(\x0b\x32).timeseries.v1.SeriesSelector.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"m\n\x13UpdateSeriesRequest\x12%\n\x06series\x18\x01 \x01(\x0b\x32\x15.timeseries.v1.Series\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"k\n\x11ListSeriesRequest\x12/\n\x08selector\x18\x01 \x01(\x0b\x32\x1d.timeseries.v1.SeriesSelector\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x12ListSeriesResponse\x12%\n\x06series\x18\x01 \x03(\x0b\x32\x15.timeseries.v1.Series\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\\\n\x07Reading\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cquantity_kwh\x18\x03 \x01(\x01\"y\n\x15IngestReadingsRequest\x12(\n\x08readings\x18\x01 \x03(\x0b\x32\x16.timeseries.v1.Reading\x12\x36\n\x0fseries_readings\x18\x02 \x03(\x0b\x32\x1d.timeseries.v1.SeriesReadings\"S\n\x0eSeriesReadings\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12\x18\n\x10time_unix_micros\x18\x02 \x03(\x10\x12\x14\n\x0cquantity_kwh\x18\x03 \x03(\x01\"{\n\x16IngestReadingsResponse\x12\x19\n\x11readings_received\x18\x01 \x01(\x03\x12\x19\n\x11messages_received\x18\x03 \x01(\x03\x12\x14\n\x0cseries_count\x18\x04 \x01(\x03J\x04\x08\x02\x10\x03R\x0freadings_stored\"\xf4\x01\n\x16QueryAggregatesRequest\x12\x11\n\tseries_id\x18\x01 \x01(\t\x12/\n\x0bgranularity\x18\x02 \x01(\x0e\x32\x1a.timeseries.v1.Granularity\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x05 \x01(\t\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"\xf8\x01\n\x06\x42ucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06period\x18\x03 \x01(\t\x12\x1a\n\x12total_quantity_kwh\x18\x04 \x01(\x01\x12\x18\n\x10min_quantity_kwh\x18\x05 \x01(\x01\x12\x18\n\x10max_quantity_kwh\x18\x06 \x01(\x01\x12\x19\n\x11mean_quantity_kwh\x18\x07 \x01(\x01\x12\x15\n\rreading_count\x18\x08 \x01(\x03\"Z\n\x17QueryAggregatesResponse\x12&\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x15.timeseries.v1.Bucket\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x17ListQueryHistoryRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xda\x02\n\x11QueryHistoryEntry\x12\n\n\x02id\x18\x01 \x01(\x03\x12.\n\nquery_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tseries_id\x18\x03 \x01(\t\x12/\n\x0bgranularity\x18\x04 \x01(\x0e\x32\x1a.timeseries.v1.Granularity\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttime_zone\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x16\n\x0e\x63ontinued_page\x18\t \x01(\x08\x12\x14\n\x0c\x62ucket_count\x18\n \x01(\x05\x12\x13\n\x0b\x63\x61ller_name\x18\x0b \x01(\t\"f\n\x18ListQueryHistoryResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .timeseries.v1.QueryHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*y\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x16\n\x12GRANULARITY_HOURLY\x10\x01\x12\x1c\n\x18GRANULARITY_DAY_OF_MONTH\x10\x02\x12\x17\n\x13GRANULARITY_MONTHLY\x10\x03\x32\xe4\x03\n\x1cTimeseriesAggregationService\x12_\n\x0eIngestReadings\x12$.timeseries.v1.IngestReadingsRequest\x1a%.timeseries.v1.IngestReadingsResponse(\x01\x12`\n\x0fQueryAggregates\x12%.timeseries.v1.QueryAggregatesRequest\x1a&.timeseries.v1.QueryAggregatesResponse\x12\x63\n\x10ListQueryHistory\x12&.timeseries.v1.ListQueryHistoryRequest\x1a\'.timeseries.v1.ListQueryHistoryResponse\x12I\n\x0cUpdateSeries\x12\".timeseries.v1.UpdateSeriesRequest\x1a\x15.timeseries.v1.Series\x12Q\n\nListSeries\x12 .timeseries.v1.ListSeriesRequest\x1a!.timeseries.v1.ListSeriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'timeseries.v1.timeseries_aggregation_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GRANULARITY']._serialized_start=1638
-  _globals['_GRANULARITY']._serialized_end=1759
-  _globals['_READING']._serialized_start=102
-  _globals['_READING']._serialized_end=194
-  _globals['_INGESTREADINGSREQUEST']._serialized_start=196
-  _globals['_INGESTREADINGSREQUEST']._serialized_end=317
-  _globals['_SERIESREADINGS']._serialized_start=319
-  _globals['_SERIESREADINGS']._serialized_end=402
-  _globals['_INGESTREADINGSRESPONSE']._serialized_start=404
-  _globals['_INGESTREADINGSRESPONSE']._serialized_end=527
-  _globals['_QUERYAGGREGATESREQUEST']._serialized_start=530
-  _globals['_QUERYAGGREGATESREQUEST']._serialized_end=774
-  _globals['_BUCKET']._serialized_start=777
-  _globals['_BUCKET']._serialized_end=1025
-  _globals['_QUERYAGGREGATESRESPONSE']._serialized_start=1027
-  _globals['_QUERYAGGREGATESRESPONSE']._serialized_end=1117
-  _globals['_LISTQUERYHISTORYREQUEST']._serialized_start=1119
-  _globals['_LISTQUERYHISTORYREQUEST']._serialized_end=1183
-  _globals['_QUERYHISTORYENTRY']._serialized_start=1186
-  _globals['_QUERYHISTORYENTRY']._serialized_end=1532
-  _globals['_LISTQUERYHISTORYRESPONSE']._serialized_start=1534
-  _globals['_LISTQUERYHISTORYRESPONSE']._serialized_end=1636
-  _globals['_TIMESERIESAGGREGATIONSERVICE']._serialized_start=1762
-  _globals['_TIMESERIESAGGREGATIONSERVICE']._serialized_end=2088
+  _globals['_SERIES_LABELSENTRY']._loaded_options = None
+  _globals['_SERIES_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_SERIESSELECTOR_LABELSENTRY']._loaded_options = None
+  _globals['_SERIESSELECTOR_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_GRANULARITY']._serialized_start=2470
+  _globals['_GRANULARITY']._serialized_end=2591
+  _globals['_SERIES']._serialized_start=169
+  _globals['_SERIES']._serialized_end=481
+  _globals['_SERIES_LABELSENTRY']._serialized_start=436
+  _globals['_SERIES_LABELSENTRY']._serialized_end=481
+  _globals['_SERIESSELECTOR']._serialized_start=484
+  _globals['_SERIESSELECTOR']._serialized_end=626
+  _globals['_SERIESSELECTOR_LABELSENTRY']._serialized_start=436
+  _globals['_SERIESSELECTOR_LABELSENTRY']._serialized_end=481
+  _globals['_UPDATESERIESREQUEST']._serialized_start=628
+  _globals['_UPDATESERIESREQUEST']._serialized_end=737
+  _globals['_LISTSERIESREQUEST']._serialized_start=739
+  _globals['_LISTSERIESREQUEST']._serialized_end=846
+  _globals['_LISTSERIESRESPONSE']._serialized_start=848
+  _globals['_LISTSERIESRESPONSE']._serialized_end=932
+  _globals['_READING']._serialized_start=934
+  _globals['_READING']._serialized_end=1026
+  _globals['_INGESTREADINGSREQUEST']._serialized_start=1028
+  _globals['_INGESTREADINGSREQUEST']._serialized_end=1149
+  _globals['_SERIESREADINGS']._serialized_start=1151
+  _globals['_SERIESREADINGS']._serialized_end=1234
+  _globals['_INGESTREADINGSRESPONSE']._serialized_start=1236
+  _globals['_INGESTREADINGSRESPONSE']._serialized_end=1359
+  _globals['_QUERYAGGREGATESREQUEST']._serialized_start=1362
+  _globals['_QUERYAGGREGATESREQUEST']._serialized_end=1606
+  _globals['_BUCKET']._serialized_start=1609
+  _globals['_BUCKET']._serialized_end=1857
+  _globals['_QUERYAGGREGATESRESPONSE']._serialized_start=1859
+  _globals['_QUERYAGGREGATESRESPONSE']._serialized_end=1949
+  _globals['_LISTQUERYHISTORYREQUEST']._serialized_start=1951
+  _globals['_LISTQUERYHISTORYREQUEST']._serialized_end=2015
+  _globals['_QUERYHISTORYENTRY']._serialized_start=2018
+  _globals['_QUERYHISTORYENTRY']._serialized_end=2364
+  _globals['_LISTQUERYHISTORYRESPONSE']._serialized_start=2366
+  _globals['_LISTQUERYHISTORYRESPONSE']._serialized_end=2468
+  _globals['_TIMESERIESAGGREGATIONSERVICE']._serialized_start=2594
+  _globals['_TIMESERIESAGGREGATIONSERVICE']._serialized_end=3078
 # @@protoc_insertion_point(module_scope)

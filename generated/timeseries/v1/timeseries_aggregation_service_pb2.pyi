@@ -1,5 +1,7 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -20,6 +22,70 @@ GRANULARITY_UNSPECIFIED: Granularity
 GRANULARITY_HOURLY: Granularity
 GRANULARITY_DAY_OF_MONTH: Granularity
 GRANULARITY_MONTHLY: Granularity
+
+class Series(_message.Message):
+    __slots__ = ("series_id", "labels", "reading_interval", "first_reading_time", "last_reading_time", "reading_count")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SERIES_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    READING_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    FIRST_READING_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_READING_TIME_FIELD_NUMBER: _ClassVar[int]
+    READING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    series_id: str
+    labels: _containers.ScalarMap[str, str]
+    reading_interval: _duration_pb2.Duration
+    first_reading_time: _timestamp_pb2.Timestamp
+    last_reading_time: _timestamp_pb2.Timestamp
+    reading_count: int
+    def __init__(self, series_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., reading_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., first_reading_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_reading_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reading_count: _Optional[int] = ...) -> None: ...
+
+class SeriesSelector(_message.Message):
+    __slots__ = ("series_ids", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SERIES_IDS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    series_ids: _containers.RepeatedScalarFieldContainer[str]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, series_ids: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class UpdateSeriesRequest(_message.Message):
+    __slots__ = ("series", "update_mask")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    series: Series
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, series: _Optional[_Union[Series, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class ListSeriesRequest(_message.Message):
+    __slots__ = ("selector", "page_size", "page_token")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    selector: SeriesSelector
+    page_size: int
+    page_token: str
+    def __init__(self, selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSeriesResponse(_message.Message):
+    __slots__ = ("series", "next_page_token")
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[Series]
+    next_page_token: str
+    def __init__(self, series: _Optional[_Iterable[_Union[Series, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Reading(_message.Message):
     __slots__ = ("series_id", "time", "quantity_kwh")

@@ -51,6 +51,16 @@ class TimeseriesAggregationServiceStub:
                 request_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListQueryHistoryRequest.SerializeToString,
                 response_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListQueryHistoryResponse.FromString,
                 _registered_method=True)
+        self.UpdateSeries = channel.unary_unary(
+                '/timeseries.v1.TimeseriesAggregationService/UpdateSeries',
+                request_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.UpdateSeriesRequest.SerializeToString,
+                response_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.Series.FromString,
+                _registered_method=True)
+        self.ListSeries = channel.unary_unary(
+                '/timeseries.v1.TimeseriesAggregationService/ListSeries',
+                request_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesRequest.SerializeToString,
+                response_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesResponse.FromString,
+                _registered_method=True)
 
 
 class TimeseriesAggregationServiceServicer:
@@ -84,6 +94,25 @@ class TimeseriesAggregationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateSeries(self, request, context):
+        """UpdateSeries sets the labels and the declared reading interval of a series
+        in the catalog (AIP-134, with allow_missing behaviour: a series_id the
+        catalog does not hold yet is created). Returns the series as stored. Needs
+        the ingest scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSeries(self, request, context):
+        """ListSeries returns the series of the catalog that match a selector, ordered
+        by series_id, one page at a time. Needs the query scope; not recorded in the
+        query history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TimeseriesAggregationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -101,6 +130,16 @@ def add_TimeseriesAggregationServiceServicer_to_server(servicer, server):
                     servicer.ListQueryHistory,
                     request_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListQueryHistoryRequest.FromString,
                     response_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListQueryHistoryResponse.SerializeToString,
+            ),
+            'UpdateSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSeries,
+                    request_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.UpdateSeriesRequest.FromString,
+                    response_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.Series.SerializeToString,
+            ),
+            'ListSeries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSeries,
+                    request_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesRequest.FromString,
+                    response_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +225,60 @@ class TimeseriesAggregationService:
             '/timeseries.v1.TimeseriesAggregationService/ListQueryHistory',
             timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListQueryHistoryRequest.SerializeToString,
             timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListQueryHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timeseries.v1.TimeseriesAggregationService/UpdateSeries',
+            timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.UpdateSeriesRequest.SerializeToString,
+            timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.Series.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSeries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timeseries.v1.TimeseriesAggregationService/ListSeries',
+            timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesRequest.SerializeToString,
+            timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

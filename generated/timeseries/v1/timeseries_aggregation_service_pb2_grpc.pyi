@@ -48,6 +48,17 @@ class TimeseriesAggregationServiceStub:
     """
     ListQueryHistory: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]
     """ListQueryHistory returns the recorded QueryAggregates calls, newest first."""
+    UpdateSeries: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.UpdateSeriesRequest, _timeseries_aggregation_service_pb2.Series]
+    """UpdateSeries sets the labels and the declared reading interval of a series
+    in the catalog (AIP-134, with allow_missing behaviour: a series_id the
+    catalog does not hold yet is created). Returns the series as stored. Needs
+    the ingest scope.
+    """
+    ListSeries: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListSeriesRequest, _timeseries_aggregation_service_pb2.ListSeriesResponse]
+    """ListSeries returns the series of the catalog that match a selector, ordered
+    by series_id, one page at a time. Needs the query scope; not recorded in the
+    query history.
+    """
 
 @_typing.type_check_only
 class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
@@ -69,6 +80,17 @@ class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
     """
     ListQueryHistory: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]  # type: ignore[assignment]
     """ListQueryHistory returns the recorded QueryAggregates calls, newest first."""
+    UpdateSeries: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.UpdateSeriesRequest, _timeseries_aggregation_service_pb2.Series]  # type: ignore[assignment]
+    """UpdateSeries sets the labels and the declared reading interval of a series
+    in the catalog (AIP-134, with allow_missing behaviour: a series_id the
+    catalog does not hold yet is created). Returns the series as stored. Needs
+    the ingest scope.
+    """
+    ListSeries: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListSeriesRequest, _timeseries_aggregation_service_pb2.ListSeriesResponse]  # type: ignore[assignment]
+    """ListSeries returns the series of the catalog that match a selector, ordered
+    by series_id, one page at a time. Needs the query scope; not recorded in the
+    query history.
+    """
 
 class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
     """TimeseriesAggregationService stores power-consumption readings per meter and
@@ -105,5 +127,28 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_timeseries_aggregation_service_pb2.ListQueryHistoryResponse, _abc.Awaitable[_timeseries_aggregation_service_pb2.ListQueryHistoryResponse]]:
         """ListQueryHistory returns the recorded QueryAggregates calls, newest first."""
+
+    @_abc_1.abstractmethod
+    def UpdateSeries(
+        self,
+        request: _timeseries_aggregation_service_pb2.UpdateSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timeseries_aggregation_service_pb2.Series, _abc.Awaitable[_timeseries_aggregation_service_pb2.Series]]:
+        """UpdateSeries sets the labels and the declared reading interval of a series
+        in the catalog (AIP-134, with allow_missing behaviour: a series_id the
+        catalog does not hold yet is created). Returns the series as stored. Needs
+        the ingest scope.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSeries(
+        self,
+        request: _timeseries_aggregation_service_pb2.ListSeriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timeseries_aggregation_service_pb2.ListSeriesResponse, _abc.Awaitable[_timeseries_aggregation_service_pb2.ListSeriesResponse]]:
+        """ListSeries returns the series of the catalog that match a selector, ordered
+        by series_id, one page at a time. Needs the query scope; not recorded in the
+        query history.
+        """
 
 def add_TimeseriesAggregationServiceServicer_to_server(servicer: TimeseriesAggregationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

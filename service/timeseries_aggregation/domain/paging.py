@@ -15,13 +15,16 @@ from typing import Generic, TypeVar
 
 from timeseries_aggregation.domain.aggregation import AggregateQuery
 from timeseries_aggregation.domain.bucketing import bucket_containing
-from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
+from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME, check_series_id
+from timeseries_aggregation.domain.series import SeriesSelector
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import (
     BUCKETS_DEFAULT_PAGE_SIZE,
     BUCKETS_MAX_PAGE_SIZE,
     HISTORY_DEFAULT_PAGE_SIZE,
     HISTORY_MAX_PAGE_SIZE,
+    SERIES_DEFAULT_PAGE_SIZE,
+    SERIES_MAX_PAGE_SIZE,
 )
 
 _TOKEN_VERSION = 1
@@ -70,14 +73,14 @@ def query_fingerprint(query: AggregateQuery) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 
-def encode_token(kind: str, fingerprint: str, position: int) -> str:
+def encode_token(kind: str, fingerprint: str, position: int | str) -> str:
     payload = {"v": _TOKEN_VERSION, "k": kind, "f": fingerprint, "p": position}
     raw = json.dumps(payload, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_token(token: str, kind: str, fingerprint: str) -> int:
-    """Return the position a token carries, or raise InvalidArgumentError('page_token')."""
+def _decode_position(token: str, kind: str, fingerprint: str, position_type: type) -> object:
+    """The position a token carries, or InvalidArgumentError('page_token')."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         payload = json.loads(raw)
@@ -86,7 +89,7 @@ def decode_token(token: str, kind: str, fingerprint: str) -> int:
             and payload.get("v") == _TOKEN_VERSION
             and isinstance(payload.get("k"), str)
             and isinstance(payload.get("f"), str)
-            and isinstance(payload.get("p"), int)
+            and isinstance(payload.get("p"), position_type)
             and not isinstance(payload.get("p"), bool)
         )
     except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
@@ -101,7 +104,20 @@ def decode_token(token: str, kind: str, fingerprint: str) -> int:
             "belongs to a different request; reuse a token only with the same parameters "
             "(page_size may change)",
         )
-    position: int = payload["p"]
+    return payload["p"]
+
+
+def decode_token(token: str, kind: str, fingerprint: str) -> int:
+    """Return the integer position a token carries, or raise InvalidArgumentError('page_token')."""
+    position = _decode_position(token, kind, fingerprint, int)
+    assert isinstance(position, int)
+    return position
+
+
+def decode_text_token(token: str, kind: str, fingerprint: str) -> str:
+    """Return the text position a token carries, or raise InvalidArgumentError('page_token')."""
+    position = _decode_position(token, kind, fingerprint, str)
+    assert isinstance(position, str)
     return position
 
 
@@ -141,3 +157,28 @@ def history_page_request(page_size: int, page_token: str) -> PageRequest[int]:
 
 def history_next_page_token(last_entry_id: int) -> str:
     return encode_token("history", "", last_entry_id)
+
+
+def selector_fingerprint(selector: SeriesSelector) -> str:
+    """A short digest of a selector, so a token is not continued with another one."""
+    canonical = json.dumps(
+        [selector.series_ids, sorted(selector.labels.items())], separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def series_page_request(selector: SeriesSelector, page_size: int, page_token: str) -> PageRequest[str]:
+    """Resolve ListSeries paging: the position is the series_id of the last series returned."""
+    size = resolve_page_size(page_size, SERIES_DEFAULT_PAGE_SIZE, SERIES_MAX_PAGE_SIZE)
+    if not page_token:
+        return PageRequest(size, None)
+    last_series_id = decode_text_token(page_token, "series", selector_fingerprint(selector))
+    try:
+        check_series_id(last_series_id, "page_token")
+    except InvalidArgumentError:
+        raise InvalidArgumentError("page_token", "is malformed") from None
+    return PageRequest(size, last_series_id)
+
+
+def series_next_page_token(selector: SeriesSelector, last_series_id: str) -> str:
+    return encode_token("series", selector_fingerprint(selector), last_series_id)

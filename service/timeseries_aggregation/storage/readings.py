@@ -10,6 +10,10 @@ key (a re-sent file, or a key repeated within the stream) is rolled back to its 
 and, like every chunk after it, goes through a staging table and one INSERT ... ON CONFLICT
 DO UPDATE, which keeps the last value per key. Chunks are applied in stream order, so the
 last write wins across chunks as well.
+
+The series catalog's figures of the stream's series (first and last reading time, reading
+count) are gathered chunk by chunk and written in one statement just before the commit, in
+the same transaction: a committed stream has them, a failed one changed none.
 """
 
 import asyncio
@@ -26,6 +30,7 @@ from timeseries_aggregation.domain.batch import ReadingBatch
 from timeseries_aggregation.errors import DatabaseUnavailableError
 from timeseries_aggregation.storage.copy_format import encode_copy_rows
 from timeseries_aggregation.storage.database import Database, terminate
+from timeseries_aggregation.storage.series_catalog import SeriesTally
 from timeseries_aggregation.uncancellable import complete_despite_cancellation
 
 logger = logging.getLogger(__name__)
@@ -76,13 +81,25 @@ _CREATE_STAGING = """
 """
 
 # Highest ordinal per key wins within the chunk; DO UPDATE wins over stored rows. Sorting by
-# the key also makes concurrent streams lock rows in one order.
+# the key also makes concurrent streams lock rows in one order. Per series it returns the
+# rows written and, for the catalog, how many of them were new keys: a row the statement
+# inserted has no xmax yet, one it updated carries this transaction's.
 _MERGE_STAGING = """
-    INSERT INTO readings (series_id, time, quantity_kwh)
-    SELECT DISTINCT ON (series_id, time) series_id, time, quantity_kwh
-    FROM ingest_staging
-    ORDER BY series_id, time, ordinal DESC
-    ON CONFLICT (series_id, time) DO UPDATE SET quantity_kwh = EXCLUDED.quantity_kwh
+    WITH merged AS (
+        INSERT INTO readings (series_id, time, quantity_kwh)
+        SELECT DISTINCT ON (series_id, time) series_id, time, quantity_kwh
+        FROM ingest_staging
+        ORDER BY series_id, time, ordinal DESC
+        ON CONFLICT (series_id, time) DO UPDATE SET quantity_kwh = EXCLUDED.quantity_kwh
+        RETURNING series_id, time, xmax = 0 AS inserted
+    )
+    SELECT series_id,
+           (extract(epoch FROM min(time)) * 1000000)::bigint AS first_micros,
+           (extract(epoch FROM max(time)) * 1000000)::bigint AS last_micros,
+           count(*) FILTER (WHERE inserted) AS added,
+           count(*) AS written
+    FROM merged
+    GROUP BY series_id
 """
 
 
@@ -118,6 +135,8 @@ class ReadingsWriter:
         # again in a later chunk, fewer than readings_received when one repeats in a chunk.
         self.rows_written = 0
         self.series_ids: set[str] = set()
+        # The catalog figures of the stream's series, written just before it commits.
+        self.tally = SeriesTally()
 
     async def add(self, batch: ReadingBatch) -> None:
         """Queue readings; they become visible only when the stream commits."""
@@ -219,6 +238,7 @@ class ReadingsWriter:
                     continue
                 self._direct = False
                 await self._merge(connection, chunk)
+            await self.tally.write(connection)
 
     async def _copy_unless_conflict(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> bool:
         try:
@@ -230,6 +250,7 @@ class ReadingsWriter:
             logger.debug("%s: this stream continues through the upsert path", type(error).__name__)
             return False
         self.rows_written += _row_count(status)
+        self.tally.add_new_readings(chunk)
         return True
 
     async def _merge(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
@@ -243,7 +264,9 @@ class ReadingsWriter:
             columns=("ordinal", *_COLUMNS),
             format="binary",
         )
-        self.rows_written += _row_count(await connection.execute(_MERGE_STAGING))
+        for row in await connection.fetch(_MERGE_STAGING):
+            self.rows_written += row["written"]
+            self.tally.add(row["series_id"], row["first_micros"], row["last_micros"], row["added"])
         await connection.execute("TRUNCATE ingest_staging")
 
 

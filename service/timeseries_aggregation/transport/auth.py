@@ -31,6 +31,9 @@ METHOD_SCOPES: dict[str, Scope] = {
     f"/{_SERVICE}/IngestReadings": Scope.INGEST,
     f"/{_SERVICE}/QueryAggregates": Scope.QUERY,
     f"/{_SERVICE}/ListQueryHistory": Scope.QUERY,
+    # Labels and intervals describe what ingest stores, so whoever may ingest may set them.
+    f"/{_SERVICE}/UpdateSeries": Scope.INGEST,
+    f"/{_SERVICE}/ListSeries": Scope.QUERY,
 }
 
 

@@ -13,6 +13,13 @@ from timeseries_aggregation.domain.aggregation import Bucket, Granularity
 from timeseries_aggregation.domain.batch import ReadingBatch, first_violation
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.readings import check_series_id
+from timeseries_aggregation.domain.series import (
+    Series,
+    SeriesSelector,
+    SeriesUpdate,
+    make_selector,
+    make_series_update,
+)
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
 
@@ -210,4 +217,27 @@ def history_entry_message(entry: HistoryEntry) -> pb.QueryHistoryEntry:
         message.start_time.CopyFrom(datetime_to_timestamp(time_range.start_time))
     if time_range.end_time is not None:
         message.end_time.CopyFrom(datetime_to_timestamp(time_range.end_time))
+    return message
+
+
+def series_update(request: pb.UpdateSeriesRequest) -> SeriesUpdate:
+    series = request.series
+    interval = None
+    if series.HasField("reading_interval"):
+        interval = (series.reading_interval.seconds, series.reading_interval.nanos)
+    return make_series_update(series.series_id, series.labels, interval, list(request.update_mask.paths))
+
+
+def series_selector(selector: pb.SeriesSelector, field: str = "selector") -> SeriesSelector:
+    return make_selector(list(selector.series_ids), selector.labels, field)
+
+
+def series_message(series: Series) -> pb.Series:
+    message = pb.Series(series_id=series.series_id, labels=series.labels, reading_count=series.reading_count)
+    if series.reading_interval_seconds is not None:
+        message.reading_interval.seconds = series.reading_interval_seconds
+    if series.first_reading_time is not None:
+        message.first_reading_time.CopyFrom(datetime_to_timestamp(series.first_reading_time))
+    if series.last_reading_time is not None:
+        message.last_reading_time.CopyFrom(datetime_to_timestamp(series.last_reading_time))
     return message

@@ -33,5 +33,15 @@ def add_service(server: grpc.aio.Server, servicer: TimeseriesAggregationServicer
             request_deserializer=tolerant_parser(pb.ListQueryHistoryRequest),
             response_serializer=pb.ListQueryHistoryResponse.SerializeToString,
         ),
+        "UpdateSeries": grpc.unary_unary_rpc_method_handler(
+            servicer.UpdateSeries,
+            request_deserializer=tolerant_parser(pb.UpdateSeriesRequest),
+            response_serializer=pb.Series.SerializeToString,
+        ),
+        "ListSeries": grpc.unary_unary_rpc_method_handler(
+            servicer.ListSeries,
+            request_deserializer=tolerant_parser(pb.ListSeriesRequest),
+            response_serializer=pb.ListSeriesResponse.SerializeToString,
+        ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

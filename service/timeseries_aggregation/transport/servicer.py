@@ -12,11 +12,14 @@ from timeseries_aggregation.domain.paging import (
     buckets_page_request,
     history_next_page_token,
     history_page_request,
+    series_next_page_token,
+    series_page_request,
 )
 from timeseries_aggregation.errors import InvalidArgumentError, StreamIdleError
 from timeseries_aggregation.storage.aggregates import list_history, query_aggregates
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import ingest_stream
+from timeseries_aggregation.storage.series_catalog import list_series, update_series
 from timeseries_aggregation.transport.call_record import current_call
 from timeseries_aggregation.transport.convert import (
     GRANULARITY_FROM_PROTO,
@@ -25,6 +28,9 @@ from timeseries_aggregation.transport.convert import (
     history_entry_message,
     optional_time,
     reading_count,
+    series_message,
+    series_selector,
+    series_update,
 )
 from timeseries_aggregation.transport.status import Context, map_errors
 from timeseries_aggregation.transport.wire import MalformedMessage
@@ -133,4 +139,19 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         return pb.ListQueryHistoryResponse(
             entries=[history_entry_message(entry) for entry in page.items],
             next_page_token=next_token,
+        )
+
+    @map_errors
+    async def UpdateSeries(self, request: pb.UpdateSeriesRequest, context: Context) -> pb.Series:
+        series = await update_series(self._database, series_update(request))
+        return series_message(series)
+
+    @map_errors
+    async def ListSeries(self, request: pb.ListSeriesRequest, context: Context) -> pb.ListSeriesResponse:
+        selector = series_selector(request.selector)
+        page_request = series_page_request(selector, request.page_size, request.page_token)
+        page = await list_series(self._database, selector, page_request)
+        next_token = series_next_page_token(selector, page.items[-1].series_id) if page.has_more else ""
+        return pb.ListSeriesResponse(
+            series=[series_message(series) for series in page.items], next_page_token=next_token
         )

@@ -1,0 +1,152 @@
+"""The series catalog in SQL: created and kept exact by the ingest transaction, updated by
+UpdateSeries, paged through by ListSeries without reading any reading."""
+
+import json
+from dataclasses import dataclass, field
+
+import asyncpg
+import numpy as np
+
+from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros_to_datetime
+from timeseries_aggregation.domain.paging import Page, PageRequest
+from timeseries_aggregation.domain.series import Series, SeriesSelector, SeriesUpdate
+from timeseries_aggregation.storage.database import Database
+
+_COLUMNS = "series_id, labels, reading_interval_seconds, first_reading_time, last_reading_time, reading_count"
+
+# One row per series of a stream, in series_id order so that concurrent streams lock catalog
+# rows in one order. least/greatest skip NULLs: a series created without readings gets its
+# first figures here.
+_RECORD_READINGS = """
+    INSERT INTO series AS stored (series_id, first_reading_time, last_reading_time, reading_count)
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[])
+    ORDER BY 1
+    ON CONFLICT (series_id) DO UPDATE SET
+        first_reading_time = least(stored.first_reading_time, EXCLUDED.first_reading_time),
+        last_reading_time = greatest(stored.last_reading_time, EXCLUDED.last_reading_time),
+        reading_count = stored.reading_count + EXCLUDED.reading_count
+"""
+
+# $4 and $5 say whether labels and the interval are set; a field not set keeps its value, and
+# a new series gets no labels and no interval for it.
+_UPDATE_SERIES = f"""
+    INSERT INTO series AS stored (series_id, labels, reading_interval_seconds)
+    VALUES ($1, coalesce($2::jsonb, '{{}}'::jsonb), $3)
+    ON CONFLICT (series_id) DO UPDATE SET
+        labels = CASE WHEN $4 THEN EXCLUDED.labels ELSE stored.labels END,
+        reading_interval_seconds = CASE WHEN $5 THEN EXCLUDED.reading_interval_seconds
+                                        ELSE stored.reading_interval_seconds END
+    RETURNING {_COLUMNS}
+"""
+
+
+def _list_series_sql(by_id: bool) -> str:
+    """A page of the catalog in code point order: $1 the label pairs every series must carry,
+    $2 the last series_id already returned ('' for none), $3 the page size plus one, and
+    when `by_id`, $4 the series ids to pick from."""
+    pick = "AND series_id = ANY($4::text[])" if by_id else ""
+    return f"""
+        SELECT {_COLUMNS}
+        FROM series
+        WHERE labels @> $1::jsonb
+          AND (series_id COLLATE "C") > ($2::text COLLATE "C")
+          {pick}
+        ORDER BY series_id COLLATE "C"
+        LIMIT $3
+    """
+
+
+_LIST_SERIES = _list_series_sql(by_id=False)
+_LIST_SERIES_BY_ID = _list_series_sql(by_id=True)
+
+
+@dataclass(slots=True)
+class SeriesTally:
+    """What one stream adds to each series' catalog figures, gathered chunk by chunk and written
+    once before the stream commits: the earliest and latest reading time it wrote (in
+    microseconds) and how many of its readings were new keys."""
+
+    first: dict[str, int] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)
+    added: dict[str, int] = field(default_factory=dict)
+
+    def add(self, series_id: str, first_micros: int, last_micros: int, added: int) -> None:
+        self.first[series_id] = min(first_micros, self.first.get(series_id, first_micros))
+        self.last[series_id] = max(last_micros, self.last.get(series_id, last_micros))
+        self.added[series_id] = self.added.get(series_id, 0) + added
+
+    def add_new_readings(self, chunk: ReadingBatch) -> None:
+        """Count a chunk whose readings were all new keys (a direct COPY that succeeded).
+
+        The chunk is sorted by key, so each series' readings are one run, in time order.
+        """
+        index = chunk.series_index
+        if len(index) == 0:
+            return
+        starts = np.flatnonzero(np.concatenate(([True], index[1:] != index[:-1])))
+        ends = np.append(starts[1:], len(index))
+        times = chunk.time_unix_micros
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            series_id = chunk.series_ids[int(index[start])]
+            self.add(series_id, int(times[start]), int(times[end - 1]), end - start)
+
+    async def write(self, connection: asyncpg.Connection) -> None:
+        """Create the stream's series where missing and add its figures to theirs."""
+        if not self.added:
+            return
+        series_ids = sorted(self.added)
+        await connection.execute(
+            _RECORD_READINGS,
+            series_ids,
+            [unix_micros_to_datetime(self.first[series_id]) for series_id in series_ids],
+            [unix_micros_to_datetime(self.last[series_id]) for series_id in series_ids],
+            [self.added[series_id] for series_id in series_ids],
+        )
+
+
+async def update_series(database: Database, update: SeriesUpdate) -> Series:
+    """Set what the update names, creating the series when the catalog lacks it."""
+    labels = json.dumps(update.labels) if update.labels is not None else None
+    sets_interval = update.reading_interval_seconds is not None or update.clear_reading_interval
+    async with database.write_connection() as connection:
+        row = await connection.fetchrow(
+            _UPDATE_SERIES,
+            update.series_id,
+            labels,
+            update.reading_interval_seconds,
+            update.labels is not None,
+            sets_interval,
+        )
+    assert row is not None
+    return _series(row)
+
+
+def list_series_statement(selector: SeriesSelector, page: PageRequest[str]) -> tuple[str, list[object]]:
+    """The statement that reads one page of the series the selector picks, with its arguments."""
+    arguments: list[object] = [
+        json.dumps(selector.labels),
+        page.after if page.after is not None else "",
+        page.page_size + 1,  # one more tells whether another page follows
+    ]
+    if selector.series_ids is None:
+        return _LIST_SERIES, arguments
+    return _LIST_SERIES_BY_ID, [*arguments, list(selector.series_ids)]
+
+
+async def list_series(database: Database, selector: SeriesSelector, page: PageRequest[str]) -> Page[Series]:
+    """One page of the series the selector picks, in code point order of series_id."""
+    sql, arguments = list_series_statement(selector, page)
+    async with database.query_connection() as connection:
+        rows = await connection.fetch(sql, *arguments)
+    return Page([_series(row) for row in rows[: page.page_size]], has_more=len(rows) > page.page_size)
+
+
+def _series(row: asyncpg.Record) -> Series:
+    return Series(
+        series_id=row["series_id"],
+        labels=json.loads(row["labels"]),
+        reading_interval_seconds=row["reading_interval_seconds"],
+        first_reading_time=row["first_reading_time"],
+        last_reading_time=row["last_reading_time"],
+        reading_count=row["reading_count"],
+    )
