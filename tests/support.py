@@ -150,3 +150,23 @@ def offset_changes_near(instant: datetime, zone: zoneinfo.ZoneInfo, days: int = 
             changes.append(high)
         probe = following
     return changes
+
+
+async def catalog_matches_readings(sql: asyncpg.Connection) -> None:
+    """Every series' figures are those of its stored readings."""
+    mismatches = await sql.fetch(
+        """
+        SELECT s.series_id, s.first_reading_time, s.last_reading_time, s.reading_count,
+               r.first_time, r.last_time, coalesce(r.readings, 0) AS readings
+        FROM series AS s
+        FULL JOIN (
+            SELECT series_id, min(time) AS first_time, max(time) AS last_time, count(*) AS readings
+            FROM readings GROUP BY series_id
+        ) AS r USING (series_id)
+        WHERE s.series_id IS NULL
+           OR s.reading_count <> coalesce(r.readings, 0)
+           OR s.first_reading_time IS DISTINCT FROM r.first_time
+           OR s.last_reading_time IS DISTINCT FROM r.last_time
+        """
+    )
+    assert [dict(row) for row in mismatches] == []

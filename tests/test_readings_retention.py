@@ -1,8 +1,9 @@
 """Readings retention: expired readings vanish and newer ones stay, on either engine.
 
-Plain PostgreSQL: a background task deletes them meter by meter. TimescaleDB: a retention
-policy drops whole chunks (run here at once with run_job instead of waiting for its schedule),
-or, under the Apache-2-only edition, the task calls drop_chunks. The tests adapt to the engine.
+Plain PostgreSQL and Citus: a background task deletes them meter by meter. TimescaleDB: a job
+drops whole chunks (run here at once with run_job instead of waiting for its schedule), or,
+under the Apache-2-only edition, the task calls the job's procedure. Either way the series
+catalog's figures follow in the same transaction. The tests adapt to the engine.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from tests.support import eventually
+from tests.support import catalog_matches_readings, eventually
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.policies import RETENTION_POLICY, policies_available, policy_jobs
 from timeseries_aggregation.storage.readings_retention import readings_retention
 
 RETENTION = timedelta(days=365)
@@ -29,15 +31,28 @@ RETENTION_LOGGER = "timeseries_aggregation.storage.readings_retention"
 async def insert_readings(
     connection: asyncpg.Connection, series_id: str, age: timedelta, count: int = 4
 ) -> None:
-    """`count` quarter-hourly readings of a meter, the first `age` ago."""
-    await connection.execute(
-        "INSERT INTO readings (series_id, time, quantity_kwh) "
-        "SELECT $1, date_trunc('hour', now() - $2::interval) + n * interval '15 minutes', 1.0 "
-        "FROM generate_series(0, $3 - 1) AS n",
-        series_id,
-        age,
-        count,
-    )
+    """`count` quarter-hourly readings of a meter, the first `age` ago, counted in the catalog as
+    ingest counts them."""
+    async with connection.transaction():
+        times = await connection.fetch(
+            "INSERT INTO readings (series_id, time, quantity_kwh) "
+            "SELECT $1, date_trunc('hour', now() - $2::interval) + n * interval '15 minutes', 1.0 "
+            "FROM generate_series(0, $3 - 1) AS n RETURNING time",
+            series_id,
+            age,
+            count,
+        )
+        await connection.execute(
+            "INSERT INTO series AS s (series_id, first_reading_time, last_reading_time, reading_count) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (series_id) DO UPDATE SET "
+            "first_reading_time = least(s.first_reading_time, EXCLUDED.first_reading_time), "
+            "last_reading_time = greatest(s.last_reading_time, EXCLUDED.last_reading_time), "
+            "reading_count = s.reading_count + EXCLUDED.reading_count",
+            series_id,
+            min(row["time"] for row in times),
+            max(row["time"] for row in times),
+            len(times),
+        )
 
 
 async def meters_with_readings(connection: asyncpg.Connection) -> dict[str, int]:
@@ -46,20 +61,20 @@ async def meters_with_readings(connection: asyncpg.Connection) -> dict[str, int]
 
 
 async def retention_jobs(connection: asyncpg.Connection) -> list[asyncpg.Record]:
-    """id and drop_after of each TimescaleDB retention policy on readings."""
+    """id and drop_after of each TimescaleDB job expiring readings."""
     if not await connection.fetchval(
         "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
     ):
         return []
     rows: list[asyncpg.Record] = await connection.fetch(
         "SELECT job_id, (config ->> 'drop_after')::interval AS drop_after FROM timescaledb_information.jobs "
-        "WHERE proc_name = 'policy_retention' AND hypertable_name = 'readings'"
+        "WHERE proc_name = 'expire_readings'"
     )
     return rows
 
 
 async def run_policies_now(connection: asyncpg.Connection) -> None:
-    """Run the retention policy on readings, if there is one, now rather than on its schedule."""
+    """Run the job expiring readings, if there is one, now rather than on its schedule."""
     for job in await retention_jobs(connection):
         await connection.execute("CALL run_job($1)", job["job_id"])
 
@@ -83,9 +98,14 @@ async def test_readings_older_than_the_retention_vanish_and_newer_ones_stay(
             assert await meters_with_readings(sql) == {"both": 4, "recent": 4}
 
         await eventually(only_newer_readings_left)
+    # The catalog follows: counts and first reading times of what is left; the meters whose
+    # readings all expired stay, empty.
+    await catalog_matches_readings(sql)
+    empty = await sql.fetch("SELECT series_id FROM series WHERE reading_count = 0 ORDER BY series_id")
+    assert [row["series_id"] for row in empty] == [f"old-meter-{number}" for number in range(7)]
 
 
-async def test_zero_keeps_every_reading_and_removes_the_policy(
+async def test_zero_keeps_every_reading_and_removes_the_job(
     database: Database, sql: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger=RETENTION_LOGGER)
@@ -99,14 +119,19 @@ async def test_zero_keeps_every_reading_and_removes_the_policy(
     assert "kept forever" in caplog.records[-1].getMessage()
 
 
-async def test_timescaledb_policy_follows_the_retention_of_each_start(
+async def test_timescaledb_job_follows_the_retention_of_each_start(
     database: Database, sql: asyncpg.Connection
 ) -> None:
+    if database.timescaledb and await policies_available(sql):
+        # What an earlier version set up: TimescaleDB's retention policy, which would drop
+        # chunks behind the catalog's back.
+        await sql.execute("SELECT add_retention_policy('readings', drop_after => INTERVAL '30 days')")
     async with readings_retention(database, RETENTION):
         jobs = await retention_jobs(sql)
     if not jobs:
-        pytest.skip("the database has no TimescaleDB retention policies")
+        pytest.skip("the database has no TimescaleDB job scheduler")
     assert [job["drop_after"] for job in jobs] == [RETENTION]
+    assert await policy_jobs(sql, RETENTION_POLICY.proc_name, "readings", RETENTION_POLICY.setting) == []
     async with readings_retention(database, timedelta(days=90)):
         assert [job["drop_after"] for job in await retention_jobs(sql)] == [timedelta(days=90)]
     async with readings_retention(database, timedelta(0)):

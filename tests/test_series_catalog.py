@@ -12,7 +12,15 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from tests.support import batches, field_violations, hourly_readings, ingest, reading, ts
+from tests.support import (
+    batches,
+    catalog_matches_readings,
+    field_violations,
+    hourly_readings,
+    ingest,
+    reading,
+    ts,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.domain.series import make_selector
@@ -59,26 +67,6 @@ async def figures(stub: Stub, series_id: str) -> tuple[str, str, int]:
     first = series.first_reading_time.ToJsonString() if series.HasField("first_reading_time") else ""
     last = series.last_reading_time.ToJsonString() if series.HasField("last_reading_time") else ""
     return first, last, series.reading_count
-
-
-async def catalog_matches_readings(sql: asyncpg.Connection) -> None:
-    """Every series' figures are those of its stored readings."""
-    mismatches = await sql.fetch(
-        """
-        SELECT s.series_id, s.first_reading_time, s.last_reading_time, s.reading_count,
-               r.first_time, r.last_time, coalesce(r.readings, 0) AS readings
-        FROM series AS s
-        FULL JOIN (
-            SELECT series_id, min(time) AS first_time, max(time) AS last_time, count(*) AS readings
-            FROM readings GROUP BY series_id
-        ) AS r USING (series_id)
-        WHERE s.series_id IS NULL
-           OR s.reading_count <> coalesce(r.readings, 0)
-           OR s.first_reading_time IS DISTINCT FROM r.first_time
-           OR s.last_reading_time IS DISTINCT FROM r.last_time
-        """
-    )
-    assert [dict(row) for row in mismatches] == []
 
 
 async def test_ingest_creates_series_with_exact_figures(stub: Stub, sql: asyncpg.Connection) -> None:

@@ -1,56 +1,74 @@
 """Readings retention (off by default): readings older than the setting are removed while the server runs.
 
-Where readings is a TimescaleDB hypertable, whole chunks are dropped: by a TimescaleDB retention
-policy that the service keeps in step with its setting at start-up or, under the Apache-2-only
-edition that has no policies, by a task calling drop_chunks. On plain PostgreSQL the task deletes
-expired readings a few meters at a time, each meter's through the primary key (series_id, time).
+Every removal changes the series catalog's figures of the series it touches in its own
+transaction. Where readings is a TimescaleDB hypertable, whole chunks are dropped by the
+procedure expire_readings (migration 0008), which TimescaleDB's job scheduler runs as a job the
+service keeps in step with its setting at start-up, or, under the Apache-2-only edition that has
+no scheduler, a task of the service calls. Elsewhere (plain PostgreSQL, Citus) the task deletes
+the expired readings of one meter at a time through the primary key (series_id, time); the
+catalog says which meters hold any.
 """
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.policies import (
-    RETENTION_POLICY,
-    drop_expired_chunks,
-    keep_policy,
-    policies_available,
-)
+from timeseries_aggregation.storage.policies import RETENTION_POLICY, keep_policy, policies_available
 from timeseries_aggregation.storage.rounds import rounds_running
 
 logger = logging.getLogger(__name__)
 
 # Readings expire by the day: an hourly round is ample, and a failed one is retried an hour on.
 ROUND_INTERVAL_SECONDS = 3600.0
-# Meters per DELETE: a backlog of a year of quarter-hourly readings is then some 700,000 rows
-# per statement, seconds of work, well within the statement timeout.
+# Meters whose expired readings one transaction deletes: a backlog of a year of quarter-hourly
+# readings is then some 700,000 rows per transaction, seconds of work.
 METERS_PER_BATCH = 20
-# Serialises replicas: one at a time changes the policy or removes readings; any shared number.
+# Serialises replicas: one at a time changes the job or removes readings; any shared number.
 _RETENTION_LOCK_KEY = 0x7453_616A
 
-# The next meters after $1 in key order, found through the primary key's index one meter at a
-# time (a loose index scan) instead of reading every row.
-_NEXT_METERS = """
-    WITH RECURSIVE meters (series_id, position) AS (
-        (SELECT series_id, 1 FROM readings WHERE series_id > $1 ORDER BY series_id LIMIT 1)
-        UNION ALL
-        SELECT (SELECT next.series_id FROM readings AS next
-                WHERE next.series_id > meters.series_id ORDER BY next.series_id LIMIT 1),
-               meters.position + 1
-        FROM meters
-        WHERE meters.series_id IS NOT NULL AND meters.position < $2
+# The next meters after $2 in key order whose first reading is older than the cutoff $1.
+_EXPIRING_METERS = """
+    SELECT series_id FROM series
+    WHERE first_reading_time < $1 AND series_id > $2
+    ORDER BY series_id
+    LIMIT $3
+"""
+# The meter's catalog row first: a stream adding readings to the meter waits at its catalog
+# update until this transaction ends, so the figures below see all it committed before.
+_LOCK_METER = "SELECT 1 FROM series WHERE series_id = $1 FOR UPDATE"
+# One meter, one statement (routed to one worker on Citus, where both tables are co-located).
+_EXPIRE_METER = """
+    WITH removed AS (
+        DELETE FROM readings WHERE series_id = $1 AND time < $2 RETURNING time
+    ), lost AS (
+        SELECT count(*) AS readings FROM removed
     )
-    SELECT series_id FROM meters WHERE series_id IS NOT NULL
+    UPDATE series SET
+        reading_count = series.reading_count - lost.readings,
+        first_reading_time = (
+            SELECT min(time) FROM readings AS kept WHERE kept.series_id = $1 AND kept.time >= $2
+        ),
+        last_reading_time = CASE WHEN series.reading_count = lost.readings THEN NULL
+                                 ELSE series.last_reading_time END
+    FROM lost
+    WHERE series.series_id = $1
+    RETURNING lost.readings
 """
-# Citus plans no recursive query over a distributed table; there each worker lists its own
-# meters in parallel, and the coordinator merges them.
-_NEXT_METERS_DISTRIBUTED = """
-    SELECT DISTINCT series_id FROM readings WHERE series_id > $1 ORDER BY series_id LIMIT $2
+
+_EXPIRY_JOBS = """
+    SELECT job_id, (config ->> 'drop_after')::interval AS drop_after
+    FROM timescaledb_information.jobs
+    WHERE proc_schema = current_schema() AND proc_name = 'expire_readings'
 """
-_DELETE_EXPIRED = "DELETE FROM readings WHERE series_id = ANY($1::text[]) AND time < now() - $2::interval"
+_ADD_EXPIRY_JOB = """
+    SELECT add_job(
+        'expire_readings', INTERVAL '1 hour', config => jsonb_build_object('drop_after', $1::interval)
+    )
+"""
 
 
 async def delete_expired_readings(
@@ -62,15 +80,15 @@ async def delete_expired_readings(
         if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", _RETENTION_LOCK_KEY):
             return 0
         try:
+            cutoff = await connection.fetchval("SELECT now() - $1::interval", retention)
             after = ""  # series ids are never empty
-            next_meters = _NEXT_METERS_DISTRIBUTED if database.citus_workers else _NEXT_METERS
             while True:
-                meters = [
-                    row["series_id"] for row in await connection.fetch(next_meters, after, meters_per_batch)
-                ]
-                if meters:
-                    status: str = await connection.execute(_DELETE_EXPIRED, meters, retention)
-                    deleted += int(status.removeprefix("DELETE "))
+                rows = await connection.fetch(_EXPIRING_METERS, cutoff, after, meters_per_batch)
+                meters = [row["series_id"] for row in rows]
+                async with connection.transaction():
+                    for meter in meters:
+                        await connection.execute(_LOCK_METER, meter)
+                        deleted += await connection.fetchval(_EXPIRE_METER, meter, cutoff) or 0
                 if len(meters) < meters_per_batch:
                     break
                 after = meters[-1]
@@ -80,13 +98,30 @@ async def delete_expired_readings(
     return deleted
 
 
-async def _keep_policy_in_step(database: Database, retention: timedelta) -> bool:
-    """Make the retention policy on readings match the setting; False where there are no policies."""
+async def expire_chunks_now(database: Database, retention: timedelta) -> None:
+    """What the TimescaleDB job does, where the edition has no job scheduler."""
+    async with database.query_connection() as connection, connection.transaction():
+        if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", _RETENTION_LOCK_KEY):
+            return
+        config = json.dumps({"drop_after": f"{int(retention.total_seconds())} seconds"})
+        await connection.execute("CALL expire_readings(0, $1::jsonb)", config)
+
+
+async def _keep_job_in_step(database: Database, retention: timedelta) -> bool:
+    """Make the expiry job of readings match the setting; False where there is no job scheduler."""
     async with database.query_connection() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _RETENTION_LOCK_KEY)
         if not await policies_available(connection):
             return False
-        await keep_policy(connection, RETENTION_POLICY, "readings", retention)
+        # Earlier versions used TimescaleDB's retention policy, which leaves the catalog behind.
+        await keep_policy(connection, RETENTION_POLICY, "readings", timedelta(0))
+        jobs = await connection.fetch(_EXPIRY_JOBS)
+        if [job["drop_after"] for job in jobs] == ([retention] if retention else []):
+            return True
+        for job in jobs:
+            await connection.execute("SELECT delete_job($1)", job["job_id"])
+        if retention:
+            await connection.execute(_ADD_EXPIRY_JOB, retention)
         return True
 
 
@@ -99,14 +134,14 @@ async def readings_retention(
     meters_per_batch: int = METERS_PER_BATCH,
 ) -> AsyncIterator[None]:
     """Keep readings for `retention` (zero: forever) while the block runs."""
-    policy = database.timescaledb and await _keep_policy_in_step(database, retention)
+    scheduled = database.timescaledb and await _keep_job_in_step(database, retention)
     if not retention:
         logger.info("readings retention: off, readings are kept forever")
         yield
         return
-    if policy:
+    if scheduled:
         logger.info(
-            "readings retention: chunks older than %s are dropped by a TimescaleDB retention policy",
+            "readings retention: chunks older than %s are dropped by a TimescaleDB job, hourly",
             format_duration(retention),
         )
         yield
@@ -114,7 +149,7 @@ async def readings_retention(
 
     async def remove_expired() -> None:
         if database.timescaledb:
-            await drop_expired_chunks(database, "readings", retention, _RETENTION_LOCK_KEY)
+            await expire_chunks_now(database, retention)
         else:
             await delete_expired_readings(database, retention, meters_per_batch)
 
