@@ -30,21 +30,37 @@ def clock_unit(instant: datetime, granularity: Granularity, zone: zoneinfo.ZoneI
     """What the local clock shows at an instant, as far as the granularity looks: the hour
     with its UTC offset, the date, or the month. A bucket is a stretch where it stays the same."""
     local = instant.astimezone(zone)
+    if granularity is Granularity.QUARTER_HOURLY:
+        return local.strftime("%Y-%m-%dT%H"), local.minute // 15, local.utcoffset()
+    if granularity is Granularity.HALF_HOURLY:
+        return local.strftime("%Y-%m-%dT%H"), local.minute // 30, local.utcoffset()
     if granularity is Granularity.HOURLY:
         return local.strftime("%Y-%m-%dT%H"), local.utcoffset()
     if granularity is Granularity.DAY_OF_MONTH:
         return local.date()
+    if granularity is Granularity.WEEKLY:
+        return local.isocalendar()[:2]
+    if granularity is Granularity.QUARTERLY:
+        return local.year, (local.month - 1) // 3
+    if granularity is Granularity.YEARLY:
+        return local.year
     return local.year, local.month
 
 
 def label(instant: datetime, granularity: Granularity, zone: zoneinfo.ZoneInfo) -> str:
     """The period label of the local clock's hour, day or month at an instant."""
+    local = instant.astimezone(zone)
     patterns = {
+        Granularity.QUARTER_HOURLY: f"%Y-%m-%dT%H:{local.minute // 15 * 15:02}",
+        Granularity.HALF_HOURLY: f"%Y-%m-%dT%H:{local.minute // 30 * 30:02}",
         Granularity.HOURLY: "%Y-%m-%dT%H:00",
         Granularity.DAY_OF_MONTH: "%Y-%m-%d",
+        Granularity.WEEKLY: f"{local.isocalendar().year:04}-W{local.isocalendar().week:02}",
         Granularity.MONTHLY: "%Y-%m",
+        Granularity.QUARTERLY: f"%Y-Q{(local.month - 1) // 3 + 1}",
+        Granularity.YEARLY: "%Y",
     }
-    return instant.astimezone(zone).strftime(patterns[granularity])
+    return local.strftime(patterns[granularity])
 
 
 def spans(
@@ -322,9 +338,14 @@ def test_bucket_bounds_are_whole_seconds_no_longer_than_the_clock_unit(
     zone, moments = instants
     # Clocks jump by at most a day (Samoa skipping 30 December 2011).
     longest = {
+        Granularity.QUARTER_HOURLY: timedelta(minutes=15),
+        Granularity.HALF_HOURLY: timedelta(minutes=30),
         Granularity.HOURLY: timedelta(hours=1),
         Granularity.DAY_OF_MONTH: timedelta(days=2),
+        Granularity.WEEKLY: timedelta(days=8),
         Granularity.MONTHLY: timedelta(days=32),
+        Granularity.QUARTERLY: timedelta(days=93),
+        Granularity.YEARLY: timedelta(days=367),
     }
     for granularity in Granularity:
         for instant in moments:

@@ -18,10 +18,20 @@ class Granularity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GRANULARITY_HOURLY: _ClassVar[Granularity]
     GRANULARITY_DAY_OF_MONTH: _ClassVar[Granularity]
     GRANULARITY_MONTHLY: _ClassVar[Granularity]
+    GRANULARITY_QUARTER_HOURLY: _ClassVar[Granularity]
+    GRANULARITY_HALF_HOURLY: _ClassVar[Granularity]
+    GRANULARITY_WEEKLY: _ClassVar[Granularity]
+    GRANULARITY_QUARTERLY: _ClassVar[Granularity]
+    GRANULARITY_YEARLY: _ClassVar[Granularity]
 GRANULARITY_UNSPECIFIED: Granularity
 GRANULARITY_HOURLY: Granularity
 GRANULARITY_DAY_OF_MONTH: Granularity
 GRANULARITY_MONTHLY: Granularity
+GRANULARITY_QUARTER_HOURLY: Granularity
+GRANULARITY_HALF_HOURLY: Granularity
+GRANULARITY_WEEKLY: Granularity
+GRANULARITY_QUARTERLY: Granularity
+GRANULARITY_YEARLY: Granularity
 
 class Series(_message.Message):
     __slots__ = ("series_id", "labels", "reading_interval", "first_reading_time", "last_reading_time", "reading_count")

@@ -13,6 +13,11 @@ GRANULARITY_NAMES = {
     "daily": pb.GRANULARITY_DAY_OF_MONTH,
     "day_of_month": pb.GRANULARITY_DAY_OF_MONTH,
     "monthly": pb.GRANULARITY_MONTHLY,
+    "quarter-hourly": pb.GRANULARITY_QUARTER_HOURLY,
+    "half-hourly": pb.GRANULARITY_HALF_HOURLY,
+    "weekly": pb.GRANULARITY_WEEKLY,
+    "quarterly": pb.GRANULARITY_QUARTERLY,
+    "yearly": pb.GRANULARITY_YEARLY,
 }
 _GRANULARITY_BY_VALUE: dict[int, str] = {value: name for name, value in reversed(GRANULARITY_NAMES.items())}
 
@@ -22,7 +27,7 @@ def _utc(timestamp: Timestamp) -> datetime:
 
 
 def granularity_name(value: int) -> str:
-    """'hourly', 'daily' or 'monthly'; the number itself for a value newer than this client."""
+    """'hourly', 'daily', 'monthly' and so on; the number itself for a value newer than this client."""
     return _GRANULARITY_BY_VALUE.get(value, str(value))
 
 

@@ -24,6 +24,16 @@ class Granularity(enum.Enum):
     HOURLY = "hourly"
     DAY_OF_MONTH = "day_of_month"
     MONTHLY = "monthly"
+    QUARTER_HOURLY = "quarter_hourly"
+    HALF_HOURLY = "half_hourly"
+    WEEKLY = "weekly"
+    QUARTERLY = "quarterly"
+    YEARLY = "yearly"
+
+
+# Granularities whose buckets are parts of a local hour: like hours, each also keeps one UTC
+# offset, so the two 02:15 quarters of a night when the clocks go back are two buckets.
+CLOCK_GRANULARITIES = frozenset({Granularity.QUARTER_HOURLY, Granularity.HALF_HOURLY, Granularity.HOURLY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +99,15 @@ class FixedWidthBuckets:
 
 _HOUR = 3_600
 _DAY = 86_400
+# Lengths of the buckets that can be of one width, and where one starts in a zone at UTC: ISO
+# weeks start on Mondays, and 1970-01-05 was the first.
+_FIXED_WIDTHS = {
+    Granularity.QUARTER_HOURLY: (900, 0),
+    Granularity.HALF_HOURLY: (1_800, 0),
+    Granularity.HOURLY: (_HOUR, 0),
+    Granularity.DAY_OF_MONTH: (_DAY, 0),
+    Granularity.WEEKLY: (7 * _DAY, 4 * _DAY),
+}
 
 
 @functools.cache
@@ -108,15 +127,16 @@ def _utc_offsets(time_zone: str) -> frozenset[int]:
 def fixed_width_buckets(granularity: Granularity, time_zone: str) -> FixedWidthBuckets | None:
     """The width and phase of the query's buckets when they never vary, else None.
 
-    Local hours are all 3,600 s long and aligned alike when the zone's offsets agree modulo
-    an hour (true of every whole-hour zone, DST or not); local days only when the zone
-    never changes its offset. Such buckets can be computed without any time zone
-    arithmetic per reading. Months always vary.
+    Local hours (and their quarters and halves) are all alike when the zone's offsets agree
+    modulo the width (true of every whole-hour zone, DST or not, and of nearly every zone for
+    quarter hours); local days and weeks only when the zone never changes its offset. Such
+    buckets can be computed without any time zone arithmetic per reading. Months, quarters
+    and years always vary.
     """
-    width = {Granularity.HOURLY: _HOUR, Granularity.DAY_OF_MONTH: _DAY}.get(granularity)
-    if width is None:
+    if granularity not in _FIXED_WIDTHS:
         return None
-    phases = {-offset % width for offset in _utc_offsets(time_zone)}
+    width, origin = _FIXED_WIDTHS[granularity]
+    phases = {(origin - offset) % width for offset in _utc_offsets(time_zone)}
     if len(phases) != 1:
         return None
     return FixedWidthBuckets(width_seconds=width, origin_unix_seconds=phases.pop())
@@ -162,10 +182,8 @@ def make_aggregate_query(
     """Validate the parts of a query request and combine them."""
     check_series_id(series_id, "series_id")
     if granularity is None:
-        raise InvalidArgumentError(
-            "granularity",
-            "must be GRANULARITY_HOURLY, GRANULARITY_DAY_OF_MONTH or GRANULARITY_MONTHLY",
-        )
+        names = ", ".join(f"GRANULARITY_{granularity.name}" for granularity in Granularity)
+        raise InvalidArgumentError("granularity", f"must be one of {names}")
     if start_time is not None:
         check_time(start_time, "start_time")
     if end_time is not None and end_time != LATEST_TIME:

@@ -1,13 +1,14 @@
 """Where a bucket starts and ends in a time zone, and its label: the rule the SQL is held to.
 
 A bucket is a longest stretch of time during which the local clock stays in one calendar
-hour, day or month. An hour is also one UTC offset: the two 02:00 hours of a night when the
-clocks go back are two buckets with one label. A day or a month is one bucket however long
-the clocks make it (23- and 25-hour days). Where the clocks jump into or out of the middle of
-an hour, its bucket is shorter (the 02:00 hour of a spring night on the Chatham Islands lasts
-45 minutes), and where they go back across a boundary, a label can occur twice (St. John's
-set its clocks back from 00:01 to 23:01 until 2011: a one-minute day, then an hour of the
-day before).
+quarter hour, half hour, hour, day, ISO week (from Monday), month, quarter or year. An hour (and
+a quarter or half of one) is also one UTC offset: the two 02:00 hours of a night when the
+clocks go back are two buckets with one label. A day, week, month, quarter or year is one
+bucket however long the clocks make it (23- and 25-hour days). Where the clocks jump into or
+out of the middle of an hour, its bucket is shorter (the 02:00 hour of a spring night on the
+Chatham Islands lasts 45 minutes), and where they go back across a boundary, a label can
+occur twice (St. John's set its clocks back from 00:01 to 23:01 until 2011: a one-minute day,
+then an hour of the day before).
 """
 
 import bisect
@@ -16,16 +17,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from timeseries_aggregation.domain.aggregation import Granularity
+from timeseries_aggregation.domain.aggregation import CLOCK_GRANULARITIES, Granularity
 
 _PERIOD_FORMATS = {
+    Granularity.QUARTER_HOURLY: "%Y-%m-%dT%H:%M",
+    Granularity.HALF_HOURLY: "%Y-%m-%dT%H:%M",
     Granularity.HOURLY: "%Y-%m-%dT%H:00",
     Granularity.DAY_OF_MONTH: "%Y-%m-%d",
+    Granularity.WEEKLY: "%G-W%V",
     Granularity.MONTHLY: "%Y-%m",
+    Granularity.YEARLY: "%Y",
 }
+# Minutes in a bucket of the granularities shorter than an hour.
+_CLOCK_MINUTES = {Granularity.QUARTER_HOURLY: 15, Granularity.HALF_HOURLY: 30}
 # Offsets are looked up a year at a time, with this much on either side: more than any
-# bucket holding an instant of the year reaches beyond it.
-_YEAR_MARGIN = timedelta(days=62)
+# bucket holding an instant of the year (a year at most) reaches beyond it.
+_YEAR_MARGIN = timedelta(days=370)
 # Since 1970 no UTC offset of the tz database has lasted less than six days, so a daily probe
 # sees every change.
 _PROBE_STEP = timedelta(days=1)
@@ -59,35 +66,54 @@ def bucket_containing(instant: datetime, granularity: Granularity, zone: ZoneInf
     offset = periods.offsets[index]
     unit_start = _unit_start(utc.replace(tzinfo=None) + offset, granularity)
     unit_end = _unit_end(unit_start, granularity)
-    if granularity is Granularity.HOURLY:
+    if granularity in CLOCK_GRANULARITIES:
         start = max(_instant(unit_start, offset), periods.starts[index])
         end = min(_instant(unit_end, offset), periods.ends[index])
     else:
         start = _calendar_start(periods, index, unit_start, unit_end)
         end = _calendar_end(periods, index, unit_start, unit_end)
-    return BucketSpan(start, end, unit_start.strftime(_PERIOD_FORMATS[granularity]))
+    return BucketSpan(start, end, _period(unit_start, granularity))
+
+
+def _period(unit_start: datetime, granularity: Granularity) -> str:
+    if granularity is Granularity.QUARTERLY:
+        return f"{unit_start.year:04}-Q{(unit_start.month - 1) // 3 + 1}"
+    return unit_start.strftime(_PERIOD_FORMATS[granularity])
 
 
 def _unit_start(local: datetime, granularity: Granularity) -> datetime:
-    """The start of the calendar hour, day or month that holds a naive local time."""
+    """The start of the calendar unit (quarter hour to year) that holds a naive local time."""
+    if granularity in _CLOCK_MINUTES:
+        minutes = _CLOCK_MINUTES[granularity]
+        return local.replace(minute=local.minute - local.minute % minutes, second=0, microsecond=0)
     hour = local.replace(minute=0, second=0, microsecond=0)
     if granularity is Granularity.HOURLY:
         return hour
     day = hour.replace(hour=0)
     if granularity is Granularity.DAY_OF_MONTH:
         return day
-    return day.replace(day=1)
+    if granularity is Granularity.WEEKLY:
+        return day - timedelta(days=day.weekday())
+    if granularity is Granularity.MONTHLY:
+        return day.replace(day=1)
+    if granularity is Granularity.QUARTERLY:
+        return day.replace(month=day.month - (day.month - 1) % 3, day=1)
+    return day.replace(month=1, day=1)
 
 
 def _unit_end(unit_start: datetime, granularity: Granularity) -> datetime:
-    """The start of the calendar hour, day or month after the one starting at unit_start."""
+    """The start of the calendar unit after the one starting at unit_start."""
+    if granularity in _CLOCK_MINUTES:
+        return unit_start + timedelta(minutes=_CLOCK_MINUTES[granularity])
     if granularity is Granularity.HOURLY:
         return unit_start + timedelta(hours=1)
     if granularity is Granularity.DAY_OF_MONTH:
         return unit_start + timedelta(days=1)
-    if unit_start.month == 12:
-        return unit_start.replace(year=unit_start.year + 1, month=1)
-    return unit_start.replace(month=unit_start.month + 1)
+    if granularity is Granularity.WEEKLY:
+        return unit_start + timedelta(weeks=1)
+    months = {Granularity.MONTHLY: 1, Granularity.QUARTERLY: 3, Granularity.YEARLY: 12}[granularity]
+    month_index = unit_start.month - 1 + months
+    return unit_start.replace(year=unit_start.year + month_index // 12, month=month_index % 12 + 1)
 
 
 def _instant(local: datetime, offset: timedelta) -> datetime:

@@ -22,12 +22,27 @@ from timeseries_aggregation.storage.database import Database
 # from the key once per bucket. Per-row time zone arithmetic is what a query spends most
 # of its time on, so the cheapest correct key is chosen:
 # - buckets of fixed width (see fixed_width_buckets): date_bin, plain integer arithmetic;
-# - other hours: the reading minus its local minutes and seconds, so the two 02:00 hours of
-#   a DST fall-back night stay two buckets;
-# - other days and months: the local calendar day or month (a timestamp without zone),
-#   converted to the first instant of that day or month once per bucket.
-_LOCAL_HOUR_START = "time - ((time AT TIME ZONE $2) - date_trunc('hour', time AT TIME ZONE $2))"
-_CALENDAR_UNITS = {Granularity.DAY_OF_MONTH: "day", Granularity.MONTHLY: "month"}
+# - other hours, half and quarter hours: the reading minus its local minutes and seconds
+#   past the bucket's local start, so the two 02:00 hours of a DST fall-back night stay two
+#   buckets;
+# - other days, and weeks, months, quarters and years: the local calendar unit (a timestamp
+#   without zone), converted to the first instant of that unit once per bucket.
+_LOCAL = "time AT TIME ZONE $2"
+_LOCAL_CLOCK_STARTS = {
+    granularity: f"time - (({_LOCAL}) - {local_start})"
+    for granularity, local_start in {
+        Granularity.QUARTER_HOURLY: f"date_bin(INTERVAL '15 minutes', {_LOCAL}, TIMESTAMP '2000-01-01')",
+        Granularity.HALF_HOURLY: f"date_bin(INTERVAL '30 minutes', {_LOCAL}, TIMESTAMP '2000-01-01')",
+        Granularity.HOURLY: f"date_trunc('hour', {_LOCAL})",
+    }.items()
+}
+_CALENDAR_UNITS = {
+    Granularity.DAY_OF_MONTH: "day",
+    Granularity.WEEKLY: "week",  # ISO weeks: date_trunc starts them on Monday
+    Granularity.MONTHLY: "month",
+    Granularity.QUARTERLY: "quarter",
+    Granularity.YEARLY: "year",
+}
 
 
 def _first_instant_of(local_midnight: str) -> str:
@@ -47,8 +62,8 @@ def _bucket_key_and_start(granularity: Granularity, fixed: FixedWidthBuckets | N
     if fixed is not None:
         origin = f"to_timestamp({fixed.origin_unix_seconds})"
         return f"date_bin(INTERVAL '{fixed.width_seconds} seconds', time, {origin})", "bucket_key"
-    if granularity is Granularity.HOURLY:
-        return _LOCAL_HOUR_START, "bucket_key"
+    if granularity in _LOCAL_CLOCK_STARTS:
+        return _LOCAL_CLOCK_STARTS[granularity], "bucket_key"
     # Also on TimescaleDB: its time_bucket(..., zone) puts the first of two midnights in the
     # day before, where the local date is the rule.
     return f"date_trunc('{_CALENDAR_UNITS[granularity]}', time AT TIME ZONE $2)", _first_instant_of(
@@ -56,21 +71,36 @@ def _bucket_key_and_start(granularity: Granularity, fixed: FixedWidthBuckets | N
     )
 
 
+_UNIT_LENGTHS = {
+    "day": "1 day",
+    "week": "7 days",
+    "month": "1 month",
+    "quarter": "3 months",
+    "year": "1 year",
+}
 # The next bucket's start, computed from a bucket start in local time.
 _BUCKET_ENDS = {
+    Granularity.QUARTER_HOURLY: "bucket_start + INTERVAL '15 minutes'",
+    Granularity.HALF_HOURLY: "bucket_start + INTERVAL '30 minutes'",
     Granularity.HOURLY: "bucket_start + INTERVAL '1 hour'",
-    Granularity.DAY_OF_MONTH: _first_instant_of(
-        "date_trunc('day', (bucket_start AT TIME ZONE $2) + INTERVAL '1 day')"
-    ),
-    Granularity.MONTHLY: _first_instant_of(
-        "date_trunc('month', (bucket_start AT TIME ZONE $2) + INTERVAL '1 month')"
-    ),
+    **{
+        granularity: _first_instant_of(
+            f"date_trunc('{unit}', (bucket_start AT TIME ZONE $2) + INTERVAL '{_UNIT_LENGTHS[unit]}')"
+        )
+        for granularity, unit in _CALENDAR_UNITS.items()
+    },
 }
-# Period labels in the query's zone: 2025-10-01T13:00, 2025-10-01, 2025-10.
+# Period labels in the query's zone: 2025-10-01T13:15, 2025-10-01T13:00, 2025-10-01,
+# 2025-W40 (ISO week-numbering year and week), 2025-10, 2025-Q4, 2025.
 _PERIOD_PATTERNS = {
+    Granularity.QUARTER_HOURLY: 'YYYY-MM-DD"T"HH24:MI',
+    Granularity.HALF_HOURLY: 'YYYY-MM-DD"T"HH24:MI',
     Granularity.HOURLY: 'YYYY-MM-DD"T"HH24:00',
     Granularity.DAY_OF_MONTH: "YYYY-MM-DD",
+    Granularity.WEEKLY: 'IYYY-"W"IW',
     Granularity.MONTHLY: "YYYY-MM",
+    Granularity.QUARTERLY: 'YYYY-"Q"Q',
+    Granularity.YEARLY: "YYYY",
 }
 
 
