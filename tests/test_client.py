@@ -25,10 +25,13 @@ from timeseries_aggregation.client import (
     Reading,
     ReadingLike,
     RetryPolicy,
+    Series,
     TimeseriesClient,
     auth_metadata,
+    list_series_request,
     row_messages,
     series_messages,
+    update_series_request,
 )
 from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
 from timeseries_aggregation.storage.database import Database
@@ -154,6 +157,115 @@ async def test_async_client_takes_async_iterables_and_pages(server: RunningServe
         assert len(hourly) == 48
         entries = [entry async for entry in client.history(limit=3)]
         assert [entry.granularity for entry in entries] == ["hourly"] * 3
+
+
+def test_an_update_masks_only_what_is_given() -> None:
+    request = update_series_request("m", labels={"site": "a"})
+    assert list(request.update_mask.paths) == ["labels"]
+    assert not request.series.HasField("reading_interval")
+    request = update_series_request("m", reading_interval=timedelta(minutes=15))
+    assert list(request.update_mask.paths) == ["reading_interval"]
+    assert (request.series.reading_interval.seconds, dict(request.series.labels)) == (900, {})
+    request = update_series_request("m", labels={}, clear_reading_interval=True)
+    assert list(request.update_mask.paths) == ["labels", "reading_interval"]
+    assert not request.series.HasField("reading_interval")
+    # An empty mask would mean every field to the service: refused before any call.
+    with pytest.raises(ValueError, match=r"^nothing to update"):
+        update_series_request("m")
+    with pytest.raises(ValueError, match="not both"):
+        update_series_request("m", reading_interval=timedelta(seconds=60), clear_reading_interval=True)
+    with pytest.raises(TypeError, match="not one string"):
+        list_series_request("meter-1")
+
+
+async def test_blocking_client_updates_series_by_mask(server: RunningServer) -> None:
+    target = f"127.0.0.1:{server.port}"
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def work() -> list[Series]:
+        with TimeseriesClient(target, timeout_seconds=10) as client:
+            return [
+                client.update_series("m1", labels={"site": "berlin"}, reading_interval=timedelta(hours=1)),
+                client.update_series("m1", labels={"site": "hamburg", "kind": "pv"}),
+                client.update_series("m1", clear_reading_interval=True),
+                client.update_series("m1", reading_interval=timedelta(minutes=15)),
+                client.update_series("m1", labels={}),
+            ]
+
+    created, relabelled, cleared, declared, unlabelled = await asyncio.to_thread(work)
+    assert created == Series(
+        series_id="m1",
+        labels={"site": "berlin"},
+        reading_interval=timedelta(hours=1),
+        first_reading_time=None,
+        last_reading_time=None,
+        reading_count=0,
+        raw=pb.Series(),
+    )
+    assert created.raw.series_id == "m1"
+    # Labels are replaced as a whole; what the mask leaves out stays as stored.
+    assert (relabelled.labels, relabelled.reading_interval) == (
+        {"site": "hamburg", "kind": "pv"},
+        timedelta(hours=1),
+    )
+    assert (cleared.labels, cleared.reading_interval) == ({"site": "hamburg", "kind": "pv"}, None)
+    assert (declared.labels, declared.reading_interval) == (
+        {"site": "hamburg", "kind": "pv"},
+        timedelta(minutes=15),
+    )
+    assert (unlabelled.labels, unlabelled.reading_interval) == ({}, timedelta(minutes=15))
+
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        await client.ingest([Reading("m1", start + timedelta(hours=hour), 1.0) for hour in range(3)])
+        series = await client.update_series("m1", labels={"site": "berlin"})
+    assert (series.first_reading_time, series.last_reading_time) == (start, start + timedelta(hours=2))
+    assert series.reading_count == 3
+    assert series.reading_interval == timedelta(minutes=15)
+
+
+async def test_a_refused_update_raises_the_service_error_and_stores_nothing(server: RunningServer) -> None:
+    async with AsyncTimeseriesClient(
+        f"127.0.0.1:{server.port}", timeout_seconds=10, retry=QUICK_RETRIES
+    ) as client:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.update_series("m1", labels={"Bad": "x"})
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (raised.value.details() or "").startswith("series.labels['Bad']: is not a valid label key")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await client.update_series("m1", reading_interval=timedelta(days=2))
+        assert (raised.value.details() or "").startswith("series.reading_interval: is 172800 s")
+        assert [series async for series in client.list_series()] == []
+
+
+async def test_both_clients_list_series_by_selector_across_pages(server: RunningServer) -> None:
+    target = f"127.0.0.1:{server.port}"
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        for series_id, site in (("c", "north"), ("a", "north"), ("b", "south"), ("B", "north")):
+            await client.update_series(series_id, labels={"site": site, "kind": "meter"})
+        every = [series.series_id async for series in client.list_series(page_size=1)]
+        north = [
+            series.series_id async for series in client.list_series(labels={"site": "north"}, page_size=1)
+        ]
+        picked = [
+            series.series_id
+            async for series in client.list_series(series_ids=["c", "b", "unknown"], labels={"kind": "meter"})
+        ]
+        first_two = [series.series_id async for series in client.list_series(page_size=1, limit=2)]
+    assert every == ["B", "a", "b", "c"]  # code point order: upper case first
+    assert north == ["B", "a", "c"]
+    assert picked == ["b", "c"]
+    assert first_two == ["B", "a"]
+
+    def blocking() -> tuple[list[Series], list[Series]]:
+        with TimeseriesClient(target, timeout_seconds=10) as client:
+            south = list(client.list_series(labels={"site": "south"}))
+            return south, list(client.list_series(page_size=2, limit=3))
+
+    south, limited = await asyncio.to_thread(blocking)
+    assert [(series.series_id, series.labels) for series in south] == [
+        ("b", {"site": "south", "kind": "meter"})
+    ]
+    assert [series.series_id for series in limited] == ["B", "a", "b"]
 
 
 class RefusingListener:

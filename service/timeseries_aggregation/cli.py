@@ -33,15 +33,21 @@ from timeseries_aggregation.client import (
     Bucket,
     ClientOptions,
     HistoryEntry,
+    Series,
     TimeseriesClient,
     series_messages,
     unix_micros,
 )
+from timeseries_aggregation.domain.durations import format_duration, parse_duration
 from timeseries_aggregation.limits import (
     BUCKETS_MAX_PAGE_SIZE,
     HISTORY_MAX_PAGE_SIZE,
     MAX_READINGS_PER_MESSAGE,
+    READING_INTERVAL_MAX_SECONDS,
+    READING_INTERVAL_MIN_SECONDS,
+    SELECTOR_MAX_SERIES_IDS,
     SERIES_ID_MAX_LENGTH,
+    SERIES_MAX_PAGE_SIZE,
 )
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
 
@@ -58,6 +64,8 @@ EXAMPLES = """examples:
   timeseries-aggregation query --series-id meter-1 --granularity monthly --format csv > months.csv
   timeseries-aggregation query --series-id meter-1 --granularity daily --from 2025-10-01 --chart
   timeseries-aggregation history --limit 20 --format json
+  timeseries-aggregation update-series meter-1 --label site=berlin-01 --reading-interval 15m
+  timeseries-aggregation series --label site=berlin-01
 
 exit codes: 0 done, 1 the service refused or failed the call, 2 usage or configuration
 error, 3 the input file cannot be read, 130 interrupted (Ctrl-C), 141 output closed early.
@@ -256,6 +264,8 @@ def _render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_fo
 
 
 def _table_cell(value: object) -> str:
+    if value is None:
+        return "-"
     return f"{value:,.3f}" if isinstance(value, float) else str(value)
 
 
@@ -348,6 +358,100 @@ def _history(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+SERIES_COLUMNS = (
+    "series_id",
+    "labels",
+    "interval",
+    "first_reading",
+    "last_reading",
+    "readings",
+    "freshness",
+)
+# The units of an age, largest first; an age shows the largest that fits and the next one.
+AGE_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
+
+
+def _age(age: timedelta) -> str:
+    """'2d 3h', '3h 12m', '5m 0s' or '42s'; 'in 3h 12m' for a time ahead (readings may lie
+    in the future)."""
+    seconds = int(age.total_seconds())
+    if seconds < 0:
+        return f"in {_age(-age)}"
+    for (symbol, size), (next_symbol, next_size) in itertools.pairwise(AGE_UNITS):
+        if seconds >= size:
+            return f"{seconds // size}{symbol} {seconds % size // next_size}{next_symbol}"
+    return f"{seconds}s"
+
+
+def _series_row(series: Series, now: datetime) -> dict[str, object]:
+    # None where a series has nothing to show: '-' in a table, null in JSON, empty in CSV.
+    first, last = series.first_reading_time, series.last_reading_time
+    return {
+        "series_id": series.series_id,
+        "labels": ",".join(f"{key}={value}" for key, value in sorted(series.labels.items())) or None,
+        "interval": format_duration(series.reading_interval) if series.reading_interval else None,
+        "first_reading": _timestamp_text(first) if first else None,
+        "last_reading": _timestamp_text(last) if last else None,
+        "readings": series.reading_count,
+        "freshness": _age(now - last) if last else None,
+    }
+
+
+def _labels(pairs: Sequence[tuple[str, str]] | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for key, value in pairs or ():
+        if key in labels:
+            raise UsageError(f"--label {key} is given twice; a series has one value per label")
+        labels[key] = value
+    return labels
+
+
+def _update_series(arguments: argparse.Namespace) -> int:
+    labels = _labels(arguments.labels) if arguments.labels else None
+    if arguments.clear_labels:
+        labels = {}
+    if labels is None and arguments.reading_interval is None and not arguments.clear_reading_interval:
+        # The service would read an empty update as 'every field', clearing both.
+        raise UsageError(
+            "nothing to update: give --label, --clear-labels, --reading-interval or --clear-reading-interval"
+        )
+    with _client(arguments) as client:
+        series = client.update_series(
+            arguments.series_id,
+            labels=labels,
+            reading_interval=arguments.reading_interval,
+            clear_reading_interval=arguments.clear_reading_interval,
+        )
+    print(_render([_series_row(series, datetime.now(UTC))], SERIES_COLUMNS, arguments.format))
+    return EXIT_OK
+
+
+def _list_series(arguments: argparse.Namespace) -> int:
+    series_ids: list[str] = arguments.series_ids or []
+    if len(series_ids) > SELECTOR_MAX_SERIES_IDS:
+        raise UsageError(
+            f"--series-id is given {len(series_ids)} times; the maximum is {SELECTOR_MAX_SERIES_IDS:,}"
+        )
+    labels = _labels(arguments.labels)
+    page_size = arguments.page_size
+    if not page_size and arguments.limit is not None:
+        page_size = min(arguments.limit, SERIES_MAX_PAGE_SIZE)
+    with _client(arguments) as client:
+        listed = list(
+            client.list_series(
+                series_ids=series_ids, labels=labels, page_size=page_size, limit=arguments.limit
+            )
+        )
+    if not listed and arguments.format == "table":
+        given = [option for option, value in (("--series-id", series_ids), ("--label", labels)) if value]
+        print(f"no series match the {' and '.join(given)} given" if given else "no series in the catalog")
+        return EXIT_OK
+    # One instant for every row, so that their freshness compares.
+    now = datetime.now(UTC)
+    print(_render([_series_row(series, now) for series in listed], SERIES_COLUMNS, arguments.format))
+    return EXIT_OK
+
+
 def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: a whole number in [low, high]."""
 
@@ -403,6 +507,29 @@ def _series_id(text: str) -> str:
     if not text.isprintable():
         raise argparse.ArgumentTypeError("must hold only printable characters")
     return text
+
+
+def _label(text: str) -> tuple[str, str]:
+    # Split at the first '=': a value may hold more of them. The service checks keys and values.
+    key, separator, value = text.partition("=")
+    if not separator:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _reading_interval(text: str) -> timedelta:
+    shortest = timedelta(seconds=READING_INTERVAL_MIN_SECONDS)
+    longest = timedelta(seconds=READING_INTERVAL_MAX_SECONDS)
+    try:
+        interval = parse_duration(text)
+    except ValueError:
+        interval = None
+    if interval is None or not shortest <= interval <= longest:
+        raise argparse.ArgumentTypeError(
+            f"must be {format_duration(shortest)} to {format_duration(longest)}: a whole number and "
+            f"s, m, h or d, such as 900s, 15m or 1h; got {text!r}"
+        )
+    return interval
 
 
 def _readable_file(text: str) -> Path:
@@ -492,6 +619,65 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=_whole_number(1), default=10, help="how many, newest first")
     history.add_argument("--format", choices=("table", "csv", "json"), default="table")
     history.set_defaults(run=_history)
+
+    update_series = client_command(
+        "update-series", help_text="set the labels or the reading interval of a series, creating it"
+    )
+    update_series.add_argument(
+        "series_id", metavar="SERIES_ID", type=_series_id, help="the meter; created if the catalog lacks it"
+    )
+    labels = update_series.add_mutually_exclusive_group()
+    labels.add_argument(
+        "--label",
+        dest="labels",
+        metavar="KEY=VALUE",
+        type=_label,
+        action="append",
+        help="a label; repeat for more. The labels given replace all the series had",
+    )
+    labels.add_argument("--clear-labels", action="store_true", help="remove every label")
+    interval = update_series.add_mutually_exclusive_group()
+    interval.add_argument(
+        "--reading-interval",
+        metavar="DURATION",
+        type=_reading_interval,
+        help="how often the meter reports: 1s to 1d, such as 900s, 15m or 1h",
+    )
+    interval.add_argument(
+        "--clear-reading-interval", action="store_true", help="remove the declared reading interval"
+    )
+    update_series.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    update_series.set_defaults(run=_update_series)
+
+    series = client_command("series", help_text="list series with their labels, interval and freshness")
+    series.add_argument(
+        "--series-id",
+        dest="series_ids",
+        metavar="ID",
+        type=_series_id,
+        action="append",
+        help=f"only this series; repeat for more (up to {SELECTOR_MAX_SERIES_IDS:,})",
+    )
+    series.add_argument(
+        "--label",
+        dest="labels",
+        metavar="KEY=VALUE",
+        type=_label,
+        action="append",
+        help="only series with this label; repeat for more, all must match",
+    )
+    series.add_argument(
+        "--page-size",
+        type=_whole_number(0, SERIES_MAX_PAGE_SIZE),
+        default=0,
+        help=f"series per call, up to {SERIES_MAX_PAGE_SIZE:,} "
+        "(0: as many as --limit, else the server's default)",
+    )
+    series.add_argument(
+        "--limit", type=_whole_number(1), help="how many at most, in series_id order (default: all)"
+    )
+    series.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    series.set_defaults(run=_list_series)
     return parser
 
 

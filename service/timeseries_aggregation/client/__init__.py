@@ -16,16 +16,19 @@ from timeseries_aggregation.client.messages import (
     ReadingLike,
     batch_message,
     check_message_size,
+    list_series_request,
     query_request,
     row_messages,
     series_messages,
     unix_micros,
+    update_series_request,
 )
 from timeseries_aggregation.client.results import (
     GRANULARITY_NAMES,
     Bucket,
     HistoryEntry,
     IngestResult,
+    Series,
     granularity_name,
 )
 from timeseries_aggregation.client.retry import RetryPolicy
@@ -53,15 +56,18 @@ __all__ = [
     "Reading",
     "ReadingLike",
     "RetryPolicy",
+    "Series",
     "TimeseriesClient",
     "auth_metadata",
     "batch_message",
     "check_message_size",
     "granularity_name",
+    "list_series_request",
     "open_aio_channel",
     "open_channel",
     "query_request",
     "row_messages",
     "series_messages",
     "unix_micros",
+    "update_series_request",
 ]

@@ -1,12 +1,14 @@
-"""Ingest messages in the forms the service accepts, built on the client side."""
+"""Request messages built on the client side: ingest in the forms the service accepts, queries
+and the series catalog's updates and listings."""
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict, Unpack
 
 import numpy as np
 import numpy.typing as npt
+from google.protobuf.field_mask_pb2 import FieldMask
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.client.results import GRANULARITY_NAMES
@@ -144,3 +146,41 @@ def query_request(
     if end_time is not None:
         request.end_time.FromMicroseconds(unix_micros(end_time))
     return request
+
+
+def update_series_request(
+    series_id: str,
+    labels: Mapping[str, str] | None = None,
+    reading_interval: timedelta | None = None,
+    clear_reading_interval: bool = False,
+) -> pb.UpdateSeriesRequest:
+    """An UpdateSeries request whose mask names only what is given: labels (None keeps the
+    stored ones, {} removes them all) and the reading interval (set, cleared, or kept)."""
+    if reading_interval is not None and clear_reading_interval:
+        raise ValueError("give reading_interval or clear_reading_interval, not both")
+    series = pb.Series(series_id=series_id)
+    paths = []
+    if labels is not None:
+        series.labels.update(labels)
+        paths.append("labels")
+    if reading_interval is not None:
+        series.reading_interval.FromTimedelta(reading_interval)
+        paths.append("reading_interval")
+    elif clear_reading_interval:
+        # In the mask but absent from the series: the service clears it.
+        paths.append("reading_interval")
+    if not paths:
+        # The service reads an empty mask as every field, which would clear what is not given.
+        raise ValueError("nothing to update: give labels, reading_interval or clear_reading_interval")
+    return pb.UpdateSeriesRequest(series=series, update_mask=FieldMask(paths=paths))
+
+
+def list_series_request(
+    series_ids: Sequence[str] = (), labels: Mapping[str, str] | None = None, page_size: int = 0
+) -> pb.ListSeriesRequest:
+    """A first-page ListSeries request; without series_ids or labels it lists every series."""
+    if isinstance(series_ids, str):
+        # A string is a sequence too: its characters would be sent as one-letter series ids.
+        raise TypeError("series_ids takes a collection of series ids, not one string")
+    selector = pb.SeriesSelector(series_ids=series_ids, labels=labels or {})
+    return pb.ListSeriesRequest(selector=selector, page_size=page_size)

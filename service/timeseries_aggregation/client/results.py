@@ -1,7 +1,7 @@
 """What the clients return: typed results with aware datetimes, the raw message one attribute away."""
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -103,5 +103,37 @@ class HistoryEntry:
             page_size=message.page_size,
             continued_page=message.continued_page,
             bucket_count=message.bucket_count,
+            raw=message,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """A series of the catalog. reading_interval is None where none is declared; the reading
+    times are None while the series holds no reading."""
+
+    series_id: str
+    labels: dict[str, str]
+    reading_interval: timedelta | None
+    first_reading_time: datetime | None
+    last_reading_time: datetime | None
+    reading_count: int
+    raw: pb.Series = field(repr=False, compare=False)
+
+    @classmethod
+    def from_message(cls, message: pb.Series) -> "Series":
+        return cls(
+            series_id=message.series_id,
+            labels=dict(message.labels),
+            reading_interval=(
+                message.reading_interval.ToTimedelta() if message.HasField("reading_interval") else None
+            ),
+            first_reading_time=(
+                _utc(message.first_reading_time) if message.HasField("first_reading_time") else None
+            ),
+            last_reading_time=(
+                _utc(message.last_reading_time) if message.HasField("last_reading_time") else None
+            ),
+            reading_count=message.reading_count,
             raw=message,
         )

@@ -8,7 +8,8 @@ import grpc
 
 # The service answers UNAVAILABLE when the database is away or the server is stopping, and
 # RESOURCE_EXHAUSTED when its stream limit is reached: both pass. Every call of ours is safe
-# to repeat: queries read, history reads, and ingest replaces readings by key.
+# to repeat: queries, history and series listings read, ingest replaces readings by key, and
+# an update of a series sets the same fields to the same values again.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # An ingest stream that met a deadlock or a serialization failure is ABORTED and rolled back
 # whole: sending it again is the retry the status asks for.

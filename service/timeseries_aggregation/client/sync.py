@@ -2,7 +2,8 @@
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import TypeVar, Unpack
 
@@ -16,9 +17,11 @@ from timeseries_aggregation.client.messages import (
     ReadingLike,
     batch_message,
     check_message_size,
+    list_series_request,
     query_request,
+    update_series_request,
 )
-from timeseries_aggregation.client.results import Bucket, HistoryEntry, IngestResult
+from timeseries_aggregation.client.results import Bucket, HistoryEntry, IngestResult, Series
 from timeseries_aggregation.client.retry import INGEST_RETRYABLE, RETRYABLE, should_retry
 from timeseries_aggregation.client.settings import ClientOptions, ClientSettings
 
@@ -131,6 +134,50 @@ class TimeseriesClient(ClientSettings):
                 if limit is not None and next(entries) >= limit:
                     return
                 yield HistoryEntry.from_message(entry)
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    def update_series(
+        self,
+        series_id: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        reading_interval: timedelta | None = None,
+        clear_reading_interval: bool = False,
+    ) -> Series:
+        """Set what is given and keep the rest; creates the series if the catalog lacks it.
+
+        labels replaces every stored label ({} removes them all); reading_interval is whole
+        seconds from 1 s to 1 day; clear_reading_interval removes the declared interval.
+        Returns the series as stored.
+        """
+        request = update_series_request(series_id, labels, reading_interval, clear_reading_interval)
+        response: pb.Series = self._call(
+            lambda: self._stub.UpdateSeries(request, timeout=self._timeout, metadata=self._metadata)
+        )
+        return Series.from_message(response)
+
+    def list_series(
+        self,
+        *,
+        series_ids: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 0,
+        limit: int | None = None,
+    ) -> Iterator[Series]:
+        """The series with these ids (when given) that carry every label pair given, ordered by
+        series_id, across pages; at most `limit` of them."""
+        request = list_series_request(series_ids, labels, page_size)
+        listed = itertools.count()
+        while True:
+            response: pb.ListSeriesResponse = self._call(
+                lambda: self._stub.ListSeries(request, timeout=self._timeout, metadata=self._metadata)
+            )
+            for series in response.series:
+                if limit is not None and next(listed) >= limit:
+                    return
+                yield Series.from_message(series)
             if not response.next_page_token:
                 return
             request.page_token = response.next_page_token
