@@ -118,7 +118,7 @@ async def test_list_names_the_service_health_and_reflection(server: RunningServe
     }
 
 
-async def test_describe_shows_the_three_rpcs(server: RunningServer) -> None:
+async def test_describe_shows_every_rpc(server: RunningServer) -> None:
     outcome = await grpcurl(server.port, "describe", SERVICE)
     assert outcome.exit_code == 0, outcome.stderr
     lines = [line.strip() for line in outcome.stdout.splitlines()]
@@ -129,8 +129,10 @@ async def test_describe_shows_the_three_rpcs(server: RunningServer) -> None:
         " returns ( .timeseries.v1.IngestReadingsResponse );",
         "rpc ListQueryHistory ( .timeseries.v1.ListQueryHistoryRequest )"
         " returns ( .timeseries.v1.ListQueryHistoryResponse );",
+        "rpc ListSeries ( .timeseries.v1.ListSeriesRequest ) returns ( .timeseries.v1.ListSeriesResponse );",
         "rpc QueryAggregates ( .timeseries.v1.QueryAggregatesRequest )"
         " returns ( .timeseries.v1.QueryAggregatesResponse );",
+        "rpc UpdateSeries ( .timeseries.v1.UpdateSeriesRequest ) returns ( .timeseries.v1.Series );",
     ]
 
 

@@ -154,8 +154,14 @@ async def test_update_series_creates_sets_and_clears_by_mask(stub: Stub) -> None
     assert not cleared.HasField("reading_interval")
     assert dict(cleared.labels) == {"site": "hamburg-02"}
 
-    # Empty mask: both fields, as given (here: none).
-    emptied = await stub.UpdateSeries(update("site-meter"))
+    # Empty mask: the fields populated in the request, here the interval; labels stay.
+    implied = await stub.UpdateSeries(update("site-meter", reading_interval=Duration(seconds=1_800)))
+    assert implied.reading_interval.seconds == 1_800
+    assert dict(implied.labels) == {"site": "hamburg-02"}
+    # Nothing populated, no mask: nothing changes (and an unknown series would be created).
+    assert await stub.UpdateSeries(update("site-meter")) == implied
+    # Both in the mask, both empty: both cleared.
+    emptied = await stub.UpdateSeries(update("site-meter", ["labels", "reading_interval"]))
     assert dict(emptied.labels) == {}
     assert not emptied.HasField("reading_interval")
     assert await one(stub, "site-meter") == emptied

@@ -51,7 +51,16 @@ from timeseries_aggregation.limits import (
 )
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
 
-GRANULARITIES = ("hourly", "daily", "monthly")
+GRANULARITIES = (
+    "quarter-hourly",
+    "half-hourly",
+    "hourly",
+    "daily",
+    "weekly",
+    "monthly",
+    "quarterly",
+    "yearly",
+)
 EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE = 0, 1, 2, 3
 # What shells report for a command ended by Ctrl-C (128 + SIGINT) or by a closed pipe (SIGPIPE).
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141

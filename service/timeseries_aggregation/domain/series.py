@@ -114,7 +114,12 @@ def make_series_update(
 ) -> SeriesUpdate:
     """Validate an UpdateSeries request; `reading_interval` is (seconds, nanos) or None if absent."""
     check_series_id(series_id, "series.series_id")
-    paths = set(update_paths) or set(UPDATE_PATHS)
+    # AIP-134: without a mask, the populated fields are the mask, so a client that sends only
+    # labels never clears the interval by leaving it out.
+    populated = {"labels"} if labels else set()
+    if reading_interval is not None:
+        populated.add("reading_interval")
+    paths = set(update_paths) or populated
     for position, path in enumerate(update_paths):
         if path not in UPDATE_PATHS:
             raise InvalidArgumentError(
