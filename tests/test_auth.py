@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import server_config
 from tests.server_process import serve_on, stop
-from tests.support import eventually, hourly_readings
+from tests.support import eventually, hourly_readings, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
@@ -49,7 +49,7 @@ KEY_FILE = "\n".join(
         key_file_line("ingester", frozenset({Scope.INGEST}), INGESTER),
         key_file_line("reader", frozenset({Scope.QUERY}), READER),
         "",
-        key_file_line("admin", frozenset({Scope.INGEST, Scope.QUERY}), ADMIN),
+        key_file_line("admin", frozenset({Scope.INGEST, Scope.QUERY, Scope.DELETE}), ADMIN),
     ]
 )
 
@@ -94,6 +94,14 @@ async def call_all(
             pb.UpdateSeriesRequest(series=pb.Series(series_id="m1", labels={"site": "a"})), metadata=metadata
         ),
         lambda: stub.ListSeries(pb.ListSeriesRequest(), metadata=metadata),
+        lambda: stub.DeleteReadings(
+            pb.DeleteReadingsRequest(
+                selector=pb.SeriesSelector(series_ids=["m1"]),
+                start_time=ts("2025-01-01"),
+                end_time=ts("2026-01-01"),
+            ),
+            metadata=metadata,
+        ),
     ):
         try:
             await call()
@@ -105,7 +113,7 @@ async def call_all(
 
 async def test_callers_without_a_valid_key_are_unauthenticated(channel_with_auth: grpc.aio.Channel) -> None:
     stub = service(channel_with_auth)
-    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 5
+    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 6
     assert await call_all(stub, ()) == unauthenticated
     assert await call_all(stub, bearer("tsa_not-a-key")) == unauthenticated
     assert await call_all(stub, (("authorization", f"Basic {ADMIN}"),)) == unauthenticated
@@ -116,7 +124,7 @@ async def test_a_call_with_more_than_one_authorization_entry_is_refused(
     channel_with_auth: grpc.aio.Channel,
 ) -> None:
     stub = service(channel_with_auth)
-    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 5
+    unauthenticated = [grpc.StatusCode.UNAUTHENTICATED] * 6
     invalid_then_valid = (("authorization", "Bearer tsa_not-a-key"), ("authorization", f"Bearer {ADMIN}"))
     assert await call_all(stub, invalid_then_valid) == unauthenticated
     assert await call_all(stub, bearer(ADMIN) + bearer(ADMIN)) == unauthenticated
@@ -165,12 +173,12 @@ async def test_scopes_decide_what_a_key_may_do(
 ) -> None:
     stub = service(channel_with_auth)
     ok, denied = grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED
-    # IngestReadings, QueryAggregates, ListQueryHistory, UpdateSeries, ListSeries
-    assert await call_all(stub, bearer(READER)) == [denied, ok, ok, denied, ok]
+    # IngestReadings, QueryAggregates, ListQueryHistory, UpdateSeries, ListSeries, DeleteReadings
+    assert await call_all(stub, bearer(READER)) == [denied, ok, ok, denied, ok, denied]
     async with database.query_connection() as connection:
         assert await connection.fetchval("SELECT count(*) FROM readings") == 0
-    assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied, ok, denied]
-    assert await call_all(stub, bearer(ADMIN)) == [ok, ok, ok, ok, ok]
+    assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied, ok, denied, denied]
+    assert await call_all(stub, bearer(ADMIN)) == [ok, ok, ok, ok, ok, ok]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.QueryAggregates(QUERY, metadata=bearer(INGESTER))
     assert "'ingester'" in (raised.value.details() or "")

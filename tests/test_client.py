@@ -353,6 +353,11 @@ class ConflictingService(pb_grpc.TimeseriesAggregationServiceServicer):
     async def ListSeries(self, request: pb.ListSeriesRequest, context: Context) -> pb.ListSeriesResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not here")
 
+    async def DeleteReadings(
+        self, request: pb.DeleteReadingsRequest, context: Context
+    ) -> pb.DeleteReadingsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not here")
+
 
 @asynccontextmanager
 async def conflicting_server(conflicts: int) -> AsyncIterator[tuple[ConflictingService, str]]:

@@ -125,6 +125,8 @@ async def test_describe_shows_every_rpc(server: RunningServer) -> None:
     assert lines[0] == f"{SERVICE} is a service:"
     rpcs = [line for line in lines if line.startswith("rpc ")]
     assert rpcs == [
+        "rpc DeleteReadings ( .timeseries.v1.DeleteReadingsRequest )"
+        " returns ( .timeseries.v1.DeleteReadingsResponse );",
         "rpc IngestReadings ( stream .timeseries.v1.IngestReadingsRequest )"
         " returns ( .timeseries.v1.IngestReadingsResponse );",
         "rpc ListQueryHistory ( .timeseries.v1.ListQueryHistoryRequest )"

@@ -222,3 +222,19 @@ class ListQueryHistoryResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[QueryHistoryEntry]
     next_page_token: str
     def __init__(self, entries: _Optional[_Iterable[_Union[QueryHistoryEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteReadingsRequest(_message.Message):
+    __slots__ = ("selector", "start_time", "end_time")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    selector: SeriesSelector
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DeleteReadingsResponse(_message.Message):
+    __slots__ = ("deleted_count",)
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    deleted_count: int
+    def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...

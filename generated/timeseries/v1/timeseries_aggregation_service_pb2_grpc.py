@@ -61,6 +61,11 @@ class TimeseriesAggregationServiceStub:
                 request_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesRequest.SerializeToString,
                 response_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesResponse.FromString,
                 _registered_method=True)
+        self.DeleteReadings = channel.unary_unary(
+                '/timeseries.v1.TimeseriesAggregationService/DeleteReadings',
+                request_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.DeleteReadingsRequest.SerializeToString,
+                response_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.DeleteReadingsResponse.FromString,
+                _registered_method=True)
 
 
 class TimeseriesAggregationServiceServicer:
@@ -113,6 +118,16 @@ class TimeseriesAggregationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteReadings(self, request, context):
+        """DeleteReadings removes the readings of the selected series in a time range,
+        atomically: all of them or, on any error, none. The series stay in the
+        catalog with their labels; their reading figures change in the same
+        transaction. Needs the delete scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TimeseriesAggregationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +155,11 @@ def add_TimeseriesAggregationServiceServicer_to_server(servicer, server):
                     servicer.ListSeries,
                     request_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesRequest.FromString,
                     response_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesResponse.SerializeToString,
+            ),
+            'DeleteReadings': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteReadings,
+                    request_deserializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.DeleteReadingsRequest.FromString,
+                    response_serializer=timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.DeleteReadingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -279,6 +299,33 @@ class TimeseriesAggregationService:
             '/timeseries.v1.TimeseriesAggregationService/ListSeries',
             timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesRequest.SerializeToString,
             timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.ListSeriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteReadings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/timeseries.v1.TimeseriesAggregationService/DeleteReadings',
+            timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.DeleteReadingsRequest.SerializeToString,
+            timeseries_dot_v1_dot_timeseries__aggregation__service__pb2.DeleteReadingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

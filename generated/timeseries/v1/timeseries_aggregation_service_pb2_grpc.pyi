@@ -59,6 +59,12 @@ class TimeseriesAggregationServiceStub:
     by series_id, one page at a time. Needs the query scope; not recorded in the
     query history.
     """
+    DeleteReadings: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.DeleteReadingsRequest, _timeseries_aggregation_service_pb2.DeleteReadingsResponse]
+    """DeleteReadings removes the readings of the selected series in a time range,
+    atomically: all of them or, on any error, none. The series stay in the
+    catalog with their labels; their reading figures change in the same
+    transaction. Needs the delete scope.
+    """
 
 @_typing.type_check_only
 class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
@@ -90,6 +96,12 @@ class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
     """ListSeries returns the series of the catalog that match a selector, ordered
     by series_id, one page at a time. Needs the query scope; not recorded in the
     query history.
+    """
+    DeleteReadings: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.DeleteReadingsRequest, _timeseries_aggregation_service_pb2.DeleteReadingsResponse]  # type: ignore[assignment]
+    """DeleteReadings removes the readings of the selected series in a time range,
+    atomically: all of them or, on any error, none. The series stay in the
+    catalog with their labels; their reading figures change in the same
+    transaction. Needs the delete scope.
     """
 
 class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -149,6 +161,18 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListSeries returns the series of the catalog that match a selector, ordered
         by series_id, one page at a time. Needs the query scope; not recorded in the
         query history.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteReadings(
+        self,
+        request: _timeseries_aggregation_service_pb2.DeleteReadingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_timeseries_aggregation_service_pb2.DeleteReadingsResponse, _abc.Awaitable[_timeseries_aggregation_service_pb2.DeleteReadingsResponse]]:
+        """DeleteReadings removes the readings of the selected series in a time range,
+        atomically: all of them or, on any error, none. The series stay in the
+        catalog with their labels; their reading figures change in the same
+        transaction. Needs the delete scope.
         """
 
 def add_TimeseriesAggregationServiceServicer_to_server(servicer: TimeseriesAggregationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

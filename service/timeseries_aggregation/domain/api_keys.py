@@ -17,10 +17,11 @@ _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 
 
 class Scope(enum.Enum):
-    """What a key may do: write readings, or read aggregates and history."""
+    """What a key may do: write readings, read aggregates and history, or delete readings."""
 
     INGEST = "ingest"
     QUERY = "query"
+    DELETE = "delete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ def parse_scopes(text: str) -> frozenset[Scope]:
     known = {scope.value: scope for scope in Scope}
     unknown = [name for name in names if name not in known]
     if unknown or not names:
-        raise ValueError(f"scopes must be a comma-separated subset of ingest,query; got {text!r}")
+        raise ValueError(f"scopes must be a comma-separated subset of {','.join(known)}; got {text!r}")
     return frozenset(known[name] for name in names)
 
 

@@ -69,7 +69,7 @@ _CITUS_COPY_CONFLICTS = (
 # TimescaleDB's default cap of 100,000 such rows per statement would fail a correction of a
 # few hundred meters. The work is bounded by the stream (a batch per reading at most), and
 # the compression policy recompresses the chunk later.
-_NO_DECOMPRESSION_LIMIT = "SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0"
+NO_DECOMPRESSION_LIMIT = "SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0"
 
 _CREATE_STAGING = """
     CREATE TEMPORARY TABLE ingest_staging (
@@ -232,7 +232,7 @@ class ReadingsWriter:
             self._transaction = connection.transaction()
             await self._transaction.start()
             if self._database.timescaledb:
-                await connection.execute(_NO_DECOMPRESSION_LIMIT)
+                await connection.execute(NO_DECOMPRESSION_LIMIT)
             while (chunk := await self._chunks.get()) is not None:
                 if self._direct and await self._copy_unless_conflict(connection, chunk):
                     continue

@@ -16,9 +16,11 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
+from timeseries_aggregation.domain.readings import EARLIEST_TIME
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.policies import RETENTION_POLICY, keep_policy, policies_available
 from timeseries_aggregation.storage.rounds import rounds_running
+from timeseries_aggregation.storage.series_catalog import delete_series_readings
 
 logger = logging.getLogger(__name__)
 
@@ -37,28 +39,6 @@ _EXPIRING_METERS = """
     ORDER BY series_id
     LIMIT $3
 """
-# The meter's catalog row first: a stream adding readings to the meter waits at its catalog
-# update until this transaction ends, so the figures below see all it committed before.
-_LOCK_METER = "SELECT 1 FROM series WHERE series_id = $1 FOR UPDATE"
-# One meter, one statement (routed to one worker on Citus, where both tables are co-located).
-_EXPIRE_METER = """
-    WITH removed AS (
-        DELETE FROM readings WHERE series_id = $1 AND time < $2 RETURNING time
-    ), lost AS (
-        SELECT count(*) AS readings FROM removed
-    )
-    UPDATE series SET
-        reading_count = series.reading_count - lost.readings,
-        first_reading_time = (
-            SELECT min(time) FROM readings AS kept WHERE kept.series_id = $1 AND kept.time >= $2
-        ),
-        last_reading_time = CASE WHEN series.reading_count = lost.readings THEN NULL
-                                 ELSE series.last_reading_time END
-    FROM lost
-    WHERE series.series_id = $1
-    RETURNING lost.readings
-"""
-
 _EXPIRY_JOBS = """
     SELECT job_id, (config ->> 'drop_after')::interval AS drop_after
     FROM timescaledb_information.jobs
@@ -87,8 +67,7 @@ async def delete_expired_readings(
                 meters = [row["series_id"] for row in rows]
                 async with connection.transaction():
                     for meter in meters:
-                        await connection.execute(_LOCK_METER, meter)
-                        deleted += await connection.fetchval(_EXPIRE_METER, meter, cutoff) or 0
+                        deleted += await delete_series_readings(connection, meter, EARLIEST_TIME, cutoff)
                 if len(meters) < meters_per_batch:
                     break
                 after = meters[-1]

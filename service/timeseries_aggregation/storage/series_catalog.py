@@ -3,6 +3,7 @@ UpdateSeries, paged through by ListSeries without reading any reading."""
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 import numpy as np
@@ -119,6 +120,44 @@ async def update_series(database: Database, update: SeriesUpdate) -> Series:
         )
     assert row is not None
     return _series(row)
+
+
+# The series' catalog row first: a stream adding readings to the series waits at its catalog
+# update until this transaction ends, so the figures below count everything it committed before.
+_LOCK_SERIES = "SELECT 1 FROM series WHERE series_id = $1 FOR UPDATE"
+# One series, one statement (routed to one worker on Citus, where both tables are co-located).
+# The subqueries see the readings as they were before the DELETE, so they look outside the
+# range for the first and last reading left.
+_DELETE_SERIES_READINGS = """
+    WITH removed AS (
+        DELETE FROM readings WHERE series_id = $1 AND time >= $2 AND time < $3 RETURNING time
+    ), lost AS (
+        SELECT count(*) AS readings FROM removed
+    )
+    UPDATE series SET
+        reading_count = series.reading_count - lost.readings,
+        first_reading_time = coalesce(
+            (SELECT min(time) FROM readings WHERE series_id = $1 AND time < $2),
+            (SELECT min(time) FROM readings WHERE series_id = $1 AND time >= $3)
+        ),
+        last_reading_time = coalesce(
+            (SELECT max(time) FROM readings WHERE series_id = $1 AND time >= $3),
+            (SELECT max(time) FROM readings WHERE series_id = $1 AND time < $2)
+        )
+    FROM lost
+    WHERE series.series_id = $1 AND lost.readings > 0
+    RETURNING lost.readings
+"""
+
+
+async def delete_series_readings(
+    connection: asyncpg.Connection, series_id: str, start_time: datetime, end_time: datetime
+) -> int:
+    """Delete a series' readings in [start_time, end_time) and update its figures, inside the
+    caller's transaction; returns how many readings went."""
+    await connection.execute(_LOCK_SERIES, series_id)
+    deleted: int | None = await connection.fetchval(_DELETE_SERIES_READINGS, series_id, start_time, end_time)
+    return deleted or 0
 
 
 def list_series_statement(selector: SeriesSelector, page: PageRequest[str]) -> tuple[str, list[object]]:

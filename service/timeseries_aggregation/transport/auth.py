@@ -34,6 +34,8 @@ METHOD_SCOPES: dict[str, Scope] = {
     # Labels and intervals describe what ingest stores, so whoever may ingest may set them.
     f"/{_SERVICE}/UpdateSeries": Scope.INGEST,
     f"/{_SERVICE}/ListSeries": Scope.QUERY,
+    # Removing readings is its own power: a loader's or a dashboard's key cannot.
+    f"/{_SERVICE}/DeleteReadings": Scope.DELETE,
 }
 
 

@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import Bucket, Granularity
 from timeseries_aggregation.domain.batch import ReadingBatch, first_violation
+from timeseries_aggregation.domain.deletion import ReadingsDeletion, make_deletion
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.readings import check_series_id
 from timeseries_aggregation.domain.series import (
@@ -246,3 +247,12 @@ def series_message(series: Series) -> pb.Series:
     if series.last_reading_time is not None:
         message.last_reading_time.CopyFrom(datetime_to_timestamp(series.last_reading_time))
     return message
+
+
+def readings_deletion(request: pb.DeleteReadingsRequest) -> ReadingsDeletion:
+    selector = series_selector(request.selector) if request.HasField("selector") else None
+    start_time = (
+        timestamp_to_datetime(request.start_time, "start_time") if request.HasField("start_time") else None
+    )
+    end_time = timestamp_to_datetime(request.end_time, "end_time") if request.HasField("end_time") else None
+    return make_deletion(selector, start_time, end_time)

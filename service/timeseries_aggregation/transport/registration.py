@@ -38,6 +38,11 @@ def add_service(server: grpc.aio.Server, servicer: TimeseriesAggregationServicer
             request_deserializer=tolerant_parser(pb.UpdateSeriesRequest),
             response_serializer=pb.Series.SerializeToString,
         ),
+        "DeleteReadings": grpc.unary_unary_rpc_method_handler(
+            servicer.DeleteReadings,
+            request_deserializer=tolerant_parser(pb.DeleteReadingsRequest),
+            response_serializer=pb.DeleteReadingsResponse.SerializeToString,
+        ),
         "ListSeries": grpc.unary_unary_rpc_method_handler(
             servicer.ListSeries,
             request_deserializer=tolerant_parser(pb.ListSeriesRequest),

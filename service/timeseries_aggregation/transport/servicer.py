@@ -1,6 +1,7 @@
 """TimeseriesAggregationService: turns requests into domain calls and results into responses."""
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ from timeseries_aggregation.domain.paging import (
 from timeseries_aggregation.errors import InvalidArgumentError, StreamIdleError
 from timeseries_aggregation.storage.aggregates import list_history, query_aggregates
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.deletion import delete_readings
 from timeseries_aggregation.storage.readings import ingest_stream
 from timeseries_aggregation.storage.series_catalog import list_series, update_series
 from timeseries_aggregation.transport.call_record import current_call
@@ -28,6 +30,7 @@ from timeseries_aggregation.transport.convert import (
     history_entry_message,
     optional_time,
     reading_count,
+    readings_deletion,
     series_message,
     series_selector,
     series_update,
@@ -35,6 +38,8 @@ from timeseries_aggregation.transport.convert import (
 from timeseries_aggregation.transport.status import Context, map_errors
 from timeseries_aggregation.transport.wire import MalformedMessage
 from timeseries_aggregation.uncancellable import complete_despite_cancellation
+
+logger = logging.getLogger(__name__)
 
 FAIRNESS_INTERVAL_SECONDS = 0.005
 
@@ -155,3 +160,28 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         return pb.ListSeriesResponse(
             series=[series_message(series) for series in page.items], next_page_token=next_token
         )
+
+    @map_errors
+    async def DeleteReadings(
+        self, request: pb.DeleteReadingsRequest, context: Context
+    ) -> pb.DeleteReadingsResponse:
+        deletion = readings_deletion(request)
+        outcome = await delete_readings(self._database, deletion)
+        selector = deletion.selector
+        # Who removed what, for the audit trail: the key's name, never the key.
+        logger.info(
+            "deleted %d readings of %d series in [%s, %s) for %r (selector: series_ids %s, labels %s)",
+            outcome.deleted_count,
+            outcome.series_count,
+            deletion.start_time.isoformat(),
+            deletion.end_time.isoformat(),
+            current_call().caller,
+            list(selector.series_ids) if selector.series_ids is not None else "any",
+            selector.labels or "any",
+            extra={
+                "deleted_count": outcome.deleted_count,
+                "series_count": outcome.series_count,
+                "caller": current_call().caller,
+            },
+        )
+        return pb.DeleteReadingsResponse(deleted_count=outcome.deleted_count)
