@@ -33,7 +33,8 @@ from tests.support import (
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import AggregateQuery, Granularity, TimeRange
 from timeseries_aggregation.domain.paging import PageRequest
-from timeseries_aggregation.storage.aggregates import aggregate_statement
+from timeseries_aggregation.domain.series import make_selector
+from timeseries_aggregation.storage.aggregates import aggregate_statement, portfolio_statement
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import COPY_CHUNK_READINGS
 
@@ -181,6 +182,35 @@ async def test_a_query_of_one_series_runs_on_the_one_worker_holding_it(
     assert counts[0] > 1
     assert len(nodes) == counts[0]
     assert set(nodes) == set(cluster.workers)
+
+
+async def test_a_query_over_selected_series_runs_on_every_worker_at_once(
+    cluster: CitusCluster, database: Database, sql: asyncpg.Connection
+) -> None:
+    start, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC)
+    query = AggregateQuery(
+        "",
+        Granularity.DAY_OF_MONTH,
+        TimeRange(start, end),
+        "Europe/Berlin",
+        selector=make_selector((), {"site": "berlin-01"}),
+        group_by=("customer",),
+    )
+    statement, arguments = portfolio_statement(query, PageRequest(100, None))
+    async with database.query_connection() as connection:
+        await connection.execute("SET citus.explain_all_tasks TO on")
+        try:
+            rows = await connection.fetch("EXPLAIN " + statement, *arguments)
+        finally:
+            await connection.execute("RESET citus.explain_all_tasks")
+    counts, nodes = plan_tasks([row[0] for row in rows])
+    # The aggregation is one distributed step, a task per shard, on both workers (catalog and
+    # readings joined on each); what follows (ordering the groups, the page's limit) works on
+    # its small intermediate result, one task each.
+    widest = max(counts)
+    assert widest > 1
+    assert [count for count in counts if count != widest] == [1] * (len(counts) - 1)
+    assert set(cluster.workers) <= set(nodes)
 
 
 # Far above the time a refused connection takes to reach the client (well under a second),

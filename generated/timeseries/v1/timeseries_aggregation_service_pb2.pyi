@@ -136,7 +136,7 @@ class IngestReadingsResponse(_message.Message):
     def __init__(self, readings_received: _Optional[int] = ..., messages_received: _Optional[int] = ..., series_count: _Optional[int] = ...) -> None: ...
 
 class QueryAggregatesRequest(_message.Message):
-    __slots__ = ("series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "page_token")
+    __slots__ = ("series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "page_token", "selector", "group_by")
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +144,8 @@ class QueryAggregatesRequest(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     series_id: str
     granularity: Granularity
     start_time: _timestamp_pb2.Timestamp
@@ -151,10 +153,19 @@ class QueryAggregatesRequest(_message.Message):
     time_zone: str
     page_size: int
     page_token: str
-    def __init__(self, series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    selector: SeriesSelector
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Bucket(_message.Message):
-    __slots__ = ("start_time", "end_time", "period", "total_quantity_kwh", "min_quantity_kwh", "max_quantity_kwh", "mean_quantity_kwh", "reading_count")
+    __slots__ = ("start_time", "end_time", "period", "total_quantity_kwh", "min_quantity_kwh", "max_quantity_kwh", "mean_quantity_kwh", "reading_count", "group", "series_count")
+    class GroupEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     PERIOD_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +174,8 @@ class Bucket(_message.Message):
     MAX_QUANTITY_KWH_FIELD_NUMBER: _ClassVar[int]
     MEAN_QUANTITY_KWH_FIELD_NUMBER: _ClassVar[int]
     READING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    SERIES_COUNT_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     period: str
@@ -171,7 +184,9 @@ class Bucket(_message.Message):
     max_quantity_kwh: float
     mean_quantity_kwh: float
     reading_count: int
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period: _Optional[str] = ..., total_quantity_kwh: _Optional[float] = ..., min_quantity_kwh: _Optional[float] = ..., max_quantity_kwh: _Optional[float] = ..., mean_quantity_kwh: _Optional[float] = ..., reading_count: _Optional[int] = ...) -> None: ...
+    group: _containers.ScalarMap[str, str]
+    series_count: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period: _Optional[str] = ..., total_quantity_kwh: _Optional[float] = ..., min_quantity_kwh: _Optional[float] = ..., max_quantity_kwh: _Optional[float] = ..., mean_quantity_kwh: _Optional[float] = ..., reading_count: _Optional[int] = ..., group: _Optional[_Mapping[str, str]] = ..., series_count: _Optional[int] = ...) -> None: ...
 
 class QueryAggregatesResponse(_message.Message):
     __slots__ = ("buckets", "next_page_token")
@@ -190,7 +205,7 @@ class ListQueryHistoryRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class QueryHistoryEntry(_message.Message):
-    __slots__ = ("id", "query_time", "series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "continued_page", "bucket_count", "caller_name")
+    __slots__ = ("id", "query_time", "series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "continued_page", "bucket_count", "caller_name", "selector", "group_by")
     ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_TIME_FIELD_NUMBER: _ClassVar[int]
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +217,8 @@ class QueryHistoryEntry(_message.Message):
     CONTINUED_PAGE_FIELD_NUMBER: _ClassVar[int]
     BUCKET_COUNT_FIELD_NUMBER: _ClassVar[int]
     CALLER_NAME_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     id: int
     query_time: _timestamp_pb2.Timestamp
     series_id: str
@@ -213,7 +230,9 @@ class QueryHistoryEntry(_message.Message):
     continued_page: bool
     bucket_count: int
     caller_name: str
-    def __init__(self, id: _Optional[int] = ..., query_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., continued_page: _Optional[bool] = ..., bucket_count: _Optional[int] = ..., caller_name: _Optional[str] = ...) -> None: ...
+    selector: SeriesSelector
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., query_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., continued_page: _Optional[bool] = ..., bucket_count: _Optional[int] = ..., caller_name: _Optional[str] = ..., selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListQueryHistoryResponse(_message.Message):
     __slots__ = ("entries", "next_page_token")

@@ -84,8 +84,9 @@ class TimeseriesAggregationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def QueryAggregates(self, request, context):
-        """QueryAggregates returns per-bucket statistics of one series over a time
-        range, in time order, one page at a time. Buckets without readings are
+        """QueryAggregates returns per-bucket statistics of one series, or of the
+        series a selector picks (optionally in groups), over a time range, in time
+        order (group by group), one page at a time. Buckets without readings are
         omitted. Every successful call is recorded in the query history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -42,8 +42,9 @@ class TimeseriesAggregationServiceStub:
     replaces the stored value (last write wins, also within one stream).
     """
     QueryAggregates: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.QueryAggregatesRequest, _timeseries_aggregation_service_pb2.QueryAggregatesResponse]
-    """QueryAggregates returns per-bucket statistics of one series over a time
-    range, in time order, one page at a time. Buckets without readings are
+    """QueryAggregates returns per-bucket statistics of one series, or of the
+    series a selector picks (optionally in groups), over a time range, in time
+    order (group by group), one page at a time. Buckets without readings are
     omitted. Every successful call is recorded in the query history.
     """
     ListQueryHistory: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]
@@ -80,8 +81,9 @@ class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
     replaces the stored value (last write wins, also within one stream).
     """
     QueryAggregates: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.QueryAggregatesRequest, _timeseries_aggregation_service_pb2.QueryAggregatesResponse]  # type: ignore[assignment]
-    """QueryAggregates returns per-bucket statistics of one series over a time
-    range, in time order, one page at a time. Buckets without readings are
+    """QueryAggregates returns per-bucket statistics of one series, or of the
+    series a selector picks (optionally in groups), over a time range, in time
+    order (group by group), one page at a time. Buckets without readings are
     omitted. Every successful call is recorded in the query history.
     """
     ListQueryHistory: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]  # type: ignore[assignment]
@@ -127,8 +129,9 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _timeseries_aggregation_service_pb2.QueryAggregatesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_timeseries_aggregation_service_pb2.QueryAggregatesResponse, _abc.Awaitable[_timeseries_aggregation_service_pb2.QueryAggregatesResponse]]:
-        """QueryAggregates returns per-bucket statistics of one series over a time
-        range, in time order, one page at a time. Buckets without readings are
+        """QueryAggregates returns per-bucket statistics of one series, or of the
+        series a selector picks (optionally in groups), over a time range, in time
+        order (group by group), one page at a time. Buckets without readings are
         omitted. Every successful call is recorded in the query history.
         """
 

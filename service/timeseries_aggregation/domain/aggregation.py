@@ -3,6 +3,7 @@
 import enum
 import functools
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -13,6 +14,7 @@ from timeseries_aggregation.domain.readings import (
     check_series_id,
     check_time,
 )
+from timeseries_aggregation.domain.series import SeriesSelector, check_labels
 from timeseries_aggregation.errors import InvalidArgumentError
 
 DEFAULT_TIME_ZONE = "UTC"
@@ -56,20 +58,35 @@ class TimeRange:
 
 @dataclass(frozen=True, slots=True)
 class AggregateQuery:
-    """A validated QueryAggregates request, without its paging."""
+    """A validated QueryAggregates request, without its paging: of one series (series_id),
+    or of the series a selector picks (series_id empty), optionally grouped."""
 
     series_id: str
     granularity: Granularity
     time_range: TimeRange
     time_zone: str
+    selector: SeriesSelector | None = None
+    group_by: tuple[str, ...] = ()
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.time_zone)
 
+    @property
+    def is_portfolio(self) -> bool:
+        """Whether the answer aggregates series together or in groups, rather than one series."""
+        return self.selector is not None or bool(self.group_by)
+
+    @property
+    def members(self) -> SeriesSelector:
+        """The series whose readings the query aggregates."""
+        if self.selector is not None:
+            return self.selector
+        return SeriesSelector(series_ids=(self.series_id,), labels={})
+
 
 class Bucket(NamedTuple):
-    """Statistics of the readings of one series in one bucket.
+    """Statistics of the readings of one series, or of a group of series, in one bucket.
 
     Bucket bounds are whole seconds in every zone of the supported range, and a plain
     tuple keeps a page of thousands of buckets cheap to build.
@@ -82,6 +99,9 @@ class Bucket(NamedTuple):
     min_quantity_kwh: float
     max_quantity_kwh: float
     reading_count: int
+    # Series with readings in the bucket, and the group's values in group_by order.
+    series_count: int = 1
+    group: tuple[str, ...] = ()
 
     @property
     def mean_quantity_kwh(self) -> float:
@@ -172,15 +192,52 @@ def resolve_time_zone(name: str) -> str:
     return name
 
 
+# group_by entries: label keys, or this word for one group per series.
+GROUP_BY_SERIES = "series_id"
+MAX_GROUP_BY = 8
+
+
+def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
+    """The group_by entries, or InvalidArgumentError naming the first bad one."""
+    if len(group_by) > MAX_GROUP_BY:
+        raise InvalidArgumentError("group_by", f"has {len(group_by)} entries; the maximum is {MAX_GROUP_BY}")
+    for position, key in enumerate(group_by):
+        field = f"group_by[{position}]"
+        if key in group_by[:position]:
+            raise InvalidArgumentError(field, f"{key!r} is there already")
+        if key != GROUP_BY_SERIES:
+            try:
+                check_labels({key: ""}, field)
+            except InvalidArgumentError:
+                raise InvalidArgumentError(
+                    field, f"{key!r} is neither a label key (a-z, 0-9 and _, from a letter) nor 'series_id'"
+                ) from None
+    return tuple(group_by)
+
+
 def make_aggregate_query(
     series_id: str,
     granularity: Granularity | None,
     start_time: datetime | None,
     end_time: datetime | None,
     time_zone: str,
+    selector: SeriesSelector | None = None,
+    group_by: Sequence[str] = (),
 ) -> AggregateQuery:
     """Validate the parts of a query request and combine them."""
-    check_series_id(series_id, "series_id")
+    if selector is not None:
+        if series_id:
+            raise InvalidArgumentError("selector", "must not be set together with series_id; set one of them")
+        if selector.is_empty:
+            raise InvalidArgumentError("selector", "must name series_ids, labels or both")
+    else:
+        try:
+            check_series_id(series_id, "series_id")
+        except InvalidArgumentError as error:
+            if series_id:
+                raise
+            raise InvalidArgumentError("series_id", "must not be empty; set series_id or selector") from error
+    groups = check_group_by(group_by)
     if granularity is None:
         names = ", ".join(f"GRANULARITY_{granularity.name}" for granularity in Granularity)
         raise InvalidArgumentError("granularity", f"must be one of {names}")
@@ -198,4 +255,6 @@ def make_aggregate_query(
         granularity=granularity,
         time_range=TimeRange(start_time, end_time),
         time_zone=resolve_time_zone(time_zone),
+        selector=selector,
+        group_by=groups,
     )

@@ -70,10 +70,12 @@ def query_fingerprint(query: AggregateQuery) -> str:
         time_range.end_time.isoformat() if time_range.end_time else "",
         query.time_zone,
     ]
+    if query.is_portfolio:  # one-series tokens stay as they were before selectors existed
+        parts += [selector_fingerprint(query.members), ",".join(query.group_by)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 
-def encode_token(kind: str, fingerprint: str, position: int | str) -> str:
+def encode_token(kind: str, fingerprint: str, position: int | str | list[int | str]) -> str:
     payload = {"v": _TOKEN_VERSION, "k": kind, "f": fingerprint, "p": position}
     raw = json.dumps(payload, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -127,6 +129,43 @@ def buckets_page_request(query: AggregateQuery, page_size: int, page_token: str)
     if not page_token:
         return PageRequest(size, None)
     micros = decode_token(page_token, "buckets", query_fingerprint(query))
+    return PageRequest(size, _bucket_start(query, micros))
+
+
+# Where a page of grouped buckets ends: the last bucket's group values and start.
+GroupPosition = tuple[tuple[str, ...], datetime]
+
+
+def group_buckets_page_request(
+    query: AggregateQuery, page_size: int, page_token: str
+) -> PageRequest[GroupPosition]:
+    """Resolve paging of a query over selected series: the position is the last bucket's group
+    and start."""
+    size = resolve_page_size(page_size, BUCKETS_DEFAULT_PAGE_SIZE, BUCKETS_MAX_PAGE_SIZE)
+    if not page_token:
+        return PageRequest(size, None)
+    position = _decode_position(page_token, "group-buckets", query_fingerprint(query), list)
+    assert isinstance(position, list)
+    *group, micros = position
+    if (
+        len(group) != len(query.group_by)
+        or not all(isinstance(value, str) for value in group)
+        or not isinstance(micros, int)
+        or isinstance(micros, bool)
+    ):
+        raise InvalidArgumentError("page_token", "is malformed")
+    return PageRequest(size, (tuple(group), _bucket_start(query, micros)))
+
+
+def group_buckets_next_page_token(
+    query: AggregateQuery, group: tuple[str, ...], last_bucket_start: datetime
+) -> str:
+    micros = (last_bucket_start - _EPOCH) // timedelta(microseconds=1)
+    return encode_token("group-buckets", query_fingerprint(query), [*group, micros])
+
+
+def _bucket_start(query: AggregateQuery, micros: int) -> datetime:
+    """The bucket start a token carries, checked to be one a query could have returned."""
     try:
         after = _EPOCH + timedelta(microseconds=micros)
     except OverflowError as error:
@@ -136,7 +175,7 @@ def buckets_page_request(query: AggregateQuery, page_size: int, page_token: str)
     earliest_start = bucket_containing(EARLIEST_TIME, query.granularity, query.zone).start
     if not earliest_start <= after < LATEST_TIME:
         raise InvalidArgumentError("page_token", "is malformed")
-    return PageRequest(size, after)
+    return after
 
 
 def buckets_next_page_token(query: AggregateQuery, last_bucket_start: datetime) -> str:

@@ -1,11 +1,13 @@
 """Aggregation queries and the query history, recorded in the query's own statement."""
 
 import functools
+import json
 from datetime import datetime
 
 import asyncpg
 
 from timeseries_aggregation.domain.aggregation import (
+    GROUP_BY_SERIES,
     AggregateQuery,
     Bucket,
     FixedWidthBuckets,
@@ -14,7 +16,8 @@ from timeseries_aggregation.domain.aggregation import (
     fixed_width_buckets,
 )
 from timeseries_aggregation.domain.history import HistoryEntry
-from timeseries_aggregation.domain.paging import Page, PageRequest
+from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
+from timeseries_aggregation.domain.series import SeriesSelector
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.storage.database import Database
 
@@ -108,7 +111,8 @@ _PERIOD_PATTERNS = {
 _INSERT_HISTORY = """
     INSERT INTO query_history (
         series_id, granularity, start_time, end_time, time_zone,
-        page_size, continued_page, bucket_count, caller_name
+        page_size, continued_page, bucket_count, caller_name,
+        selector_series_ids, selector_labels, group_by
     )"""
 
 
@@ -135,7 +139,8 @@ def _aggregate_sql(
     recorded = f"""
         , recorded AS (
             {_INSERT_HISTORY}
-            SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer), $9
+            SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer), $9,
+                   NULL, NULL, '{{}}'::text[]
             FROM page
         )"""
     # One row more than the page tells whether another page follows.
@@ -169,12 +174,13 @@ def _aggregate_sql(
 
 
 # The history record of a call, where it is not written by the aggregate statement itself.
-_RECORD_QUERY = f"{_INSERT_HISTORY} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_RECORD_QUERY = f"{_INSERT_HISTORY} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12)"
 
 
 _LIST_HISTORY = """
     SELECT id, query_time, series_id, granularity, start_time, end_time, time_zone,
-           page_size, continued_page, bucket_count, caller_name
+           page_size, continued_page, bucket_count, caller_name,
+           selector_series_ids, selector_labels, group_by
     FROM query_history
     WHERE id < $1
     ORDER BY id DESC
@@ -222,24 +228,176 @@ async def query_aggregates(
             else:
                 async with connection.transaction():
                     rows = await connection.fetch(sql, *arguments)
-                    await connection.execute(
-                        _RECORD_QUERY,
-                        query.series_id,
-                        query.granularity.value,
-                        query.time_range.start_time,
-                        query.time_range.end_time,
-                        query.time_zone,
-                        page.page_size,
-                        page.after is not None,
-                        min(len(rows), page.page_size),
-                        caller_name,
+                    await _record(
+                        connection, query, page.page_size, page.after is not None, len(rows), caller_name
                     )
         except asyncpg.InvalidParameterValueError as error:
-            # The service's and the database's zone lists can differ by a release of tzdata.
-            raise InvalidArgumentError(
-                "time_zone", f"{query.time_zone!r} is not a time zone the database knows"
-            ) from error
-    buckets = [Bucket._make(row) for row in rows[: page.page_size]]
+            raise _unknown_zone(query) from error
+    buckets = [Bucket(*row) for row in rows[: page.page_size]]
+    return Page(buckets, has_more=len(rows) > page.page_size)
+
+
+def _unknown_zone(query: AggregateQuery) -> InvalidArgumentError:
+    # The service's and the database's zone lists can differ by a release of tzdata.
+    return InvalidArgumentError("time_zone", f"{query.time_zone!r} is not a time zone the database knows")
+
+
+async def _record(
+    connection: asyncpg.Connection,
+    query: AggregateQuery,
+    page_size: int,
+    continued: bool,
+    rows: int,
+    caller_name: str,
+) -> None:
+    """Write the history entry of a page; `rows` as fetched, one more than the page when
+    another page follows."""
+    selector = query.selector
+    await connection.execute(
+        _RECORD_QUERY,
+        query.series_id,
+        query.granularity.value,
+        query.time_range.start_time,
+        query.time_range.end_time,
+        query.time_zone,
+        page_size,
+        continued,
+        min(rows, page_size),
+        caller_name,
+        list(selector.series_ids) if selector is not None and selector.series_ids is not None else None,
+        json.dumps(selector.labels) if selector is not None else None,
+        list(query.group_by),
+    )
+
+
+@functools.cache
+def _portfolio_sql(
+    granularity: Granularity,
+    fixed: FixedWidthBuckets | None,
+    group_by_series: tuple[bool, ...],
+    by_id: bool,
+    continued: bool,
+) -> str:
+    """One page of the buckets of the selected series, in groups.
+
+    Parameters: $1 the label pairs every series must carry, $2 zone, $3/$4 the readings'
+    bounds, $5 page size; then as needed (see portfolio_statement) the group_by entries, the
+    series ids to pick from, and on continued pages the last group's values and bucket start
+    returned. Group values and their order are those of text compared by code point, on every
+    engine.
+    """
+    next_parameter = iter(range(6, 20))
+    keys = next(next_parameter) if not all(group_by_series) else 0
+    groups = [
+        "r.series_id" if by_series else f"coalesce(s.labels ->> (${keys}::text[])[{index + 1}], '')"
+        for index, by_series in enumerate(group_by_series)
+    ]
+    names = [f"g{index}" for index in range(len(groups))]
+    bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed)
+    if fixed is not None:
+        bucket_end = f"bucket_start + INTERVAL '{fixed.width_seconds} seconds'"
+    else:
+        bucket_end = _BUCKET_ENDS[granularity]
+    pick = f"AND s.series_id = ANY(${next(next_parameter)}::text[])" if by_id else ""
+    after_cursor = cursor_filter = ""
+    if continued:
+        values = next(next_parameter) if names else 0
+        start = next(next_parameter)
+        cursor_row = [f'(${values}::text[])[{index + 1}] COLLATE "C"' for index in range(len(names))]
+        sorted_row = [f'{name} COLLATE "C"' for name in names]
+        cursor_filter = (
+            f"WHERE ({', '.join([*sorted_row, 'bucket_start'])}) > ({', '.join([*cursor_row, f'${start}'])})"
+        )
+        if not names:  # one sequence: a bucket after the cursor holds only readings after it
+            after_cursor = f"AND r.time >= ${start}"
+    group_columns = "".join(
+        f"{expression} AS {name}, " for expression, name in zip(groups, names, strict=True)
+    )
+    carried = "".join(f"{name}, " for name in names)
+    positions = "".join(f"{position}, " for position in range(1, len(names) + 1))
+    order = "".join(f'{name} COLLATE "C", ' for name in names)
+    values_array = f"ARRAY[{', '.join(names)}]::text[]" if names else "'{}'::text[]"
+    return f"""
+        WITH page AS (
+            SELECT {carried}bucket_start, total, minimum, maximum, reading_count, series_count
+            FROM (
+                SELECT {carried}{bucket_start} AS bucket_start, total, minimum, maximum,
+                       reading_count, series_count
+                FROM (
+                    SELECT {group_columns}{bucket_key} AS bucket_key,
+                           sum(quantity_kwh) AS total,
+                           min(quantity_kwh) AS minimum,
+                           max(quantity_kwh) AS maximum,
+                           count(*) AS reading_count,
+                           count(DISTINCT r.series_id) AS series_count
+                    FROM readings AS r JOIN series AS s ON s.series_id = r.series_id
+                    WHERE s.labels @> $1::jsonb {pick}
+                      AND r.time >= $3 AND r.time < $4 {after_cursor}
+                    GROUP BY {positions}bucket_key
+                ) AS grouped
+            ) AS buckets
+            {cursor_filter}
+            ORDER BY {order}bucket_start
+            LIMIT $5::integer + 1
+        )
+        SELECT extract(epoch FROM bucket_start)::bigint,
+               extract(epoch FROM {bucket_end})::bigint,
+               to_char(bucket_start AT TIME ZONE $2, '{_PERIOD_PATTERNS[granularity]}'),
+               total, minimum, maximum, reading_count, series_count,
+               {values_array}
+        FROM page
+        ORDER BY {order}bucket_start
+    """
+
+
+def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition]) -> tuple[str, list[object]]:
+    """The statement that answers one page of a query over selected series, with its arguments."""
+    selector = query.members
+    time_range = query.time_range
+    arguments: list[object] = [
+        json.dumps(selector.labels),
+        query.time_zone,
+        time_range.lower_bound,
+        time_range.upper_bound,
+        page.page_size,
+    ]
+    if any(key != GROUP_BY_SERIES for key in query.group_by):
+        arguments.append(list(query.group_by))
+    if selector.series_ids is not None:
+        arguments.append(list(selector.series_ids))
+    if page.after is not None:
+        group, start = page.after
+        arguments += [list(group), start] if group else [start]
+    sql = _portfolio_sql(
+        query.granularity,
+        fixed_width_buckets(query.granularity, query.time_zone),
+        tuple(key == GROUP_BY_SERIES for key in query.group_by),
+        selector.series_ids is not None,
+        page.after is not None,
+    )
+    return sql, arguments
+
+
+async def query_portfolio(
+    database: Database, query: AggregateQuery, page: PageRequest[GroupPosition], caller_name: str
+) -> Page[Bucket]:
+    """One page of the buckets of the selected series (in groups), recorded in the history in
+    the same transaction. One statement joins the catalog with the readings; on Citus both
+    are co-located, so every worker aggregates its own series at once."""
+    sql, arguments = portfolio_statement(query, page)
+    async with database.query_connection() as connection:
+        try:
+            async with connection.transaction():
+                rows = await connection.fetch(sql, *arguments)
+                await _record(
+                    connection, query, page.page_size, page.after is not None, len(rows), caller_name
+                )
+        except asyncpg.InvalidParameterValueError as error:
+            raise _unknown_zone(query) from error
+    buckets = [
+        Bucket(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], tuple(row[8]))
+        for row in rows[: page.page_size]
+    ]
     return Page(buckets, has_more=len(rows) > page.page_size)
 
 
@@ -253,11 +411,20 @@ async def list_history(database: Database, page: PageRequest[int]) -> Page[Histo
 
 
 def _history_entry(row: asyncpg.Record) -> HistoryEntry:
+    selector = None
+    if row["selector_labels"] is not None:
+        series_ids = row["selector_series_ids"]
+        selector = SeriesSelector(
+            series_ids=tuple(series_ids) if series_ids is not None else None,
+            labels=json.loads(row["selector_labels"]),
+        )
     query = AggregateQuery(
         series_id=row["series_id"],
         granularity=Granularity(row["granularity"]),
         time_range=TimeRange(row["start_time"], row["end_time"]),
         time_zone=row["time_zone"],
+        selector=selector,
+        group_by=tuple(row["group_by"]),
     )
     return HistoryEntry(
         id=row["id"],

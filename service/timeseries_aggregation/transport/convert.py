@@ -188,7 +188,9 @@ def _decode_block(
     return batch, problem
 
 
-def buckets_response(buckets: Sequence[Bucket], next_page_token: str) -> pb.QueryAggregatesResponse:
+def buckets_response(
+    buckets: Sequence[Bucket], next_page_token: str, group_by: Sequence[str] = ()
+) -> pb.QueryAggregatesResponse:
     """The response for a page of buckets, built in place: a page can hold 10,000."""
     response = pb.QueryAggregatesResponse(next_page_token=next_page_token)
     add = response.buckets.add
@@ -200,9 +202,12 @@ def buckets_response(buckets: Sequence[Bucket], next_page_token: str) -> pb.Quer
             max_quantity_kwh=bucket.max_quantity_kwh,
             mean_quantity_kwh=bucket.mean_quantity_kwh,
             reading_count=bucket.reading_count,
+            series_count=bucket.series_count,
         )
         message.start_time.seconds = bucket.start_unix_seconds
         message.end_time.seconds = bucket.end_unix_seconds
+        if group_by:
+            message.group.update(zip(group_by, bucket.group, strict=True))
     return response
 
 
@@ -218,7 +223,12 @@ def history_entry_message(entry: HistoryEntry) -> pb.QueryHistoryEntry:
         continued_page=entry.continued_page,
         bucket_count=entry.bucket_count,
         caller_name=entry.caller_name,
+        group_by=entry.query.group_by,
     )
+    selector = entry.query.selector
+    if selector is not None:
+        message.selector.labels.update(selector.labels)
+        message.selector.series_ids.extend(selector.series_ids or ())
     if time_range.start_time is not None:
         message.start_time.CopyFrom(datetime_to_timestamp(time_range.start_time))
     if time_range.end_time is not None:

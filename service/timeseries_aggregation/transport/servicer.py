@@ -11,13 +11,15 @@ from timeseries_aggregation.domain.aggregation import make_aggregate_query
 from timeseries_aggregation.domain.paging import (
     buckets_next_page_token,
     buckets_page_request,
+    group_buckets_next_page_token,
+    group_buckets_page_request,
     history_next_page_token,
     history_page_request,
     series_next_page_token,
     series_page_request,
 )
 from timeseries_aggregation.errors import InvalidArgumentError, StreamIdleError
-from timeseries_aggregation.storage.aggregates import list_history, query_aggregates
+from timeseries_aggregation.storage.aggregates import list_history, query_aggregates, query_portfolio
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.deletion import delete_readings
 from timeseries_aggregation.storage.readings import ingest_stream
@@ -125,10 +127,21 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             start_time=optional_time(request, "start_time"),
             end_time=optional_time(request, "end_time"),
             time_zone=request.time_zone,
+            selector=series_selector(request.selector) if request.HasField("selector") else None,
+            group_by=list(request.group_by),
         )
-        page_request = buckets_page_request(query, request.page_size, request.page_token)
-        page = await query_aggregates(self._database, query, page_request, current_call().caller)
+        caller = current_call().caller
         next_token = ""
+        if query.is_portfolio:
+            group_page_request = group_buckets_page_request(query, request.page_size, request.page_token)
+            page = await query_portfolio(self._database, query, group_page_request, caller)
+            if page.has_more:
+                last = page.items[-1]
+                last_start = datetime.fromtimestamp(last.start_unix_seconds, tz=UTC)
+                next_token = group_buckets_next_page_token(query, last.group, last_start)
+            return buckets_response(page.items, next_token, query.group_by)
+        page_request = buckets_page_request(query, request.page_size, request.page_token)
+        page = await query_aggregates(self._database, query, page_request, caller)
         if page.has_more:
             last_start = datetime.fromtimestamp(page.items[-1].start_unix_seconds, tz=UTC)
             next_token = buckets_next_page_token(query, last_start)
