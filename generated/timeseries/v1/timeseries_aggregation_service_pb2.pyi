@@ -158,7 +158,7 @@ class QueryAggregatesRequest(_message.Message):
     def __init__(self, series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Bucket(_message.Message):
-    __slots__ = ("start_time", "end_time", "period", "total_quantity_kwh", "min_quantity_kwh", "max_quantity_kwh", "mean_quantity_kwh", "reading_count", "group", "series_count")
+    __slots__ = ("start_time", "end_time", "period", "total_quantity_kwh", "min_quantity_kwh", "max_quantity_kwh", "mean_quantity_kwh", "reading_count", "group", "series_count", "expected_reading_count")
     class GroupEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +176,7 @@ class Bucket(_message.Message):
     READING_COUNT_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     SERIES_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_READING_COUNT_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     period: str
@@ -186,7 +187,8 @@ class Bucket(_message.Message):
     reading_count: int
     group: _containers.ScalarMap[str, str]
     series_count: int
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period: _Optional[str] = ..., total_quantity_kwh: _Optional[float] = ..., min_quantity_kwh: _Optional[float] = ..., max_quantity_kwh: _Optional[float] = ..., mean_quantity_kwh: _Optional[float] = ..., reading_count: _Optional[int] = ..., group: _Optional[_Mapping[str, str]] = ..., series_count: _Optional[int] = ...) -> None: ...
+    expected_reading_count: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period: _Optional[str] = ..., total_quantity_kwh: _Optional[float] = ..., min_quantity_kwh: _Optional[float] = ..., max_quantity_kwh: _Optional[float] = ..., mean_quantity_kwh: _Optional[float] = ..., reading_count: _Optional[int] = ..., group: _Optional[_Mapping[str, str]] = ..., series_count: _Optional[int] = ..., expected_reading_count: _Optional[int] = ...) -> None: ...
 
 class QueryAggregatesResponse(_message.Message):
     __slots__ = ("buckets", "next_page_token")

@@ -102,6 +102,8 @@ class Bucket(NamedTuple):
     # Series with readings in the bucket, and the group's values in group_by order.
     series_count: int = 1
     group: tuple[str, ...] = ()
+    # Readings the bucket should hold by its series' declared intervals (domain/coverage.py).
+    expected_reading_count: int = 0
 
     @property
     def mean_quantity_kwh(self) -> float:

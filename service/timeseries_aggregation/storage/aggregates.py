@@ -15,6 +15,7 @@ from timeseries_aggregation.domain.aggregation import (
     TimeRange,
     fixed_width_buckets,
 )
+from timeseries_aggregation.domain.coverage import IntervalCount, expected_reading_count, unix_micros
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
 from timeseries_aggregation.domain.series import SeriesSelector
@@ -167,7 +168,8 @@ def _aggregate_sql(
         SELECT extract(epoch FROM bucket_start)::bigint,
                extract(epoch FROM {bucket_end})::bigint,
                to_char(bucket_start AT TIME ZONE $2, '{_PERIOD_PATTERNS[granularity]}'),
-               total, minimum, maximum, reading_count
+               total, minimum, maximum, reading_count,
+               (SELECT reading_interval_seconds FROM series WHERE series_id = $1)
         FROM page
         ORDER BY bucket_start
     """
@@ -233,8 +235,19 @@ async def query_aggregates(
                     )
         except asyncpg.InvalidParameterValueError as error:
             raise _unknown_zone(query) from error
-    buckets = [Bucket(*row) for row in rows[: page.page_size]]
+    range_start, range_end = _range_micros(query)
+    buckets = []
+    for row in rows[: page.page_size]:
+        start, end, interval = row[0], row[1], row[7]
+        expected = 0
+        if interval is not None:
+            expected = expected_reading_count(start, end, range_start, range_end, [(interval, 1)])
+        buckets.append(Bucket(start, end, row[2], row[3], row[4], row[5], row[6], 1, (), expected))
     return Page(buckets, has_more=len(rows) > page.page_size)
+
+
+def _range_micros(query: AggregateQuery) -> tuple[int, int]:
+    return unix_micros(query.time_range.lower_bound), unix_micros(query.time_range.upper_bound)
 
 
 def _unknown_zone(query: AggregateQuery) -> InvalidArgumentError:
@@ -350,6 +363,42 @@ def _portfolio_sql(
     """
 
 
+@functools.cache
+def _group_intervals_sql(group_by_series: tuple[bool, ...], by_id: bool) -> str:
+    """Per group of the selected series, how many declare each reading interval.
+
+    Parameters: $1 the label pairs, then the group_by entries when a label is grouped by, then
+    the series ids when `by_id`.
+    """
+    next_parameter = iter(range(2, 5))
+    keys = next(next_parameter) if not all(group_by_series) else 0
+    groups = [
+        "series_id" if by_series else f"coalesce(labels ->> (${keys}::text[])[{index + 1}], '')"
+        for index, by_series in enumerate(group_by_series)
+    ]
+    pick = f"AND series_id = ANY(${next(next_parameter)}::text[])" if by_id else ""
+    values = f"ARRAY[{', '.join(groups)}]::text[]" if groups else "'{}'::text[]"
+    return f"""
+        SELECT {values} AS group_values, reading_interval_seconds, count(*) AS series
+        FROM series
+        WHERE labels @> $1::jsonb {pick} AND reading_interval_seconds IS NOT NULL
+        GROUP BY 1, 2
+    """
+
+
+def _group_intervals_statement(query: AggregateQuery) -> tuple[str, list[object]]:
+    selector = query.members
+    arguments: list[object] = [json.dumps(selector.labels)]
+    if any(key != GROUP_BY_SERIES for key in query.group_by):
+        arguments.append(list(query.group_by))
+    if selector.series_ids is not None:
+        arguments.append(list(selector.series_ids))
+    sql = _group_intervals_sql(
+        tuple(key == GROUP_BY_SERIES for key in query.group_by), selector.series_ids is not None
+    )
+    return sql, arguments
+
+
 def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition]) -> tuple[str, list[object]]:
     """The statement that answers one page of a query over selected series, with its arguments."""
     selector = query.members
@@ -385,19 +434,29 @@ async def query_portfolio(
     the same transaction. One statement joins the catalog with the readings; on Citus both
     are co-located, so every worker aggregates its own series at once."""
     sql, arguments = portfolio_statement(query, page)
+    intervals_sql, intervals_arguments = _group_intervals_statement(query)
     async with database.query_connection() as connection:
         try:
             async with connection.transaction():
                 rows = await connection.fetch(sql, *arguments)
+                interval_rows = await connection.fetch(intervals_sql, *intervals_arguments)
                 await _record(
                     connection, query, page.page_size, page.after is not None, len(rows), caller_name
                 )
         except asyncpg.InvalidParameterValueError as error:
             raise _unknown_zone(query) from error
-    buckets = [
-        Bucket(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], tuple(row[8]))
-        for row in rows[: page.page_size]
-    ]
+    intervals: dict[tuple[str, ...], list[IntervalCount]] = {}
+    for row in interval_rows:
+        declared = (row["reading_interval_seconds"], row["series"])
+        intervals.setdefault(tuple(row["group_values"]), []).append(declared)
+    range_start, range_end = _range_micros(query)
+    buckets = []
+    for row in rows[: page.page_size]:
+        group = tuple(row[8])
+        expected = expected_reading_count(row[0], row[1], range_start, range_end, intervals.get(group, ()))
+        buckets.append(
+            Bucket(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], group, expected)
+        )
     return Page(buckets, has_more=len(rows) > page.page_size)
 
 

@@ -203,6 +203,7 @@ def buckets_response(
             mean_quantity_kwh=bucket.mean_quantity_kwh,
             reading_count=bucket.reading_count,
             series_count=bucket.series_count,
+            expected_reading_count=bucket.expected_reading_count,
         )
         message.start_time.seconds = bucket.start_unix_seconds
         message.end_time.seconds = bucket.end_unix_seconds
