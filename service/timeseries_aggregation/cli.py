@@ -75,9 +75,11 @@ EXAMPLES = """examples:
   timeseries-aggregation history --limit 20 --format json
   timeseries-aggregation update-series meter-1 --label site=berlin-01 --reading-interval 15m
   timeseries-aggregation series --label site=berlin-01
+  timeseries-aggregation delete --label site=berlin-01 --from 2025-10-01 --to 2025-10-03 --yes
 
-exit codes: 0 done, 1 the service refused or failed the call, 2 usage or configuration
-error, 3 the input file cannot be read, 130 interrupted (Ctrl-C), 141 output closed early.
+exit codes: 0 done, 1 the service refused or failed the call (or a deletion was not confirmed),
+2 usage or configuration error, 3 the input file cannot be read, 130 interrupted (Ctrl-C), 141
+output closed early.
 """
 
 # What to do about the errors people meet most, by status code.
@@ -309,13 +311,56 @@ def _range_text(arguments: argparse.Namespace) -> str:
     return " ".join(bounds) or "at any time"
 
 
+def _local_instant(moment: datetime, zone_name: str, option: str) -> datetime:
+    """The instant a date-time names: as given where it has an offset, else its local time in
+    the zone. A local time that the zone skips or repeats (a DST change) is a usage error."""
+    if moment.tzinfo is not None:
+        return moment
+    zone = zoneinfo.ZoneInfo(zone_name)
+    # fold picks the earlier or the later of a repeated local time; elsewhere both are one instant.
+    first, second = moment.replace(tzinfo=zone, fold=0), moment.replace(tzinfo=zone, fold=1)
+    if first.astimezone(UTC) < second.astimezone(UTC):
+        raise UsageError(
+            f"{option} {moment.isoformat()} happens twice in {zone_name} (the clocks go back): "
+            f"add its offset, {first.isoformat()} or {second.isoformat()}"
+        )
+    if first.astimezone(UTC) > second.astimezone(UTC):
+        raise UsageError(
+            f"{option} {moment.isoformat()} does not exist in {zone_name} (the clocks go forward)"
+        )
+    return first
+
+
+def _range_start(moment: date | datetime, zone_name: str) -> datetime:
+    """Where --from starts the range: at the local start of a date, or at a date-time."""
+    if isinstance(moment, datetime):
+        return _local_instant(moment, zone_name, "--from")
+    return _day_start(moment, zone_name)
+
+
+def _range_end(moment: date | datetime, zone_name: str) -> datetime:
+    """Where --to ends the range (exclusive): after the whole local date, or at a date-time."""
+    if isinstance(moment, datetime):
+        return _local_instant(moment, zone_name, "--to")
+    return _day_start(moment + timedelta(days=1), zone_name)
+
+
+def _check_range(arguments: argparse.Namespace, start: datetime | None, end: datetime | None) -> None:
+    """A usage error, naming --from and --to, when [start, end) holds no instant."""
+    if start is None or end is None or start < end:
+        return
+    date_from, date_to = arguments.date_from.isoformat(), arguments.date_to.isoformat()
+    if isinstance(arguments.date_from, datetime) or isinstance(arguments.date_to, datetime):
+        raise UsageError(f"--to {date_to} is not after --from {date_from}: the range holds no instant")
+    raise UsageError(f"--to {date_to} is before --from {date_from}")
+
+
 def _query_range(arguments: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
     """The instants of the inclusive local dates --from and --to: [start of --from, end of --to)."""
-    if arguments.date_from and arguments.date_to and arguments.date_to < arguments.date_from:
-        raise UsageError(f"--to {arguments.date_to} is before --from {arguments.date_from}")
     zone = arguments.time_zone
-    start = _day_start(arguments.date_from, zone) if arguments.date_from else None
-    end = _day_start(arguments.date_to + timedelta(days=1), zone) if arguments.date_to else None
+    start = _range_start(arguments.date_from, zone) if arguments.date_from else None
+    end = _range_end(arguments.date_to, zone) if arguments.date_to else None
+    _check_range(arguments, start, end)
     return start, end
 
 
@@ -435,13 +480,24 @@ def _update_series(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _list_series(arguments: argparse.Namespace) -> int:
+def _selector(arguments: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The series ids and labels of --series-id and --label, checked as the service would."""
     series_ids: list[str] = arguments.series_ids or []
     if len(series_ids) > SELECTOR_MAX_SERIES_IDS:
         raise UsageError(
             f"--series-id is given {len(series_ids)} times; the maximum is {SELECTOR_MAX_SERIES_IDS:,}"
         )
-    labels = _labels(arguments.labels)
+    return series_ids, _labels(arguments.labels)
+
+
+def _selector_options(series_ids: Sequence[str], labels: dict[str, str]) -> str:
+    """'--series-id', '--label' or '--series-id and --label': the options that picked series."""
+    given = [option for option, value in (("--series-id", series_ids), ("--label", labels)) if value]
+    return " and ".join(given)
+
+
+def _list_series(arguments: argparse.Namespace) -> int:
+    series_ids, labels = _selector(arguments)
     page_size = arguments.page_size
     if not page_size and arguments.limit is not None:
         page_size = min(arguments.limit, SERIES_MAX_PAGE_SIZE)
@@ -452,13 +508,62 @@ def _list_series(arguments: argparse.Namespace) -> int:
             )
         )
     if not listed and arguments.format == "table":
-        given = [option for option, value in (("--series-id", series_ids), ("--label", labels)) if value]
-        print(f"no series match the {' and '.join(given)} given" if given else "no series in the catalog")
+        given = _selector_options(series_ids, labels)
+        print(f"no series match the {given} given" if given else "no series in the catalog")
         return EXIT_OK
     # One instant for every row, so that their freshness compares.
     now = datetime.now(UTC)
     print(_render([_series_row(series, now) for series in listed], SERIES_COLUMNS, arguments.format))
     return EXIT_OK
+
+
+# The series a deletion's confirmation names; it counts the others.
+CONFIRMATION_MAX_SERIES = 20
+
+
+def _delete(arguments: argparse.Namespace) -> int:
+    series_ids, labels = _selector(arguments)
+    if not series_ids and not labels:
+        raise UsageError("name the series to delete from: give --series-id, --label or both")
+    zone = arguments.time_zone
+    start, end = _range_start(arguments.date_from, zone), _range_end(arguments.date_to, zone)
+    _check_range(arguments, start, end)
+    if not arguments.yes and not (sys.stdin is not None and sys.stdin.isatty()):
+        # A script must not hang on a question nobody sees.
+        raise UsageError("delete asks before it deletes, and stdin is not a terminal: pass --yes")
+    span = f"[{_timestamp_text(start)}, {_timestamp_text(end)})"
+    with _client(arguments) as client:
+        if not arguments.yes:
+            selected = [
+                series.series_id
+                for series in client.list_series(
+                    series_ids=series_ids, labels=labels, page_size=SERIES_MAX_PAGE_SIZE
+                )
+            ]
+            if not selected:
+                print(f"no series match the {_selector_options(series_ids, labels)} given; nothing to delete")
+                return EXIT_OK
+            if not _confirmed(selected, span):
+                print("error: delete not confirmed; nothing was deleted", file=sys.stderr)
+                return EXIT_CALL_FAILED
+        deleted = client.delete_readings(series_ids=series_ids, labels=labels, start_time=start, end_time=end)
+    print(f"deleted {deleted} readings in {span}")
+    return EXIT_OK
+
+
+def _confirmed(series_ids: Sequence[str], span: str) -> bool:
+    """Name the series whose readings would go and ask on stderr; True if stdin answers y or yes."""
+    print(f"the readings in {span} of these series will be deleted:", file=sys.stderr)
+    for series_id in series_ids[:CONFIRMATION_MAX_SERIES]:
+        print(f"  {series_id}", file=sys.stderr)
+    if len(series_ids) > CONFIRMATION_MAX_SERIES:
+        print(f"  and {len(series_ids) - CONFIRMATION_MAX_SERIES} more", file=sys.stderr)
+    question = f"delete the readings of {len(series_ids)} series in {span}? [y/N] "
+    print(question, end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()
+    if not answer.endswith("\n"):
+        print(file=sys.stderr)  # end of input: the message that follows gets a line of its own
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -493,6 +598,20 @@ def _day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _day_or_time(text: str) -> date | datetime:
+    """A date (YYYY-MM-DD), which stands for the whole local day, or a date-time."""
+    try:
+        return _day(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a date as YYYY-MM-DD or a date-time as YYYY-MM-DDTHH:MM[:SS][+HH:MM], got {text!r}"
+        ) from None
 
 
 def _time_zone(text: str) -> str:
@@ -564,7 +683,7 @@ def _parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = key_commands.add_parser("generate", help="print a new API key and its key-file line")
     generate.add_argument("--name", required=True, help="who the key is for; recorded in the history")
-    generate.add_argument("--scopes", required=True, help="comma-separated: ingest, query")
+    generate.add_argument("--scopes", required=True, help="comma-separated: ingest, query, delete")
     generate.set_defaults(run=_generate_key)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -687,6 +806,52 @@ def _parser() -> argparse.ArgumentParser:
     )
     series.add_argument("--format", choices=("table", "csv", "json"), default="table")
     series.set_defaults(run=_list_series)
+
+    delete = client_command("delete", help_text="delete the readings of the selected series in a time range")
+    delete.add_argument(
+        "--series-id",
+        dest="series_ids",
+        metavar="ID",
+        type=_series_id,
+        action="append",
+        help=f"a series to delete from; repeat for more (up to {SELECTOR_MAX_SERIES_IDS:,})",
+    )
+    delete.add_argument(
+        "--label",
+        dest="labels",
+        metavar="KEY=VALUE",
+        type=_label,
+        action="append",
+        help="only series with this label; repeat for more, all must match",
+    )
+    delete.add_argument(
+        "--from",
+        dest="date_from",
+        metavar="DATE_OR_TIME",
+        type=_day_or_time,
+        required=True,
+        help="first day, inclusive (YYYY-MM-DD), or the first instant (YYYY-MM-DDTHH:MM)",
+    )
+    delete.add_argument(
+        "--to",
+        dest="date_to",
+        metavar="DATE_OR_TIME",
+        type=_day_or_time,
+        required=True,
+        help="last day, inclusive (YYYY-MM-DD), or the instant the range ends before",
+    )
+    delete.add_argument(
+        "--time-zone",
+        type=_time_zone,
+        default="UTC",
+        help="IANA zone of the dates, and of date-times without an offset",
+    )
+    delete.add_argument(
+        "--yes",
+        action="store_true",
+        help="delete without listing the series and asking first (needed when stdin is not a terminal)",
+    )
+    delete.set_defaults(run=_delete)
     return parser
 
 
@@ -696,6 +861,8 @@ def _call_failed(arguments: argparse.Namespace, error: grpc.RpcError) -> str:
         DEFAULT_INGEST_TIMEOUT_SECONDS if arguments.command == "import" else DEFAULT_TIMEOUT_SECONDS
     )
     hint = HINTS.get(code, "").format(target=arguments.target, timeout=timeout)
+    if arguments.command == "delete" and code == grpc.StatusCode.PERMISSION_DENIED and not arguments.yes:
+        hint += " (delete needs the delete scope, and query to list the series before it asks)"
     stored = "; nothing was stored" if arguments.command == "import" else ""
     return f"error: {arguments.command} failed: {error.details()} ({code.name}){stored}" + (
         f"; {hint}" if hint else ""
@@ -722,10 +889,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
         # Leaving the client's `with` closed the channel, which cancelled the call in flight.
-        cancelled = (
-            "; the stream was cancelled, so nothing was stored" if arguments.command == "import" else ""
-        )
-        print(f"error: {arguments.command} interrupted{cancelled}", file=sys.stderr)
+        outcome = {
+            "import": "; the stream was cancelled, so nothing was stored",
+            "delete": "; a deletion happens whole or not at all",
+        }.get(arguments.command, "")
+        print(f"error: {arguments.command} interrupted{outcome}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return exit_code
 

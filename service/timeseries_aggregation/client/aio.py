@@ -3,7 +3,7 @@
 import asyncio
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, Unpack
 
@@ -17,6 +17,7 @@ from timeseries_aggregation.client.messages import (
     ReadingLike,
     batch_message,
     check_message_size,
+    delete_readings_request,
     list_series_request,
     query_request,
     update_series_request,
@@ -169,6 +170,23 @@ class AsyncTimeseriesClient(ClientSettings):
             if not response.next_page_token:
                 return
             request.page_token = response.next_page_token
+
+    async def delete_readings(
+        self,
+        *,
+        series_ids: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        start_time: datetime,
+        end_time: datetime,
+    ) -> int:
+        """Delete the readings in [start_time, end_time) of the selected series, all or none, as
+        TimeseriesClient.delete_readings does; returns how many readings went."""
+        request = delete_readings_request(series_ids, labels, start_time=start_time, end_time=end_time)
+        # Retried as the other calls are: a deletion is idempotent (see TimeseriesClient's).
+        response = await self._call(
+            lambda: self._stub.DeleteReadings(request, timeout=self._timeout, metadata=self._metadata)
+        )
+        return response.deleted_count
 
 
 async def _batches(

@@ -1,5 +1,5 @@
-"""Request messages built on the client side: ingest in the forms the service accepts, queries
-and the series catalog's updates and listings."""
+"""Request messages built on the client side: ingest in the forms the service accepts, queries,
+the series catalog's updates and listings, and deletions of readings."""
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -179,8 +179,30 @@ def list_series_request(
     series_ids: Sequence[str] = (), labels: Mapping[str, str] | None = None, page_size: int = 0
 ) -> pb.ListSeriesRequest:
     """A first-page ListSeries request; without series_ids or labels it lists every series."""
+    return pb.ListSeriesRequest(selector=_selector(series_ids, labels), page_size=page_size)
+
+
+def delete_readings_request(
+    series_ids: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    *,
+    start_time: datetime,
+    end_time: datetime,
+) -> pb.DeleteReadingsRequest:
+    """A DeleteReadings request: the readings in [start_time, end_time) (naive means UTC) of the
+    series with these ids (when given) that carry every label pair given."""
+    selector = _selector(series_ids, labels)
+    if not selector.series_ids and not selector.labels:
+        # The service refuses it too: a deletion never means every series.
+        raise ValueError("name the series to delete from: give series_ids, labels or both")
+    request = pb.DeleteReadingsRequest(selector=selector)
+    request.start_time.FromMicroseconds(unix_micros(start_time))
+    request.end_time.FromMicroseconds(unix_micros(end_time))
+    return request
+
+
+def _selector(series_ids: Sequence[str], labels: Mapping[str, str] | None) -> pb.SeriesSelector:
     if isinstance(series_ids, str):
         # A string is a sequence too: its characters would be sent as one-letter series ids.
         raise TypeError("series_ids takes a collection of series ids, not one string")
-    selector = pb.SeriesSelector(series_ids=series_ids, labels=labels or {})
-    return pb.ListSeriesRequest(selector=selector, page_size=page_size)
+    return pb.SeriesSelector(series_ids=series_ids, labels=labels or {})

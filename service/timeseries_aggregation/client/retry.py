@@ -8,8 +8,10 @@ import grpc
 
 # The service answers UNAVAILABLE when the database is away or the server is stopping, and
 # RESOURCE_EXHAUSTED when its stream limit is reached: both pass. Every call of ours is safe
-# to repeat: queries, history and series listings read, ingest replaces readings by key, and
-# an update of a series sets the same fields to the same values again.
+# to repeat: queries, history and series listings read, ingest replaces readings by key, an
+# update of a series sets the same fields to the same values again, and a deletion is
+# idempotent: deleting a range again leaves the state the first deletion left (only the count
+# differs, when an attempt committed but its answer was lost).
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 # An ingest stream that met a deadlock or a serialization failure is ABORTED and rolled back
 # whole: sending it again is the retry the status asks for.

@@ -3,7 +3,7 @@
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TypeVar, Unpack
 
@@ -17,6 +17,7 @@ from timeseries_aggregation.client.messages import (
     ReadingLike,
     batch_message,
     check_message_size,
+    delete_readings_request,
     list_series_request,
     query_request,
     update_series_request,
@@ -181,6 +182,28 @@ class TimeseriesClient(ClientSettings):
             if not response.next_page_token:
                 return
             request.page_token = response.next_page_token
+
+    def delete_readings(
+        self,
+        *,
+        series_ids: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        start_time: datetime,
+        end_time: datetime,
+    ) -> int:
+        """Delete the readings in [start_time, end_time) (naive means UTC) of the series with these
+        ids (when given) that carry every label pair given; all of them or, on an error, none.
+
+        Needs series_ids or labels (a ValueError otherwise, before any call). Returns how many
+        readings went; the series stay in the catalog with their labels.
+        """
+        request = delete_readings_request(series_ids, labels, start_time=start_time, end_time=end_time)
+        # Retried as the other calls are: a deletion is idempotent, so deleting the range again
+        # leaves the same state (an attempt that committed but lost its answer makes the count 0).
+        response: pb.DeleteReadingsResponse = self._call(
+            lambda: self._stub.DeleteReadings(request, timeout=self._timeout, metadata=self._metadata)
+        )
+        return response.deleted_count
 
 
 def _batches(readings: Iterable[ReadingLike], size: int) -> Iterator[list[ReadingLike]]:
