@@ -82,7 +82,7 @@ async def test_deleting_a_range_of_one_meter_updates_its_figures_and_keeps_it(
 async def test_a_label_selector_deletes_only_its_series(stub: Stub, sql: asyncpg.Connection) -> None:
     await load_three_meters(stub)
     response = await stub.DeleteReadings(deletion("2025-01-02", "2025-01-03", site="s1"))
-    assert response.deleted_count == 48
+    assert (response.deleted_count, response.series_count) == (48, 2)
     assert {series_id: count for series_id, (count, _, _) in (await counts(sql)).items()} == {
         "a": 24,
         "b": 24,

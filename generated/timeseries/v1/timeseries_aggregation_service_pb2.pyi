@@ -255,7 +255,9 @@ class DeleteReadingsRequest(_message.Message):
     def __init__(self, selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeleteReadingsResponse(_message.Message):
-    __slots__ = ("deleted_count",)
+    __slots__ = ("deleted_count", "series_count")
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SERIES_COUNT_FIELD_NUMBER: _ClassVar[int]
     deleted_count: int
-    def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
+    series_count: int
+    def __init__(self, deleted_count: _Optional[int] = ..., series_count: _Optional[int] = ...) -> None: ...

@@ -197,4 +197,6 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
                 "caller": current_call().caller,
             },
         )
-        return pb.DeleteReadingsResponse(deleted_count=outcome.deleted_count)
+        return pb.DeleteReadingsResponse(
+            deleted_count=outcome.deleted_count, series_count=outcome.series_count
+        )
