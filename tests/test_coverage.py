@@ -129,3 +129,75 @@ def test_slots_count_multiples_of_the_interval_in_a_half_open_range() -> None:
     assert slots(hour, hour, 900) == 0
     assert slots(hour - 1, hour, 3_600) == 0
     assert slots(hour, hour + 1, 3_600) == 1
+
+
+async def test_empty_buckets_show_a_missing_day_with_what_it_expected(stub: Stub) -> None:
+    await declare(stub, "meter", QUARTER_HOUR, site="s")
+    first = datetime(2025, 3, 27, 23, tzinfo=UTC)  # 28 March in Berlin
+    await quarter_hours(stub, "meter", first, first + timedelta(days=1))
+    # 29 March has no reading; 30 March (23 hours) has four.
+    await quarter_hours(
+        stub, "meter", datetime(2025, 3, 29, 23, tzinfo=UTC), datetime(2025, 3, 30, tzinfo=UTC)
+    )
+    request = daily(
+        series_id="meter",
+        start_time=ts(first),
+        end_time=ts(datetime(2025, 3, 30, 22, tzinfo=UTC)),
+        include_empty_buckets=True,
+    )
+    buckets = await query_all_pages(stub, request)
+    assert [(b.period, b.reading_count, b.expected_reading_count, b.series_count) for b in buckets] == [
+        ("2025-03-28", 96, 96, 1),
+        ("2025-03-29", 0, 96, 0),
+        ("2025-03-30", 4, 92, 1),
+    ]
+    empty = buckets[1]
+    assert (
+        empty.total_quantity_kwh,
+        empty.min_quantity_kwh,
+        empty.max_quantity_kwh,
+        empty.mean_quantity_kwh,
+    ) == (
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    )
+    assert (empty.start_time, empty.end_time) == (ts("2025-03-28T23:00:00"), ts("2025-03-29T23:00:00"))
+    # Page by page, the same buckets.
+    request.page_size = 1
+    assert await query_all_pages(stub, request) == buckets
+
+
+async def test_an_unbounded_range_with_empty_buckets_runs_from_the_first_to_the_last_reading(
+    stub: Stub,
+) -> None:
+    await declare(stub, "a", 3_600, site="s")
+    await declare(stub, "b", None, site="s")
+    await declare(stub, "silent", 3_600, site="s")  # no reading at all
+    await quarter_hours(stub, "a", datetime(2025, 1, 1, 23, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
+    await quarter_hours(stub, "b", datetime(2025, 1, 4, 12, tzinfo=UTC), datetime(2025, 1, 4, 13, tzinfo=UTC))
+    request = daily(
+        selector=pb.SeriesSelector(labels={"site": "s"}), group_by=["series_id"], include_empty_buckets=True
+    )
+    buckets = await query_all_pages(stub, request)
+    # Every group, every Berlin day from the first reading (2 January, 00:00 local) to the last
+    # (4 January); the range itself is unbounded, so each day expects all of its slots.
+    found = [(b.group["series_id"], b.period, b.reading_count, b.expected_reading_count) for b in buckets]
+    assert found == [
+        ("a", "2025-01-02", 4, 24),
+        ("a", "2025-01-03", 0, 24),
+        ("a", "2025-01-04", 0, 24),
+        ("b", "2025-01-02", 0, 0),
+        ("b", "2025-01-03", 0, 0),
+        ("b", "2025-01-04", 4, 0),
+        ("silent", "2025-01-02", 0, 24),
+        ("silent", "2025-01-03", 0, 24),
+        ("silent", "2025-01-04", 0, 24),
+    ]
+    for page_size in (1, 2, 4):
+        request.page_size = page_size
+        assert await query_all_pages(stub, request) == buckets
+    # Nothing selected, nothing returned.
+    nobody = daily(selector=pb.SeriesSelector(labels={"site": "none"}), include_empty_buckets=True)
+    assert await query_all_pages(stub, nobody) == []

@@ -193,10 +193,14 @@ async def test_history_records_the_selector_and_group_by(stub: Stub) -> None:
     assert dict(newest.selector.labels) == {"site": "berlin"}
     assert list(newest.group_by) == ["customer"]
     assert newest.bucket_count == 2
+    assert not newest.include_empty_buckets
     # A one-series entry looks as it always did.
     assert oldest.series_id == "m1"
     assert not oldest.HasField("selector")
     assert list(oldest.group_by) == []
+    await stub.QueryAggregates(portfolio(series_id="m1", include_empty_buckets=True))
+    [entry] = (await stub.ListQueryHistory(pb.ListQueryHistoryRequest(page_size=1))).entries
+    assert (entry.series_id, entry.include_empty_buckets, entry.bucket_count) == ("m1", True, 1)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

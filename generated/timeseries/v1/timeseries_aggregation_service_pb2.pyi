@@ -136,7 +136,7 @@ class IngestReadingsResponse(_message.Message):
     def __init__(self, readings_received: _Optional[int] = ..., messages_received: _Optional[int] = ..., series_count: _Optional[int] = ...) -> None: ...
 
 class QueryAggregatesRequest(_message.Message):
-    __slots__ = ("series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "page_token", "selector", "group_by")
+    __slots__ = ("series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "page_token", "selector", "group_by", "include_empty_buckets")
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
     GRANULARITY_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,7 @@ class QueryAggregatesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EMPTY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     series_id: str
     granularity: Granularity
     start_time: _timestamp_pb2.Timestamp
@@ -155,7 +156,8 @@ class QueryAggregatesRequest(_message.Message):
     page_token: str
     selector: SeriesSelector
     group_by: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ...) -> None: ...
+    include_empty_buckets: bool
+    def __init__(self, series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ..., include_empty_buckets: _Optional[bool] = ...) -> None: ...
 
 class Bucket(_message.Message):
     __slots__ = ("start_time", "end_time", "period", "total_quantity_kwh", "min_quantity_kwh", "max_quantity_kwh", "mean_quantity_kwh", "reading_count", "group", "series_count", "expected_reading_count")
@@ -207,7 +209,7 @@ class ListQueryHistoryRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class QueryHistoryEntry(_message.Message):
-    __slots__ = ("id", "query_time", "series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "continued_page", "bucket_count", "caller_name", "selector", "group_by")
+    __slots__ = ("id", "query_time", "series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "continued_page", "bucket_count", "caller_name", "selector", "group_by", "include_empty_buckets")
     ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_TIME_FIELD_NUMBER: _ClassVar[int]
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +223,7 @@ class QueryHistoryEntry(_message.Message):
     CALLER_NAME_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EMPTY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     id: int
     query_time: _timestamp_pb2.Timestamp
     series_id: str
@@ -234,7 +237,8 @@ class QueryHistoryEntry(_message.Message):
     caller_name: str
     selector: SeriesSelector
     group_by: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[int] = ..., query_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., continued_page: _Optional[bool] = ..., bucket_count: _Optional[int] = ..., caller_name: _Optional[str] = ..., selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ...) -> None: ...
+    include_empty_buckets: bool
+    def __init__(self, id: _Optional[int] = ..., query_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., continued_page: _Optional[bool] = ..., bucket_count: _Optional[int] = ..., caller_name: _Optional[str] = ..., selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ..., include_empty_buckets: _Optional[bool] = ...) -> None: ...
 
 class ListQueryHistoryResponse(_message.Message):
     __slots__ = ("entries", "next_page_token")

@@ -67,6 +67,7 @@ class AggregateQuery:
     time_zone: str
     selector: SeriesSelector | None = None
     group_by: tuple[str, ...] = ()
+    include_empty_buckets: bool = False
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -74,8 +75,9 @@ class AggregateQuery:
 
     @property
     def is_portfolio(self) -> bool:
-        """Whether the answer aggregates series together or in groups, rather than one series."""
-        return self.selector is not None or bool(self.group_by)
+        """Whether the answer takes the general path (series together, in groups, or with empty
+        buckets) rather than the one-series statement."""
+        return self.selector is not None or bool(self.group_by) or self.include_empty_buckets
 
     @property
     def members(self) -> SeriesSelector:
@@ -107,7 +109,10 @@ class Bucket(NamedTuple):
 
     @property
     def mean_quantity_kwh(self) -> float:
-        # The same division SQL's avg() makes, without a third running sum per bucket.
+        # The same division SQL's avg() makes, without a third running sum per bucket; an empty
+        # bucket (asked for with include_empty_buckets) has a mean of 0, as its other statistics.
+        if not self.reading_count:
+            return 0.0
         return self.total_quantity_kwh / self.reading_count
 
 
@@ -225,6 +230,7 @@ def make_aggregate_query(
     time_zone: str,
     selector: SeriesSelector | None = None,
     group_by: Sequence[str] = (),
+    include_empty_buckets: bool = False,
 ) -> AggregateQuery:
     """Validate the parts of a query request and combine them."""
     if selector is not None:
@@ -259,4 +265,5 @@ def make_aggregate_query(
         time_zone=resolve_time_zone(time_zone),
         selector=selector,
         group_by=groups,
+        include_empty_buckets=include_empty_buckets,
     )

@@ -13,6 +13,7 @@ then an hour of the day before).
 
 import bisect
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -192,3 +193,14 @@ def _offset_change(zone: ZoneInfo, before: datetime, after: datetime) -> datetim
         else:
             high = middle
     return datetime.fromtimestamp(high, UTC)
+
+
+def buckets_between(
+    start: datetime, end: datetime, granularity: Granularity, zone: ZoneInfo
+) -> Iterator[BucketSpan]:
+    """Every bucket holding an instant of [start, end), in time order."""
+    instant = start
+    while instant < end:
+        span = bucket_containing(instant, granularity, zone)
+        yield span
+        instant = span.end

@@ -71,7 +71,11 @@ def query_fingerprint(query: AggregateQuery) -> str:
         query.time_zone,
     ]
     if query.is_portfolio:  # one-series tokens stay as they were before selectors existed
-        parts += [selector_fingerprint(query.members), ",".join(query.group_by)]
+        parts += [
+            selector_fingerprint(query.members),
+            ",".join(query.group_by),
+            "empty" if query.include_empty_buckets else "",
+        ]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 

@@ -2,7 +2,7 @@
 
 import functools
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -15,6 +15,7 @@ from timeseries_aggregation.domain.aggregation import (
     TimeRange,
     fixed_width_buckets,
 )
+from timeseries_aggregation.domain.bucketing import bucket_containing, buckets_between
 from timeseries_aggregation.domain.coverage import IntervalCount, expected_reading_count, unix_micros
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
@@ -113,7 +114,7 @@ _INSERT_HISTORY = """
     INSERT INTO query_history (
         series_id, granularity, start_time, end_time, time_zone,
         page_size, continued_page, bucket_count, caller_name,
-        selector_series_ids, selector_labels, group_by
+        selector_series_ids, selector_labels, group_by, include_empty_buckets
     )"""
 
 
@@ -141,7 +142,7 @@ def _aggregate_sql(
         , recorded AS (
             {_INSERT_HISTORY}
             SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer), $9,
-                   NULL, NULL, '{{}}'::text[]
+                   NULL, NULL, '{{}}'::text[], false
             FROM page
         )"""
     # One row more than the page tells whether another page follows.
@@ -176,13 +177,13 @@ def _aggregate_sql(
 
 
 # The history record of a call, where it is not written by the aggregate statement itself.
-_RECORD_QUERY = f"{_INSERT_HISTORY} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12)"
+_RECORD_QUERY = f"{_INSERT_HISTORY} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13)"
 
 
 _LIST_HISTORY = """
     SELECT id, query_time, series_id, granularity, start_time, end_time, time_zone,
            page_size, continued_page, bucket_count, caller_name,
-           selector_series_ids, selector_labels, group_by
+           selector_series_ids, selector_labels, group_by, include_empty_buckets
     FROM query_history
     WHERE id < $1
     ORDER BY id DESC
@@ -280,6 +281,7 @@ async def _record(
         list(selector.series_ids) if selector is not None and selector.series_ids is not None else None,
         json.dumps(selector.labels) if selector is not None else None,
         list(query.group_by),
+        query.include_empty_buckets,
     )
 
 
@@ -364,8 +366,9 @@ def _portfolio_sql(
 
 
 @functools.cache
-def _group_intervals_sql(group_by_series: tuple[bool, ...], by_id: bool) -> str:
-    """Per group of the selected series, how many declare each reading interval.
+def _group_intervals_sql(group_by_series: tuple[bool, ...], by_id: bool, every_group: bool) -> str:
+    """Per group of the selected series, how many declare each reading interval; with
+    `every_group` also the groups (and series) declaring none, with a NULL interval.
 
     Parameters: $1 the label pairs, then the group_by entries when a label is grouped by, then
     the series ids when `by_id`.
@@ -381,7 +384,7 @@ def _group_intervals_sql(group_by_series: tuple[bool, ...], by_id: bool) -> str:
     return f"""
         SELECT {values} AS group_values, reading_interval_seconds, count(*) AS series
         FROM series
-        WHERE labels @> $1::jsonb {pick} AND reading_interval_seconds IS NOT NULL
+        WHERE labels @> $1::jsonb {pick} {"" if every_group else "AND reading_interval_seconds IS NOT NULL"}
         GROUP BY 1, 2
     """
 
@@ -394,9 +397,23 @@ def _group_intervals_statement(query: AggregateQuery) -> tuple[str, list[object]
     if selector.series_ids is not None:
         arguments.append(list(selector.series_ids))
     sql = _group_intervals_sql(
-        tuple(key == GROUP_BY_SERIES for key in query.group_by), selector.series_ids is not None
+        tuple(key == GROUP_BY_SERIES for key in query.group_by),
+        selector.series_ids is not None,
+        query.include_empty_buckets,
     )
     return sql, arguments
+
+
+def _selected_span_sql(by_id: bool) -> str:
+    """The first and last reading time of all selected series: $1 the label pairs, $2 the ids."""
+    pick = "AND series_id = ANY($2::text[])" if by_id else ""
+    return (
+        f"SELECT min(first_reading_time), max(last_reading_time) FROM series WHERE labels @> $1::jsonb {pick}"
+    )
+
+
+_SELECTED_SPAN = _selected_span_sql(by_id=False)
+_SELECTED_SPAN_BY_ID = _selected_span_sql(by_id=True)
 
 
 def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition]) -> tuple[str, list[object]]:
@@ -432,7 +449,8 @@ async def query_portfolio(
 ) -> Page[Bucket]:
     """One page of the buckets of the selected series (in groups), recorded in the history in
     the same transaction. One statement joins the catalog with the readings; on Citus both
-    are co-located, so every worker aggregates its own series at once."""
+    are co-located, so every worker aggregates its own series at once. The catalog also says
+    what each group declares (coverage) and, for empty buckets, which groups there are."""
     sql, arguments = portfolio_statement(query, page)
     intervals_sql, intervals_arguments = _group_intervals_statement(query)
     async with database.query_connection() as connection:
@@ -440,24 +458,100 @@ async def query_portfolio(
             async with connection.transaction():
                 rows = await connection.fetch(sql, *arguments)
                 interval_rows = await connection.fetch(intervals_sql, *intervals_arguments)
+                intervals: dict[tuple[str, ...], list[IntervalCount]] = {}
+                for row in interval_rows:
+                    declared = intervals.setdefault(tuple(row["group_values"]), [])
+                    if row["reading_interval_seconds"] is not None:
+                        declared.append((row["reading_interval_seconds"], row["series"]))
+                if query.include_empty_buckets:
+                    window = await _empty_bucket_window(connection, query)
+                    buckets = _with_empty_buckets(query, page, rows, intervals, window)
+                else:
+                    buckets = _found_buckets(query, rows[: page.page_size + 1], intervals)
                 await _record(
-                    connection, query, page.page_size, page.after is not None, len(rows), caller_name
+                    connection, query, page.page_size, page.after is not None, len(buckets), caller_name
                 )
         except asyncpg.InvalidParameterValueError as error:
             raise _unknown_zone(query) from error
-    intervals: dict[tuple[str, ...], list[IntervalCount]] = {}
-    for row in interval_rows:
-        declared = (row["reading_interval_seconds"], row["series"])
-        intervals.setdefault(tuple(row["group_values"]), []).append(declared)
+    return Page(buckets[: page.page_size], has_more=len(buckets) > page.page_size)
+
+
+def _found_buckets(
+    query: AggregateQuery, rows: list[asyncpg.Record], intervals: dict[tuple[str, ...], list[IntervalCount]]
+) -> list[Bucket]:
     range_start, range_end = _range_micros(query)
     buckets = []
-    for row in rows[: page.page_size]:
+    for row in rows:
         group = tuple(row[8])
         expected = expected_reading_count(row[0], row[1], range_start, range_end, intervals.get(group, ()))
         buckets.append(
             Bucket(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], group, expected)
         )
-    return Page(buckets, has_more=len(rows) > page.page_size)
+    return buckets
+
+
+async def _empty_bucket_window(connection: asyncpg.Connection, query: AggregateQuery) -> TimeRange | None:
+    """The range every bucket of which is returned: the query's, with an unbounded side clipped
+    to the selected series' first or last reading; None when that leaves nothing."""
+    start, end = query.time_range.start_time, query.time_range.end_time
+    if start is None or end is None:
+        selector = query.members
+        labels = json.dumps(selector.labels)
+        if selector.series_ids is None:
+            span = await connection.fetchrow(_SELECTED_SPAN, labels)
+        else:
+            span = await connection.fetchrow(_SELECTED_SPAN_BY_ID, labels, list(selector.series_ids))
+        assert span is not None
+        if span[0] is None:
+            return None
+        start = start if start is not None else span[0]
+        end = end if end is not None else span[1] + timedelta(microseconds=1)
+    return TimeRange(start, end) if start < end else None
+
+
+def _with_empty_buckets(
+    query: AggregateQuery,
+    page: PageRequest[GroupPosition],
+    rows: list[asyncpg.Record],
+    intervals: dict[tuple[str, ...], list[IntervalCount]],
+    window: TimeRange | None,
+) -> list[Bucket]:
+    """Every bucket of the window for every group after the page's cursor, up to one more than
+    the page: those with readings from the statement's rows, the others empty.
+
+    The statement returns the first page_size + 1 buckets with readings after the cursor, so
+    it holds every bucket with readings among the first page_size + 1 of all.
+    """
+    if window is None:
+        return []
+    found = {(tuple(row[8]), row[0]): row for row in rows}
+    range_start, range_end = _range_micros(query)
+    zone = query.zone
+    buckets: list[Bucket] = []
+    for group in sorted(intervals):
+        first = window.lower_bound
+        if page.after is not None:
+            after_group, after_start = page.after
+            if group < after_group:
+                continue
+            if group == after_group:
+                first = max(first, bucket_containing(after_start, query.granularity, zone).end)
+        for span in buckets_between(first, window.upper_bound, query.granularity, zone):
+            start_seconds, end_seconds = int(span.start.timestamp()), int(span.end.timestamp())
+            expected = expected_reading_count(
+                start_seconds, end_seconds, range_start, range_end, intervals[group]
+            )
+            row = found.get((group, start_seconds))
+            if row is None:
+                bucket = Bucket(start_seconds, end_seconds, span.period, 0.0, 0.0, 0.0, 0, 0, group, expected)
+            else:
+                bucket = Bucket(
+                    row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], group, expected
+                )
+            buckets.append(bucket)
+            if len(buckets) > page.page_size:
+                return buckets
+    return buckets
 
 
 async def list_history(database: Database, page: PageRequest[int]) -> Page[HistoryEntry]:
@@ -484,6 +578,7 @@ def _history_entry(row: asyncpg.Record) -> HistoryEntry:
         time_zone=row["time_zone"],
         selector=selector,
         group_by=tuple(row["group_by"]),
+        include_empty_buckets=row["include_empty_buckets"],
     )
     return HistoryEntry(
         id=row["id"],

@@ -225,6 +225,7 @@ def history_entry_message(entry: HistoryEntry) -> pb.QueryHistoryEntry:
         bucket_count=entry.bucket_count,
         caller_name=entry.caller_name,
         group_by=entry.query.group_by,
+        include_empty_buckets=entry.query.include_empty_buckets,
     )
     selector = entry.query.selector
     if selector is not None:

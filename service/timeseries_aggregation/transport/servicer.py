@@ -129,6 +129,7 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             time_zone=request.time_zone,
             selector=series_selector(request.selector) if request.HasField("selector") else None,
             group_by=list(request.group_by),
+            include_empty_buckets=request.include_empty_buckets,
         )
         caller = current_call().caller
         next_token = ""
