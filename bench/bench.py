@@ -572,6 +572,99 @@ QUARTER_HOURLY_LOAD = """
 """
 
 
+# The catalog rows of the readings QUARTER_HOURLY_LOAD wrote, as ingest would keep them, with
+# labels: every meter in fleet "bench", spread over 10 sites.
+CATALOG_FROM_READINGS = """
+    INSERT INTO series AS stored (series_id, labels, first_reading_time, last_reading_time, reading_count)
+    SELECT series_id,
+           jsonb_build_object('fleet', 'bench', 'site', 'site-' || (right(series_id, 5)::integer % 10)),
+           min(time), max(time), count(*)
+    FROM readings
+    GROUP BY series_id
+    ON CONFLICT (series_id) DO UPDATE SET
+        labels = EXCLUDED.labels,
+        first_reading_time = EXCLUDED.first_reading_time,
+        last_reading_time = EXCLUDED.last_reading_time,
+        reading_count = EXCLUDED.reading_count
+"""
+# The same questions by hand: daily totals of the meters carrying a label, over all of them or
+# per site, joining the catalog for the labels as any query of this schema must.
+PLAIN_PORTFOLIO_SQL = """
+    SELECT {group}date_trunc('day', r.time) AS day,
+           sum(r.quantity_kwh), min(r.quantity_kwh), max(r.quantity_kwh), count(*),
+           count(DISTINCT r.series_id)
+    FROM readings AS r JOIN series AS s ON s.series_id = r.series_id
+    WHERE s.labels @> '{{"fleet": "bench"}}' AND r.time >= $1 AND r.time < $2
+    GROUP BY {positions}
+    ORDER BY {positions}
+"""
+PORTFOLIO_MONTH = (datetime(2025, 1, 2, tzinfo=UTC), datetime(2025, 2, 1, tzinfo=UTC))
+
+
+async def portfolio_latencies(
+    connection: asyncpg.Connection, stub: Stub, grouped: bool, iterations: int
+) -> tuple[list[float], list[float]]:
+    """Service and plain-SQL latencies of one portfolio question, interleaved."""
+    start, end = PORTFOLIO_MONTH
+    request = pb.QueryAggregatesRequest(
+        selector=pb.SeriesSelector(labels={"fleet": "bench"}),
+        group_by=["site"] if grouped else [],
+        granularity=pb.GRANULARITY_DAY_OF_MONTH,
+        page_size=10_000,
+    )
+    request.start_time.FromDatetime(start)
+    request.end_time.FromDatetime(end)
+    if grouped:
+        sql = PLAIN_PORTFOLIO_SQL.format(group="s.labels ->> 'site' AS site, ", positions="1, 2")
+    else:
+        sql = PLAIN_PORTFOLIO_SQL.format(group="", positions="1")
+    service: list[float] = []
+    plain: list[float] = []
+    for iteration in range(iterations + 3):
+        started = time.perf_counter()
+        response = await stub.QueryAggregates(request)
+        middle = time.perf_counter()
+        rows = await connection.fetch(sql, start, end)
+        ended = time.perf_counter()
+        if iteration < 3:  # warm-up, and the check that both answer the same
+            totals = [round(row["sum"], 6) for row in rows]
+            if [round(b.total_quantity_kwh, 6) for b in response.buckets] != totals or not totals:
+                raise RuntimeError(f"portfolio ({'grouped' if grouped else 'one sequence'}): answers differ")
+            continue
+        service.append(middle - started)
+        plain.append(ended - middle)
+    return service, plain
+
+
+async def portfolio_section(
+    results: Results, connection: asyncpg.Connection, stub: Stub, meter_counts: Sequence[int], iterations: int
+) -> None:
+    """Daily totals of a month of quarter-hourly readings of many meters, over all of them and per
+    site, against the same aggregate by hand."""
+    for meters in meter_counts:
+        await connection.execute("TRUNCATE readings")
+        await connection.execute("DELETE FROM series")
+        await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=30), timeout=3600)
+        await connection.execute(CATALOG_FROM_READINGS, timeout=3600)
+        await connection.execute("VACUUM ANALYZE readings", timeout=3600)
+        await connection.execute("ANALYZE series")
+        readings = meters * 30 * 96
+        for grouped in (False, True):
+            service, plain = await portfolio_latencies(connection, stub, grouped, iterations)
+            ratio = percentile(service, 0.5) / percentile(plain, 0.5)
+            shape = "per site (10 groups)" if grouped else "all together"
+            results.add(
+                Row(
+                    "7 portfolio",
+                    f"daily totals, {meters:,} meters x 30 days ({readings:,} readings), {shape}: p50 / p99",
+                    f"{ms(percentile(service, 0.5))} / {ms(percentile(service, 0.99))}",
+                    f"{ms(percentile(plain, 0.5))} / {ms(percentile(plain, 0.99))}",
+                    f"{ratio:.2f}",
+                    summary=f"portfolio daily totals, {meters:,} meters x 30 days, {shape}: p50 / p99",
+                )
+            )
+
+
 async def settle(connection: asyncpg.Connection, engine: Engine) -> None:
     """After a load: compress where the run is about compressed chunks, then fresh statistics."""
     if engine.compressed:
@@ -698,6 +791,14 @@ async def run(arguments: argparse.Namespace) -> Results:
                         await concurrency_section(
                             results, connection, target, stub, arguments.concurrency_seconds, meters=100
                         )
+                    if "portfolio" in sections:
+                        await portfolio_section(
+                            results,
+                            connection,
+                            stub,
+                            arguments.portfolio_meters,
+                            arguments.portfolio_iterations,
+                        )
                     if "storage" in sections:
                         await storage_section(
                             results, connection, engine, arguments.storage_meters, arguments.storage_days
@@ -708,7 +809,7 @@ async def run(arguments: argparse.Namespace) -> Results:
     return results
 
 
-SECTIONS = ("ingest", "memory", "query", "concurrency", "storage")
+SECTIONS = ("ingest", "memory", "query", "concurrency", "portfolio", "storage")
 
 
 def _sections(text: str) -> set[str]:
@@ -749,6 +850,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="TimescaleDB: compress every chunk after each load, so queries read the columnstore",
     )
+    parser.add_argument(
+        "--portfolio-meters",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[100, 1_000],
+        help="meter counts of the portfolio section, comma-separated",
+    )
+    parser.add_argument("--portfolio-iterations", type=int, default=20)
     parser.add_argument("--storage-meters", type=int, default=100, help="meters for the storage figure")
     parser.add_argument("--storage-days", type=int, default=90, help="days of readings per meter for it")
     add_results_folder_argument(parser)

@@ -30,7 +30,9 @@ SMALL_BENCH = [
     "--growth=1",
     "--storage-meters=4",
     "--storage-days=2",
-    "--sections=ingest,memory,query,storage",
+    "--portfolio-meters=3",
+    "--portfolio-iterations=2",
+    "--sections=ingest,memory,query,portfolio,storage",
 ]
 
 
@@ -94,10 +96,19 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
         "ingest via the service, best message size",
         "query daily, one meter's year among 100 meters: p50 / p99",
         "query monthly, one meter's year among 100 meters: p50 / p99",
+        "portfolio daily totals, 3 meters x 30 days, all together: p50 / p99",
+        "portfolio daily totals, 3 meters x 30 days, per site (10 groups): p50 / p99",
         "storage, bytes per reading",
     }
     sections = {row["section"] for row in record["rows"]}
-    assert sections == {"1 ingest ceiling", "2 ingest via service", "3 memory", "4 query", "6 storage"}
+    assert sections == {
+        "1 ingest ceiling",
+        "2 ingest via service",
+        "3 memory",
+        "4 query",
+        "6 storage",
+        "7 portfolio",
+    }
     for row in record["rows"]:
         numbers = measured_numbers(row["value"] + row["ceiling"])
         assert numbers, row
