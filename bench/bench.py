@@ -399,20 +399,41 @@ async def query_latencies(
     request.start_time.FromDatetime(start)
     request.end_time.FromDatetime(end)
     sql = PLAIN_SQL.format(unit="day" if granularity == "daily" else "month")
-    arguments = (series_id, start, end)
+
+    def check(response: pb.QueryAggregatesResponse, rows: list[asyncpg.Record]) -> None:
+        if not rows:
+            raise RuntimeError(f"{series_id} has no readings in {year}")
+        if [b.total_quantity_kwh for b in response.buckets] != [row[1] for row in rows]:
+            raise RuntimeError(f"{granularity}: the service and plain SQL disagree")
+
+    return await interleaved_latencies(
+        stub, request, connection, sql, (series_id, start, end), iterations, warm_up=20, check=check
+    )
+
+
+async def interleaved_latencies(
+    stub: Stub,
+    request: pb.QueryAggregatesRequest,
+    connection: asyncpg.Connection,
+    sql: str,
+    arguments: Sequence[object],
+    iterations: int,
+    warm_up: int,
+    check: Callable[[pb.QueryAggregatesResponse, list[asyncpg.Record]], None],
+) -> tuple[list[float], list[float]]:
+    """The latencies of the service's answer and of plain SQL's, call after call, so that both
+    see the same conditions; the warm-up calls (caches, prepared statements, connections) are
+    not measured but checked to agree."""
     service: list[float] = []
     plain: list[float] = []
-    for iteration in range(iterations + 20):
+    for iteration in range(iterations + warm_up):
         started = time.perf_counter()
         response = await stub.QueryAggregates(request)
         middle = time.perf_counter()
         rows = await connection.fetch(sql, *arguments)
         ended = time.perf_counter()
-        if iteration < 20:  # warm-up: caches, prepared statements, connections
-            if not rows:
-                raise RuntimeError(f"{series_id} has no readings in {year}")
-            if [b.total_quantity_kwh for b in response.buckets] != [row[1] for row in rows]:
-                raise RuntimeError(f"{granularity}: the service and plain SQL disagree")
+        if iteration < warm_up:
+            check(response, rows)
             continue
         service.append(middle - started)
         plain.append(ended - middle)
@@ -618,22 +639,13 @@ async def portfolio_latencies(
         sql = PLAIN_PORTFOLIO_SQL.format(group="s.labels ->> 'site' AS site, ", positions="1, 2")
     else:
         sql = PLAIN_PORTFOLIO_SQL.format(group="", positions="1")
-    service: list[float] = []
-    plain: list[float] = []
-    for iteration in range(iterations + 3):
-        started = time.perf_counter()
-        response = await stub.QueryAggregates(request)
-        middle = time.perf_counter()
-        rows = await connection.fetch(sql, start, end)
-        ended = time.perf_counter()
-        if iteration < 3:  # warm-up, and the check that both answer the same
-            totals = [round(row["sum"], 6) for row in rows]
-            if [round(b.total_quantity_kwh, 6) for b in response.buckets] != totals or not totals:
-                raise RuntimeError(f"portfolio ({'grouped' if grouped else 'one sequence'}): answers differ")
-            continue
-        service.append(middle - started)
-        plain.append(ended - middle)
-    return service, plain
+
+    def check(response: pb.QueryAggregatesResponse, rows: list[asyncpg.Record]) -> None:
+        totals = [round(row["sum"], 6) for row in rows]
+        if [round(b.total_quantity_kwh, 6) for b in response.buckets] != totals or not totals:
+            raise RuntimeError(f"portfolio ({'grouped' if grouped else 'one sequence'}): answers differ")
+
+    return await interleaved_latencies(stub, request, connection, sql, (start, end), iterations, 3, check)
 
 
 async def portfolio_section(

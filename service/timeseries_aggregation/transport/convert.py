@@ -231,11 +231,15 @@ def history_entry_message(entry: HistoryEntry) -> pb.QueryHistoryEntry:
     if selector is not None:
         message.selector.labels.update(selector.labels)
         message.selector.series_ids.extend(selector.series_ids or ())
-    if time_range.start_time is not None:
-        message.start_time.CopyFrom(datetime_to_timestamp(time_range.start_time))
-    if time_range.end_time is not None:
-        message.end_time.CopyFrom(datetime_to_timestamp(time_range.end_time))
+    _set_time(message.start_time, time_range.start_time)
+    _set_time(message.end_time, time_range.end_time)
     return message
+
+
+def _set_time(field: Timestamp, value: datetime | None) -> None:
+    """Set a message's Timestamp field, leaving it absent for None."""
+    if value is not None:
+        field.CopyFrom(datetime_to_timestamp(value))
 
 
 def series_update(request: pb.UpdateSeriesRequest) -> SeriesUpdate:
@@ -254,10 +258,8 @@ def series_message(series: Series) -> pb.Series:
     message = pb.Series(series_id=series.series_id, labels=series.labels, reading_count=series.reading_count)
     if series.reading_interval_seconds is not None:
         message.reading_interval.seconds = series.reading_interval_seconds
-    if series.first_reading_time is not None:
-        message.first_reading_time.CopyFrom(datetime_to_timestamp(series.first_reading_time))
-    if series.last_reading_time is not None:
-        message.last_reading_time.CopyFrom(datetime_to_timestamp(series.last_reading_time))
+    _set_time(message.first_reading_time, series.first_reading_time)
+    _set_time(message.last_reading_time, series.last_reading_time)
     return message
 
 
