@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -12,6 +14,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from tests.databases import CitusCluster, throwaway_database
 from tests.support import (
     batches,
     catalog_matches_readings,
@@ -26,6 +29,7 @@ from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.domain.series import make_selector
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import COPY_CHUNK_READINGS
+from timeseries_aggregation.storage.schema import apply_migrations, migration_scripts
 from timeseries_aggregation.storage.series_catalog import list_series_statement
 
 if TYPE_CHECKING:
@@ -278,3 +282,39 @@ async def test_series_created_concurrently_by_update_and_ingest(stub: Stub, sql:
     assert dict(series.labels) == {"site": "x"}
     assert series.reading_count == 24
     await catalog_matches_readings(sql)
+
+
+async def test_upgrading_fills_the_catalog_from_the_readings_already_stored(
+    postgres_url: str, citus_cluster: CitusCluster | None
+) -> None:
+    name = f"timeseries_upgrade_{uuid.uuid4().hex[:12]}"
+    async with throwaway_database(postgres_url, name, citus_cluster) as url:
+        connection = await asyncpg.connect(url)
+        try:
+            # The schema as it was before the catalog, with readings of two meters.
+            await connection.execute(
+                "CREATE TABLE schema_migrations"
+                " (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for version, script in migration_scripts():
+                if version >= "0007":
+                    break
+                await connection.execute(script)
+                await connection.execute("INSERT INTO schema_migrations VALUES ($1)", version)
+            await connection.execute(
+                "INSERT INTO readings"
+                " SELECT 'old-' || m, timestamptz '2025-01-01' + h * interval '1 hour', 1.0"
+                " FROM generate_series(1, 2) AS m, generate_series(0, 9 * m) AS h"
+            )
+            applied = await apply_migrations(connection)
+            assert "0007_series_catalog" in applied
+            rows = await connection.fetch(
+                "SELECT series_id, labels::text, reading_count, first_reading_time, last_reading_time "
+                "FROM series ORDER BY series_id"
+            )
+            assert [tuple(row) for row in rows] == [
+                ("old-1", "{}", 10, datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 9, tzinfo=UTC)),
+                ("old-2", "{}", 19, datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 18, tzinfo=UTC)),
+            ]
+        finally:
+            await connection.close()

@@ -32,6 +32,9 @@ BEGIN
 END
 $$;
 
+-- One pass over every stored reading: on a large database longer than a statement may take,
+-- so this migration's transaction lifts the limit (replicas starting meanwhile wait for it).
+SET LOCAL statement_timeout = 0;
 INSERT INTO series (series_id, first_reading_time, last_reading_time, reading_count)
 SELECT series_id, min(time), max(time), count(*)
 FROM readings
