@@ -63,6 +63,16 @@ async def loaded(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> s
     return target
 
 
+BUCKET_HEADER = [
+    "period",
+    "start_time",
+    "end_time",
+    "total_kwh",
+    "min_kwh",
+    "max_kwh",
+    "mean_kwh",
+    "readings",
+]
 OCTOBER_1_TO_4 = (
     "--series-id",
     "meter-7",
@@ -250,6 +260,241 @@ async def test_history_in_every_format(loaded: str, capsys: pytest.CaptureFixtur
     code, out, _ = await run_cli(capsys, "history", "--limit", "1", "--format", "csv", "--target", loaded)
     [row] = list(csv.DictReader(io.StringIO(out)))
     assert (row["series_id"], row["granularity"], row["time_zone"]) == ("meter-7", "monthly", "UTC")
+
+
+@pytest.fixture
+async def portfolio(server: RunningServer) -> str:
+    """Meters s1 to s4 with site and customer labels (s4 without a customer), each reading n kWh
+    every hour of 2025-10-01 UTC; returns the --target value."""
+    target = f"127.0.0.1:{server.port}"
+    labels = {
+        "s1": {"site": "x", "customer": "acme"},
+        "s2": {"site": "x", "customer": "acme"},
+        "s3": {"site": "x", "customer": "zeta"},
+        "s4": {"site": "y"},
+    }
+    october = datetime(2025, 10, 1, tzinfo=UTC)
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        for series_id, pairs in labels.items():
+            await client.update_series(series_id, labels=pairs)
+        await client.ingest(
+            [
+                Reading(series_id, october + timedelta(hours=hour), float(series_id[1]))
+                for series_id in labels
+                for hour in range(24)
+            ]
+        )
+    return target
+
+
+OCTOBER_1 = ("--granularity", "daily", "--from", "2025-10-01", "--to", "2025-10-01")
+DAY_1 = ["2025-10-01", "2025-10-01T00:00:00Z", "2025-10-02T00:00:00Z"]
+
+
+async def test_query_a_label_selector_by_group_shows_group_and_series_columns(
+    portfolio: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    selection = ("query", "--label", "site=x", "--group-by", "customer", *OCTOBER_1, "--target", portfolio)
+    code, out, err = await run_cli(capsys, *selection)
+    assert (code, err) == (0, "")
+    header, *rows = out.splitlines()
+    assert header.split() == ["customer", *BUCKET_HEADER, "series"]
+    # s1 and s2 are acme (1 and 2 kWh an hour), s3 is zeta; s4 is of another site.
+    assert [row.split() for row in rows] == [
+        ["acme", *DAY_1, "72.000", "1.000", "2.000", "1.500", "48", "2"],
+        ["zeta", *DAY_1, "72.000", "3.000", "3.000", "3.000", "24", "1"],
+    ]
+    assert {len(line) for line in rows} == {len(header)}  # columns are aligned
+
+    code, out, _ = await run_cli(capsys, *selection, "--format", "csv")
+    assert [
+        (row["customer"], row["readings"], row["series"]) for row in csv.DictReader(io.StringIO(out))
+    ] == [
+        ("acme", "48", "2"),
+        ("zeta", "24", "1"),
+    ]
+    code, out, _ = await run_cli(capsys, *selection, "--format", "json")
+    first, second = json.loads(out)
+    assert first == {
+        "group": {"customer": "acme"},
+        "period": "2025-10-01",
+        "start_time": "2025-10-01T00:00:00Z",
+        "end_time": "2025-10-02T00:00:00Z",
+        "total_kwh": 72.0,
+        "min_kwh": 1.0,
+        "max_kwh": 2.0,
+        "mean_kwh": 1.5,
+        "readings": 48,
+        "series": 2,
+    }
+    assert (second["group"], second["series"]) == ({"customer": "zeta"}, 1)
+
+    # A series without the label is in the group ''; groups come in code point order.
+    code, out, _ = await run_cli(
+        capsys, "query", "--series-id", "s3", "--series-id", "s4", "--group-by", "customer",
+        "--group-by", "series_id", *OCTOBER_1, "--format", "csv", "--target", portfolio,
+    )  # fmt: skip
+    groups = list(csv.DictReader(io.StringIO(out)))
+    assert [(group["customer"], group["series_id"], group["total_kwh"]) for group in groups] == [
+        ("", "s4", "96.0"),
+        ("zeta", "s3", "72.0"),
+    ]
+    # The service checks the keys: one line, exit 1.
+    code, out, err = await run_cli(
+        capsys, "query", "--label", "site=x", "--group-by", "Customer", *OCTOBER_1, "--target", portfolio
+    )
+    assert (code, out) == (EXIT_CALL_FAILED, "")
+    [line] = err.splitlines()
+    assert line.startswith("error: query failed: group_by[0]: 'Customer' is neither a label key")
+
+
+async def test_query_several_series_ids_aggregate_them_together(
+    portfolio: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = ("--target", portfolio)
+    code, out, _ = await run_cli(
+        capsys, "query", "--series-id", "s1", "--series-id", "s3", *OCTOBER_1, *target
+    )
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split() == [*BUCKET_HEADER, "series"]
+    assert row.split() == [*DAY_1, "96.000", "1.000", "3.000", "2.000", "48", "2"]
+    # One --series-id is the query of one series: the columns it always had.
+    code, out, _ = await run_cli(capsys, "query", "--series-id", "s1", *OCTOBER_1, *target)
+    header, row = out.splitlines()
+    assert header.split() == BUCKET_HEADER
+    assert row.split() == [*DAY_1, "24.000", "1.000", "1.000", "1.000", "24"]
+    # Ids and labels together select the series that match both.
+    code, out, _ = await run_cli(
+        capsys, "query", "--series-id", "s1", "--label", "site=y", *OCTOBER_1, "--time-zone", "Europe/Berlin",
+        *target,
+    )  # fmt: skip
+    assert (code, out) == (
+        0,
+        "no readings of the series of s1 site=y from 2025-10-01 to 2025-10-01 (Europe/Berlin)\n",
+    )
+    monkeypatch.setenv("COLUMNS", "60")
+    code, out, _ = await run_cli(capsys, "query", "--label", "site=x", *OCTOBER_1, "--chart", *target)
+    assert code == 0
+    title, bar = out.splitlines()
+    assert title == "site=x: daily kWh (UTC)"
+    assert (bar.split()[0], bar.split()[-1]) == ("2025-10-01", "144.000")
+
+
+async def test_query_coverage_column_shows_the_share_of_expected_readings(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = ("--target", f"127.0.0.1:{server.port}")
+    code, _, err = await run_cli(capsys, "update-series", "c1", "--reading-interval", "1h", *target)
+    assert code == 0, err
+    october = datetime(2025, 10, 1, tzinfo=UTC)
+    async with AsyncTimeseriesClient(target[1], timeout_seconds=10) as client:
+        # c1 reads every hour of October 1 and 23 hours of October 2; c2 declares no interval.
+        await client.ingest(
+            [Reading("c1", october + timedelta(hours=hour), 1.0) for hour in range(47)]
+            + [Reading("c2", october + timedelta(hours=hour), 1.0) for hour in range(48)]
+        )
+    days = ("--granularity", "daily", "--from", "2025-10-01", "--to", "2025-10-02", *target)
+
+    code, out, _ = await run_cli(capsys, "query", "--series-id", "c1", *days, "--coverage")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split() == [*BUCKET_HEADER, "coverage"]
+    assert [(row.split()[0], row.split()[-2], row.split()[-1]) for row in rows] == [
+        ("2025-10-01", "24", "100.0%"),
+        ("2025-10-02", "23", "95.8%"),
+    ]
+    assert {len(line) for line in rows} == {len(header)}
+    # Without --coverage, no column, whatever the series declare.
+    code, out, _ = await run_cli(capsys, "query", "--series-id", "c1", *days)
+    assert out.splitlines()[0].split() == BUCKET_HEADER
+    # Nothing expected where no interval is declared: '-', null, an empty cell.
+    code, out, _ = await run_cli(capsys, "query", "--series-id", "c2", *days, "--coverage")
+    assert [row.split()[-1] for row in out.splitlines()[1:]] == ["-", "-"]
+
+    grouped = (
+        "query",
+        "--series-id",
+        "c1",
+        "--series-id",
+        "c2",
+        "--group-by",
+        "series_id",
+        *days,
+        "--coverage",
+    )
+    code, out, _ = await run_cli(capsys, *grouped)
+    header, *rows = out.splitlines()
+    assert header.split() == ["series_id", *BUCKET_HEADER, "series", "coverage"]
+    assert [(row.split()[0], row.split()[1], row.split()[-1]) for row in rows] == [
+        ("c1", "2025-10-01", "100.0%"),
+        ("c1", "2025-10-02", "95.8%"),
+        ("c2", "2025-10-01", "-"),
+        ("c2", "2025-10-02", "-"),
+    ]
+    code, out, _ = await run_cli(capsys, *grouped, "--format", "csv")
+    assert [
+        (row["series_id"], row["readings"], row["expected_readings"], row["coverage"])
+        for row in csv.DictReader(io.StringIO(out))
+    ] == [
+        ("c1", "24", "24", "1.0"),
+        ("c1", "23", "24", str(23 / 24)),
+        ("c2", "24", "0", ""),
+        ("c2", "24", "0", ""),
+    ]
+    code, out, _ = await run_cli(capsys, *grouped, "--format", "json")
+    assert [(row["group"], row["expected_readings"], row["coverage"]) for row in json.loads(out)] == [
+        ({"series_id": "c1"}, 24, 1.0),
+        ({"series_id": "c1"}, 24, 23 / 24),
+        ({"series_id": "c2"}, 0, None),
+        ({"series_id": "c2"}, 0, None),
+    ]
+
+
+async def test_a_group_key_named_like_a_column_gets_a_column_of_its_own(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = ("--target", f"127.0.0.1:{server.port}")
+    code, _, err = await run_cli(capsys, "update-series", "r1", "--label", "readings=smart", *target)
+    assert code == 0, err
+    async with AsyncTimeseriesClient(target[1], timeout_seconds=10) as client:
+        await client.ingest(
+            [Reading("r1", datetime(2025, 10, 1, hour, tzinfo=UTC), 1.0) for hour in range(3)]
+        )
+    code, out, _ = await run_cli(
+        capsys, "query", "--label", "readings=smart", "--group-by", "readings", *OCTOBER_1, "--format", "csv",
+        *target,
+    )  # fmt: skip
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert (row["group.readings"], row["readings"], row["series"]) == ("smart", "3", "1")
+
+
+async def test_history_shows_the_selector_and_groups_of_a_query(
+    portfolio: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = ("--target", portfolio)
+    for options in (
+        ("--series-id", "s1"),
+        ("--series-id", "s3", "--series-id", "s1"),
+        ("--label", "site=x", "--label", "customer=acme", "--group-by", "series_id"),
+        ("--series-id", "s1", "--label", "site=x"),
+    ):
+        code, _, err = await run_cli(capsys, "query", *options, *OCTOBER_1, *target)
+        assert code == 0, err
+    code, out, _ = await run_cli(capsys, "history", "--format", "json", *target)
+    assert [(entry["series_id"], entry["buckets"]) for entry in json.loads(out)] == [
+        ("s1 site=x", 1),
+        ("customer=acme,site=x by series_id", 2),
+        ("s1,s3", 1),
+        ("s1", 1),  # a query of one series shows as it always did
+    ]
+    code, out, _ = await run_cli(capsys, "history", "--limit", "2", *target)
+    header, *rows = out.splitlines()
+    assert header.split()[2] == "series_id"
+    assert [row.split()[1:4] for row in rows] == [
+        ["s1", "site=x", "daily"],
+        ["customer=acme,site=x", "by", "series_id"],
+    ]
 
 
 SERIES_HEADER = ["series_id", "labels", "interval", "first_reading", "last_reading", "readings", "freshness"]
@@ -721,6 +966,29 @@ OCTOBER = ("--from", "2025-10-01", "--to", "2025-10-03")
             "Europe/Berlin",
         ),
         ((*QUERY, "--page-size", "-1"), "argument --page-size: must be 0 to 10,000, got -1"),
+        (
+            ("query", "--granularity", "daily", "--group-by", "site", *NO_SERVER),
+            "name the series to query: give --series-id, --label or both",
+        ),
+        ((*QUERY, "--label", "site"), "argument --label: expected KEY=VALUE, got 'site'"),
+        (
+            (*QUERY, "--label", "site=a", "--label", "site=b"),
+            "--label site is given twice; a series has one value per label",
+        ),
+        (
+            (*QUERY, *[option for n in range(1000) for option in ("--series-id", f"m{n}")]),
+            "--series-id is given 1001 times; the maximum is 1,000",
+        ),
+        ((*QUERY, "--series-id", ""), "argument --series-id: must not be empty"),
+        ((*QUERY, "--group-by", "site", "--group-by", "site"), "--group-by site is given twice"),
+        (
+            (*QUERY, "--group-by", "site", "--chart"),
+            "--chart draws one bar per bucket, not per group: leave out --group-by, or use --format",
+        ),
+        (
+            (*QUERY, "--coverage", "--chart"),
+            "--chart draws the totals alone: leave out --coverage, or use --format",
+        ),
         (("history", "--limit", "-1", *NO_SERVER), "argument --limit: must be at least 1, got -1"),
         (("history", "--limit", "0", *NO_SERVER), "argument --limit: must be at least 1, got 0"),
         (("history", "--tls-ca", "ca.pem", *NO_SERVER), "argument --tls-ca: ca.pem: no such file"),
@@ -936,6 +1204,7 @@ from timeseries_aggregation.cli import main
 for argv in (
     ["import", {str(readings)!r}, "--series-id", "light"],
     ["query", "--series-id", "light", "--granularity", "daily"],
+    ["query", "--label", "site=a", "--group-by", "site", "--granularity", "daily", "--coverage"],
     ["history"],
     ["update-series", "light", "--label", "site=a", "--reading-interval", "15m"],
     ["series", "--label", "site=a"],

@@ -22,6 +22,7 @@ from timeseries_aggregation.client import (
     Bucket,
     HistoryEntry,
     IngestResult,
+    QueryOptions,
     Reading,
     ReadingLike,
     RetryPolicy,
@@ -30,6 +31,7 @@ from timeseries_aggregation.client import (
     auth_metadata,
     delete_readings_request,
     list_series_request,
+    query_request,
     row_messages,
     series_messages,
     update_series_request,
@@ -349,6 +351,132 @@ async def test_both_clients_delete_readings_by_selector(server: RunningServer) -
     assert (first, again) == (6 + 6, 0)
     assert [(series.series_id, series.reading_count) for series in listed] == [("b", 18), ("c", 42)]
     assert listed[1].first_reading_time == start  # the hours went from the middle of c
+
+
+def test_a_query_request_names_one_series_or_a_selector_and_the_groups() -> None:
+    request = query_request("m1", "daily", group_by=["site"])
+    assert (request.series_id, request.HasField("selector"), list(request.group_by)) == (
+        "m1",
+        False,
+        ["site"],
+    )
+    request = query_request(None, "weekly", series_ids=["m1", "m2"], labels={"site": "a"}, page_size=5)
+    assert (request.series_id, list(request.selector.series_ids), dict(request.selector.labels)) == (
+        "",
+        ["m1", "m2"],
+        {"site": "a"},
+    )
+    assert (request.granularity, request.page_size, list(request.group_by)) == (pb.GRANULARITY_WEEKLY, 5, [])
+    request = query_request(None, "daily", labels={"site": "a"}, group_by=("customer", "series_id"))
+    assert (list(request.selector.series_ids), list(request.group_by)) == ([], ["customer", "series_id"])
+    # Exactly one of series_id and a selector; the service would refuse either mistake too.
+    with pytest.raises(ValueError, match=r"^give series_id or a selector \(series_ids, labels\), not both"):
+        query_request("m1", "daily", labels={"site": "a"})
+    with pytest.raises(ValueError, match=r"^name the series to query"):
+        query_request(None, "daily")
+    with pytest.raises(ValueError, match=r"^name the series to query"):
+        query_request(None, "daily", series_ids=[], labels={})
+    with pytest.raises(TypeError, match="not one string"):
+        query_request(None, "daily", series_ids="meter-1")
+    with pytest.raises(TypeError, match="group_by takes a collection of label keys, not one string"):
+        query_request("m1", "daily", group_by="site")
+
+
+async def test_both_clients_refuse_a_bad_query_when_called_before_any_call() -> None:
+    # No server listens on port 1: a call would fail with UNAVAILABLE, not ValueError. The
+    # mistakes raise when query is called, before its buckets are iterated.
+    async with AsyncTimeseriesClient("127.0.0.1:1", retry=QUICK_RETRIES) as client:
+        with pytest.raises(ValueError, match=r"^give series_id or a selector"):
+            client.query("m1", "daily", series_ids=["m2"])
+        with pytest.raises(TypeError, match="not one string"):
+            client.query(granularity="daily", series_ids="m1")
+        with pytest.raises(TypeError, match=r"^query\(\) needs a granularity"):
+            client.query(labels={"site": "a"})  # type: ignore[call-overload]
+    with TimeseriesClient("127.0.0.1:1", retry=QUICK_RETRIES) as blocking:
+        with pytest.raises(ValueError, match=r"^name the series to query"):
+            blocking.query(granularity="daily", labels={})
+        with pytest.raises(TypeError, match="group_by takes a collection"):
+            blocking.query("m1", "daily", group_by="site")
+        with pytest.raises(ValueError, match="granularity must be one of"):
+            blocking.query(None, "fortnightly", labels={"site": "a"})
+
+
+async def test_both_clients_query_a_selector_in_groups_with_series_counts_and_completeness(
+    server: RunningServer,
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    day = datetime(2025, 1, 1, tzinfo=UTC)
+    hourly = timedelta(hours=1)
+    whole_day: QueryOptions = {"start_time": day, "end_time": day + timedelta(days=1)}
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        await client.update_series(
+            "p1", labels={"site": "north", "customer": "acme"}, reading_interval=hourly
+        )
+        await client.update_series(
+            "p2", labels={"site": "north", "customer": "zeta"}, reading_interval=hourly
+        )
+        await client.update_series("p3", labels={"site": "south", "customer": "acme"})  # no interval
+        # p1 reads every hour of the day, p2 only 18 of them, p3 every hour without declaring it.
+        await client.ingest(
+            [Reading("p1", day + hour * hourly, 1.0) for hour in range(24)]
+            + [Reading("p2", day + hour * hourly, 2.0) for hour in range(18)]
+            + [Reading("p3", day + hour * hourly, 3.0) for hour in range(24)]
+        )
+        [north] = [b async for b in client.query(granularity="daily", labels={"site": "north"}, **whole_day)]
+        by_customer = [
+            b
+            async for b in client.query(
+                granularity="daily", labels={"site": "north"}, group_by=["customer"], **whole_day
+            )
+        ]
+        by_series = [
+            b
+            async for b in client.query(
+                None, "daily", series_ids=["p3", "p1"], group_by=["series_id"], page_size=1, start_time=day
+            )
+        ]
+        [one] = [b async for b in client.query("p2", "daily", group_by=["site", "customer"], **whole_day)]
+        entries = [entry async for entry in client.history(limit=4)]
+
+    assert (north.total_quantity_kwh, north.reading_count, north.series_count) == (24 * 1.0 + 18 * 2.0, 42, 2)
+    assert (north.group, north.expected_reading_count, north.completeness) == ({}, 48, 42 / 48)
+    assert [(b.group, b.reading_count, b.expected_reading_count, b.completeness) for b in by_customer] == [
+        ({"customer": "acme"}, 24, 24, 1.0),
+        ({"customer": "zeta"}, 18, 24, 0.75),
+    ]
+    # Groups in the order of their values, across pages; nothing expected without an interval.
+    assert [(b.group, b.total_quantity_kwh, b.series_count, b.completeness) for b in by_series] == [
+        ({"series_id": "p1"}, 24.0, 1, 1.0),
+        ({"series_id": "p3"}, 72.0, 1, None),
+    ]
+    assert (one.group, one.series_count, one.completeness) == ({"site": "north", "customer": "zeta"}, 1, 0.75)
+    assert one.raw.group == {"site": "north", "customer": "zeta"}
+
+    # The history keeps what named the series (ids as the service records them, sorted) and how
+    # they were grouped, newest first.
+    assert [(e.series_id, e.selector_series_ids, e.selector_labels, e.group_by) for e in entries] == [
+        ("p2", (), {}, ("site", "customer")),
+        ("", ("p1", "p3"), {}, ("series_id",)),
+        ("", ("p1", "p3"), {}, ("series_id",)),  # the first of its two pages
+        ("", (), {"site": "north"}, ("customer",)),
+    ]
+
+    def blocking() -> list[Bucket]:
+        with TimeseriesClient(target, timeout_seconds=10) as client:
+            return list(
+                client.query(
+                    granularity="daily",
+                    series_ids=["p1", "p3"],
+                    labels={"customer": "acme"},
+                    group_by=["site"],
+                    **whole_day,
+                )
+            )
+
+    assert [(b.group, b.total_quantity_kwh, b.completeness) for b in await asyncio.to_thread(blocking)] == [
+        ({"site": "north"}, 24.0, 1.0),
+        ({"site": "south"}, 72.0, None),
+    ]
 
 
 class RefusingListener:

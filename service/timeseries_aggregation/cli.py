@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 import zoneinfo
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
@@ -72,6 +72,7 @@ EXAMPLES = """examples:
   timeseries-aggregation query --series-id meter-1 --granularity daily --from 2025-10-01 --to 2025-10-04
   timeseries-aggregation query --series-id meter-1 --granularity monthly --format csv > months.csv
   timeseries-aggregation query --series-id meter-1 --granularity daily --from 2025-10-01 --chart
+  timeseries-aggregation query --label site=berlin-01 --group-by customer --granularity daily --coverage
   timeseries-aggregation history --limit 20 --format json
   timeseries-aggregation update-series meter-1 --label site=berlin-01 --reading-interval 15m
   timeseries-aggregation series --label site=berlin-01
@@ -228,10 +229,51 @@ BUCKET_COLUMNS = (
     "mean_kwh",
     "readings",
 )
+# After those: the series a bucket holds, for a query over a selector; with --coverage, the
+# completeness (a percentage in a table; in CSV and JSON the share, beside what was expected).
+SELECTOR_COLUMNS = ("series",)
+COVERAGE_COLUMNS = {
+    "table": ("coverage",),
+    "csv": ("expected_readings", "coverage"),
+    "json": ("expected_readings", "coverage"),
+}
+# JSON holds a bucket's group as one object; a table and CSV give each --group-by key a column.
+GROUP_OBJECT = "group"
+FIXED_COLUMNS = frozenset({*BUCKET_COLUMNS, *SELECTOR_COLUMNS, *COVERAGE_COLUMNS["csv"], GROUP_OBJECT})
 
 
-def _bucket_row(bucket: Bucket) -> dict[str, object]:
+def _group_column(key: str) -> str:
+    """The column of a --group-by key: the key, or 'group.KEY' if a column has that name
+    already (a label key holds no '.', so that name is free)."""
+    return f"{GROUP_OBJECT}.{key}" if key in FIXED_COLUMNS else key
+
+
+def _bucket_columns(
+    group_by: Sequence[str], over_selector: bool, coverage: bool, output_format: str
+) -> list[str]:
+    """The columns of a query's output, in order: groups, the bucket, series, coverage."""
+    if output_format == "json":
+        groups = [GROUP_OBJECT] if group_by else []
+    else:
+        groups = [_group_column(key) for key in group_by]
+    return [
+        *groups,
+        *BUCKET_COLUMNS,
+        *(SELECTOR_COLUMNS if over_selector else ()),
+        *(COVERAGE_COLUMNS[output_format] if coverage else ()),
+    ]
+
+
+def _bucket_row(bucket: Bucket, group_by: Sequence[str], output_format: str) -> dict[str, object]:
+    """Every column a bucket can fill; _bucket_columns picks those a query shows."""
+    completeness = bucket.completeness
+    # None where nothing is expected: '-' in a table, null in JSON, an empty cell in CSV.
+    coverage = (
+        f"{completeness:.1%}" if output_format == "table" and completeness is not None else completeness
+    )
     return {
+        GROUP_OBJECT: {key: bucket.group[key] for key in group_by},
+        **{_group_column(key): bucket.group[key] for key in group_by},
         "period": bucket.period,
         "start_time": _timestamp_text(bucket.start_time),
         "end_time": _timestamp_text(bucket.end_time),
@@ -240,14 +282,34 @@ def _bucket_row(bucket: Bucket) -> dict[str, object]:
         "max_kwh": bucket.max_quantity_kwh,
         "mean_kwh": bucket.mean_quantity_kwh,
         "readings": bucket.reading_count,
+        "series": bucket.series_count,
+        "expected_readings": bucket.expected_reading_count,
+        "coverage": coverage,
     }
+
+
+def _labels_text(labels: Mapping[str, str]) -> str:
+    """'customer=acme,site=berlin-01': the pairs in key order."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def _selector_text(series_ids: Sequence[str], labels: Mapping[str, str]) -> str:
+    """'m1,m2', 'site=berlin-01' or 'm1,m2 site=berlin-01': the series ids and labels that select."""
+    return " ".join(part for part in (",".join(series_ids), _labels_text(labels)) if part)
+
+
+def _queried_series(entry: HistoryEntry) -> str:
+    """What a recorded query aggregated: its series_id or its selector, and ' by KEY,...' when
+    it grouped; a query of one series without groups shows its series_id alone, as ever."""
+    series = entry.series_id or _selector_text(entry.selector_series_ids, entry.selector_labels)
+    return f"{series} by {','.join(entry.group_by)}" if entry.group_by else series
 
 
 def _history_row(entry: HistoryEntry) -> dict[str, object]:
     return {
         "ran_at": _timestamp_text(entry.query_time),
         "caller": entry.caller_name,
-        "series_id": entry.series_id,
+        "series_id": _queried_series(entry),
         "granularity": entry.granularity,
         "start_time": _timestamp_text(entry.start_time) if entry.start_time else "",
         "end_time": _timestamp_text(entry.end_time) if entry.end_time else "",
@@ -364,13 +426,38 @@ def _query_range(arguments: argparse.Namespace) -> tuple[datetime | None, dateti
     return start, end
 
 
+def _group_by(keys: Sequence[str] | None) -> list[str]:
+    """The --group-by keys in the order given; the service checks what a key may be."""
+    group_by: list[str] = []
+    for key in keys or ():
+        if key in group_by:
+            raise UsageError(f"--group-by {key} is given twice")
+        group_by.append(key)
+    return group_by
+
+
 def _query(arguments: argparse.Namespace) -> int:
+    series_ids, labels = _selector(arguments)
+    if not series_ids and not labels:
+        raise UsageError("name the series to query: give --series-id, --label or both")
+    group_by = _group_by(arguments.group_by)
+    if arguments.chart and group_by:
+        raise UsageError(
+            "--chart draws one bar per bucket, not per group: leave out --group-by, or use --format"
+        )
+    if arguments.chart and arguments.coverage:
+        raise UsageError("--chart draws the totals alone: leave out --coverage, or use --format")
     start, end = _query_range(arguments)
+    # One --series-id alone is the query of one series it always was; more, or a label, select.
+    series_id = series_ids[0] if len(series_ids) == 1 and not labels else None
     with _client(arguments) as client:
         buckets = list(
             client.query(
-                arguments.series_id,
+                series_id,
                 arguments.granularity,
+                series_ids=series_ids if series_id is None else (),
+                labels=labels,
+                group_by=group_by,
                 start_time=start,
                 end_time=end,
                 time_zone=arguments.time_zone,
@@ -378,16 +465,24 @@ def _query(arguments: argparse.Namespace) -> int:
             )
         )
     if not buckets and (arguments.chart or arguments.format == "table"):
-        print(
-            f"no readings of series {arguments.series_id!r} {_range_text(arguments)} ({arguments.time_zone})"
+        queried = (
+            f"series {series_id!r}"
+            if series_id is not None
+            else f"the series of {_selector_text(series_ids, labels)}"
         )
+        print(f"no readings of {queried} {_range_text(arguments)} ({arguments.time_zone})")
     elif arguments.chart:
-        title = f"{arguments.series_id}: {arguments.granularity} kWh ({arguments.time_zone})"
-        labels = [bucket.period for bucket in buckets]
+        queried = series_id if series_id is not None else _selector_text(series_ids, labels)
+        title = f"{queried}: {arguments.granularity} kWh ({arguments.time_zone})"
+        periods = [bucket.period for bucket in buckets]
         totals = [bucket.total_quantity_kwh for bucket in buckets]
-        print(_chart(labels, totals, title, shutil.get_terminal_size().columns))
+        print(_chart(periods, totals, title, shutil.get_terminal_size().columns))
     else:
-        print(_render([_bucket_row(bucket) for bucket in buckets], BUCKET_COLUMNS, arguments.format))
+        columns = _bucket_columns(group_by, series_id is None, arguments.coverage, arguments.format)
+        rows = [_bucket_row(bucket, group_by, arguments.format) for bucket in buckets]
+        print(
+            _render([{column: row[column] for column in columns} for row in rows], columns, arguments.format)
+        )
     return EXIT_OK
 
 
@@ -442,7 +537,7 @@ def _series_row(series: Series, now: datetime) -> dict[str, object]:
     first, last = series.first_reading_time, series.last_reading_time
     return {
         "series_id": series.series_id,
-        "labels": ",".join(f"{key}={value}" for key, value in sorted(series.labels.items())) or None,
+        "labels": _labels_text(series.labels) or None,
         "interval": format_duration(series.reading_interval) if series.reading_interval else None,
         "first_reading": _timestamp_text(first) if first else None,
         "last_reading": _timestamp_text(last) if last else None,
@@ -727,8 +822,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(run=_import)
 
-    query = client_command("query", help_text="print aggregates of one series")
-    query.add_argument("--series-id", type=_series_id, required=True)
+    query = client_command("query", help_text="print aggregates of one series, or of the series selected")
+    query.add_argument(
+        "--series-id",
+        dest="series_ids",
+        metavar="ID",
+        type=_series_id,
+        action="append",
+        help=f"the series; repeat to aggregate several together (up to {SELECTOR_MAX_SERIES_IDS:,})",
+    )
+    query.add_argument(
+        "--label",
+        dest="labels",
+        metavar="KEY=VALUE",
+        type=_label,
+        action="append",
+        help="aggregate the series with this label; repeat for more, all must match",
+    )
+    query.add_argument(
+        "--group-by",
+        metavar="KEY",
+        action="append",
+        help="a label key, or series_id: buckets per group, a column each; repeat for more",
+    )
     query.add_argument("--granularity", choices=GRANULARITIES, required=True)
     query.add_argument("--from", dest="date_from", type=_day, help="first day, inclusive (YYYY-MM-DD)")
     query.add_argument("--to", dest="date_to", type=_day, help="last day, inclusive (YYYY-MM-DD)")
@@ -741,6 +857,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.add_argument("--chart", action="store_true", help="draw the totals as a bar chart")
+    query.add_argument(
+        "--coverage",
+        action="store_true",
+        help="add a coverage column: the readings as a share of those the declared reading "
+        "intervals expect ('-' where no series declares one)",
+    )
     query.set_defaults(run=_query)
 
     history = client_command("history", help_text="print the most recent queries")

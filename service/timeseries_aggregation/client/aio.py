@@ -5,7 +5,7 @@ import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar, Unpack
+from typing import TYPE_CHECKING, TypeVar, Unpack, overload
 
 import grpc
 
@@ -98,14 +98,50 @@ class AsyncTimeseriesClient(ClientSettings):
         response = await self._call(attempt, lambda: replayable or not started, INGEST_RETRYABLE)
         return IngestResult.from_message(response)
 
-    async def query(
+    @overload
+    def query(
         self,
-        series_id: str,
+        series_id: str | None,
         granularity: str | int,
+        *,
+        series_ids: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        group_by: Sequence[str] = (),
+        **options: Unpack[QueryOptions],
+    ) -> AsyncIterator[Bucket]: ...
+
+    @overload
+    def query(
+        self,
+        *,
+        granularity: str | int,
+        series_ids: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        group_by: Sequence[str] = (),
+        **options: Unpack[QueryOptions],
+    ) -> AsyncIterator[Bucket]: ...
+
+    def query(
+        self,
+        series_id: str | None = None,
+        granularity: str | int | None = None,
+        *,
+        series_ids: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        group_by: Sequence[str] = (),
         **options: Unpack[QueryOptions],
     ) -> AsyncIterator[Bucket]:
-        """Every bucket of the query, fetching page after page as they are consumed."""
-        request = query_request(series_id, granularity, **options)
+        """Every bucket of the query, fetching page after page as they are consumed; the
+        series and groups are chosen, and mistakes raised before any call, as by
+        TimeseriesClient.query."""
+        if granularity is None:
+            raise TypeError("query() needs a granularity, such as 'daily'")
+        request = query_request(
+            series_id, granularity, series_ids=series_ids, labels=labels, group_by=group_by, **options
+        )
+        return self._buckets(request)
+
+    async def _buckets(self, request: pb.QueryAggregatesRequest) -> AsyncIterator[Bucket]:
         while True:
             response = await self._call(
                 lambda: self._stub.QueryAggregates(request, timeout=self._timeout, metadata=self._metadata)

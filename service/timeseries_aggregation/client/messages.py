@@ -114,7 +114,7 @@ def _row_messages(
 
 
 class QueryOptions(TypedDict, total=False):
-    """What narrows or shapes a query besides its series and granularity."""
+    """What narrows or shapes a query besides its series, granularity and groups."""
 
     start_time: datetime | None
     end_time: datetime | None
@@ -123,9 +123,27 @@ class QueryOptions(TypedDict, total=False):
 
 
 def query_request(
-    series_id: str, granularity: str | int, **options: Unpack[QueryOptions]
+    series_id: str | None,
+    granularity: str | int,
+    *,
+    series_ids: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    group_by: Sequence[str] = (),
+    **options: Unpack[QueryOptions],
 ) -> pb.QueryAggregatesRequest:
-    """A first-page request; granularity is 'hourly', 'daily', 'monthly' or a Granularity value."""
+    """A first-page request of series_id or, with series_id None, of the series with these ids
+    (when given) that carry every label pair given; granularity is 'hourly', 'daily', 'monthly'
+    (and so on) or a Granularity value. group_by takes label keys, or 'series_id', for buckets
+    per group."""
+    if isinstance(group_by, str):
+        # As with series_ids: its characters would be sent as one-letter keys.
+        raise TypeError("group_by takes a collection of label keys, not one string")
+    selector = _selector(series_ids, labels)
+    has_selector = bool(selector.series_ids or selector.labels)
+    if series_id is not None and has_selector:
+        raise ValueError("give series_id or a selector (series_ids, labels), not both")
+    if series_id is None and not has_selector:
+        raise ValueError("name the series to query: give series_id, or series_ids, labels or both")
     start_time = options.get("start_time")
     end_time = options.get("end_time")
     if isinstance(granularity, str):
@@ -136,11 +154,14 @@ def query_request(
                 f"granularity must be one of {sorted(GRANULARITY_NAMES)}, got {granularity!r}"
             ) from None
     request = pb.QueryAggregatesRequest(
-        series_id=series_id,
+        series_id=series_id or "",
         granularity=granularity,  # type: ignore[arg-type]
         time_zone=options.get("time_zone", ""),
         page_size=options.get("page_size", 0),
+        group_by=group_by,
     )
+    if has_selector:
+        request.selector.CopyFrom(selector)
     if start_time is not None:
         request.start_time.FromMicroseconds(unix_micros(start_time))
     if end_time is not None:

@@ -47,7 +47,13 @@ class IngestResult:
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """One aggregation bucket: [start_time, end_time) in UTC, its local period label and figures."""
+    """One aggregation bucket: [start_time, end_time) in UTC, its local period label and figures.
+
+    group holds a value for each group_by key of the query (empty without group_by);
+    series_count counts the series with readings in the bucket; expected_reading_count is how
+    many readings the declared reading intervals of the group's series expect in it (0 where
+    none is declared). Their defaults describe a bucket of one series, as before selectors.
+    """
 
     period: str
     start_time: datetime
@@ -58,6 +64,16 @@ class Bucket:
     mean_quantity_kwh: float
     reading_count: int
     raw: pb.Bucket = field(repr=False, compare=False)
+    group: dict[str, str] = field(default_factory=dict)
+    series_count: int = 1
+    expected_reading_count: int = 0
+
+    @property
+    def completeness(self) -> float | None:
+        """reading_count / expected_reading_count; None when no reading is expected."""
+        if not self.expected_reading_count:
+            return None
+        return self.reading_count / self.expected_reading_count
 
     @classmethod
     def from_message(cls, message: pb.Bucket) -> "Bucket":
@@ -71,12 +87,19 @@ class Bucket:
             mean_quantity_kwh=message.mean_quantity_kwh,
             reading_count=message.reading_count,
             raw=message,
+            group=dict(message.group),
+            series_count=message.series_count,
+            expected_reading_count=message.expected_reading_count,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One recorded query; start_time and end_time are None where the query was unbounded."""
+    """One recorded query; start_time and end_time are None where the query was unbounded.
+
+    A query of one series has its series_id; a query over a selector has an empty series_id
+    and the selector's selector_series_ids and selector_labels. group_by is the query's.
+    """
 
     query_time: datetime
     caller_name: str
@@ -89,6 +112,9 @@ class HistoryEntry:
     continued_page: bool
     bucket_count: int
     raw: pb.QueryHistoryEntry = field(repr=False, compare=False)
+    selector_series_ids: tuple[str, ...] = ()
+    selector_labels: dict[str, str] = field(default_factory=dict)
+    group_by: tuple[str, ...] = ()
 
     @classmethod
     def from_message(cls, message: pb.QueryHistoryEntry) -> "HistoryEntry":
@@ -104,6 +130,9 @@ class HistoryEntry:
             continued_page=message.continued_page,
             bucket_count=message.bucket_count,
             raw=message,
+            selector_series_ids=tuple(message.selector.series_ids),
+            selector_labels=dict(message.selector.labels),
+            group_by=tuple(message.group_by),
         )
 
 

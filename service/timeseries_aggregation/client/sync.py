@@ -5,7 +5,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TypeVar, Unpack
+from typing import TypeVar, Unpack, overload
 
 import grpc
 
@@ -106,14 +106,56 @@ class TimeseriesClient(ClientSettings):
         response = self._call(attempt, lambda: replayable or not started, INGEST_RETRYABLE)
         return IngestResult.from_message(response)
 
+    @overload
     def query(
         self,
-        series_id: str,
+        series_id: str | None,
         granularity: str | int,
+        *,
+        series_ids: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        group_by: Sequence[str] = (),
+        **options: Unpack[QueryOptions],
+    ) -> Iterator[Bucket]: ...
+
+    @overload
+    def query(
+        self,
+        *,
+        granularity: str | int,
+        series_ids: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        group_by: Sequence[str] = (),
+        **options: Unpack[QueryOptions],
+    ) -> Iterator[Bucket]: ...
+
+    def query(
+        self,
+        series_id: str | None = None,
+        granularity: str | int | None = None,
+        *,
+        series_ids: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        group_by: Sequence[str] = (),
         **options: Unpack[QueryOptions],
     ) -> Iterator[Bucket]:
-        """Every bucket of the query, fetching page after page as they are consumed."""
-        request = query_request(series_id, granularity, **options)
+        """Every bucket of the query, fetching page after page as they are consumed.
+
+        The buckets of series_id or, without it, of the series with these series_ids (when
+        given) that carry every label pair given, aggregated together. group_by (label keys, or
+        'series_id') gives each group of them its own buckets, the groups in the order of their
+        values. Exactly one of series_id and series_ids/labels: mistakes raise here, before any
+        call (ValueError; TypeError for a missing granularity or a single string as series_ids
+        or group_by).
+        """
+        if granularity is None:
+            raise TypeError("query() needs a granularity, such as 'daily'")
+        request = query_request(
+            series_id, granularity, series_ids=series_ids, labels=labels, group_by=group_by, **options
+        )
+        return self._buckets(request)
+
+    def _buckets(self, request: pb.QueryAggregatesRequest) -> Iterator[Bucket]:
         while True:
             response: pb.QueryAggregatesResponse = self._call(
                 lambda: self._stub.QueryAggregates(request, timeout=self._timeout, metadata=self._metadata)
