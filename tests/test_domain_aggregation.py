@@ -81,7 +81,10 @@ class TestMakeAggregateQuery:
     def test_empty_series_id_is_rejected(self) -> None:
         error = query_error(series_id="")
 
-        assert (error.field, error.description) == ("series_id", "must not be empty")
+        assert (error.field, error.description) == (
+            "series_id",
+            "must not be empty; set series_id or selector",
+        )
 
     def test_series_id_rules_apply(self) -> None:
         assert query_error(series_id="x" * 129).field == "series_id"

@@ -175,6 +175,7 @@ async def test_query_pages_through_daily_buckets(server: RunningServer) -> None:
             "max_quantity_kwh": 9000,
             "mean_quantity_kwh": 8833.5,
             "reading_count": "3",
+            "series_count": "1",
         }
     ]
     assert first["next_page_token"]
@@ -191,6 +192,7 @@ async def test_query_pages_through_daily_buckets(server: RunningServer) -> None:
                 "max_quantity_kwh": 200.5,
                 "mean_quantity_kwh": 150.25,
                 "reading_count": "2",
+                "series_count": "1",
             }
         ]
     }

@@ -762,6 +762,28 @@ def _readable_file(text: str) -> Path:
     return path
 
 
+def _add_selector_options(
+    command: argparse.ArgumentParser, series_help: str, label_help: str = "only series with this label"
+) -> None:
+    """--series-id and --label: the repeatable options that make a SeriesSelector."""
+    command.add_argument(
+        "--series-id",
+        dest="series_ids",
+        metavar="ID",
+        type=_series_id,
+        action="append",
+        help=f"{series_help} (up to {SELECTOR_MAX_SERIES_IDS:,})",
+    )
+    command.add_argument(
+        "--label",
+        dest="labels",
+        metavar="KEY=VALUE",
+        type=_label,
+        action="append",
+        help=f"{label_help}; repeat for more, all must match",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="timeseries-aggregation",
@@ -823,21 +845,10 @@ def _parser() -> argparse.ArgumentParser:
     ingest.set_defaults(run=_import)
 
     query = client_command("query", help_text="print aggregates of one series, or of the series selected")
-    query.add_argument(
-        "--series-id",
-        dest="series_ids",
-        metavar="ID",
-        type=_series_id,
-        action="append",
-        help=f"the series; repeat to aggregate several together (up to {SELECTOR_MAX_SERIES_IDS:,})",
-    )
-    query.add_argument(
-        "--label",
-        dest="labels",
-        metavar="KEY=VALUE",
-        type=_label,
-        action="append",
-        help="aggregate the series with this label; repeat for more, all must match",
+    _add_selector_options(
+        query,
+        series_help="the series; repeat to aggregate several together",
+        label_help="aggregate the series with this label",
     )
     query.add_argument(
         "--group-by",
@@ -900,22 +911,7 @@ def _parser() -> argparse.ArgumentParser:
     update_series.set_defaults(run=_update_series)
 
     series = client_command("series", help_text="list series with their labels, interval and freshness")
-    series.add_argument(
-        "--series-id",
-        dest="series_ids",
-        metavar="ID",
-        type=_series_id,
-        action="append",
-        help=f"only this series; repeat for more (up to {SELECTOR_MAX_SERIES_IDS:,})",
-    )
-    series.add_argument(
-        "--label",
-        dest="labels",
-        metavar="KEY=VALUE",
-        type=_label,
-        action="append",
-        help="only series with this label; repeat for more, all must match",
-    )
+    _add_selector_options(series, series_help="only this series; repeat for more")
     series.add_argument(
         "--page-size",
         type=_whole_number(0, SERIES_MAX_PAGE_SIZE),
@@ -930,22 +926,7 @@ def _parser() -> argparse.ArgumentParser:
     series.set_defaults(run=_list_series)
 
     delete = client_command("delete", help_text="delete the readings of the selected series in a time range")
-    delete.add_argument(
-        "--series-id",
-        dest="series_ids",
-        metavar="ID",
-        type=_series_id,
-        action="append",
-        help=f"a series to delete from; repeat for more (up to {SELECTOR_MAX_SERIES_IDS:,})",
-    )
-    delete.add_argument(
-        "--label",
-        dest="labels",
-        metavar="KEY=VALUE",
-        type=_label,
-        action="append",
-        help="only series with this label; repeat for more, all must match",
-    )
+    _add_selector_options(delete, series_help="a series to delete from; repeat for more")
     delete.add_argument(
         "--from",
         dest="date_from",

@@ -31,3 +31,5 @@ SELECTOR_MAX_SERIES_IDS = 1_000
 # ListSeries: page_size 0 means the default; larger values are lowered to the maximum.
 SERIES_DEFAULT_PAGE_SIZE = 100
 SERIES_MAX_PAGE_SIZE = 1_000
+# group_by entries of one query.
+MAX_GROUP_BY = 8

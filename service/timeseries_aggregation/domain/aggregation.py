@@ -16,6 +16,7 @@ from timeseries_aggregation.domain.readings import (
 )
 from timeseries_aggregation.domain.series import SeriesSelector, check_labels
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.limits import MAX_GROUP_BY
 
 DEFAULT_TIME_ZONE = "UTC"
 
@@ -201,7 +202,6 @@ def resolve_time_zone(name: str) -> str:
 
 # group_by entries: label keys, or this word for one group per series.
 GROUP_BY_SERIES = "series_id"
-MAX_GROUP_BY = 8
 
 
 def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
