@@ -381,6 +381,39 @@ async def test_query_several_series_ids_aggregate_them_together(
     assert (bar.split()[0], bar.split()[-1]) == ("2025-10-01", "144.000")
 
 
+async def test_query_include_empty_shows_a_day_without_readings(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = ("--target", f"127.0.0.1:{server.port}")
+    code, _, err = await run_cli(capsys, "update-series", "gap", "--reading-interval", "1h", *target)
+    assert code == 0, err
+    october = datetime(2025, 10, 1, tzinfo=UTC)
+    async with AsyncTimeseriesClient(target[1], timeout_seconds=10) as client:
+        # October 1 and 3 have readings, October 2 none.
+        await client.ingest([Reading("gap", october + timedelta(days=day), 1.0) for day in (0, 2)])
+    days = (
+        "query",
+        "--series-id",
+        "gap",
+        "--granularity",
+        "daily",
+        "--from",
+        "2025-10-01",
+        "--to",
+        "2025-10-03",
+    )
+    code, out, _ = await run_cli(capsys, *days, *target, "--coverage")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["2025-10-01", "2025-10-03"]
+    code, out, err = await run_cli(capsys, *days, *target, "--coverage", "--include-empty")
+    assert code == 0, err
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [(row[0], row[-2], row[-1]) for row in rows] == [
+        ("2025-10-01", "1", "4.2%"),
+        ("2025-10-02", "0", "0.0%"),
+        ("2025-10-03", "1", "4.2%"),
+    ]
+
+
 async def test_query_coverage_column_shows_the_share_of_expected_readings(
     server: RunningServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -462,6 +462,7 @@ def _query(arguments: argparse.Namespace) -> int:
                 end_time=end,
                 time_zone=arguments.time_zone,
                 page_size=arguments.page_size,
+                include_empty_buckets=arguments.include_empty,
             )
         )
     if not buckets and (arguments.chart or arguments.format == "table"):
@@ -868,6 +869,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.add_argument("--chart", action="store_true", help="draw the totals as a bar chart")
+    query.add_argument(
+        "--include-empty",
+        action="store_true",
+        help="also the buckets without readings, with zero counts, so a missing day shows",
+    )
     query.add_argument(
         "--coverage",
         action="store_true",

@@ -120,6 +120,8 @@ class QueryOptions(TypedDict, total=False):
     end_time: datetime | None
     time_zone: str
     page_size: int
+    # Every bucket of the range, also those without readings (with zero statistics).
+    include_empty_buckets: bool
 
 
 def query_request(
@@ -159,6 +161,7 @@ def query_request(
         time_zone=options.get("time_zone", ""),
         page_size=options.get("page_size", 0),
         group_by=group_by,
+        include_empty_buckets=options.get("include_empty_buckets", False),
     )
     if has_selector:
         request.selector.CopyFrom(selector)
