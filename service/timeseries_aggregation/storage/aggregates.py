@@ -1,4 +1,5 @@
-"""Aggregation queries and the query history, recorded in the query's own statement."""
+"""Aggregation queries (of one series, or of the series a selector picks, in groups) and the
+query history, recorded in the transaction that answers each page."""
 
 import functools
 import json
