@@ -129,8 +129,10 @@ async def test_concurrent_streams_of_one_series_add_up(stub: Stub, sql: asyncpg.
     async def stream(day: int) -> None:
         await ingest(stub, batches(hourly_readings("shared", f"2025-01-{day:02}", 24), 6))
 
-    await asyncio.gather(*(stream(day) for day in range(1, 21)))
-    assert await figures(stub, "shared") == ("2025-01-01T00:00:00Z", "2025-01-20T23:00:00Z", 480)
+    # Fewer streams than the write pool holds: each waits at its catalog row for the one before
+    # to commit, and on a slow cluster more would wait for a connection longer than allowed.
+    await asyncio.gather(*(stream(day) for day in range(1, 11)))
+    assert await figures(stub, "shared") == ("2025-01-01T00:00:00Z", "2025-01-10T23:00:00Z", 240)
     await catalog_matches_readings(sql)
 
 
