@@ -79,6 +79,11 @@ class Violation:
     description: str
 
 
+def unix_micros(instant: datetime) -> int:
+    """Microseconds since 1970-01-01T00:00:00Z of an aware instant."""
+    return (instant - _EPOCH) // timedelta(microseconds=1)
+
+
 def unix_micros_to_datetime(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 

@@ -7,18 +7,11 @@ hours and a 25-hour one 100.
 """
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
-
-from timeseries_aggregation.domain.readings import EARLIEST_TIME
 
 _MICROS_PER_SECOND = 1_000_000
 
 # (declared interval in seconds, how many series of a group declare it)
 IntervalCount = tuple[int, int]
-
-
-def unix_micros(instant: datetime) -> int:
-    return (instant - EARLIEST_TIME) // timedelta(microseconds=1)
 
 
 def slots(start_micros: int, end_micros: int, interval_seconds: int) -> int:

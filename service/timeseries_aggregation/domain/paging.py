@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from timeseries_aggregation.domain.aggregation import AggregateQuery
+from timeseries_aggregation.domain.batch import unix_micros
 from timeseries_aggregation.domain.bucketing import bucket_containing
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME, check_series_id
 from timeseries_aggregation.domain.series import SeriesSelector
@@ -164,7 +165,7 @@ def group_buckets_page_request(
 def group_buckets_next_page_token(
     query: AggregateQuery, group: tuple[str, ...], last_bucket_start: datetime
 ) -> str:
-    micros = (last_bucket_start - _EPOCH) // timedelta(microseconds=1)
+    micros = unix_micros(last_bucket_start)
     return encode_token("group-buckets", query_fingerprint(query), [*group, micros])
 
 
@@ -183,7 +184,7 @@ def _bucket_start(query: AggregateQuery, micros: int) -> datetime:
 
 
 def buckets_next_page_token(query: AggregateQuery, last_bucket_start: datetime) -> str:
-    micros = (last_bucket_start - _EPOCH) // timedelta(microseconds=1)
+    micros = unix_micros(last_bucket_start)
     return encode_token("buckets", query_fingerprint(query), micros)
 
 

@@ -3,6 +3,7 @@ query history, recorded in the transaction that answers each page."""
 
 import functools
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -16,8 +17,9 @@ from timeseries_aggregation.domain.aggregation import (
     TimeRange,
     fixed_width_buckets,
 )
+from timeseries_aggregation.domain.batch import unix_micros
 from timeseries_aggregation.domain.bucketing import bucket_containing, buckets_between
-from timeseries_aggregation.domain.coverage import IntervalCount, expected_reading_count, unix_micros
+from timeseries_aggregation.domain.coverage import IntervalCount, expected_reading_count
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
 from timeseries_aggregation.domain.series import SeriesSelector
@@ -286,6 +288,29 @@ async def _record(
     )
 
 
+def _group_values(group_by_series: tuple[bool, ...], parameters: Iterator[int], catalog: str) -> list[str]:
+    """SQL for each group_by entry's value of a series of the `catalog` alias: its id, or the
+    grouped label ('' where the series lacks it). The label keys are the next parameter when
+    a label is grouped by (see _grouping_arguments)."""
+    keys = next(parameters) if not all(group_by_series) else 0
+    label = f"coalesce({catalog}.labels ->> (${keys}::text[])[{{}}], '')"
+    return [
+        f"{catalog}.series_id" if by_series else label.format(index + 1)
+        for index, by_series in enumerate(group_by_series)
+    ]
+
+
+def _grouping_arguments(query: AggregateQuery) -> list[object]:
+    """The arguments that follow a statement's own over the selected series: the group_by
+    entries when a label is grouped by, then the series ids when the selector names them."""
+    arguments: list[object] = []
+    if any(key != GROUP_BY_SERIES for key in query.group_by):
+        arguments.append(list(query.group_by))
+    if query.members.series_ids is not None:
+        arguments.append(list(query.members.series_ids))
+    return arguments
+
+
 @functools.cache
 def _portfolio_sql(
     granularity: Granularity,
@@ -303,11 +328,7 @@ def _portfolio_sql(
     engine.
     """
     next_parameter = iter(range(6, 20))
-    keys = next(next_parameter) if not all(group_by_series) else 0
-    groups = [
-        "r.series_id" if by_series else f"coalesce(s.labels ->> (${keys}::text[])[{index + 1}], '')"
-        for index, by_series in enumerate(group_by_series)
-    ]
+    groups = _group_values(group_by_series, next_parameter, "s")
     names = [f"g{index}" for index in range(len(groups))]
     bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed)
     if fixed is not None:
@@ -375,16 +396,12 @@ def _group_intervals_sql(group_by_series: tuple[bool, ...], by_id: bool, every_g
     the series ids when `by_id`.
     """
     next_parameter = iter(range(2, 5))
-    keys = next(next_parameter) if not all(group_by_series) else 0
-    groups = [
-        "series_id" if by_series else f"coalesce(labels ->> (${keys}::text[])[{index + 1}], '')"
-        for index, by_series in enumerate(group_by_series)
-    ]
+    groups = _group_values(group_by_series, next_parameter, "s")
     pick = f"AND series_id = ANY(${next(next_parameter)}::text[])" if by_id else ""
     values = f"ARRAY[{', '.join(groups)}]::text[]" if groups else "'{}'::text[]"
     return f"""
         SELECT {values} AS group_values, reading_interval_seconds, count(*) AS series
-        FROM series
+        FROM series AS s
         WHERE labels @> $1::jsonb {pick} {"" if every_group else "AND reading_interval_seconds IS NOT NULL"}
         GROUP BY 1, 2
     """
@@ -392,11 +409,7 @@ def _group_intervals_sql(group_by_series: tuple[bool, ...], by_id: bool, every_g
 
 def _group_intervals_statement(query: AggregateQuery) -> tuple[str, list[object]]:
     selector = query.members
-    arguments: list[object] = [json.dumps(selector.labels)]
-    if any(key != GROUP_BY_SERIES for key in query.group_by):
-        arguments.append(list(query.group_by))
-    if selector.series_ids is not None:
-        arguments.append(list(selector.series_ids))
+    arguments: list[object] = [json.dumps(selector.labels), *_grouping_arguments(query)]
     sql = _group_intervals_sql(
         tuple(key == GROUP_BY_SERIES for key in query.group_by),
         selector.series_ids is not None,
@@ -427,11 +440,8 @@ def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition])
         time_range.lower_bound,
         time_range.upper_bound,
         page.page_size,
+        *_grouping_arguments(query),
     ]
-    if any(key != GROUP_BY_SERIES for key in query.group_by):
-        arguments.append(list(query.group_by))
-    if selector.series_ids is not None:
-        arguments.append(list(selector.series_ids))
     if page.after is not None:
         group, start = page.after
         arguments += [list(group), start] if group else [start]
@@ -485,10 +495,13 @@ def _found_buckets(
     for row in rows:
         group = tuple(row[8])
         expected = expected_reading_count(row[0], row[1], range_start, range_end, intervals.get(group, ()))
-        buckets.append(
-            Bucket(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], group, expected)
-        )
+        buckets.append(_bucket(row, group, expected))
     return buckets
+
+
+def _bucket(row: asyncpg.Record, group: tuple[str, ...], expected: int) -> Bucket:
+    """A bucket from a row of the statement over selected series."""
+    return Bucket(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], group, expected)
 
 
 async def _empty_bucket_window(connection: asyncpg.Connection, query: AggregateQuery) -> TimeRange | None:
@@ -546,9 +559,7 @@ def _with_empty_buckets(
             if row is None:
                 bucket = Bucket(start_seconds, end_seconds, span.period, 0.0, 0.0, 0.0, 0, 0, group, expected)
             else:
-                bucket = Bucket(
-                    row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], group, expected
-                )
+                bucket = _bucket(row, group, expected)
             buckets.append(bucket)
             if len(buckets) > page.page_size:
                 return buckets
