@@ -15,9 +15,11 @@ import asyncpg
 import pytest
 
 from tests.support import catalog_matches_readings, eventually
+from timeseries_aggregation.domain.batch import unix_micros
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.policies import RETENTION_POLICY, policies_available, policy_jobs
 from timeseries_aggregation.storage.readings_retention import readings_retention
+from timeseries_aggregation.storage.series_catalog import SeriesTally
 
 RETENTION = timedelta(days=365)
 # Well past the retention, also for TimescaleDB, which drops a 7-day chunk only once all of it
@@ -42,17 +44,10 @@ async def insert_readings(
             age,
             count,
         )
-        await connection.execute(
-            "INSERT INTO series AS s (series_id, first_reading_time, last_reading_time, reading_count) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (series_id) DO UPDATE SET "
-            "first_reading_time = least(s.first_reading_time, EXCLUDED.first_reading_time), "
-            "last_reading_time = greatest(s.last_reading_time, EXCLUDED.last_reading_time), "
-            "reading_count = s.reading_count + EXCLUDED.reading_count",
-            series_id,
-            min(row["time"] for row in times),
-            max(row["time"] for row in times),
-            len(times),
-        )
+        tally = SeriesTally()
+        micros = [unix_micros(row["time"]) for row in times]
+        tally.add(series_id, min(micros), max(micros), len(times))
+        await tally.write(connection)
 
 
 async def meters_with_readings(connection: asyncpg.Connection) -> dict[str, int]:
