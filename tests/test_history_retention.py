@@ -307,6 +307,7 @@ async def test_database_away_is_logged_once_and_retried_until_it_returns(
                 stop_immediately(server)
 
 
+@pytest.mark.fresh_database
 async def test_migration_keeps_existing_history_its_ids_and_paging(database_url: str) -> None:
     connection = await asyncpg.connect(database_url)
     try:

@@ -3,8 +3,12 @@
 import asyncio
 
 import asyncpg
+import pytest
 
 from timeseries_aggregation.storage.schema import apply_migrations, migration_scripts
+
+# These apply the migrations themselves, to a database that has none.
+pytestmark = pytest.mark.fresh_database
 
 
 async def test_migrations_apply_once_even_concurrently(database_url: str) -> None:
