@@ -124,7 +124,7 @@ def free_port() -> int:
 class ServiceProcess:
     """`timeseries-aggregation serve` as a child process, with its peak RSS sampled."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, workers: int = 1) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -135,6 +135,7 @@ class ServiceProcess:
             # No compression policy running in the background of a measurement: compressed runs
             # compress every chunk themselves, at a known moment.
             "TIMESERIES_AGGREGATION_COMPRESS_AFTER": "0",
+            "TIMESERIES_AGGREGATION_WORKERS": str(workers),
         }
         self.process = subprocess.Popen([sys.executable, "-m", "timeseries_aggregation", "serve"], env=env)
         self._psutil = psutil.Process(self.process.pid)
@@ -493,24 +494,99 @@ async def query_clients(
     return len(latencies), errors, latencies
 
 
+@dataclass(frozen=True)
+class CpuSeconds:
+    """CPU time (user and system) of the service's processes, the database's, this client's,
+    and the whole machine's busy time over every core; and the wall-clock time."""
+
+    server: float
+    database: float
+    client: float
+    machine: float
+    wall: float
+
+    def __sub__(self, before: CpuSeconds) -> CpuSeconds:
+        return CpuSeconds(
+            self.server - before.server,
+            self.database - before.database,
+            self.client - before.client,
+            self.machine - before.machine,
+            self.wall - before.wall,
+        )
+
+
+def _cpu(times: psutil._common.pcputimes | None) -> float:  # type: ignore[name-defined]
+    return 0.0 if times is None else float(times.user + times.system)
+
+
+def cpu_seconds(server_pid: int) -> CpuSeconds:
+    """Now: the server process and its workers, every PostgreSQL process on the machine (the
+    database under test shares it only with idle servers), this process, and the machine."""
+    server_tree = psutil.Process(server_pid)
+    server = _cpu(server_tree.cpu_times())
+    for child in server_tree.children(recursive=True):
+        with suppress(psutil.NoSuchProcess):
+            server += _cpu(child.cpu_times())
+    database = sum(
+        _cpu(process.info["cpu_times"])
+        for process in psutil.process_iter(["name", "cpu_times"])
+        if process.info["name"] == "postgres"
+    )
+    machine = psutil.cpu_times()
+    busy = (
+        machine.user
+        + machine.system
+        + machine.nice
+        + getattr(machine, "softirq", 0)
+        + getattr(machine, "irq", 0)
+    )
+    return CpuSeconds(server, database, _cpu(psutil.Process().cpu_times()), busy, time.perf_counter())
+
+
+async def measured_clients(
+    service: ServiceProcess, clients: int, seconds: float, meters: int
+) -> tuple[int, int, list[float], CpuSeconds]:
+    """query_clients against the service, with the CPU time each party spent meanwhile."""
+    before = cpu_seconds(service.process.pid)
+    ok, errors, latencies = await query_clients(f"127.0.0.1:{service.port}", clients, seconds, meters)
+    return ok, errors, latencies, cpu_seconds(service.process.pid) - before
+
+
+def cpu_per_query(used: CpuSeconds, queries: int) -> str:
+    cores = psutil.cpu_count() or 1
+    per_query = [1000 * part / max(queries, 1) for part in (used.server, used.database, used.client)]
+    return (
+        "CPU per query: server {:.2f} ms, database {:.2f} ms, client {:.2f} ms; ".format(*per_query)
+        + f"machine busy {used.machine / (used.wall * cores):.0%} of {cores} cores"
+    )
+
+
 async def concurrency_section(
-    results: Results, connection: asyncpg.Connection, target: str, stub: Stub, seconds: float, meters: int
+    results: Results,
+    database_url: str,
+    service: ServiceProcess,
+    stub: Stub,
+    seconds: float,
+    meters: int,
+    bulk_readings: int,
 ) -> None:
     for clients in (1, 8, 32):
-        ok, errors, latencies = await query_clients(target, clients, seconds, meters)
+        ok, errors, latencies, used = await measured_clients(service, clients, seconds, meters)
         results.add(
             Row(
                 "5 concurrency",
-                f"{clients} concurrent clients: queries/s, p99, errors",
-                f"{ok / seconds:,.0f} q/s, {ms(percentile(latencies, 0.99))}, {errors} errors",
+                f"{clients} concurrent clients: queries/s, p99, errors; where the CPU went",
+                f"{ok / used.wall:,.0f} q/s, {ms(percentile(latencies, 0.99))}, {errors} errors; "
+                + cpu_per_query(used, ok),
                 "",
                 "",
                 "no errors at 32" if clients == 32 else "",
                 verdict(errors == 0) if clients == 32 else "",
             )
         )
-    # Query latency while one bulk stream runs: a fresh series set, 1,000,000 readings.
-    bulk = Dataset(meters=10, hours=100_000, prefix="bulk")
+    await workers_comparison(results, database_url, service, seconds, meters)
+    # Query latency while one bulk stream runs: a fresh series set.
+    bulk = Dataset(meters=10, hours=bulk_readings // 10, prefix="bulk")
     messages = list(bulk.column_messages(5_000))
     stop = asyncio.Event()
 
@@ -521,7 +597,7 @@ async def concurrency_section(
             stop.set()
 
     ingest_seconds, (ok, errors, latencies) = await asyncio.gather(
-        ingest(), query_clients(target, 1, 3600, meters, stop)
+        ingest(), query_clients(f"127.0.0.1:{service.port}", 1, 3600, meters, stop)
     )
     results.add(
         Row(
@@ -533,6 +609,49 @@ async def concurrency_section(
             "",
             "no failures or stalls (max < 1 s)",
             verdict(errors == 0 and max(latencies) < 1.0),
+        )
+    )
+
+
+async def workers_comparison(
+    results: Results, database_url: str, single: ServiceProcess, seconds: float, meters: int
+) -> None:
+    """32 clients against one server process, then against `serve --workers 2` on the same data."""
+    clients = 32
+    measured: dict[int, tuple[float, float]] = {}
+    for workers in (1, 2):
+        service = single if workers == 1 else ServiceProcess(database_url, workers=workers)
+        try:
+            await service.wait_serving()
+            await query_clients(f"127.0.0.1:{service.port}", clients, 1.0, meters)  # warm every pool
+            ok, errors, latencies, used = await measured_clients(service, clients, seconds, meters)
+        finally:
+            if service is not single:
+                service.stop()
+        measured[workers] = (ok / used.wall, percentile(latencies, 0.99))
+        results.add(
+            Row(
+                "5 concurrency",
+                f"{clients} clients, serve --workers {workers}: queries/s, p50 / p99, errors; "
+                "where the CPU went",
+                f"{ok / used.wall:,.0f} q/s, {ms(percentile(latencies, 0.5))} / "
+                f"{ms(percentile(latencies, 0.99))}, {errors} errors; " + cpu_per_query(used, ok),
+                "",
+                "",
+                "",
+                "",
+            )
+        )
+    (one_rate, one_p99), (two_rate, two_p99) = measured[1], measured[2]
+    results.add(
+        Row(
+            "5 concurrency",
+            f"{clients} clients, 2 workers vs 1: queries/s ratio; p99",
+            f"{two_rate / one_rate:.2f}x; {ms(two_p99)} vs {ms(one_p99)}",
+            "",
+            f"{two_rate / one_rate:.2f}",
+            "q/s >= 1.00x and a lower p99",
+            verdict(two_rate >= one_rate and two_p99 < one_p99),
         )
     )
 
@@ -801,7 +920,13 @@ async def run(arguments: argparse.Namespace) -> Results:
                             await load_query_dataset(connection, Dataset(meters=100, hours=8_760))
                             await settle(connection, engine)
                         await concurrency_section(
-                            results, connection, target, stub, arguments.concurrency_seconds, meters=100
+                            results,
+                            database_url,
+                            service,
+                            stub,
+                            arguments.concurrency_seconds,
+                            meters=100,
+                            bulk_readings=arguments.concurrency_bulk_readings,
                         )
                     if "portfolio" in sections:
                         await portfolio_section(
@@ -851,6 +976,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--growth", type=int, default=100, help="how many times more rows for the growth figure (1: none)"
     )
     parser.add_argument("--concurrency-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--concurrency-bulk-readings",
+        type=int,
+        default=1_000_000,
+        help="readings of the stream that queries run beside",
+    )
     parser.add_argument(
         "--sections",
         type=_sections,

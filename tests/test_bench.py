@@ -20,8 +20,7 @@ import pytest
 from tests.databases import CitusCluster, throwaway_database
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-# Small enough for seconds per engine; every section but the concurrency one (a fixed
-# million-reading stream) runs.
+# Small enough for seconds per engine; every section runs.
 SMALL_BENCH = [
     "--readings=20000",
     "--message-sizes=1000,20000",
@@ -32,7 +31,8 @@ SMALL_BENCH = [
     "--storage-days=2",
     "--portfolio-meters=3",
     "--portfolio-iterations=2",
-    "--sections=ingest,memory,query,portfolio,storage",
+    "--concurrency-seconds=0.5",
+    "--concurrency-bulk-readings=20000",
 ]
 
 
@@ -106,6 +106,7 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
         "2 ingest via service",
         "3 memory",
         "4 query",
+        "5 concurrency",
         "6 storage",
         "7 portfolio",
     }
