@@ -60,11 +60,13 @@ async def timescaledb_edition(server_url: str) -> str | None:
     return edition
 
 
-def run_script(script: str, arguments: list[str]) -> None:
+def run_script(script: str, arguments: list[str]) -> str:
+    """Run a bench script to its end; its standard output."""
     completed = subprocess.run(
         [sys.executable, str(BENCH / script), *arguments], capture_output=True, text=True, timeout=600
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    return completed.stdout
 
 
 def measured_numbers(text: str) -> list[float]:
@@ -119,6 +121,14 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Side by side" in report
     assert record["label"] in report
+
+
+async def test_the_call_path_script_times_every_stage(postgres_url: str) -> None:
+    output = run_script("call_path.py", [f"--database-url={postgres_url}", "--iterations=3"])
+    stages = re.findall(r"^(\d) .*? (\d+\.\d+) ms +(\d+\.\d+) ms", output, flags=re.MULTILINE)
+    assert [stage for stage, _, _ in stages] == ["1", "2", "3", "4", "5", "6"], output
+    assert all(float(p50) > 0 and float(p99) >= float(p50) for _, p50, p99 in stages), output
+    assert re.search(r"server process: \d+\.\d+ ms of CPU per query", output), output
 
 
 async def test_the_scale_run_loads_compresses_and_queries_both_sizes(
