@@ -796,6 +796,97 @@ async def portfolio_section(
             )
 
 
+MINUTELY_LOAD = """
+    INSERT INTO readings (series_id, time, quantity_kwh)
+    SELECT $1, instant, 0.01 * (1 + extract(minute FROM instant))
+    FROM generate_series(timestamptz '2024-01-01',
+                         timestamptz '2024-01-01' + $2::interval - interval '1 minute',
+                         interval '1 minute') AS instant
+"""
+
+
+async def pages_section(
+    results: Results, connection: asyncpg.Connection, stub: Stub, engine: Engine, days: int, iterations: int
+) -> None:
+    """One meter's 1-minute readings over `days`: hourly pages of 1,000 buckets, asked without
+    a range (each page from its token) against the same hours asked as explicit ranges."""
+    series_id, page_size = "minutely-meter", 1_000
+    await connection.execute("TRUNCATE readings")
+    await connection.execute("DELETE FROM series")
+    await connection.execute(MINUTELY_LOAD, series_id, timedelta(days=days), timeout=3600)
+    # Its catalog row, as ingest would keep it (the page's reach reads the average spacing).
+    await connection.execute(
+        "INSERT INTO series (series_id, first_reading_time, last_reading_time, reading_count)"
+        " SELECT series_id, min(time), max(time), count(*) FROM readings GROUP BY series_id",
+        timeout=3600,
+    )
+    await settle(connection, engine)
+    first = datetime(2024, 1, 1, tzinfo=UTC)
+    hours = days * 24
+    readings = hours * 60
+
+    def hourly(start: datetime | None = None, end: datetime | None = None) -> pb.QueryAggregatesRequest:
+        request = pb.QueryAggregatesRequest(
+            series_id=series_id, granularity=pb.GRANULARITY_HOURLY, page_size=page_size
+        )
+        if start is not None and end is not None:
+            request.start_time.FromDatetime(start)
+            request.end_time.FromDatetime(end)
+        return request
+
+    async def timed(request: pb.QueryAggregatesRequest) -> tuple[float, pb.QueryAggregatesResponse]:
+        started = time.perf_counter()
+        response = await stub.QueryAggregates(request, timeout=300)
+        return time.perf_counter() - started, response
+
+    unbounded, bounded = [], []
+    for _ in range(iterations):
+        seconds, _ = await timed(hourly())
+        unbounded.append(seconds)
+        seconds, _ = await timed(hourly(first, first + timedelta(hours=page_size)))
+        bounded.append(seconds)
+    first_ratio = percentile(unbounded, 0.5) / percentile(bounded, 0.5)
+    results.add(
+        Row(
+            "8 pages",
+            f"first page of {page_size:,} hourly buckets, {days} days of 1-minute readings "
+            f"({readings:,}), no range vs the same hours as a range: p50",
+            f"{ms(percentile(unbounded, 0.5))} vs {ms(percentile(bounded, 0.5))}",
+            "",
+            f"{first_ratio:.2f}",
+            "<= 1.50",
+            verdict(first_ratio <= 1.5),
+        )
+    )
+    # Every page by its token, against each page's hours asked as their own range.
+    paging_seconds, ranged_seconds, pages, request = 0.0, 0.0, 0, hourly()
+    while True:
+        seconds, response = await timed(request)
+        paging_seconds += seconds
+        pages += 1
+        if not response.next_page_token:
+            break
+        request.page_token = response.next_page_token
+    for start_hour in range(0, hours, page_size):
+        start = first + timedelta(hours=start_hour)
+        seconds, _ = await timed(
+            hourly(start, min(start + timedelta(hours=page_size), first + timedelta(hours=hours)))
+        )
+        ranged_seconds += seconds
+    paging_ratio = paging_seconds / ranged_seconds
+    results.add(
+        Row(
+            "8 pages",
+            f"every page ({pages}) by its token vs each page's hours as a range",
+            f"{paging_seconds * 1000:,.0f} ms vs {ranged_seconds * 1000:,.0f} ms",
+            "",
+            f"{paging_ratio:.2f}",
+            "<= 1.50",
+            verdict(paging_ratio <= 1.5),
+        )
+    )
+
+
 async def settle(connection: asyncpg.Connection, engine: Engine) -> None:
     """After a load: compress where the run is about compressed chunks, then fresh statistics."""
     if engine.compressed:
@@ -936,6 +1027,15 @@ async def run(arguments: argparse.Namespace) -> Results:
                             arguments.portfolio_meters,
                             arguments.portfolio_iterations,
                         )
+                    if "pages" in sections:
+                        await pages_section(
+                            results,
+                            connection,
+                            stub,
+                            engine,
+                            arguments.pages_days,
+                            arguments.pages_iterations,
+                        )
                     if "storage" in sections:
                         await storage_section(
                             results, connection, engine, arguments.storage_meters, arguments.storage_days
@@ -946,7 +1046,7 @@ async def run(arguments: argparse.Namespace) -> Results:
     return results
 
 
-SECTIONS = ("ingest", "memory", "query", "concurrency", "portfolio", "storage")
+SECTIONS = ("ingest", "memory", "query", "concurrency", "portfolio", "pages", "storage")
 
 
 def _sections(text: str) -> set[str]:
@@ -1000,6 +1100,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="meter counts of the portfolio section, comma-separated",
     )
     parser.add_argument("--portfolio-iterations", type=int, default=20)
+    parser.add_argument(
+        "--pages-days",
+        type=int,
+        default=730,
+        help="days of one meter's 1-minute readings for the pages section",
+    )
+    parser.add_argument("--pages-iterations", type=int, default=20)
     parser.add_argument("--storage-meters", type=int, default=100, help="meters for the storage figure")
     parser.add_argument("--storage-days", type=int, default=90, help="days of readings per meter for it")
     add_results_folder_argument(parser)

@@ -32,6 +32,8 @@ SMALL_BENCH = [
     "--portfolio-meters=3",
     "--portfolio-iterations=2",
     "--concurrency-seconds=0.5",
+    "--pages-days=3",
+    "--pages-iterations=2",
     "--concurrency-bulk-readings=20000",
 ]
 
@@ -111,6 +113,7 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
         "5 concurrency",
         "6 storage",
         "7 portfolio",
+        "8 pages",
     }
     for row in record["rows"]:
         numbers = measured_numbers(row["value"] + row["ceiling"])
