@@ -768,7 +768,12 @@ async def portfolio_latencies(
 
 
 async def portfolio_section(
-    results: Results, connection: asyncpg.Connection, stub: Stub, meter_counts: Sequence[int], iterations: int
+    results: Results,
+    connection: asyncpg.Connection,
+    stub: Stub,
+    engine: Engine,
+    meter_counts: Sequence[int],
+    iterations: int,
 ) -> None:
     """Daily totals of a month of quarter-hourly readings of many meters, over all of them and per
     site, against the same aggregate by hand."""
@@ -777,7 +782,7 @@ async def portfolio_section(
         await connection.execute("DELETE FROM series")
         await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=30), timeout=3600)
         await connection.execute(CATALOG_FROM_READINGS, timeout=3600)
-        await connection.execute("VACUUM ANALYZE readings", timeout=3600)
+        await settle(connection, engine)
         await connection.execute("ANALYZE series")
         readings = meters * 30 * 96
         for grouped in (False, True):
@@ -1024,6 +1029,7 @@ async def run(arguments: argparse.Namespace) -> Results:
                             results,
                             connection,
                             stub,
+                            engine,
                             arguments.portfolio_meters,
                             arguments.portfolio_iterations,
                         )
