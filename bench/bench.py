@@ -124,7 +124,7 @@ def free_port() -> int:
 class ServiceProcess:
     """`timeseries-aggregation serve` as a child process, with its peak RSS sampled."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, workers: int = 1) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -135,6 +135,7 @@ class ServiceProcess:
             # No compression policy running in the background of a measurement: compressed runs
             # compress every chunk themselves, at a known moment.
             "TIMESERIES_AGGREGATION_COMPRESS_AFTER": "0",
+            "TIMESERIES_AGGREGATION_WORKERS": str(workers),
         }
         self.process = subprocess.Popen([sys.executable, "-m", "timeseries_aggregation", "serve"], env=env)
         self._psutil = psutil.Process(self.process.pid)
@@ -493,24 +494,99 @@ async def query_clients(
     return len(latencies), errors, latencies
 
 
+@dataclass(frozen=True)
+class CpuSeconds:
+    """CPU time (user and system) of the service's processes, the database's, this client's,
+    and the whole machine's busy time over every core; and the wall-clock time."""
+
+    server: float
+    database: float
+    client: float
+    machine: float
+    wall: float
+
+    def __sub__(self, before: CpuSeconds) -> CpuSeconds:
+        return CpuSeconds(
+            self.server - before.server,
+            self.database - before.database,
+            self.client - before.client,
+            self.machine - before.machine,
+            self.wall - before.wall,
+        )
+
+
+def _cpu(times: psutil._common.pcputimes | None) -> float:  # type: ignore[name-defined]
+    return 0.0 if times is None else float(times.user + times.system)
+
+
+def cpu_seconds(server_pid: int) -> CpuSeconds:
+    """Now: the server process and its workers, every PostgreSQL process on the machine (the
+    database under test shares it only with idle servers), this process, and the machine."""
+    server_tree = psutil.Process(server_pid)
+    server = _cpu(server_tree.cpu_times())
+    for child in server_tree.children(recursive=True):
+        with suppress(psutil.NoSuchProcess):
+            server += _cpu(child.cpu_times())
+    database = sum(
+        _cpu(process.info["cpu_times"])
+        for process in psutil.process_iter(["name", "cpu_times"])
+        if process.info["name"] == "postgres"
+    )
+    machine = psutil.cpu_times()
+    busy = (
+        machine.user
+        + machine.system
+        + machine.nice
+        + getattr(machine, "softirq", 0)
+        + getattr(machine, "irq", 0)
+    )
+    return CpuSeconds(server, database, _cpu(psutil.Process().cpu_times()), busy, time.perf_counter())
+
+
+async def measured_clients(
+    service: ServiceProcess, clients: int, seconds: float, meters: int
+) -> tuple[int, int, list[float], CpuSeconds]:
+    """query_clients against the service, with the CPU time each party spent meanwhile."""
+    before = cpu_seconds(service.process.pid)
+    ok, errors, latencies = await query_clients(f"127.0.0.1:{service.port}", clients, seconds, meters)
+    return ok, errors, latencies, cpu_seconds(service.process.pid) - before
+
+
+def cpu_per_query(used: CpuSeconds, queries: int) -> str:
+    cores = psutil.cpu_count() or 1
+    per_query = [1000 * part / max(queries, 1) for part in (used.server, used.database, used.client)]
+    return (
+        "CPU per query: server {:.2f} ms, database {:.2f} ms, client {:.2f} ms; ".format(*per_query)
+        + f"machine busy {used.machine / (used.wall * cores):.0%} of {cores} cores"
+    )
+
+
 async def concurrency_section(
-    results: Results, connection: asyncpg.Connection, target: str, stub: Stub, seconds: float, meters: int
+    results: Results,
+    database_url: str,
+    service: ServiceProcess,
+    stub: Stub,
+    seconds: float,
+    meters: int,
+    bulk_readings: int,
 ) -> None:
     for clients in (1, 8, 32):
-        ok, errors, latencies = await query_clients(target, clients, seconds, meters)
+        ok, errors, latencies, used = await measured_clients(service, clients, seconds, meters)
         results.add(
             Row(
                 "5 concurrency",
-                f"{clients} concurrent clients: queries/s, p99, errors",
-                f"{ok / seconds:,.0f} q/s, {ms(percentile(latencies, 0.99))}, {errors} errors",
+                f"{clients} concurrent clients: queries/s, p99, errors; where the CPU went",
+                f"{ok / used.wall:,.0f} q/s, {ms(percentile(latencies, 0.99))}, {errors} errors; "
+                + cpu_per_query(used, ok),
                 "",
                 "",
                 "no errors at 32" if clients == 32 else "",
                 verdict(errors == 0) if clients == 32 else "",
             )
         )
-    # Query latency while one bulk stream runs: a fresh series set, 1,000,000 readings.
-    bulk = Dataset(meters=10, hours=100_000, prefix="bulk")
+    await workers_comparison(results, database_url, service, seconds, meters)
+    # Query latency while one bulk stream runs: a fresh series set.
+    bulk = Dataset(meters=10, hours=bulk_readings // 10, prefix="bulk")
     messages = list(bulk.column_messages(5_000))
     stop = asyncio.Event()
 
@@ -521,7 +597,7 @@ async def concurrency_section(
             stop.set()
 
     ingest_seconds, (ok, errors, latencies) = await asyncio.gather(
-        ingest(), query_clients(target, 1, 3600, meters, stop)
+        ingest(), query_clients(f"127.0.0.1:{service.port}", 1, 3600, meters, stop)
     )
     results.add(
         Row(
@@ -533,6 +609,49 @@ async def concurrency_section(
             "",
             "no failures or stalls (max < 1 s)",
             verdict(errors == 0 and max(latencies) < 1.0),
+        )
+    )
+
+
+async def workers_comparison(
+    results: Results, database_url: str, single: ServiceProcess, seconds: float, meters: int
+) -> None:
+    """32 clients against one server process, then against `serve --workers 2` on the same data."""
+    clients = 32
+    measured: dict[int, tuple[float, float]] = {}
+    for workers in (1, 2):
+        service = single if workers == 1 else ServiceProcess(database_url, workers=workers)
+        try:
+            await service.wait_serving()
+            await query_clients(f"127.0.0.1:{service.port}", clients, 1.0, meters)  # warm every pool
+            ok, errors, latencies, used = await measured_clients(service, clients, seconds, meters)
+        finally:
+            if service is not single:
+                service.stop()
+        measured[workers] = (ok / used.wall, percentile(latencies, 0.99))
+        results.add(
+            Row(
+                "5 concurrency",
+                f"{clients} clients, serve --workers {workers}: queries/s, p50 / p99, errors; "
+                "where the CPU went",
+                f"{ok / used.wall:,.0f} q/s, {ms(percentile(latencies, 0.5))} / "
+                f"{ms(percentile(latencies, 0.99))}, {errors} errors; " + cpu_per_query(used, ok),
+                "",
+                "",
+                "",
+                "",
+            )
+        )
+    (one_rate, one_p99), (two_rate, two_p99) = measured[1], measured[2]
+    results.add(
+        Row(
+            "5 concurrency",
+            f"{clients} clients, 2 workers vs 1: queries/s ratio; p99",
+            f"{two_rate / one_rate:.2f}x; {ms(two_p99)} vs {ms(one_p99)}",
+            "",
+            f"{two_rate / one_rate:.2f}",
+            "q/s >= 1.00x and a lower p99",
+            verdict(two_rate >= one_rate and two_p99 < one_p99),
         )
     )
 
@@ -649,7 +768,12 @@ async def portfolio_latencies(
 
 
 async def portfolio_section(
-    results: Results, connection: asyncpg.Connection, stub: Stub, meter_counts: Sequence[int], iterations: int
+    results: Results,
+    connection: asyncpg.Connection,
+    stub: Stub,
+    engine: Engine,
+    meter_counts: Sequence[int],
+    iterations: int,
 ) -> None:
     """Daily totals of a month of quarter-hourly readings of many meters, over all of them and per
     site, against the same aggregate by hand."""
@@ -658,7 +782,7 @@ async def portfolio_section(
         await connection.execute("DELETE FROM series")
         await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=30), timeout=3600)
         await connection.execute(CATALOG_FROM_READINGS, timeout=3600)
-        await connection.execute("VACUUM ANALYZE readings", timeout=3600)
+        await settle(connection, engine)
         await connection.execute("ANALYZE series")
         readings = meters * 30 * 96
         for grouped in (False, True):
@@ -675,6 +799,97 @@ async def portfolio_section(
                     summary=f"portfolio daily totals, {meters:,} meters x 30 days, {shape}: p50 / p99",
                 )
             )
+
+
+MINUTELY_LOAD = """
+    INSERT INTO readings (series_id, time, quantity_kwh)
+    SELECT $1, instant, 0.01 * (1 + extract(minute FROM instant))
+    FROM generate_series(timestamptz '2024-01-01',
+                         timestamptz '2024-01-01' + $2::interval - interval '1 minute',
+                         interval '1 minute') AS instant
+"""
+
+
+async def pages_section(
+    results: Results, connection: asyncpg.Connection, stub: Stub, engine: Engine, days: int, iterations: int
+) -> None:
+    """One meter's 1-minute readings over `days`: hourly pages of 1,000 buckets, asked without
+    a range (each page from its token) against the same hours asked as explicit ranges."""
+    series_id, page_size = "minutely-meter", 1_000
+    await connection.execute("TRUNCATE readings")
+    await connection.execute("DELETE FROM series")
+    await connection.execute(MINUTELY_LOAD, series_id, timedelta(days=days), timeout=3600)
+    # Its catalog row, as ingest would keep it (the page's reach reads the average spacing).
+    await connection.execute(
+        "INSERT INTO series (series_id, first_reading_time, last_reading_time, reading_count)"
+        " SELECT series_id, min(time), max(time), count(*) FROM readings GROUP BY series_id",
+        timeout=3600,
+    )
+    await settle(connection, engine)
+    first = datetime(2024, 1, 1, tzinfo=UTC)
+    hours = days * 24
+    readings = hours * 60
+
+    def hourly(start: datetime | None = None, end: datetime | None = None) -> pb.QueryAggregatesRequest:
+        request = pb.QueryAggregatesRequest(
+            series_id=series_id, granularity=pb.GRANULARITY_HOURLY, page_size=page_size
+        )
+        if start is not None and end is not None:
+            request.start_time.FromDatetime(start)
+            request.end_time.FromDatetime(end)
+        return request
+
+    async def timed(request: pb.QueryAggregatesRequest) -> tuple[float, pb.QueryAggregatesResponse]:
+        started = time.perf_counter()
+        response = await stub.QueryAggregates(request, timeout=300)
+        return time.perf_counter() - started, response
+
+    unbounded, bounded = [], []
+    for _ in range(iterations):
+        seconds, _ = await timed(hourly())
+        unbounded.append(seconds)
+        seconds, _ = await timed(hourly(first, first + timedelta(hours=page_size)))
+        bounded.append(seconds)
+    first_ratio = percentile(unbounded, 0.5) / percentile(bounded, 0.5)
+    results.add(
+        Row(
+            "8 pages",
+            f"first page of {page_size:,} hourly buckets, {days} days of 1-minute readings "
+            f"({readings:,}), no range vs the same hours as a range: p50",
+            f"{ms(percentile(unbounded, 0.5))} vs {ms(percentile(bounded, 0.5))}",
+            "",
+            f"{first_ratio:.2f}",
+            "<= 1.50",
+            verdict(first_ratio <= 1.5),
+        )
+    )
+    # Every page by its token, against each page's hours asked as their own range.
+    paging_seconds, ranged_seconds, pages, request = 0.0, 0.0, 0, hourly()
+    while True:
+        seconds, response = await timed(request)
+        paging_seconds += seconds
+        pages += 1
+        if not response.next_page_token:
+            break
+        request.page_token = response.next_page_token
+    for start_hour in range(0, hours, page_size):
+        start = first + timedelta(hours=start_hour)
+        seconds, _ = await timed(
+            hourly(start, min(start + timedelta(hours=page_size), first + timedelta(hours=hours)))
+        )
+        ranged_seconds += seconds
+    paging_ratio = paging_seconds / ranged_seconds
+    results.add(
+        Row(
+            "8 pages",
+            f"every page ({pages}) by its token vs each page's hours as a range",
+            f"{paging_seconds * 1000:,.0f} ms vs {ranged_seconds * 1000:,.0f} ms",
+            "",
+            f"{paging_ratio:.2f}",
+            "<= 1.50",
+            verdict(paging_ratio <= 1.5),
+        )
+    )
 
 
 async def settle(connection: asyncpg.Connection, engine: Engine) -> None:
@@ -801,15 +1016,31 @@ async def run(arguments: argparse.Namespace) -> Results:
                             await load_query_dataset(connection, Dataset(meters=100, hours=8_760))
                             await settle(connection, engine)
                         await concurrency_section(
-                            results, connection, target, stub, arguments.concurrency_seconds, meters=100
+                            results,
+                            database_url,
+                            service,
+                            stub,
+                            arguments.concurrency_seconds,
+                            meters=100,
+                            bulk_readings=arguments.concurrency_bulk_readings,
                         )
                     if "portfolio" in sections:
                         await portfolio_section(
                             results,
                             connection,
                             stub,
+                            engine,
                             arguments.portfolio_meters,
                             arguments.portfolio_iterations,
+                        )
+                    if "pages" in sections:
+                        await pages_section(
+                            results,
+                            connection,
+                            stub,
+                            engine,
+                            arguments.pages_days,
+                            arguments.pages_iterations,
                         )
                     if "storage" in sections:
                         await storage_section(
@@ -821,7 +1052,7 @@ async def run(arguments: argparse.Namespace) -> Results:
     return results
 
 
-SECTIONS = ("ingest", "memory", "query", "concurrency", "portfolio", "storage")
+SECTIONS = ("ingest", "memory", "query", "concurrency", "portfolio", "pages", "storage")
 
 
 def _sections(text: str) -> set[str]:
@@ -852,6 +1083,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--concurrency-seconds", type=float, default=5.0)
     parser.add_argument(
+        "--concurrency-bulk-readings",
+        type=int,
+        default=1_000_000,
+        help="readings of the stream that queries run beside",
+    )
+    parser.add_argument(
         "--sections",
         type=_sections,
         default=set(SECTIONS),
@@ -869,6 +1106,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="meter counts of the portfolio section, comma-separated",
     )
     parser.add_argument("--portfolio-iterations", type=int, default=20)
+    parser.add_argument(
+        "--pages-days",
+        type=int,
+        default=730,
+        help="days of one meter's 1-minute readings for the pages section",
+    )
+    parser.add_argument("--pages-iterations", type=int, default=20)
     parser.add_argument("--storage-meters", type=int, default=100, help="meters for the storage figure")
     parser.add_argument("--storage-days", type=int, default=90, help="days of readings per meter for it")
     add_results_folder_argument(parser)

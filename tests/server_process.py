@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -23,11 +24,11 @@ def free_port() -> int:
         return port
 
 
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`timeseries-aggregation serve` with env added to this environment, output to log."""
+def start(env: dict[str, str], log: Path, arguments: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """`timeseries-aggregation serve [arguments]` with env added to this environment, output to log."""
     with log.open("wb") as output:
         return subprocess.Popen(
-            SERVE_COMMAND,
+            [*SERVE_COMMAND, *arguments],
             env={**os.environ, **env},
             stdout=output,
             stderr=subprocess.STDOUT,

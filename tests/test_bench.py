@@ -20,8 +20,7 @@ import pytest
 from tests.databases import CitusCluster, throwaway_database
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-# Small enough for seconds per engine; every section but the concurrency one (a fixed
-# million-reading stream) runs.
+# Small enough for seconds per engine; every section runs.
 SMALL_BENCH = [
     "--readings=20000",
     "--message-sizes=1000,20000",
@@ -32,7 +31,10 @@ SMALL_BENCH = [
     "--storage-days=2",
     "--portfolio-meters=3",
     "--portfolio-iterations=2",
-    "--sections=ingest,memory,query,portfolio,storage",
+    "--concurrency-seconds=0.5",
+    "--pages-days=3",
+    "--pages-iterations=2",
+    "--concurrency-bulk-readings=20000",
 ]
 
 
@@ -60,11 +62,13 @@ async def timescaledb_edition(server_url: str) -> str | None:
     return edition
 
 
-def run_script(script: str, arguments: list[str]) -> None:
+def run_script(script: str, arguments: list[str]) -> str:
+    """Run a bench script to its end; its standard output."""
     completed = subprocess.run(
         [sys.executable, str(BENCH / script), *arguments], capture_output=True, text=True, timeout=600
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    return completed.stdout
 
 
 def measured_numbers(text: str) -> list[float]:
@@ -106,8 +110,10 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
         "2 ingest via service",
         "3 memory",
         "4 query",
+        "5 concurrency",
         "6 storage",
         "7 portfolio",
+        "8 pages",
     }
     for row in record["rows"]:
         numbers = measured_numbers(row["value"] + row["ceiling"])
@@ -118,6 +124,14 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Side by side" in report
     assert record["label"] in report
+
+
+async def test_the_call_path_script_times_every_stage(postgres_url: str) -> None:
+    output = run_script("call_path.py", [f"--database-url={postgres_url}", "--iterations=3"])
+    stages = re.findall(r"^(\d) .*? (\d+\.\d+) ms +(\d+\.\d+) ms", output, flags=re.MULTILINE)
+    assert [stage for stage, _, _ in stages] == ["1", "2", "3", "4", "5", "6"], output
+    assert all(float(p50) > 0 and float(p99) >= float(p50) for _, p50, p99 in stages), output
+    assert re.search(r"server process: \d+\.\d+ ms of CPU per query", output), output
 
 
 async def test_the_scale_run_loads_compresses_and_queries_both_sizes(

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -28,8 +29,12 @@ from timeseries_aggregation.transport.auth import Authenticator, AuthInterceptor
 from timeseries_aggregation.transport.reflection import enable_reflection
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
 from timeseries_aggregation.transport.servicer import TimeseriesAggregationServicer
+from timeseries_aggregation.workers import WorkerRole, report_ready, worker_processes, worker_role
 
 logger = logging.getLogger(__name__)
+
+# How often a worker checks that its supervisor is still there.
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +51,7 @@ class RunningServer:
     metrics_port: int | None = None
 
 
-def _server_options(config: Config) -> list[tuple[str, int]]:
+def _server_options(config: Config, share_port: bool) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
@@ -62,8 +67,9 @@ def _server_options(config: Config) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 3),
         # gRPC lets sockets share a port by default: a second server started on the same port
-        # would take half of the calls instead of failing.
-        ("grpc.so_reuseport", 0),
+        # would take half of the calls instead of failing. Only the workers of one supervisor
+        # share theirs (see workers.py).
+        ("grpc.so_reuseport", int(share_port)),
     ]
 
 
@@ -126,11 +132,12 @@ def authenticator_for(config: Config) -> Authenticator | None:
 
 @asynccontextmanager
 async def grpc_server(
-    database: Database, config: Config, authenticator: Authenticator | None = None
+    database: Database, config: Config, authenticator: Authenticator | None = None, share_port: bool = False
 ) -> AsyncIterator[RunningServer]:
     """Serve the API, health, reflection and metrics; on exit report NOT_SERVING, drain, and stop.
 
     authenticator: the keys in force, read from the configured file when not given.
+    share_port: listen with SO_REUSEPORT, as the workers of `serve --workers N` do.
     """
     metrics = ServiceMetrics()
     metrics.watch_pools(database.pools, database.waiting)
@@ -141,7 +148,7 @@ async def grpc_server(
         interceptors.append(AuthInterceptor(authenticator))
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=_server_options(config),
+        options=_server_options(config, share_port),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     servicer = TimeseriesAggregationServicer(database, config.stream_idle_timeout_seconds)
@@ -189,36 +196,95 @@ async def database_url(config: Config) -> AsyncIterator[str]:
             yield url
 
 
+def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _log_serving(config: Config, port: int, metrics_port: int | None) -> None:
+    logger.info(
+        "serving %s on %s (port %d, %s, authentication %s)",
+        SERVICE_NAME,
+        config.listen_address,
+        port,
+        "TLS" if config.tls_cert_file else "plaintext",
+        config.auth_mode,
+    )
+    if metrics_port is not None:
+        logger.info("metrics on http://%s/metrics (port %d)", config.metrics_address, metrics_port)
+
+
 async def serve(config: Config) -> None:
     """Run until SIGINT or SIGTERM, then shut down in reverse order of start-up."""
+    role = worker_role()
+    if role is not None:
+        await _serve_as_worker(config, role)
+        return
     await asyncio.to_thread(_check_can_listen, config.listen_address)
     # Checked before the database starts, like the address: a start that cannot succeed fails fast.
     authenticator = authenticator_for(config)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop = _stop_on_signals(loop)
     async with (
         database_url(config) as url,
         open_database(url, config.pool) as database,
         history_retention(database, config.history_retention),
         readings_compression(database, config.compress_after),
         readings_retention(database, config.readings_retention),
-        grpc_server(database, config, authenticator) as running,
+    ):
+        if config.workers > 1:
+            await _supervise(config, url, stop)
+            return
+        async with grpc_server(database, config, authenticator) as running:
+            if running.authenticator is not None:
+                loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
+            _log_serving(config, running.port, running.metrics_port)
+            await stop.wait()
+            logger.info("shutting down: draining calls for up to %g s", config.shutdown_grace_seconds)
+
+
+async def _supervise(config: Config, url: str, stop: asyncio.Event) -> None:
+    """Run config.workers servers until stopped, or until one of them exits on its own."""
+    loop = asyncio.get_running_loop()
+    async with worker_processes(config, url) as workers:
+        loop.add_signal_handler(signal.SIGHUP, workers.send, signal.SIGHUP)
+        logger.info(
+            "serving %s on %s with %d worker processes sharing the port",
+            SERVICE_NAME,
+            workers.listen_address,
+            config.workers,
+        )
+        stopped = asyncio.ensure_future(stop.wait())
+        exited = asyncio.ensure_future(workers.first_exit())
+        await asyncio.wait({stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not stop.is_set():
+            index, code = exited.result()
+            raise StartupError(f"worker {index} exited (exit code {code}); stopping the others")
+        exited.cancel()
+        logger.info(
+            "shutting down: every worker drains its calls for up to %g s", config.shutdown_grace_seconds
+        )
+
+
+async def _serve_as_worker(config: Config, role: WorkerRole) -> None:
+    """One of the supervisor's servers: its own pools, the shared port, no background jobs."""
+    loop = asyncio.get_running_loop()
+    stop = _stop_on_signals(loop)
+    supervisor = os.getppid()
+    assert config.database_url is not None  # the supervisor passes it
+    async with (
+        open_database(config.database_url, config.pool) as database,
+        grpc_server(database, config, share_port=True) as running,
     ):
         if running.authenticator is not None:
             loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
-        logger.info(
-            "serving %s on %s (port %d, %s, authentication %s)",
-            SERVICE_NAME,
-            config.listen_address,
-            running.port,
-            "TLS" if config.tls_cert_file else "plaintext",
-            config.auth_mode,
-        )
-        if running.metrics_port is not None:
-            logger.info(
-                "metrics on http://%s/metrics (port %d)", config.metrics_address, running.metrics_port
-            )
-        await stop.wait()
+        _log_serving(config, running.port, running.metrics_port)
+        report_ready(role)
+        # A supervisor killed outright cannot stop its workers: they notice they were orphaned.
+        while not stop.is_set() and os.getppid() == supervisor:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), ORPHAN_CHECK_SECONDS)
         logger.info("shutting down: draining calls for up to %g s", config.shutdown_grace_seconds)

