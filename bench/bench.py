@@ -264,21 +264,15 @@ async def copy_ceiling(connection: asyncpg.Connection, dataset: Dataset, tries: 
 async def ingest_section(
     results: Results, connection: asyncpg.Connection, stub: Stub, dataset: Dataset, sizes: list[int]
 ) -> None:
-    ceiling = await copy_ceiling(connection, dataset)
-    ceiling_rate = dataset.size / ceiling
-    results.add(
-        Row(
-            "1 ingest ceiling",
-            f"asyncpg binary COPY of {dataset.size:,} readings into readings",
-            rate(dataset.size, ceiling),
-            summary="ingest, raw COPY",
-        )
-    )
-    best = 0.0
+    # The raw COPY is timed again before each of the service's measurements, and its best run
+    # is the ceiling: one cold run at the start alone was once slower than the service.
+    raw = [await copy_ceiling(connection, dataset)]
+    measured: list[tuple[str, int, float]] = []
     for form in ("columns", "rows"):
         for size in sizes:
             build = dataset.column_messages if form == "columns" else dataset.row_messages
             messages = list(build(size))
+            raw.append(await copy_ceiling(connection, dataset, tries=1))
             # Best of two, like the ceiling; one run where it takes minutes (tiny messages).
             seconds = float("inf")
             for _ in range(2 if size >= 100 else 1):
@@ -288,17 +282,31 @@ async def ingest_section(
                 if stored != dataset.size:
                     raise RuntimeError(f"{form}/{size}: {stored} readings stored, expected {dataset.size}")
             del messages
-            ratio = dataset.size / seconds / ceiling_rate
-            best = max(best, ratio)
-            results.add(
-                Row(
-                    "2 ingest via service",
-                    f"{form}, {size:,} per message",
-                    rate(dataset.size, seconds),
-                    f"{ceiling_rate:,.0f} readings/s",
-                    f"{ratio:.2f}",
-                )
+            measured.append((form, size, seconds))
+    ceiling = min(raw)
+    ceiling_rate = dataset.size / ceiling
+    results.add(
+        Row(
+            "1 ingest ceiling",
+            f"asyncpg binary COPY of {dataset.size:,} readings into readings, best of {len(raw) + 1} "
+            f"(slowest {rate(dataset.size, max(raw))})",
+            rate(dataset.size, ceiling),
+            summary="ingest, raw COPY",
+        )
+    )
+    best = 0.0
+    for form, size, seconds in measured:
+        ratio = dataset.size / seconds / ceiling_rate
+        best = max(best, ratio)
+        results.add(
+            Row(
+                "2 ingest via service",
+                f"{form}, {size:,} per message",
+                rate(dataset.size, seconds),
+                f"{ceiling_rate:,.0f} readings/s",
+                f"{ratio:.2f}",
             )
+        )
     results.add(
         Row(
             "2 ingest via service",
