@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tests.support import offset_changes_near
 from timeseries_aggregation.domain.aggregation import Granularity
-from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing
+from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing, bucket_reach
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 
 ONE_MICROSECOND = timedelta(microseconds=1)
@@ -364,3 +364,29 @@ def test_buckets_at_the_edges_of_the_supported_range(edge: datetime, granularity
 
         assert span.start <= edge < span.end
         assert span.period == label(edge, granularity, zone)
+
+
+# Clock changes of every kind: Casey's three hours back (2010), Samoa's skipped day (2011),
+# Lord Howe's half hour, Kathmandu's quarter-hour offset, Berlin's summer time.
+@pytest.mark.parametrize(
+    ("zone_name", "near"),
+    [
+        ("Antarctica/Casey", "2010-03-05"),
+        ("Pacific/Apia", "2011-12-30"),
+        ("Australia/Lord_Howe", "2025-04-06"),
+        ("Asia/Kathmandu", "1986-01-01"),
+        ("Europe/Berlin", "2025-10-26"),
+    ],
+)
+def test_buckets_never_span_more_than_their_reach(zone_name: str, near: str) -> None:
+    zone = zoneinfo.ZoneInfo(zone_name)
+    changes = offset_changes_near(datetime.fromisoformat(near).replace(tzinfo=UTC), zone)
+    assert changes
+    for change in changes:
+        for granularity in Granularity:
+            for count in (1, 2, 5):
+                first = bucket_containing(change - bucket_reach(granularity, 1), granularity, zone)
+                last = first
+                for _ in range(count - 1):
+                    last = bucket_containing(last.end, granularity, zone)
+                assert last.end - first.start <= bucket_reach(granularity, count), (granularity, count)

@@ -34,10 +34,10 @@ _CLOCK_MINUTES = {Granularity.QUARTER_HOURLY: 15, Granularity.HALF_HOURLY: 30}
 # Offsets are looked up a year at a time, with this much on either side: more than any
 # bucket holding an instant of the year (a year at most) reaches beyond it.
 _YEAR_MARGIN = timedelta(days=370)
-# The most a bucket of each granularity spans on the real time line: its longest local length
-# (a 25-hour day, a week or month holding one), plus the largest clock change there has been
-# (two hours, double summer time), for a local clock time that happens twice.
-_CLOCK_CHANGE = timedelta(hours=2)
+# The real time N buckets span is at most N of their longest local length (a 25-hour day is a
+# 24-hour local day) plus how far the zone's offset moved back meanwhile, which is at most the
+# width of all offsets, from UTC-12 to UTC+14, however many buckets and clock changes.
+_OFFSET_WIDTH = timedelta(hours=26)
 _LONGEST_LOCAL = {
     Granularity.QUARTER_HOURLY: timedelta(minutes=15),
     Granularity.HALF_HOURLY: timedelta(minutes=30),
@@ -73,9 +73,10 @@ class _OffsetPeriods:
     offsets: tuple[timedelta, ...]
 
 
-def longest_bucket(granularity: Granularity) -> timedelta:
-    """An upper bound of the time from a bucket's start to its last reading, in every zone."""
-    return _LONGEST_LOCAL[granularity] + _CLOCK_CHANGE
+def bucket_reach(granularity: Granularity, buckets: int) -> timedelta:
+    """An upper bound of the time from a bucket's start to the last reading of the bucket
+    `buckets - 1` places after it, in every zone."""
+    return buckets * _LONGEST_LOCAL[granularity] + _OFFSET_WIDTH
 
 
 def bucket_containing(instant: datetime, granularity: Granularity, zone: ZoneInfo) -> BucketSpan:

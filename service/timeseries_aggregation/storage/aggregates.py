@@ -18,7 +18,7 @@ from timeseries_aggregation.domain.aggregation import (
     fixed_width_buckets,
 )
 from timeseries_aggregation.domain.batch import unix_micros
-from timeseries_aggregation.domain.bucketing import bucket_containing, buckets_between, longest_bucket
+from timeseries_aggregation.domain.bucketing import bucket_containing, bucket_reach, buckets_between
 from timeseries_aggregation.domain.coverage import IntervalCount, expected_reading_count
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
@@ -246,9 +246,8 @@ def aggregate_statement(
         arguments += [query.granularity.value, time_range.start_time, time_range.end_time, caller_name]
     if page.after is not None:
         arguments.append(page.after)
-    # As far as page size + 2 buckets reach (the cursor's own may come first), then the longest.
-    longest = longest_bucket(query.granularity)
-    arguments += [longest * (page.page_size + 2), longest]
+    # As far as page size + 2 buckets reach (the cursor's own may come first), then a bucket.
+    arguments += [bucket_reach(query.granularity, page.page_size + 2), bucket_reach(query.granularity, 1)]
     fixed = fixed_width_buckets(query.granularity, query.time_zone)
     return _aggregate_sql(query.granularity, fixed, page.after is not None, records_history), arguments
 
