@@ -165,8 +165,12 @@ def _aggregate_sql(
             SELECT first.time AS first_time,
                    greatest({horizon}, spacing.average * ($5::integer + 2)) AS span
             FROM (
-                SELECT min(time) AS time FROM readings
+                -- Not min(time): with a table's statistics still unknown, the planner may
+                -- aggregate the whole range for it; ordered and limited, it reads one row.
+                SELECT time FROM readings
                 WHERE series_id = $1 AND time >= $3 AND time < $4 {after_cursor}
+                ORDER BY time
+                LIMIT 1
             ) AS first
             LEFT JOIN (
                 SELECT (last_reading_time - first_reading_time) / greatest(reading_count - 1, 1) AS average
@@ -192,7 +196,9 @@ def _aggregate_sql(
                            count(*) AS reading_count
                     FROM readings
                     WHERE series_id = $1 AND time >= $3 AND time < $4 {after_cursor}
-                      AND time < (SELECT scan_end FROM bounds)
+                      -- Both ends from the statement itself: where the planner cannot tell how
+                      -- far they reach, it takes them for a narrow range and the index for it.
+                      AND time >= (SELECT first_time FROM reach) AND time < (SELECT scan_end FROM bounds)
                     GROUP BY 1
                 ) AS grouped
             ) AS buckets
