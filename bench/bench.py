@@ -390,6 +390,14 @@ async def grow(connection: asyncpg.Connection, growth: int) -> int:
     return total
 
 
+def year_request(series_id: str, granularity: pb.Granularity, year: int = 2025) -> pb.QueryAggregatesRequest:
+    """A query of one meter's calendar year in UTC."""
+    request = pb.QueryAggregatesRequest(series_id=series_id, granularity=granularity)
+    request.start_time.FromDatetime(datetime(year, 1, 1, tzinfo=UTC))
+    request.end_time.FromDatetime(datetime(year + 1, 1, 1, tzinfo=UTC))
+    return request
+
+
 async def query_latencies(
     connection: asyncpg.Connection,
     stub: Stub,
@@ -401,12 +409,11 @@ async def query_latencies(
     """Service and plain-SQL latencies for one meter's year in UTC, interleaved so both see the
     same conditions."""
     start, end = datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
-    request = pb.QueryAggregatesRequest(
-        series_id=series_id,
-        granularity=pb.GRANULARITY_DAY_OF_MONTH if granularity == "daily" else pb.GRANULARITY_MONTHLY,
+    request = year_request(
+        series_id,
+        pb.GRANULARITY_DAY_OF_MONTH if granularity == "daily" else pb.GRANULARITY_MONTHLY,
+        year,
     )
-    request.start_time.FromDatetime(start)
-    request.end_time.FromDatetime(end)
     sql = PLAIN_SQL.format(unit="day" if granularity == "daily" else "month")
 
     def check(response: pb.QueryAggregatesResponse, rows: list[asyncpg.Record]) -> None:
@@ -485,12 +492,7 @@ async def query_clients(
         async with grpc.aio.insecure_channel(target) as channel:
             stub: Stub = pb_grpc.TimeseriesAggregationServiceStub(channel)  # type: ignore[assignment]
             while time.perf_counter() < deadline and not (stop and stop.is_set()):
-                request = pb.QueryAggregatesRequest(
-                    series_id=f"meter-{random.randrange(meters):03d}",
-                    granularity=pb.GRANULARITY_DAY_OF_MONTH,
-                )
-                request.start_time.FromDatetime(YEAR_2025)
-                request.end_time.FromDatetime(YEAR_2026)
+                request = year_request(f"meter-{random.randrange(meters):03d}", pb.GRANULARITY_DAY_OF_MONTH)
                 started = time.perf_counter()
                 try:
                     await stub.QueryAggregates(request, timeout=30)

@@ -48,6 +48,7 @@ from bench import (
     percentile,
     postgres_server,
     settle,
+    year_request,
 )
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
@@ -59,13 +60,6 @@ from timeseries_aggregation.storage.aggregates import aggregate_statement, query
 from timeseries_aggregation.storage.database import PoolSettings, open_database
 
 Call = Callable[[], Awaitable[object]]
-
-
-def grpc_request() -> pb.QueryAggregatesRequest:
-    request = pb.QueryAggregatesRequest(series_id=QUERY_METER, granularity=pb.GRANULARITY_DAY_OF_MONTH)
-    request.start_time.FromDatetime(YEAR_2025)
-    request.end_time.FromDatetime(YEAR_2026)
-    return request
 
 
 async def measure(stages: dict[str, Call], iterations: int, warm_up: int = 20) -> dict[str, list[float]]:
@@ -108,7 +102,7 @@ async def run(arguments: argparse.Namespace) -> None:
             plain = PLAIN_SQL.format(unit="day")
             bare, bare_arguments = aggregate_statement(query, page, "bench", records_history=False)
             recorded, recorded_arguments = aggregate_statement(query, page, "bench", records_history=True)
-            request = grpc_request()
+            request = year_request(QUERY_METER, pb.GRANULARITY_DAY_OF_MONTH)
 
             async def service_statement() -> object:
                 if engine.citus:  # as query_aggregates does there: read and insert, one transaction

@@ -44,7 +44,7 @@ async def detect_citus(server_url: str) -> CitusCluster | None:
     """The cluster when the server is a Citus coordinator with active workers, else None."""
     admin = await asyncpg.connect(server_url)
     try:
-        if not await admin.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"):
+        if not await _has_extension(admin, "citus"):
             return None
         workers = await admin.fetch(
             "SELECT node_name, node_port FROM citus_get_active_worker_nodes() ORDER BY 2"

@@ -63,18 +63,23 @@ async def stop(process: subprocess.Popen[bytes]) -> int:
     return await asyncio.to_thread(process.wait, 30)
 
 
+def server_env(database_url: str, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a server on the database and loopback port, authentication off
+    unless settings say otherwise (names without the TIMESERIES_AGGREGATION_ prefix)."""
+    return {
+        "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
+        "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+        "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+    } | {f"TIMESERIES_AGGREGATION_{name}": value for name, value in settings.items()}
+
+
 async def serve_on(
     database_url: str, log: Path, cleanup: list[subprocess.Popen[bytes]], **settings: str
 ) -> tuple[subprocess.Popen[bytes], int]:
     """A SERVING server process on a free port, authentication off unless settings say
     otherwise (names without the TIMESERIES_AGGREGATION_ prefix); registered for cleanup."""
     port = free_port()
-    env = {
-        "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
-        "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-        "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
-    } | {f"TIMESERIES_AGGREGATION_{name}": value for name, value in settings.items()}
-    process = start(env, log)
+    process = start(server_env(database_url, port, **settings), log)
     cleanup.append(process)
     await wait_serving(port)
     return process, port

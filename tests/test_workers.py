@@ -15,7 +15,7 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.server_process import SERVE_COMMAND, free_port, run_to_exit, start, stop, wait_serving
+from tests.server_process import SERVE_COMMAND, free_port, run_to_exit, server_env, start, stop, wait_serving
 from tests.support import eventually
 from tests.test_auth import ADMIN, KEY_FILE, QUERY, READER, bearer, service
 from tests.test_metrics import HISTORY, scrape
@@ -43,12 +43,7 @@ async def start_workers(
 ) -> tuple[subprocess.Popen[bytes], int]:
     """`serve --workers 2` on a free port, SERVING; registered for cleanup."""
     port = free_port()
-    env = {
-        "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
-        "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-        "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
-        "TIMESERIES_AGGREGATION_LOG_FORMAT": "json",
-    } | {f"TIMESERIES_AGGREGATION_{name}": value for name, value in settings.items()}
+    env = server_env(database_url, port, LOG_FORMAT="json", **settings)
     process = start(env, log, ["--workers", str(WORKERS)])
     cleanup.append(process)
     await wait_serving(port)
@@ -112,14 +107,7 @@ async def test_an_independent_server_cannot_join_the_workers_port(
     database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
 ) -> None:
     _, port = await start_workers(database_url, tmp_path / "server.log", cleanup)
-    second = await run_to_exit(
-        {
-            "TIMESERIES_AGGREGATION_DATABASE_URL": database_url,
-            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
-            "TIMESERIES_AGGREGATION_LOG_FORMAT": "json",
-        }
-    )
+    second = await run_to_exit(server_env(database_url, port, LOG_FORMAT="json"))
     assert second.returncode == 1
     assert "the port is in use by another process" in the_one_error(second)
 

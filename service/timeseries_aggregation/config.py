@@ -79,6 +79,11 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def join_host_port(host: str, port: int) -> str:
+    """The inverse of split_host_port: IPv6 hosts go back into brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _secret(environ: Mapping[str, str], name: str) -> str | None:
     """NAME from the environment, or the content of the file that NAME_FILE points at."""
     key = ENV_PREFIX + name

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from timeseries_aggregation.config import ENV_PREFIX, Config, split_host_port
+from timeseries_aggregation.config import ENV_PREFIX, Config, join_host_port, split_host_port
 from timeseries_aggregation.errors import StartupError
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def shared_listen_address(address: str) -> str:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         port = probe.getsockname()[1]
-    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    return join_host_port(host, port)
 
 
 def _metrics_address(address: str | None, index: int) -> str | None:
@@ -83,8 +83,7 @@ def _metrics_address(address: str | None, index: int) -> str | None:
     host, port = split_host_port(address)
     if port == 0:
         return address
-    shown_host = f"[{host}]" if ":" in host else host
-    return f"{shown_host}:{port + index}"
+    return join_host_port(host, port + index)
 
 
 @dataclass(slots=True)
