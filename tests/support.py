@@ -153,7 +153,8 @@ def offset_changes_near(instant: datetime, zone: zoneinfo.ZoneInfo, days: int = 
 
 
 async def catalog_matches_readings(sql: asyncpg.Connection) -> None:
-    """Every series' figures are those of its stored readings."""
+    """Every series' figures, and the rollups of those rolled up, are those of its stored
+    readings."""
     mismatches = await sql.fetch(
         """
         SELECT s.series_id, s.first_reading_time, s.last_reading_time, s.reading_count,
@@ -170,3 +171,38 @@ async def catalog_matches_readings(sql: asyncpg.Connection) -> None:
         """
     )
     assert [dict(row) for row in mismatches] == []
+    await rollups_match_readings(sql)
+
+
+# A rollup row against what the readings of its hour (day) give; rows of series that are not
+# rolled up must not exist. Sums agree to rounding: they add in another order.
+_ROLLUP_MISMATCHES = """
+    WITH expected AS (
+        SELECT r.series_id, date_bin(INTERVAL '1 {unit}', r.time, TIMESTAMPTZ 'epoch') AS bucket_start,
+               sum(r.quantity_kwh) AS total, min(r.quantity_kwh) AS minimum,
+               max(r.quantity_kwh) AS maximum, count(*) AS reading_count
+        FROM readings AS r JOIN series AS s ON s.series_id = r.series_id
+        WHERE s.rolled_up
+        GROUP BY 1, 2
+    ), stored AS (
+        SELECT series_id, bucket_start, total, minimum, maximum, reading_count FROM {table}
+    )
+    SELECT '{table}' AS rollup, coalesce(s.series_id, e.series_id) AS series_id,
+           coalesce(s.bucket_start, e.bucket_start) AS bucket_start,
+           s.total AS stored_total, e.total, s.minimum AS stored_minimum, e.minimum,
+           s.maximum AS stored_maximum, e.maximum, s.reading_count AS stored_count, e.reading_count
+    FROM stored AS s FULL JOIN expected AS e
+      ON s.series_id = e.series_id AND s.bucket_start = e.bucket_start
+    WHERE s.series_id IS NULL OR e.series_id IS NULL
+       OR s.minimum <> e.minimum OR s.maximum <> e.maximum OR s.reading_count <> e.reading_count
+       OR abs(s.total - e.total) > 1e-9 * greatest(abs(e.total), 1)
+    ORDER BY 2, 3
+    LIMIT 10
+"""
+
+
+async def rollups_match_readings(sql: asyncpg.Connection) -> None:
+    """Every rolled-up series' hourly and daily rollups are those of its stored readings."""
+    for unit, table in (("hour", "hourly_rollups"), ("day", "daily_rollups")):
+        mismatches = await sql.fetch(_ROLLUP_MISMATCHES.format(unit=unit, table=table))
+        assert [dict(row) for row in mismatches] == []

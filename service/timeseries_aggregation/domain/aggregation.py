@@ -139,7 +139,7 @@ _FIXED_WIDTHS = {
 
 
 @functools.cache
-def _utc_offsets(time_zone: str) -> frozenset[int]:
+def utc_offsets(time_zone: str) -> frozenset[int]:
     """Every UTC offset (seconds) the zone uses in the supported range, probed daily: no
     offset lasts less than a day. About 50 ms, once per zone and process."""
     zone = zoneinfo.ZoneInfo(time_zone)
@@ -164,7 +164,7 @@ def fixed_width_buckets(granularity: Granularity, time_zone: str) -> FixedWidthB
     if granularity not in _FIXED_WIDTHS:
         return None
     width, origin = _FIXED_WIDTHS[granularity]
-    phases = {(origin - offset) % width for offset in _utc_offsets(time_zone)}
+    phases = {(origin - offset) % width for offset in utc_offsets(time_zone)}
     if len(phases) != 1:
         return None
     return FixedWidthBuckets(width_seconds=width, origin_unix_seconds=phases.pop())

@@ -22,8 +22,10 @@ from timeseries_aggregation.domain.bucketing import bucket_containing, bucket_re
 from timeseries_aggregation.domain.coverage import IntervalCount, expected_reading_count
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
+from timeseries_aggregation.domain.rollups import RollupPlan, rollup_plan
 from timeseries_aggregation.domain.series import SeriesSelector
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.storage.aggregate_sources import AGGREGATES, cuts_sql, single_series_source
 from timeseries_aggregation.storage.database import Database
 
 # Each reading's bucket is grouped by a key computed per row; the bucket's start follows
@@ -123,7 +125,11 @@ _INSERT_HISTORY = """
 
 @functools.cache
 def _aggregate_sql(
-    granularity: Granularity, fixed: FixedWidthBuckets | None, continued: bool, records_history: bool
+    granularity: Granularity,
+    fixed: FixedWidthBuckets | None,
+    plan: RollupPlan | None,
+    continued: bool,
+    records_history: bool,
 ) -> str:
     """One page of buckets, and (when `records_history`) the history record of the call in
     the same statement.
@@ -139,6 +145,9 @@ def _aggregate_sql(
     the longest bucket, so that every bucket starting before the horizon is whole. The buckets
     starting at or after it are left to the next page; the last column says whether a reading
     lies past the horizon, for a page that ends before it is full.
+
+    With a rollup `plan`, a rolled-up series' buckets are summed from its rollups where they
+    hold whole hours or days (see aggregate_sources).
     """
     bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed)
     if fixed is not None:
@@ -159,6 +168,32 @@ def _aggregate_sql(
                    NULL, NULL, '{{}}'::text[], false
             FROM page
         )"""
+    if plan is None:
+        cuts = ""
+        grouped = f"""
+                    SELECT {bucket_key} AS bucket_key,
+                           sum(quantity_kwh) AS total,
+                           min(quantity_kwh) AS minimum,
+                           max(quantity_kwh) AS maximum,
+                           count(*) AS reading_count
+                    FROM readings
+                    WHERE series_id = $1 AND time >= $3 AND time < $4 {after_cursor}
+                      -- Both ends from the statement itself: where the planner cannot tell how
+                      -- far they reach, it takes them for a narrow range and the index for it.
+                      AND time >= (SELECT first_time FROM reach) AND time < (SELECT scan_end FROM bounds)
+                    GROUP BY 1"""
+    else:
+        window = cuts_sql(
+            "(SELECT first_time FROM reach)",
+            "(SELECT scan_end FROM bounds)",
+            plan,
+            "SELECT rolled_up FROM series WHERE series_id = $1",
+        )
+        cuts = f", cuts AS ({window})"
+        grouped = f"""
+                    SELECT {bucket_key} AS bucket_key, {AGGREGATES}
+                    FROM ({single_series_source(plan, bucket_key)}) AS source
+                    GROUP BY 1"""
     # One row more than the page tells whether another page follows.
     return f"""
         WITH reach AS (
@@ -184,22 +219,11 @@ def _aggregate_sql(
                    CASE WHEN span + {longest} >= $4 - first_time THEN $4
                         ELSE first_time + span + {longest} END AS scan_end
             FROM reach
-        ), page AS (
+        ){cuts}, page AS (
             SELECT bucket_start, total, minimum, maximum, reading_count
             FROM (
                 SELECT {bucket_start} AS bucket_start, total, minimum, maximum, reading_count
-                FROM (
-                    SELECT {bucket_key} AS bucket_key,
-                           sum(quantity_kwh) AS total,
-                           min(quantity_kwh) AS minimum,
-                           max(quantity_kwh) AS maximum,
-                           count(*) AS reading_count
-                    FROM readings
-                    WHERE series_id = $1 AND time >= $3 AND time < $4 {after_cursor}
-                      -- Both ends from the statement itself: where the planner cannot tell how
-                      -- far they reach, it takes them for a narrow range and the index for it.
-                      AND time >= (SELECT first_time FROM reach) AND time < (SELECT scan_end FROM bounds)
-                    GROUP BY 1
+                FROM ({grouped}
                 ) AS grouped
             ) AS buckets
             WHERE bucket_start < (SELECT horizon FROM bounds) {cursor_filter}
@@ -255,7 +279,9 @@ def aggregate_statement(
     # As far as page size + 2 buckets reach (the cursor's own may come first), then a bucket.
     arguments += [bucket_reach(query.granularity, page.page_size + 2), bucket_reach(query.granularity, 1)]
     fixed = fixed_width_buckets(query.granularity, query.time_zone)
-    return _aggregate_sql(query.granularity, fixed, page.after is not None, records_history), arguments
+    plan = rollup_plan(query.granularity, query.time_zone)
+    sql = _aggregate_sql(query.granularity, fixed, plan, page.after is not None, records_history)
+    return sql, arguments
 
 
 async def query_aggregates(

@@ -12,12 +12,14 @@ from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros_to_dat
 from timeseries_aggregation.domain.paging import Page, PageRequest
 from timeseries_aggregation.domain.series import Series, SeriesSelector, SeriesUpdate
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.rollups import CatalogFigures, hour_span, recompute_rollups
 
 _COLUMNS = "series_id, labels, reading_interval_seconds, first_reading_time, last_reading_time, reading_count"
 
 # One row per series of a stream, in series_id order so that concurrent streams lock catalog
 # rows in one order. least/greatest skip NULLs: a series created without readings gets its
-# first figures here.
+# first figures here. The rows returned are the latest versions (a concurrent stream's update
+# waited for), with this stream's figures added and its rollup flag not yet changed.
 _RECORD_READINGS = """
     INSERT INTO series AS stored (series_id, first_reading_time, last_reading_time, reading_count)
     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::bigint[])
@@ -26,6 +28,7 @@ _RECORD_READINGS = """
         first_reading_time = least(stored.first_reading_time, EXCLUDED.first_reading_time),
         last_reading_time = greatest(stored.last_reading_time, EXCLUDED.last_reading_time),
         reading_count = stored.reading_count + EXCLUDED.reading_count
+    RETURNING series_id, rolled_up, reading_count, first_reading_time, last_reading_time
 """
 
 # $4 and $5 say whether labels and the interval are set; a field not set keeps its value, and
@@ -91,18 +94,20 @@ class SeriesTally:
             series_id = chunk.series_ids[int(index[start])]
             self.add(series_id, int(times[start]), int(times[end - 1]), end - start)
 
-    async def write(self, connection: asyncpg.Connection) -> None:
-        """Create the stream's series where missing and add its figures to theirs."""
+    async def write(self, connection: asyncpg.Connection) -> dict[str, CatalogFigures]:
+        """Create the stream's series where missing and add its figures to theirs; returns
+        their rows, which stay locked until the stream's transaction ends."""
         if not self.added:
-            return
+            return {}
         series_ids = sorted(self.added)
-        await connection.execute(
+        rows = await connection.fetch(
             _RECORD_READINGS,
             series_ids,
             [unix_micros_to_datetime(self.first[series_id]) for series_id in series_ids],
             [unix_micros_to_datetime(self.last[series_id]) for series_id in series_ids],
             [self.added[series_id] for series_id in series_ids],
         )
+        return {row["series_id"]: CatalogFigures(*row[1:]) for row in rows}
 
 
 async def update_series(database: Database, update: SeriesUpdate) -> Series:
@@ -124,7 +129,9 @@ async def update_series(database: Database, update: SeriesUpdate) -> Series:
 
 # The series' catalog row first: a stream adding readings to the series waits at its catalog
 # update until this transaction ends, so the figures below count everything it committed before.
-_LOCK_SERIES = "SELECT 1 FROM series WHERE series_id = $1 FOR UPDATE"
+_LOCK_SERIES = (
+    "SELECT rolled_up, first_reading_time, last_reading_time FROM series WHERE series_id = $1 FOR UPDATE"
+)
 # One series, one statement (routed to one worker on Citus, where both tables are co-located).
 # The subqueries see the readings as they were before the DELETE, so they look outside the
 # range for the first and last reading left.
@@ -154,9 +161,13 @@ async def delete_series_readings(
     connection: asyncpg.Connection, series_id: str, start_time: datetime, end_time: datetime
 ) -> int:
     """Delete a series' readings in [start_time, end_time) and update its figures, inside the
-    caller's transaction; returns how many readings went."""
-    await connection.execute(_LOCK_SERIES, series_id)
+    caller's transaction, with the rollups of the hours it deleted from; returns how many
+    readings went."""
+    catalog = await connection.fetchrow(_LOCK_SERIES, series_id)
     deleted: int | None = await connection.fetchval(_DELETE_SERIES_READINGS, series_id, start_time, end_time)
+    if deleted and catalog is not None and catalog["rolled_up"]:
+        span = hour_span(catalog["first_reading_time"], catalog["last_reading_time"], start_time, end_time)
+        await recompute_rollups(connection, {series_id: [span]})
     return deleted or 0
 
 

@@ -1,0 +1,127 @@
+"""Rollups in the domain's terms: which hours a stream touched, which series are dense enough to
+be rolled up, and which rollup a query's buckets can be made of.
+
+Rollups hold, per series, the sum, minimum, maximum and count of its readings in each UTC hour
+and each UTC day. A bucket made of whole UTC hours (every hour and coarser bucket of a zone
+whose offset is a whole number of hours) can be summed from hourly rollups instead of from its
+readings, and one made of whole UTC days (days, weeks, months, quarters and years of a zone
+that is always at UTC) from daily rollups.
+"""
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from timeseries_aggregation.domain.aggregation import Granularity, utc_offsets
+from timeseries_aggregation.domain.batch import ReadingBatch
+
+HOUR_MICROS = 3_600_000_000
+DAY_MICROS = 24 * HOUR_MICROS
+# Beyond this many separate runs of touched hours in one series, a stream remembers only their
+# overall span: a bound on memory for streams of scattered corrections, at the price of
+# recomputing the hours between them.
+MAX_RUNS_PER_SERIES = 4_096
+
+
+class RollupTier(enum.Enum):
+    """The coarsest rollup a query's buckets are made of."""
+
+    HOURS = "hours"
+    DAYS = "days"
+
+
+@dataclass(frozen=True, slots=True)
+class RollupPlan:
+    """How a query reads rollups: the coarsest tier its buckets are made of, and whether each
+    hour must be checked to lie in one bucket (the readings of one that straddles two are read
+    instead)."""
+
+    tier: RollupTier
+    check_hours: bool
+
+
+_FINER_THAN_AN_HOUR = frozenset({Granularity.QUARTER_HOURLY, Granularity.HALF_HOURLY})
+
+
+def rollup_plan(granularity: Granularity, time_zone: str) -> RollupPlan | None:
+    """How the query's buckets can be made of rollups, or None (of readings only).
+
+    Days come whole from daily rollups only in a zone that is always at UTC. Local hours are
+    UTC hours wherever the zone's offsets are whole hours; local days and longer start on UTC
+    hours there too, except where the zone changes its offset inside an hour (a transition at
+    00:01), and in a zone whose offset has minutes (Asia/Kolkata's days start at 18:30 UTC)
+    one hour a day straddles two days: in such zones each hour is checked.
+    """
+    if granularity in _FINER_THAN_AN_HOUR:
+        return None
+    offsets = utc_offsets(time_zone)
+    whole_hours = all(offset % 3600 == 0 for offset in offsets)
+    if granularity is Granularity.HOURLY:
+        return RollupPlan(RollupTier.HOURS, check_hours=False) if whole_hours else None
+    if offsets == frozenset({0}):
+        return RollupPlan(RollupTier.DAYS, check_hours=False)
+    return RollupPlan(RollupTier.HOURS, check_hours=not (whole_hours and len(offsets) == 1))
+
+
+@dataclass(slots=True)
+class TouchedHours:
+    """The UTC hours in which a stream wrote readings, per series, as runs [start, end) of hour
+    numbers since the Unix epoch; and which series it gave more than one reading in an hour."""
+
+    runs: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    dense: set[str] = field(default_factory=set)
+
+    def add(self, chunk: ReadingBatch) -> None:
+        """Note the hours of a chunk sorted by key (series, then time)."""
+        index = chunk.series_index
+        if len(index) == 0:
+            return
+        times = chunk.time_unix_micros
+        hours = times // HOUR_MICROS
+        new_series = np.concatenate(([True], index[1:] != index[:-1]))
+        starts = np.flatnonzero(new_series)
+        # A reading opens a run where its series starts or its hour is more than one after the
+        # previous reading's.
+        opens = new_series | np.concatenate(([True], hours[1:] - hours[:-1] > 1))
+        # Distinct instants (a key may repeat in an upsert chunk) and distinct hours per series.
+        new_time = new_series | np.concatenate(([True], times[1:] != times[:-1]))
+        new_hour = new_series | np.concatenate(([True], hours[1:] != hours[:-1]))
+        instants = np.add.reduceat(new_time.astype(np.int64), starts)
+        distinct_hours = np.add.reduceat(new_hour.astype(np.int64), starts)
+        run_starts = np.flatnonzero(opens)
+        run_ends = np.append(run_starts[1:], len(index))
+        run_series = np.searchsorted(starts, run_starts, side="right") - 1
+        by_series: dict[int, list[tuple[int, int]]] = {}
+        run_lasts = (run_ends - 1).tolist()
+        for position, first, last in zip(run_series.tolist(), run_starts.tolist(), run_lasts, strict=True):
+            by_series.setdefault(position, []).append((int(hours[first]), int(hours[last]) + 1))
+        for position, start in enumerate(starts.tolist()):
+            series_id = chunk.series_ids[int(index[start])]
+            if instants[position] > distinct_hours[position]:
+                self.dense.add(series_id)
+            self._merge(series_id, by_series[position])
+
+    def _merge(self, series_id: str, new_runs: list[tuple[int, int]]) -> None:
+        runs = sorted([*self.runs.get(series_id, []), *new_runs])
+        merged: list[tuple[int, int]] = []
+        for start, end in runs:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((start, end))
+        if len(merged) > MAX_RUNS_PER_SERIES:
+            merged = [(merged[0][0], merged[-1][1])]
+        self.runs[series_id] = merged
+
+
+def day_runs(hour_runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The UTC days (day numbers since the epoch) that hold the hours of `hour_runs`, as runs."""
+    merged: list[tuple[int, int]] = []
+    for start, end in hour_runs:
+        day_start, day_end = start // 24, -(-end // 24)
+        if merged and day_start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], day_end))
+        else:
+            merged.append((day_start, day_end))
+    return merged

@@ -1,0 +1,124 @@
+"""The rows an aggregate statement groups into buckets: readings, or for a rolled-up series
+the hourly and daily rollups of the whole hours and days of its window and the readings of
+the rest.
+
+Every source row has the columns (time, total, minimum, maximum, reading_count): a reading is
+a row of one, at its own time; a rollup row sums its hour (day) at the hour's (day's) start.
+Grouping them by the bucket of `time` gives the buckets the readings give, provided each
+rollup row lies in one bucket: the window [lo, hi) is cut as
+
+    lo ... h1 ... d1 ... d2 ... h2 ... hi
+
+where [h1, h2) holds the window's whole UTC hours and [d1, d2) the whole UTC days among them:
+readings for [lo, h1) and [h2, hi), daily rollups for [d1, d2) where the query's buckets are
+made of UTC days, hourly rollups for the rest. Where an hour may straddle two buckets, the
+hours that do are read as readings (see domain/rollups.py).
+"""
+
+import re
+
+from timeseries_aggregation.domain.rollups import RollupPlan, RollupTier
+
+_EPOCH = "TIMESTAMPTZ 'epoch'"
+_READING_COLUMNS = (
+    "time, quantity_kwh AS total, quantity_kwh AS minimum, quantity_kwh AS maximum, 1 AS reading_count"
+)
+_ROLLUP_COLUMNS = "bucket_start AS time, total, minimum, maximum, reading_count"
+# The grouping of source rows, where readings may be rollups.
+AGGREGATES = (
+    "sum(total) AS total, min(minimum) AS minimum, max(maximum) AS maximum,"
+    " sum(reading_count)::bigint AS reading_count"
+)
+
+
+def _floor(unit: str, instant: str) -> str:
+    return f"date_bin(INTERVAL '1 {unit}', {instant}, {_EPOCH})"
+
+
+def _ceil(unit: str, instant: str) -> str:
+    before = f"({instant}) - INTERVAL '1 microsecond'"
+    return f"({_floor(unit, before)} + INTERVAL '1 {unit}')"
+
+
+def cuts_sql(lo: str, hi: str, plan: RollupPlan, rolled_up: str) -> str:
+    """A one-row query of the window's cuts (lo, hi, h1, h2, d1, d2) and of `rolled_up`."""
+    hours = f"""
+        SELECT lo, hi, h1, greatest({_floor("hour", "hi")}, h1) AS h2
+        FROM (
+            SELECT lo, hi, least({_ceil("hour", "lo")}, hi) AS h1
+            FROM (SELECT {lo} AS lo, {hi} AS hi) AS window_bounds
+        ) AS first_hour
+    """
+    if plan.tier is RollupTier.HOURS:
+        days = f"SELECT lo, hi, h1, h2, h2 AS d1, h2 AS d2 FROM ({hours}) AS hours"
+    else:
+        days = f"""
+            SELECT lo, hi, h1, h2, d1, greatest({_floor("day", "h2")}, d1) AS d2
+            FROM (
+                SELECT lo, hi, h1, h2, least({_ceil("day", "h1")}, h2) AS d1 FROM ({hours}) AS hours
+            ) AS first_day
+        """
+    return f"SELECT cut.*, coalesce(({rolled_up}), false) AS rolled_up FROM ({days}) AS cut"
+
+
+def _cut(name: str) -> str:
+    return f"(SELECT {name} FROM cuts)"
+
+
+def _at(key: str, instant: str) -> str:
+    """The bucket key expression evaluated at `instant` instead of a row's time."""
+    return re.sub(r"\btime\b", instant, key)
+
+
+def single_series_source(plan: RollupPlan, bucket_key: str) -> str:
+    """The source rows of series $1 in the window of the `cuts` CTE (see cuts_sql)."""
+    series = "series_id = $1"
+    rolled_up, not_rolled_up = _cut("rolled_up"), f"NOT {_cut('rolled_up')}"
+
+    def readings(low: str, high: str, condition: str) -> str:
+        return f"""
+            SELECT {_READING_COLUMNS} FROM readings
+            WHERE {series} AND time >= {_cut(low)} AND time < {_cut(high)} AND {condition}"""
+
+    def rollups(table: str, low: str, high: str) -> str:
+        return f"""
+            SELECT {_ROLLUP_COLUMNS} FROM {table}
+            WHERE {series} AND bucket_start >= {_cut(low)} AND bucket_start < {_cut(high)} AND {rolled_up}"""
+
+    branches = [
+        readings("lo", "hi", not_rolled_up),
+        readings("lo", "h1", rolled_up),
+        readings("h2", "hi", rolled_up),
+    ]
+    if plan.tier is RollupTier.DAYS:
+        branches += [
+            rollups("hourly_rollups", "h1", "d1"),
+            rollups("daily_rollups", "d1", "d2"),
+            rollups("hourly_rollups", "d2", "h2"),
+        ]
+    elif not plan.check_hours:
+        branches.append(rollups("hourly_rollups", "h1", "h2"))
+    else:
+        # An hour lies in one bucket where the zone's offset is the same at both its ends (no
+        # zone changes it twice within a day) and its key is too.
+        almost_an_hour = "INTERVAL '59 minutes 59.999999 seconds'"
+        last = f"bucket_start + {almost_an_hour}"
+        whole = (
+            f"({last}) AT TIME ZONE $2 = (bucket_start AT TIME ZONE $2) + {almost_an_hour}"
+            f" AND {_at(bucket_key, 'bucket_start')} = {_at(bucket_key, f'({last})')}"
+        )
+        checked = f"""
+            SELECT bucket_start, total, minimum, maximum, reading_count, {whole} AS whole
+            FROM hourly_rollups
+            WHERE {series} AND bucket_start >= {_cut("h1")} AND bucket_start < {_cut("h2")} AND {rolled_up}"""
+        branches.append(f"SELECT {_ROLLUP_COLUMNS} FROM checked_hours WHERE whole")
+        branches.append(
+            f"""
+            SELECT r.time, r.quantity_kwh, r.quantity_kwh, r.quantity_kwh, 1
+            FROM checked_hours AS hours
+            JOIN readings AS r ON r.{series}
+             AND r.time >= hours.bucket_start AND r.time < hours.bucket_start + INTERVAL '1 hour'
+            WHERE NOT hours.whole"""
+        )
+        return f"WITH checked_hours AS ({checked})\n" + "\nUNION ALL\n".join(branches)
+    return "\nUNION ALL\n".join(branches)

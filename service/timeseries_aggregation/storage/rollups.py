@@ -1,0 +1,247 @@
+"""Rollups in SQL: the hourly and daily rollups of the hours a transaction touched are made
+again from the readings before it commits, while it holds those series' catalog rows; and
+whole series are rebuilt, or checked against their readings, on demand.
+
+Holding the catalog row is what keeps rollups exact under concurrent writers: every transaction
+that changes a series' readings (ingest, DeleteReadings, retention, a rebuild) updates or locks
+that row and keeps it until it commits, so their rollup work runs one after the other, and each
+recomputation reads the readings in a statement that starts after the previous writer committed.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from timeseries_aggregation.domain.batch import unix_micros
+from timeseries_aggregation.domain.rollups import HOUR_MICROS, TouchedHours, day_runs
+from timeseries_aggregation.storage.database import Database
+
+Runs = dict[str, list[tuple[int, int]]]
+
+# Runs of hours (or days) per series, as parallel arrays of the series and the first and
+# past-the-end hour (or day) numbers since the Unix epoch.
+_RUNS = """
+    SELECT series_id,
+           to_timestamp(first_unit * {seconds}) AS range_start,
+           to_timestamp(end_unit * {seconds}) AS range_end
+    FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS run(series_id, first_unit, end_unit)
+"""
+_DELETE_RUNS = """
+    DELETE FROM {table} AS stored
+    USING ({runs}) AS run
+    WHERE stored.series_id = run.series_id
+      AND stored.bucket_start >= run.range_start AND stored.bucket_start < run.range_end
+"""
+_HOURS_FROM_READINGS = f"""
+    INSERT INTO hourly_rollups (series_id, bucket_start, total, minimum, maximum, reading_count)
+    SELECT run.series_id, date_bin(INTERVAL '1 hour', r.time, TIMESTAMPTZ 'epoch'),
+           sum(r.quantity_kwh), min(r.quantity_kwh), max(r.quantity_kwh), count(*)
+    FROM ({_RUNS.format(seconds=3600)}) AS run
+    JOIN readings AS r
+      ON r.series_id = run.series_id AND r.time >= run.range_start AND r.time < run.range_end
+    GROUP BY 1, 2
+"""
+_DAYS_FROM_HOURS = f"""
+    INSERT INTO daily_rollups (series_id, bucket_start, total, minimum, maximum, reading_count)
+    SELECT run.series_id, date_bin(INTERVAL '1 day', h.bucket_start, TIMESTAMPTZ 'epoch'),
+           sum(h.total), min(h.minimum), max(h.maximum), sum(h.reading_count)
+    FROM ({_RUNS.format(seconds=86400)}) AS run
+    JOIN hourly_rollups AS h
+      ON h.series_id = run.series_id AND h.bucket_start >= run.range_start AND h.bucket_start < run.range_end
+    GROUP BY 1, 2
+"""
+_DELETE_HOURS = _DELETE_RUNS.format(table="hourly_rollups", runs=_RUNS.format(seconds=3600))
+_DELETE_DAYS = _DELETE_RUNS.format(table="daily_rollups", runs=_RUNS.format(seconds=86400))
+
+_SWITCH_ON = "UPDATE series SET rolled_up = true WHERE series_id = ANY($1::text[]) AND NOT rolled_up"
+
+
+def _arrays(runs: Runs) -> tuple[list[str], list[int], list[int]]:
+    series_ids, firsts, ends = [], [], []
+    for series_id in sorted(runs):
+        for first, end in runs[series_id]:
+            series_ids.append(series_id)
+            firsts.append(first)
+            ends.append(end)
+    return series_ids, firsts, ends
+
+
+async def recompute_rollups(connection: asyncpg.Connection, hour_runs: Runs) -> None:
+    """Make the hourly rollups of `hour_runs` again from the readings, and the daily rollups of
+    the days that hold them from the hourly ones; inside the caller's transaction, which holds
+    the series' catalog rows."""
+    if not hour_runs:
+        return
+    hours = _arrays(hour_runs)
+    await connection.execute(_DELETE_HOURS, *hours)
+    await connection.execute(_HOURS_FROM_READINGS, *hours)
+    days = _arrays({series_id: day_runs(runs) for series_id, runs in hour_runs.items()})
+    await connection.execute(_DELETE_DAYS, *days)
+    await connection.execute(_DAYS_FROM_HOURS, *days)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogFigures:
+    """A series' catalog row as a stream's catalog update left it (the stream's readings
+    included), its rollup flag as it was before."""
+
+    rolled_up: bool
+    reading_count: int
+    first_reading_time: datetime
+    last_reading_time: datetime
+
+
+def _hour_number(instant: datetime) -> int:
+    return unix_micros(instant) // HOUR_MICROS
+
+
+async def maintain_stream_rollups(
+    connection: asyncpg.Connection,
+    touched: TouchedHours,
+    catalog: dict[str, CatalogFigures],
+    added: dict[str, int],
+) -> None:
+    """Bring the rollups of a stream's series up to date with its readings, just before it
+    commits, after its catalog update has locked their rows.
+
+    A rolled-up series gets the hours the stream touched recomputed. A series the stream gave
+    more than one reading in an hour becomes rolled up: from the stream's hours if all its
+    readings are the stream's, else from everything it holds.
+    """
+    hour_runs: Runs = {}
+    switching_on = []
+    for series_id, runs in touched.runs.items():
+        figures = catalog[series_id]
+        if figures.rolled_up:
+            hour_runs[series_id] = runs
+        elif series_id in touched.dense:
+            switching_on.append(series_id)
+            if figures.reading_count == added.get(series_id, 0):
+                hour_runs[series_id] = runs
+            else:
+                first = _hour_number(figures.first_reading_time)
+                hour_runs[series_id] = [(first, _hour_number(figures.last_reading_time) + 1)]
+    if switching_on:
+        await connection.execute(_SWITCH_ON, sorted(switching_on))
+    await recompute_rollups(connection, hour_runs)
+
+
+# A series' catalog row, locked: its rollups cannot change under a rebuild or check.
+_LOCK_SERIES = """
+    SELECT rolled_up, first_reading_time, last_reading_time FROM series WHERE series_id = $1 FOR UPDATE
+"""
+
+
+def hour_span(
+    first: datetime, last: datetime, start: datetime | None, end: datetime | None
+) -> tuple[int, int]:
+    """The hours (numbers since the epoch) of a series' readings from `first` to `last` that
+    overlap [start, end): every hour holding a reading of the range, whole."""
+    low = unix_micros(first if start is None else max(first, start))
+    high = unix_micros(last) + 1 if end is None else min(unix_micros(last) + 1, unix_micros(end))
+    return low // HOUR_MICROS, -(-high // HOUR_MICROS)
+
+
+async def rebuild_series_rollups(
+    database: Database, series_id: str, start: datetime | None = None, end: datetime | None = None
+) -> bool:
+    """Make the series' rollups again from its readings (all of them, or the hours of
+    [start, end)); a whole series rebuilt becomes rolled up. False when the catalog lacks it."""
+    async with database.write_connection() as connection, connection.transaction():
+        row = await connection.fetchrow(_LOCK_SERIES, series_id)
+        if row is None:
+            return False
+        whole = start is None and end is None
+        if whole:
+            await connection.execute("DELETE FROM hourly_rollups WHERE series_id = $1", series_id)
+            await connection.execute("DELETE FROM daily_rollups WHERE series_id = $1", series_id)
+            await connection.execute(_SWITCH_ON, [series_id])
+        if row["first_reading_time"] is not None and (whole or row["rolled_up"]):
+            first, end_hour = hour_span(row["first_reading_time"], row["last_reading_time"], start, end)
+            if first < end_hour:
+                await recompute_rollups(connection, {series_id: [(first, end_hour)]})
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class RollupMismatch:
+    """A rollup row that differs from what the readings (or, for a day, its hours) give."""
+
+    series_id: str
+    rollup: str  # "hourly" or "daily"
+    bucket_start: datetime
+    stored: tuple[float, float, float, int] | None
+    expected: tuple[float, float, float, int] | None
+
+
+# Stored rollups against what the readings give, for one series and a range of whole hours
+# (days): $1 series, $2/$3 the range. Sums agree to rounding (they add in another order).
+_CHECK = """
+    WITH expected AS (
+        SELECT date_bin(INTERVAL '1 {unit}', time, TIMESTAMPTZ 'epoch') AS bucket_start,
+               sum(quantity_kwh) AS total, min(quantity_kwh) AS minimum,
+               max(quantity_kwh) AS maximum, count(*) AS reading_count
+        FROM readings WHERE series_id = $1 AND time >= $2 AND time < $3
+        GROUP BY 1
+    ), stored AS (
+        SELECT bucket_start, total, minimum, maximum, reading_count
+        FROM {table} WHERE series_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+    )
+    SELECT coalesce(s.bucket_start, e.bucket_start) AS bucket_start,
+           s.total AS stored_total, s.minimum AS stored_minimum, s.maximum AS stored_maximum,
+           s.reading_count AS stored_count,
+           e.total, e.minimum, e.maximum, e.reading_count
+    FROM stored AS s FULL JOIN expected AS e ON s.bucket_start = e.bucket_start
+    WHERE s.bucket_start IS NULL OR e.bucket_start IS NULL
+       OR s.minimum <> e.minimum OR s.maximum <> e.maximum OR s.reading_count <> e.reading_count
+       OR abs(s.total - e.total) > 1e-9 * greatest(abs(e.total), 1)
+    ORDER BY 1
+"""
+_CHECK_HOURS = _CHECK.format(unit="hour", table="hourly_rollups")
+_CHECK_DAYS = _CHECK.format(unit="day", table="daily_rollups")
+
+
+async def check_series_rollups(
+    database: Database, series_id: str, start: datetime | None = None, end: datetime | None = None
+) -> list[RollupMismatch] | None:
+    """The rollup rows of the series (in the whole hours and days of [start, end)) that differ
+    from its readings; None when the series is not rolled up."""
+    async with database.query_connection() as connection, connection.transaction():
+        row = await connection.fetchrow(_LOCK_SERIES, series_id)
+        if row is None or not row["rolled_up"]:
+            return None
+        mismatches: list[RollupMismatch] = []
+        if row["first_reading_time"] is None:
+            return mismatches
+        first, end_hour = hour_span(row["first_reading_time"], row["last_reading_time"], start, end)
+        for rollup, sql, hours in (("hourly", _CHECK_HOURS, 1), ("daily", _CHECK_DAYS, 24)):
+            # Every hour (day) holding a reading of the range, whole.
+            low, high = first // hours * hours * 3600, -(-end_hour // hours) * hours * 3600
+            differing = await connection.fetch(sql, series_id, _utc(low), _utc(high))
+            mismatches.extend(_mismatch(series_id, rollup, found) for found in differing)
+        return mismatches
+
+
+def _utc(unix_seconds: int) -> datetime:
+    return datetime.fromtimestamp(unix_seconds, tz=UTC)
+
+
+def _mismatch(series_id: str, rollup: str, row: asyncpg.Record) -> RollupMismatch:
+    stored = None if row["stored_count"] is None else (row[1], row[2], row[3], row[4])
+    expected = None if row["reading_count"] is None else (row[5], row[6], row[7], row[8])
+    return RollupMismatch(series_id, rollup, row["bucket_start"], stored, expected)
+
+
+async def rolled_up_series(database: Database, series_ids: Iterable[str] | None = None) -> list[str]:
+    """The rolled-up series (among `series_ids`, or all), in series_id order."""
+    async with database.query_connection() as connection:
+        if series_ids is None:
+            rows = await connection.fetch("SELECT series_id FROM series WHERE rolled_up ORDER BY 1")
+        else:
+            rows = await connection.fetch(
+                "SELECT series_id FROM series WHERE rolled_up AND series_id = ANY($1::text[]) ORDER BY 1",
+                list(series_ids),
+            )
+    return [row["series_id"] for row in rows]

@@ -1,0 +1,142 @@
+"""Property: for random dense readings, overwrites and deletions, any zone, granularity, range
+and page size, a rolled-up series' buckets read through its rollups are the buckets its
+readings give (the same query with the series' rollups switched off)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support import (
+    SAMPLE_ZONES,
+    catalog_matches_readings,
+    ingest,
+    offset_changes_near,
+    query_all_pages,
+    ts,
+)
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.domain.aggregation import Granularity
+from timeseries_aggregation.transport.convert import GRANULARITY_TO_PROTO
+
+if TYPE_CHECKING:
+    from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
+
+# Beyond the sample zones: clocks changed at 00:01 (an hour holds a change), half-hour changes
+# (Lord Howe), always at UTC but not named so (daily rollups), a fixed whole-hour offset.
+ZONES = [*SAMPLE_ZONES, "America/Moncton", "Australia/Lord_Howe", "Atlantic/Reykjavik", "Etc/GMT-5"]
+
+
+def bucket_rows(buckets: list[pb.Bucket]) -> list[tuple[object, ...]]:
+    return [
+        (
+            b.start_time.ToDatetime(),
+            b.end_time.ToDatetime(),
+            b.period,
+            b.total_quantity_kwh,
+            b.min_quantity_kwh,
+            b.max_quantity_kwh,
+            b.reading_count,
+        )
+        for b in buckets
+    ]
+
+
+@st.composite
+def first_instants(draw: st.DrawFn, zone_name: str) -> datetime:
+    """Anywhere from 1970 to 2099, or often a few hours before one of the zone's clock changes."""
+    instant = draw(
+        st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2099, 10, 1), timezones=st.just(UTC))
+    ).replace(second=0, microsecond=0)
+    changes = offset_changes_near(instant, ZoneInfo(zone_name))
+    near_a_change = draw(st.booleans())
+    if changes and near_a_change:
+        return max(draw(st.sampled_from(changes)) - timedelta(hours=5), datetime(1970, 1, 2, tzinfo=UTC))
+    return instant
+
+
+# Minutes after the first instant, and eighths of a kWh: sums of eighths are exact in any order,
+# so both ways of adding agree to the last bit.
+stream_strategy = st.lists(
+    st.tuples(
+        st.one_of(
+            st.integers(min_value=0, max_value=600),
+            st.integers(min_value=0, max_value=60 * 24 * 100),
+        ),
+        st.integers(min_value=-8000, max_value=8000),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.data(),
+    streams=st.lists(stream_strategy, min_size=1, max_size=3),
+    zone_name=st.sampled_from(ZONES),
+    granularity=st.sampled_from(list(Granularity)),
+    page_size=st.integers(min_value=1, max_value=40),
+)
+async def test_rollups_give_the_buckets_the_readings_give(
+    stub: TimeseriesAggregationServiceAsyncStub,
+    sql: asyncpg.Connection,
+    data: st.DataObject,
+    streams: list[list[tuple[int, int]]],
+    zone_name: str,
+    granularity: Granularity,
+    page_size: int,
+) -> None:
+    first = data.draw(first_instants(zone_name))
+    series_id = f"rollup-property-{uuid.uuid4()}"
+    # Two readings in one minute make the series dense from its first stream.
+    dense = [(timedelta(0), 8), (timedelta(seconds=30), 16)]
+    for index, stream in enumerate(streams):
+        sent = [*(dense if index == 0 else []), *((timedelta(minutes=m), eighths) for m, eighths in stream)]
+        readings = [
+            pb.Reading(series_id=series_id, time=ts(first + after), quantity_kwh=eighths / 8)
+            for after, eighths in sent
+        ]
+        await ingest(
+            stub,
+            [pb.IngestReadingsRequest(readings=readings[i : i + 17]) for i in range(0, len(readings), 17)],
+        )
+    if data.draw(st.booleans()):
+        start = first + timedelta(minutes=data.draw(st.integers(0, 60 * 24 * 100)))
+        end = start + timedelta(minutes=data.draw(st.integers(1, 60 * 24 * 20)))
+        await stub.DeleteReadings(
+            pb.DeleteReadingsRequest(
+                selector=pb.SeriesSelector(series_ids=[series_id]), start_time=ts(start), end_time=ts(end)
+            )
+        )
+    assert await sql.fetchval("SELECT rolled_up FROM series WHERE series_id = $1", series_id)
+    await catalog_matches_readings(sql)
+
+    request = pb.QueryAggregatesRequest(
+        series_id=series_id,
+        granularity=GRANULARITY_TO_PROTO[granularity],
+        time_zone=zone_name,
+        page_size=page_size,
+    )
+    if data.draw(st.booleans()):
+        # A range with edges inside hours (and days).
+        request.start_time.CopyFrom(ts(first + timedelta(minutes=data.draw(st.integers(-600, 60 * 24 * 50)))))
+        request.end_time.CopyFrom(
+            ts(
+                request.start_time.ToDatetime(UTC)
+                + timedelta(minutes=data.draw(st.integers(1, 60 * 24 * 60)))
+            )
+        )
+    through_rollups = await query_all_pages(stub, request)
+    await sql.execute("UPDATE series SET rolled_up = false WHERE series_id = $1", series_id)
+    try:
+        through_readings = await query_all_pages(stub, request)
+    finally:
+        await sql.execute("UPDATE series SET rolled_up = true WHERE series_id = $1", series_id)
+    assert bucket_rows(through_rollups) == bucket_rows(through_readings)
