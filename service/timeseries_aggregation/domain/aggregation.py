@@ -138,18 +138,46 @@ _FIXED_WIDTHS = {
 }
 
 
+class ZoneHistory(NamedTuple):
+    """The UTC offsets (seconds) a zone uses in the supported range, and the instants (Unix
+    seconds) at which it changes from one to another."""
+
+    offsets: frozenset[int]
+    changes: tuple[int, ...]
+
+
 @functools.cache
-def utc_offsets(time_zone: str) -> frozenset[int]:
-    """Every UTC offset (seconds) the zone uses in the supported range, probed daily: no
-    offset lasts less than a day. About 50 ms, once per zone and process."""
+def zone_history(time_zone: str) -> ZoneHistory:
+    """The zone's offsets, probed daily (no offset lasts less than a day), and its changes,
+    each found to the second between the two probes around it. About 50 ms, once per zone
+    and process."""
     zone = zoneinfo.ZoneInfo(time_zone)
-    days = (LATEST_TIME - EARLIEST_TIME).days
-    offsets = set()
-    for day in range(days):
-        offset = (EARLIEST_TIME + timedelta(days=day, hours=12)).astimezone(zone).utcoffset()
+
+    def offset_at(unix_seconds: int) -> int:
+        offset = (EARLIEST_TIME + timedelta(seconds=unix_seconds)).astimezone(zone).utcoffset()
         assert offset is not None
-        offsets.add(int(offset.total_seconds()))
-    return frozenset(offsets)
+        return int(offset.total_seconds())
+
+    start = int(EARLIEST_TIME.timestamp()) + _DAY // 2
+    offsets = {offset_at(start)}
+    changes = []
+    previous = offset_at(start)
+    for probe in range(start + _DAY, int(LATEST_TIME.timestamp()), _DAY):
+        offset = offset_at(probe)
+        if offset != previous:
+            before, after = probe - _DAY, probe  # the change lies in (before, after]
+            while after - before > 1:
+                middle = (before + after) // 2
+                before, after = (middle, after) if offset_at(middle) == previous else (before, middle)
+            changes.append(after)
+            offsets.add(offset)
+            previous = offset
+    return ZoneHistory(frozenset(offsets), tuple(changes))
+
+
+def utc_offsets(time_zone: str) -> frozenset[int]:
+    """Every UTC offset (seconds) the zone uses in the supported range."""
+    return zone_history(time_zone).offsets
 
 
 def fixed_width_buckets(granularity: Granularity, time_zone: str) -> FixedWidthBuckets | None:

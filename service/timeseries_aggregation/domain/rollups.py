@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from timeseries_aggregation.domain.aggregation import Granularity, utc_offsets
+from timeseries_aggregation.domain.aggregation import Granularity, zone_history
 from timeseries_aggregation.domain.batch import ReadingBatch
 
 HOUR_MICROS = 3_600_000_000
@@ -47,21 +47,25 @@ _FINER_THAN_AN_HOUR = frozenset({Granularity.QUARTER_HOURLY, Granularity.HALF_HO
 def rollup_plan(granularity: Granularity, time_zone: str) -> RollupPlan | None:
     """How the query's buckets can be made of rollups, or None (of readings only).
 
-    Days come whole from daily rollups only in a zone that is always at UTC. Local hours are
-    UTC hours wherever the zone's offsets are whole hours; local days and longer start on UTC
-    hours there too, except where the zone changes its offset inside an hour (a transition at
-    00:01), and in a zone whose offset has minutes (Asia/Kolkata's days start at 18:30 UTC)
-    one hour a day straddles two days: in such zones each hour is checked.
+    Days come whole from daily rollups only in a zone that is always at UTC. Where the zone's
+    offsets are whole hours and it changes them on whole UTC hours, every UTC hour lies in one
+    local hour, day, week and so on, and hourly rollups serve every granularity of an hour or
+    more. Elsewhere some hours straddle two buckets: in a zone whose offset has minutes
+    (Asia/Kolkata's days start at 18:30 UTC), or that changes it inside an hour (America/Moncton
+    at 00:01 local time until 2006); there local hours are read from readings, and days and
+    longer from hourly rollups with each hour checked.
     """
     if granularity in _FINER_THAN_AN_HOUR:
         return None
-    offsets = utc_offsets(time_zone)
-    whole_hours = all(offset % 3600 == 0 for offset in offsets)
+    history = zone_history(time_zone)
+    on_the_hour = all(offset % 3600 == 0 for offset in history.offsets) and all(
+        change % 3600 == 0 for change in history.changes
+    )
     if granularity is Granularity.HOURLY:
-        return RollupPlan(RollupTier.HOURS, check_hours=False) if whole_hours else None
-    if offsets == frozenset({0}):
+        return RollupPlan(RollupTier.HOURS, check_hours=False) if on_the_hour else None
+    if history.offsets == frozenset({0}):
         return RollupPlan(RollupTier.DAYS, check_hours=False)
-    return RollupPlan(RollupTier.HOURS, check_hours=not (whole_hours and len(offsets) == 1))
+    return RollupPlan(RollupTier.HOURS, check_hours=not on_the_hour)
 
 
 @dataclass(slots=True)

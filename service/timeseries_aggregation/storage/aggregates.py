@@ -192,7 +192,7 @@ def _aggregate_sql(
         cuts = f", cuts AS ({window})"
         grouped = f"""
                     SELECT {bucket_key} AS bucket_key, {AGGREGATES}
-                    FROM ({single_series_source(plan, bucket_key)}) AS source
+                    FROM ({single_series_source(plan)}) AS source
                     GROUP BY 1"""
     # One row more than the page tells whether another page follows.
     return f"""
@@ -224,6 +224,9 @@ def _aggregate_sql(
             FROM (
                 SELECT {bucket_start} AS bucket_start, total, minimum, maximum, reading_count
                 FROM ({grouped}
+                    -- A fence: the page's filters on the bucket start are applied to the
+                    -- buckets, not pushed down to compute every row's bucket start.
+                    OFFSET 0
                 ) AS grouped
             ) AS buckets
             WHERE bucket_start < (SELECT horizon FROM bounds) {cursor_filter}
