@@ -1,6 +1,7 @@
 """Property: for random dense readings, overwrites and deletions, any zone, granularity, range
 and page size, a rolled-up series' buckets read through its rollups are the buckets its
-readings give (the same query with the series' rollups switched off)."""
+readings give (the same query with the series' rollups switched off), asked of the series or
+of a portfolio of it."""
 
 from __future__ import annotations
 
@@ -133,10 +134,17 @@ async def test_rollups_give_the_buckets_the_readings_give(
                 + timedelta(minutes=data.draw(st.integers(1, 60 * 24 * 60)))
             )
         )
-    through_rollups = await query_all_pages(stub, request)
+    # And as a portfolio of the one series.
+    portfolio = pb.QueryAggregatesRequest()
+    portfolio.CopyFrom(request)
+    portfolio.ClearField("series_id")
+    portfolio.selector.series_ids.append(series_id)
+    through_rollups = [await query_all_pages(stub, each) for each in (request, portfolio)]
     await sql.execute("UPDATE series SET rolled_up = false WHERE series_id = $1", series_id)
     try:
-        through_readings = await query_all_pages(stub, request)
+        through_readings = [await query_all_pages(stub, each) for each in (request, portfolio)]
     finally:
         await sql.execute("UPDATE series SET rolled_up = true WHERE series_id = $1", series_id)
-    assert bucket_rows(through_rollups) == bucket_rows(through_readings)
+    assert [bucket_rows(buckets) for buckets in through_rollups] == [
+        bucket_rows(buckets) for buckets in through_readings
+    ]

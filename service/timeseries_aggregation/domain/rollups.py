@@ -10,11 +10,13 @@ that is always at UTC) from daily rollups.
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 
 from timeseries_aggregation.domain.aggregation import Granularity, zone_history
-from timeseries_aggregation.domain.batch import ReadingBatch
+from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros, unix_micros_to_datetime
 
 HOUR_MICROS = 3_600_000_000
 DAY_MICROS = 24 * HOUR_MICROS
@@ -129,3 +131,25 @@ def day_runs(hour_runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((day_start, day_end))
     return merged
+
+
+class WindowCuts(NamedTuple):
+    """Where a window [lo, hi) is cut (see storage/aggregate_sources.py): [h1, h2) holds its
+    whole UTC hours and [d1, d2) the whole UTC days among them (none in the HOURS tier)."""
+
+    h1: datetime
+    h2: datetime
+    d1: datetime
+    d2: datetime
+
+
+def window_cuts(lo: datetime, hi: datetime, tier: RollupTier) -> WindowCuts:
+    lo_micros, hi_micros = unix_micros(lo), unix_micros(hi)
+    h1 = min(-(-lo_micros // HOUR_MICROS) * HOUR_MICROS, hi_micros)
+    h2 = max(hi_micros // HOUR_MICROS * HOUR_MICROS, h1)
+    if tier is RollupTier.HOURS:
+        d1 = d2 = h2
+    else:
+        d1 = min(-(-h1 // DAY_MICROS) * DAY_MICROS, h2)
+        d2 = max(h2 // DAY_MICROS * DAY_MICROS, d1)
+    return WindowCuts(*(unix_micros_to_datetime(micros) for micros in (h1, h2, d1, d2)))

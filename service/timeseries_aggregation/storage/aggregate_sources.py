@@ -114,3 +114,49 @@ def single_series_source(plan: RollupPlan) -> str:
         )
         return f"WITH checked_hours AS ({checked})\n" + "\nUNION ALL\n".join(branches)
     return "\nUNION ALL\n".join(branches)
+
+
+def portfolio_source(
+    plan: RollupPlan | None, carried: str, selection: str, window: tuple[str, str], cuts: tuple[str, ...]
+) -> str:
+    """The source rows of the selected series in the window [lo, hi), each with the series id
+    and the `carried` columns (the group values, of the catalog row `s`) first.
+
+    `selection` picks the catalog rows; `cuts` are the parameters holding h1 and h2, and d1
+    and d2 in the DAYS tier (see domain/rollups.window_cuts). Without a plan, or where it asks
+    for hours to be checked, every series is read from its readings.
+    """
+    lo, hi = window
+
+    def readings(low: str, high: str, condition: str) -> str:
+        return f"""
+            SELECT {carried}r.series_id, r.time, r.quantity_kwh AS total, r.quantity_kwh AS minimum,
+                   r.quantity_kwh AS maximum, 1 AS reading_count
+            FROM readings AS r JOIN series AS s ON s.series_id = r.series_id
+            WHERE {selection} AND r.time >= {low} AND r.time < {high} {condition}"""
+
+    if plan is None or plan.check_hours:
+        return readings(lo, hi, "")
+
+    def rollups(table: str, low: str, high: str) -> str:
+        return f"""
+            SELECT {carried}h.series_id, h.bucket_start, h.total, h.minimum, h.maximum, h.reading_count
+            FROM {table} AS h JOIN series AS s ON s.series_id = h.series_id
+            WHERE {selection} AND s.rolled_up AND h.bucket_start >= {low} AND h.bucket_start < {high}"""
+
+    h1, h2 = cuts[:2]
+    branches = [
+        readings(lo, hi, "AND NOT s.rolled_up"),
+        readings(lo, h1, "AND s.rolled_up"),
+        readings(h2, hi, "AND s.rolled_up"),
+    ]
+    if plan.tier is RollupTier.DAYS:
+        d1, d2 = cuts[2:]
+        branches += [
+            rollups("hourly_rollups", h1, d1),
+            rollups("daily_rollups", d1, d2),
+            rollups("hourly_rollups", d2, h2),
+        ]
+    else:
+        branches.append(rollups("hourly_rollups", h1, h2))
+    return "\nUNION ALL\n".join(branches)

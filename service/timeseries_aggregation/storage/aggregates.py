@@ -22,10 +22,15 @@ from timeseries_aggregation.domain.bucketing import bucket_containing, bucket_re
 from timeseries_aggregation.domain.coverage import IntervalCount, expected_reading_count
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
-from timeseries_aggregation.domain.rollups import RollupPlan, rollup_plan
+from timeseries_aggregation.domain.rollups import RollupPlan, RollupTier, rollup_plan, window_cuts
 from timeseries_aggregation.domain.series import SeriesSelector
 from timeseries_aggregation.errors import InvalidArgumentError
-from timeseries_aggregation.storage.aggregate_sources import AGGREGATES, cuts_sql, single_series_source
+from timeseries_aggregation.storage.aggregate_sources import (
+    AGGREGATES,
+    cuts_sql,
+    portfolio_source,
+    single_series_source,
+)
 from timeseries_aggregation.storage.database import Database
 
 # Each reading's bucket is grouped by a key computed per row; the bucket's start follows
@@ -398,6 +403,7 @@ def _grouping_arguments(query: AggregateQuery) -> list[object]:
 def _portfolio_sql(
     granularity: Granularity,
     fixed: FixedWidthBuckets | None,
+    plan: RollupPlan | None,
     group_by_series: tuple[bool, ...],
     by_id: bool,
     continued: bool,
@@ -405,10 +411,11 @@ def _portfolio_sql(
     """One page of the buckets of the selected series, in groups.
 
     Parameters: $1 the label pairs every series must carry, $2 zone, $3/$4 the readings'
-    bounds, $5 page size; then as needed (see portfolio_statement) the group_by entries, the
-    series ids to pick from, and on continued pages the last group's values and bucket start
-    returned. Group values and their order are those of text compared by code point, on every
-    engine.
+    bounds (the lower one where the cursor's bucket starts, when one sequence goes on), $5
+    page size; then as needed (see portfolio_statement) the group_by entries, the series ids
+    to pick from, and on continued pages the last group's values and bucket start returned;
+    then with a rollup plan the window's cuts (see aggregate_sources). Group values and their
+    order are those of text compared by code point, on every engine.
     """
     next_parameter = iter(range(6, 20))
     groups = _group_values(group_by_series, next_parameter, "s")
@@ -419,7 +426,7 @@ def _portfolio_sql(
     else:
         bucket_end = _BUCKET_ENDS[granularity]
     pick = f"AND s.series_id = ANY(${next(next_parameter)}::text[])" if by_id else ""
-    after_cursor = cursor_filter = ""
+    cursor_filter = ""
     if continued:
         values = next(next_parameter) if names else 0
         start = next(next_parameter)
@@ -428,8 +435,8 @@ def _portfolio_sql(
         cursor_filter = (
             f"WHERE ({', '.join([*sorted_row, 'bucket_start'])}) > ({', '.join([*cursor_row, f'${start}'])})"
         )
-        if not names:  # one sequence: a bucket after the cursor holds only readings after it
-            after_cursor = f"AND r.time >= ${start}"
+    cut_count = 0 if plan is None else 4 if plan.tier is RollupTier.DAYS else 2
+    cuts = tuple(f"${next(next_parameter)}" for _ in range(cut_count))
     group_columns = "".join(
         f"{expression} AS {name}, " for expression, name in zip(groups, names, strict=True)
     )
@@ -437,6 +444,8 @@ def _portfolio_sql(
     positions = "".join(f"{position}, " for position in range(1, len(names) + 1))
     order = "".join(f'{name} COLLATE "C", ' for name in names)
     values_array = f"ARRAY[{', '.join(names)}]::text[]" if names else "'{}'::text[]"
+    selection = f"s.labels @> $1::jsonb {pick}"
+    source = portfolio_source(plan, group_columns, selection, ("$3", "$4"), cuts)
     return f"""
         WITH page AS (
             SELECT {carried}bucket_start, total, minimum, maximum, reading_count, series_count
@@ -444,16 +453,11 @@ def _portfolio_sql(
                 SELECT {carried}{bucket_start} AS bucket_start, total, minimum, maximum,
                        reading_count, series_count
                 FROM (
-                    SELECT {group_columns}{bucket_key} AS bucket_key,
-                           sum(quantity_kwh) AS total,
-                           min(quantity_kwh) AS minimum,
-                           max(quantity_kwh) AS maximum,
-                           count(*) AS reading_count,
-                           count(DISTINCT r.series_id) AS series_count
-                    FROM readings AS r JOIN series AS s ON s.series_id = r.series_id
-                    WHERE s.labels @> $1::jsonb {pick}
-                      AND r.time >= $3 AND r.time < $4 {after_cursor}
+                    SELECT {carried}{bucket_key} AS bucket_key, {AGGREGATES},
+                           count(DISTINCT series_id) AS series_count
+                    FROM ({source}) AS source
                     GROUP BY {positions}bucket_key
+                    OFFSET 0  -- the cursor's filter applies to buckets, not to every row
                 ) AS grouped
             ) AS buckets
             {cursor_filter}
@@ -517,10 +521,14 @@ def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition])
     """The statement that answers one page of a query over selected series, with its arguments."""
     selector = query.members
     time_range = query.time_range
+    lo = time_range.lower_bound
+    if page.after is not None and not page.after[0]:
+        # One sequence: a bucket after the cursor's holds only readings after its start.
+        lo = max(lo, page.after[1])
     arguments: list[object] = [
         json.dumps(selector.labels),
         query.time_zone,
-        time_range.lower_bound,
+        lo,
         time_range.upper_bound,
         page.page_size,
         *_grouping_arguments(query),
@@ -528,9 +536,16 @@ def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition])
     if page.after is not None:
         group, start = page.after
         arguments += [list(group), start] if group else [start]
+    plan = rollup_plan(query.granularity, query.time_zone)
+    if plan is not None and plan.check_hours:
+        plan = None  # hours that may straddle buckets are not checked across many series
+    if plan is not None:
+        cuts = window_cuts(lo, max(lo, time_range.upper_bound), plan.tier)
+        arguments += cuts if plan.tier is RollupTier.DAYS else cuts[:2]
     sql = _portfolio_sql(
         query.granularity,
         fixed_width_buckets(query.granularity, query.time_zone),
+        plan,
         tuple(key == GROUP_BY_SERIES for key in query.group_by),
         selector.series_ids is not None,
         page.after is not None,
