@@ -69,6 +69,7 @@ EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 EXAMPLES = """examples:
   timeseries-aggregation serve
   timeseries-aggregation keys generate --name billing-loader --scopes ingest
+  timeseries-aggregation rollups check --all
   timeseries-aggregation import readings.xlsx --series-id meter-1
   timeseries-aggregation query --series-id meter-1 --granularity daily --from 2025-10-01 --to 2025-10-04
   timeseries-aggregation query --series-id meter-1 --granularity monthly --format csv > months.csv
@@ -168,6 +169,35 @@ def _generate_key(arguments: argparse.Namespace) -> int:
     print("Line to add to the file named by TIMESERIES_AGGREGATION_API_KEYS_FILE (then send SIGHUP):")
     print(f"  {key_file_line(arguments.name, scopes, key)}")
     return EXIT_OK
+
+
+def _rollups(arguments: argparse.Namespace) -> int:
+    # A server-side command: it talks to the database, not to the service.
+    from timeseries_aggregation.config import ConfigError, database_url
+    from timeseries_aggregation.errors import DatabaseUnavailableError, StartupError
+    from timeseries_aggregation.rollup_maintenance import check_rollups, rebuild_rollups
+
+    try:
+        url = database_url()
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if url is None:
+        print(
+            "error: set TIMESERIES_AGGREGATION_DATABASE_URL (or _FILE) to the service's database",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    start = None if arguments.date_from is None else _range_start(arguments.date_from, "UTC")
+    end = None if arguments.date_to is None else _range_end(arguments.date_to, "UTC")
+    _check_range(arguments, start, end)
+    run = rebuild_rollups if arguments.rollups_command == "rebuild" else check_rollups
+    try:
+        failures = asyncio.run(run(url, arguments.series_ids, start, end, sys.stdout))
+    except (StartupError, DatabaseUnavailableError) as error:
+        print(f"error: rollups {arguments.rollups_command} failed: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    return EXIT_CALL_FAILED if failures else EXIT_OK
 
 
 def _file_messages(
@@ -815,6 +845,44 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--name", required=True, help="who the key is for; recorded in the history")
     generate.add_argument("--scopes", required=True, help="comma-separated: ingest, query, delete")
     generate.set_defaults(run=_generate_key)
+
+    rollups = commands.add_parser(
+        "rollups",
+        help="rebuild or check the rollups of series, in the service's database "
+        "($TIMESERIES_AGGREGATION_DATABASE_URL)",
+    )
+    rollup_commands = rollups.add_subparsers(dest="rollups_command", required=True)
+    for name, help_text in (
+        ("rebuild", "make rollups again from the readings; a series rebuilt whole becomes rolled up"),
+        ("check", "compare rollups with the readings; exit 1 when any differs"),
+    ):
+        command = rollup_commands.add_parser(name, help=help_text)
+        which = command.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "--series-id",
+            dest="series_ids",
+            action="append",
+            type=_series_id,
+            help="a series; repeat for more (without --from and --to, a series is rebuilt whole "
+            "and becomes rolled up)",
+        )
+        which.add_argument("--all", action="store_true", help="every rolled-up series")
+        command.add_argument(
+            "--from",
+            dest="date_from",
+            metavar="DATE_OR_TIME",
+            type=_day_or_time,
+            help="first day or instant, UTC (default: the series' first reading); the hours it "
+            "falls in are rebuilt or checked whole",
+        )
+        command.add_argument(
+            "--to",
+            dest="date_to",
+            metavar="DATE_OR_TIME",
+            type=_day_or_time,
+            help="last day, or the instant the range ends before, UTC (default: the last reading)",
+        )
+        command.set_defaults(run=_rollups)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(

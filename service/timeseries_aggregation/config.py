@@ -101,6 +101,11 @@ def _secret(environ: Mapping[str, str], name: str) -> str | None:
         raise ConfigError(f"{key}_FILE: the file it names is not UTF-8 text") from None
 
 
+def database_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The database URL alone, for commands that need nothing else of the configuration."""
+    return _secret(os.environ if environ is None else environ, "DATABASE_URL")
+
+
 def _parsed(environ: Mapping[str, str], name: str, parse: Callable[[str], Value], default: Value) -> Value:
     raw = environ.get(ENV_PREFIX + name)
     if raw is None or raw == "":
