@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import platform
 import random
@@ -47,6 +48,7 @@ from tests.databases import detect_citus, throwaway_database
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client import row_messages, series_messages
+from timeseries_aggregation.rollup_maintenance import rebuild_rollups
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
@@ -782,18 +784,21 @@ async def portfolio_section(
     connection: asyncpg.Connection,
     stub: Stub,
     engine: Engine,
+    database_url: str,
     meter_counts: Sequence[int],
     iterations: int,
 ) -> None:
     """Daily totals of a month of quarter-hourly readings of many meters, over all of them and per
     site, against the same aggregate by hand."""
     for meters in meter_counts:
-        await connection.execute("TRUNCATE readings")
-        await connection.execute("DELETE FROM series")
+        await empty_tables(connection)
         await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=30), timeout=3600)
         await connection.execute(CATALOG_FROM_READINGS, timeout=3600)
+        # Quarter-hourly meters are rolled up as ingest would have done it.
+        count, seconds = await rebuilt_rollups(connection, database_url)
+        results.add(Row("7 portfolio", f"rollups rebuilt for {count:,} meters", f"{seconds:.1f} s"))
         await settle(connection, engine)
-        await connection.execute("ANALYZE series")
+        await connection.execute(f"ANALYZE series, {ROLLUP_TABLES}")
         readings = meters * 30 * 96
         for grouped in (False, True):
             service, plain = await portfolio_latencies(connection, stub, grouped, iterations)
@@ -821,13 +826,18 @@ MINUTELY_LOAD = """
 
 
 async def pages_section(
-    results: Results, connection: asyncpg.Connection, stub: Stub, engine: Engine, days: int, iterations: int
+    results: Results,
+    connection: asyncpg.Connection,
+    stub: Stub,
+    engine: Engine,
+    database_url: str,
+    days: int,
+    iterations: int,
 ) -> None:
     """One meter's 1-minute readings over `days`: hourly pages of 1,000 buckets, asked without
     a range (each page from its token) against the same hours asked as explicit ranges."""
     series_id, page_size = "minutely-meter", 1_000
-    await connection.execute("TRUNCATE readings")
-    await connection.execute("DELETE FROM series")
+    await empty_tables(connection)
     await connection.execute(MINUTELY_LOAD, series_id, timedelta(days=days), timeout=3600)
     # Its catalog row, as ingest would keep it (the page's reach reads the average spacing).
     await connection.execute(
@@ -835,7 +845,9 @@ async def pages_section(
         " SELECT series_id, min(time), max(time), count(*) FROM readings GROUP BY series_id",
         timeout=3600,
     )
+    await rebuilt_rollups(connection, database_url)
     await settle(connection, engine)
+    await connection.execute(f"ANALYZE {ROLLUP_TABLES}")
     first = datetime(2024, 1, 1, tzinfo=UTC)
     hours = days * 24
     readings = hours * 60
@@ -900,6 +912,165 @@ async def pages_section(
             verdict(paging_ratio <= 1.5),
         )
     )
+
+
+ROLLUP_TABLES = "hourly_rollups, daily_rollups"
+ROLLUP_QUERY_ZONE = "Europe/Berlin"
+# The same question of the raw readings, by hand: local days (months) of one meter's year.
+PLAIN_ZONED_SQL = """
+    SELECT date_trunc('{unit}', time AT TIME ZONE $4) AS local_start,
+           sum(quantity_kwh), min(quantity_kwh), max(quantity_kwh), count(*)
+    FROM readings
+    WHERE series_id = $1 AND time >= $2 AND time < $3
+    GROUP BY 1
+    ORDER BY 1
+"""
+MINUTE_METERS_LOAD = """
+    INSERT INTO readings (series_id, time, quantity_kwh)
+    SELECT format('minute-meter-%s', meter), instant,
+           0.001 * (1 + (extract(epoch FROM instant)::bigint / 60 + meter) % 97)
+    FROM generate_series(1, $1) AS meter,
+         generate_series($2::timestamptz, $3::timestamptz - interval '1 minute', interval '1 minute')
+             AS instant
+"""
+
+
+async def empty_tables(connection: asyncpg.Connection) -> None:
+    """No readings, series or rollups: a section's data starts from nothing."""
+    await connection.execute(f"TRUNCATE readings, {ROLLUP_TABLES}")
+    await connection.execute("DELETE FROM series")
+
+
+async def rebuilt_rollups(connection: asyncpg.Connection, database_url: str) -> tuple[int, float]:
+    """Rollups of every series loaded by hand, as ingest would have kept them, made by the
+    operator's rebuild; returns how many series and the seconds it took."""
+    series_ids = [row["series_id"] for row in await connection.fetch("SELECT series_id FROM series")]
+    started = time.perf_counter()
+    await rebuild_rollups(database_url, series_ids, None, None, io.StringIO())
+    return len(series_ids), time.perf_counter() - started
+
+
+def minute_messages(
+    series_id: str, start: datetime, minutes: int, size: int
+) -> Iterator[pb.IngestReadingsRequest]:
+    first = (start - UNIX_EPOCH) // timedelta(microseconds=1)
+    times = first + np.arange(minutes, dtype=np.int64) * 60_000_000
+    quantities = 0.001 * (1 + (np.arange(minutes) % 97))
+    return series_messages(series_id, times, quantities, size)
+
+
+async def rollups_section(
+    results: Results,
+    connection: asyncpg.Connection,
+    stub: Stub,
+    engine: Engine,
+    database_url: str,
+    arguments: argparse.Namespace,
+) -> None:
+    """Minute readings: ingest with rollups maintained against raw COPY, then one meter's year
+    (of five in the table) queried daily and monthly in Berlin against the same aggregate of
+    the raw readings."""
+    meters, days, iterations = arguments.rollup_meters, arguments.rollup_days, arguments.rollup_iterations
+    start, minutes, size = datetime(2025, 1, 1, tzinfo=UTC), days * 1440, 20_000
+    readings = meters * minutes
+    records = [
+        (f"minute-meter-{meter}", start + timedelta(minutes=minute), 0.001 * (1 + minute % 97))
+        for meter in range(meters)
+        for minute in range(minutes)
+    ]
+    messages = [
+        message
+        for meter in range(meters)
+        for message in minute_messages(f"minute-meter-{meter}", start, minutes, size)
+    ]
+    raw, service = float("inf"), float("inf")
+    for _ in range(2):
+        await empty_tables(connection)
+        began = time.perf_counter()
+        await connection.copy_records_to_table(
+            "readings", records=records, columns=("series_id", "time", "quantity_kwh")
+        )
+        raw = min(raw, time.perf_counter() - began)
+        await empty_tables(connection)
+        service = min(service, await stream(stub, messages))
+    hours: int = await connection.fetchval("SELECT count(*) FROM hourly_rollups")
+    rolled_up: int = await connection.fetchval("SELECT count(*) FROM series WHERE rolled_up")
+    if (hours, rolled_up) != (meters * days * 24, meters):
+        raise RuntimeError(f"ingest left {hours} hourly rollups of {rolled_up} series")
+    del records, messages
+    ratio = raw / service
+    results.add(
+        Row(
+            "9 rollups",
+            f"ingest of {readings:,} 1-minute readings ({meters} meters), rollups maintained, "
+            f"{size:,} per message, vs raw COPY into readings alone (best of 2)",
+            rate(readings, service),
+            rate(readings, raw),
+            f"{ratio:.2f}",
+            ">= 0.85",
+            verdict(ratio >= 0.85),
+            summary="ingest of minute readings with rollups",
+        )
+    )
+
+    # One meter's year among five, loaded by hand and rolled up by the operator's rebuild.
+    await empty_tables(connection)
+    query_days = arguments.rollup_query_days
+    year_end = start + timedelta(days=query_days)
+    await connection.execute(MINUTE_METERS_LOAD, 5, start, year_end, timeout=3600)
+    await connection.execute(
+        "INSERT INTO series (series_id, first_reading_time, last_reading_time, reading_count)"
+        " SELECT series_id, min(time), max(time), count(*) FROM readings GROUP BY series_id",
+        timeout=3600,
+    )
+    count, seconds = await rebuilt_rollups(connection, database_url)
+    results.add(
+        Row("9 rollups", f"rollups rebuilt for {count} meters' 1-minute readings", f"{seconds:.1f} s")
+    )
+    await settle(connection, engine)
+    await connection.execute(f"VACUUM ANALYZE series, {ROLLUP_TABLES}")
+    series_id = "minute-meter-3"
+    for granularity, unit, target in (
+        (pb.GRANULARITY_DAY_OF_MONTH, "day", 0.05),
+        (pb.GRANULARITY_MONTHLY, "month", 0.03),
+    ):
+        request = pb.QueryAggregatesRequest(
+            series_id=series_id, granularity=granularity, time_zone=ROLLUP_QUERY_ZONE, page_size=1_000
+        )
+        request.start_time.FromDatetime(start)
+        request.end_time.FromDatetime(year_end)
+
+        def check(response: pb.QueryAggregatesResponse, rows: list[asyncpg.Record], unit: str = unit) -> None:
+            answered = [(round(b.total_quantity_kwh, 6), b.reading_count) for b in response.buckets]
+            if answered != [(round(row["sum"], 6), row["count"]) for row in rows] or not rows:
+                raise RuntimeError(f"rollups, {unit}s: the service and plain SQL disagree")
+
+        service_times, plain_times = await interleaved_latencies(
+            stub,
+            request,
+            connection,
+            PLAIN_ZONED_SQL.format(unit=unit),
+            (series_id, start, year_end, ROLLUP_QUERY_ZONE),
+            iterations,
+            5,
+            check,
+        )
+        ratio = percentile(service_times, 0.5) / percentile(plain_times, 0.5)
+        results.add(
+            Row(
+                "9 rollups",
+                f"{unit}s in {ROLLUP_QUERY_ZONE}, one meter's {query_days} days of 1-minute readings "
+                f"({query_days * 1440:,} of {5 * query_days * 1440:,}), vs plain SQL over the "
+                "readings: p50 / p99",
+                f"{ms(percentile(service_times, 0.5))} / {ms(percentile(service_times, 0.99))}",
+                f"{ms(percentile(plain_times, 0.5))} / {ms(percentile(plain_times, 0.99))}",
+                f"{ratio:.3f}",
+                f"<= {target}",
+                verdict(ratio <= target),
+                summary=f"minute readings, {unit}s of a year in Berlin: p50 / p99",
+            )
+        )
+    await empty_tables(connection)
 
 
 async def settle(connection: asyncpg.Connection, engine: Engine) -> None:
@@ -1040,6 +1211,7 @@ async def run(arguments: argparse.Namespace) -> Results:
                             connection,
                             stub,
                             engine,
+                            database_url,
                             arguments.portfolio_meters,
                             arguments.portfolio_iterations,
                         )
@@ -1049,9 +1221,12 @@ async def run(arguments: argparse.Namespace) -> Results:
                             connection,
                             stub,
                             engine,
+                            database_url,
                             arguments.pages_days,
                             arguments.pages_iterations,
                         )
+                    if "rollups" in sections:
+                        await rollups_section(results, connection, stub, engine, database_url, arguments)
                     if "storage" in sections:
                         await storage_section(
                             results, connection, engine, arguments.storage_meters, arguments.storage_days
@@ -1062,7 +1237,7 @@ async def run(arguments: argparse.Namespace) -> Results:
     return results
 
 
-SECTIONS = ("ingest", "memory", "query", "concurrency", "portfolio", "pages", "storage")
+SECTIONS = ("ingest", "memory", "query", "concurrency", "portfolio", "pages", "rollups", "storage")
 
 
 def _sections(text: str) -> set[str]:
@@ -1123,6 +1298,17 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="days of one meter's 1-minute readings for the pages section",
     )
     parser.add_argument("--pages-iterations", type=int, default=20)
+    parser.add_argument("--rollup-meters", type=int, default=10, help="meters of the minute-readings ingest")
+    parser.add_argument(
+        "--rollup-days", type=int, default=70, help="days of minute readings per meter for it"
+    )
+    parser.add_argument(
+        "--rollup-query-days",
+        type=int,
+        default=365,
+        help="days of minute readings of the five queried meters",
+    )
+    parser.add_argument("--rollup-iterations", type=int, default=30)
     parser.add_argument("--storage-meters", type=int, default=100, help="meters for the storage figure")
     parser.add_argument("--storage-days", type=int, default=90, help="days of readings per meter for it")
     add_results_folder_argument(parser)

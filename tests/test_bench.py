@@ -35,6 +35,10 @@ SMALL_BENCH = [
     "--pages-days=3",
     "--pages-iterations=2",
     "--concurrency-bulk-readings=20000",
+    "--rollup-meters=2",
+    "--rollup-days=2",
+    "--rollup-query-days=40",
+    "--rollup-iterations=2",
 ]
 
 
@@ -103,6 +107,9 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
         "portfolio daily totals, 3 meters x 30 days, all together: p50 / p99",
         "portfolio daily totals, 3 meters x 30 days, per site (10 groups): p50 / p99",
         "storage, bytes per reading",
+        "ingest of minute readings with rollups",
+        "minute readings, days of a year in Berlin: p50 / p99",
+        "minute readings, months of a year in Berlin: p50 / p99",
     }
     sections = {row["section"] for row in record["rows"]}
     assert sections == {
@@ -114,6 +121,7 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
         "6 storage",
         "7 portfolio",
         "8 pages",
+        "9 rollups",
     }
     for row in record["rows"]:
         numbers = measured_numbers(row["value"] + row["ceiling"])
