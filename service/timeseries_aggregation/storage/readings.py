@@ -27,7 +27,7 @@ import numpy as np
 from asyncpg.transaction import Transaction
 
 from timeseries_aggregation.domain.batch import ReadingBatch
-from timeseries_aggregation.domain.rollups import TouchedHours
+from timeseries_aggregation.domain.rollups import StreamHours
 from timeseries_aggregation.errors import DatabaseUnavailableError
 from timeseries_aggregation.storage.copy_format import encode_copy_rows
 from timeseries_aggregation.storage.database import Database, terminate
@@ -139,8 +139,8 @@ class ReadingsWriter:
         self.series_ids: set[str] = set()
         # The catalog figures of the stream's series, written just before it commits.
         self.tally = SeriesTally()
-        # The hours it wrote in, whose rollups are made again before it commits.
-        self.touched_hours = TouchedHours()
+        # What it did to each hour, for the rollups brought up to date before it commits.
+        self.hours = StreamHours()
 
     async def add(self, batch: ReadingBatch) -> None:
         """Queue readings; they become visible only when the stream commits."""
@@ -243,7 +243,7 @@ class ReadingsWriter:
                 self._direct = False
                 await self._merge(connection, chunk)
             catalog = await self.tally.write(connection)
-            await maintain_stream_rollups(connection, self.touched_hours, catalog, self.tally.added)
+            await maintain_stream_rollups(connection, self.hours, catalog, self.tally.added)
 
     async def _copy_unless_conflict(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> bool:
         try:
@@ -256,7 +256,7 @@ class ReadingsWriter:
             return False
         self.rows_written += _row_count(status)
         self.tally.add_new_readings(chunk)
-        self.touched_hours.add(chunk)
+        self.hours.copied(chunk)
         return True
 
     async def _merge(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
@@ -273,7 +273,7 @@ class ReadingsWriter:
         for row in await connection.fetch(_MERGE_STAGING):
             self.rows_written += row["written"]
             self.tally.add(row["series_id"], row["first_micros"], row["last_micros"], row["added"])
-        self.touched_hours.add(chunk)
+        self.hours.merged(chunk)
         await connection.execute("TRUNCATE ingest_staging")
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from timeseries_aggregation.domain.batch import unix_micros
-from timeseries_aggregation.domain.rollups import HOUR_MICROS, TouchedHours, day_runs
+from timeseries_aggregation.domain.rollups import HOUR_MICROS, HourFigures, StreamHours, day_runs
 from timeseries_aggregation.storage.database import Database
 
 Runs = dict[str, list[tuple[int, int]]]
@@ -72,14 +72,50 @@ async def recompute_rollups(connection: asyncpg.Connection, hour_runs: Runs) -> 
     """Make the hourly rollups of `hour_runs` again from the readings, and the daily rollups of
     the days that hold them from the hourly ones; inside the caller's transaction, which holds
     the series' catalog rows."""
-    if not hour_runs:
-        return
-    hours = _arrays(hour_runs)
-    await connection.execute(_DELETE_HOURS, *hours)
-    await connection.execute(_HOURS_FROM_READINGS, *hours)
-    days = _arrays({series_id: day_runs(runs) for series_id, runs in hour_runs.items()})
-    await connection.execute(_DELETE_DAYS, *days)
-    await connection.execute(_DAYS_FROM_HOURS, *days)
+    await _recompute_hours(connection, hour_runs)
+    await _recompute_days(connection, hour_runs)
+
+
+async def _recompute_hours(connection: asyncpg.Connection, hour_runs: Runs) -> None:
+    if hour_runs:
+        hours = _arrays(hour_runs)
+        await connection.execute(_DELETE_HOURS, *hours)
+        await connection.execute(_HOURS_FROM_READINGS, *hours)
+
+
+async def _recompute_days(connection: asyncpg.Connection, hour_runs: Runs) -> None:
+    if hour_runs:
+        days = _arrays({series_id: day_runs(runs) for series_id, runs in hour_runs.items()})
+        await connection.execute(_DELETE_DAYS, *days)
+        await connection.execute(_DAYS_FROM_HOURS, *days)
+
+
+# What a stream's new readings add to hours of a series whose rollups were exact before it.
+_ADD_TO_HOURS = """
+    INSERT INTO hourly_rollups AS stored (series_id, bucket_start, total, minimum, maximum, reading_count)
+    SELECT series_id, to_timestamp(hour * 3600), total, minimum, maximum, reading_count
+    FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::bigint[])
+         AS added(series_id, hour, total, minimum, maximum, reading_count)
+    ORDER BY 1, 2
+    ON CONFLICT (series_id, bucket_start) DO UPDATE SET
+        total = stored.total + EXCLUDED.total,
+        minimum = least(stored.minimum, EXCLUDED.minimum),
+        maximum = greatest(stored.maximum, EXCLUDED.maximum),
+        reading_count = stored.reading_count + EXCLUDED.reading_count
+"""
+
+
+async def _add_to_hours(connection: asyncpg.Connection, figures: HourFigures) -> None:
+    if figures.series_ids:
+        await connection.execute(
+            _ADD_TO_HOURS,
+            figures.series_ids,
+            figures.hours,
+            figures.totals,
+            figures.minimums,
+            figures.maximums,
+            figures.counts,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,33 +135,45 @@ def _hour_number(instant: datetime) -> int:
 
 async def maintain_stream_rollups(
     connection: asyncpg.Connection,
-    touched: TouchedHours,
+    hours: StreamHours,
     catalog: dict[str, CatalogFigures],
     added: dict[str, int],
 ) -> None:
     """Bring the rollups of a stream's series up to date with its readings, just before it
     commits, after its catalog update has locked their rows.
 
-    A rolled-up series gets the hours the stream touched recomputed. A series the stream gave
-    more than one reading in an hour becomes rolled up: from the stream's hours if all its
-    readings are the stream's, else from everything it holds.
+    A rolled-up series' hours grow by what the stream's copied readings add, where all of them
+    were gathered, and are made again from the readings where it rewrote them (or where they
+    were not gathered). A series the stream gave more than one reading in an hour becomes
+    rolled up: from the stream's own figures if all its readings are the stream's, else from
+    everything it holds.
     """
-    hour_runs: Runs = {}
+    recomputed: Runs = {}
+    additive: set[str] = set()
     switching_on = []
-    for series_id, runs in touched.runs.items():
+    for series_id, runs in hours.touched.runs.items():
         figures = catalog[series_id]
-        if figures.rolled_up:
-            hour_runs[series_id] = runs
-        elif series_id in touched.dense:
+        if not figures.rolled_up:
+            if series_id not in hours.touched.dense:
+                continue
             switching_on.append(series_id)
-            if figures.reading_count == added.get(series_id, 0):
-                hour_runs[series_id] = runs
-            else:
+            if figures.reading_count != added.get(series_id, 0):
                 first = _hour_number(figures.first_reading_time)
-                hour_runs[series_id] = [(first, _hour_number(figures.last_reading_time) + 1)]
+                recomputed[series_id] = [(first, _hour_number(figures.last_reading_time) + 1)]
+                continue
+        if series_id in hours.additions.added:
+            additive.add(series_id)
+            if series_id in hours.rewritten.runs:
+                recomputed[series_id] = hours.rewritten.runs[series_id]
+        else:
+            recomputed[series_id] = runs
     if switching_on:
         await connection.execute(_SWITCH_ON, sorted(switching_on))
-    await recompute_rollups(connection, hour_runs)
+    await _add_to_hours(connection, hours.additions.figures(additive, hours.rewritten.runs))
+    await _recompute_hours(connection, recomputed)
+    await _recompute_days(
+        connection, {**{series_id: hours.touched.runs[series_id] for series_id in additive}, **recomputed}
+    )
 
 
 # A series' catalog row, locked: its rollups cannot change under a rebuild or check.
