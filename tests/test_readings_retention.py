@@ -19,6 +19,7 @@ from timeseries_aggregation.domain.batch import unix_micros
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.policies import RETENTION_POLICY, policies_available, policy_jobs
 from timeseries_aggregation.storage.readings_retention import readings_retention
+from timeseries_aggregation.storage.rollups import rebuild_series_rollups
 from timeseries_aggregation.storage.series_catalog import SeriesTally
 
 RETENTION = timedelta(days=365)
@@ -83,6 +84,10 @@ async def test_readings_older_than_the_retention_vanish_and_newer_ones_stay(
     await insert_readings(sql, "both", EXPIRED)
     await insert_readings(sql, "both", KEPT)
     await insert_readings(sql, "recent", timedelta(days=1))
+    # Rolled up, as ingest rolls up quarter-hourly meters: their rollups expire with them.
+    for row in await sql.fetch("SELECT series_id FROM series"):
+        assert await rebuild_series_rollups(database, row["series_id"])
+    assert await sql.fetchval("SELECT count(*) FROM hourly_rollups WHERE series_id = 'both'") == 2
 
     async with readings_retention(
         database, RETENTION, round_interval_seconds=FAST_ROUNDS, meters_per_batch=3
@@ -93,9 +98,10 @@ async def test_readings_older_than_the_retention_vanish_and_newer_ones_stay(
             assert await meters_with_readings(sql) == {"both": 4, "recent": 4}
 
         await eventually(only_newer_readings_left)
-    # The catalog follows: counts and first reading times of what is left; the meters whose
-    # readings all expired stay, empty.
+    # The catalog and the rollups follow: counts and first reading times of what is left; the
+    # meters whose readings all expired stay, empty.
     await catalog_matches_readings(sql)
+    assert await sql.fetchval("SELECT count(*) FROM hourly_rollups WHERE series_id = 'both'") == 1
     empty = await sql.fetch("SELECT series_id FROM series WHERE reading_count = 0 ORDER BY series_id")
     assert [row["series_id"] for row in empty] == [f"old-meter-{number}" for number in range(7)]
 
