@@ -15,6 +15,8 @@ made of UTC days, hourly rollups for the rest. Where an hour may straddle two bu
 hours that do are read as readings (see domain/rollups.py).
 """
 
+import re
+
 from timeseries_aggregation.domain.rollups import RollupPlan, RollupTier
 
 _EPOCH = "TIMESTAMPTZ 'epoch'"
@@ -63,8 +65,15 @@ def _cut(name: str) -> str:
     return f"(SELECT {name} FROM cuts)"
 
 
-def single_series_source(plan: RollupPlan) -> str:
-    """The source rows of series $1 in the window of the `cuts` CTE (see cuts_sql)."""
+def _at(key: str, instant: str) -> str:
+    """The bucket key expression evaluated at `instant` instead of a row's time."""
+    return re.sub(r"\btime\b", instant, key)
+
+
+def single_series_source(plan: RollupPlan, fixed_key: str | None) -> str:
+    """The source rows of series $1 in the window of the `cuts` CTE (see cuts_sql);
+    `fixed_key` is the bucket key where buckets are all of one width (see
+    aggregates._bucket_key_and_start), which checks an hour by arithmetic alone."""
     series = "series_id = $1"
     rolled_up, not_rolled_up = _cut("rolled_up"), f"NOT {_cut('rolled_up')}"
 
@@ -92,13 +101,20 @@ def single_series_source(plan: RollupPlan) -> str:
     elif not plan.check_hours:
         branches.append(rollups("hourly_rollups", "h1", "h2"))
     else:
-        # Checked hours serve days and longer: an hour lies in one bucket where the zone's
-        # offset is the same at both its ends (no zone changes it twice within a day) and so
-        # is the local date.
+        # Checked hours serve days and longer: an hour lies in one bucket where its first and
+        # last instants do; with buckets of one width that is plain arithmetic, elsewhere the
+        # zone's offset must be the same at both ends (no zone changes it twice within a day)
+        # and so must the local date.
         almost_an_hour = "INTERVAL '59 minutes 59.999999 seconds'"
-        local_start = "(bucket_start AT TIME ZONE $2)"
-        local_end = f"((bucket_start + {almost_an_hour}) AT TIME ZONE $2)"
-        whole = f"{local_end} = {local_start} + {almost_an_hour} AND {local_end}::date = {local_start}::date"
+        if fixed_key is not None:
+            last = f"(bucket_start + {almost_an_hour})"
+            whole = f"{_at(fixed_key, 'bucket_start')} = {_at(fixed_key, last)}"
+        else:
+            local_start = "(bucket_start AT TIME ZONE $2)"
+            local_end = f"((bucket_start + {almost_an_hour}) AT TIME ZONE $2)"
+            whole = (
+                f"{local_end} = {local_start} + {almost_an_hour} AND {local_end}::date = {local_start}::date"
+            )
         checked = f"""
             SELECT bucket_start, total, minimum, maximum, reading_count, {whole} AS whole
             FROM hourly_rollups

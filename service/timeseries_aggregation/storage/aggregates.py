@@ -197,7 +197,7 @@ def _aggregate_sql(
         cuts = f", cuts AS ({window})"
         grouped = f"""
                     SELECT {bucket_key} AS bucket_key, {AGGREGATES}
-                    FROM ({single_series_source(plan)}) AS source
+                    FROM ({single_series_source(plan, bucket_key if fixed else None)}) AS source
                     GROUP BY 1"""
     # One row more than the page tells whether another page follows.
     return f"""
