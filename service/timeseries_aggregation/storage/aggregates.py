@@ -323,19 +323,35 @@ async def query_aggregates(
 def _single_series_page(
     query: AggregateQuery, page: PageRequest[datetime], rows: list[asyncpg.Record]
 ) -> Page[Bucket]:
-    range_start, range_end = _range_micros(query)
     # Without a bucket the statement still returns one row, saying whether readings lie past
-    # the page's horizon.
+    # the page's horizon; with buckets, the rows come ordered, and none lacks a start.
     readings_beyond = rows[0][8]
-    found = [row for row in rows if row[0] is not None]
-    buckets = []
-    for row in found[: page.page_size]:
-        start, end, interval = row[0], row[1], row[7]
-        expected = 0
-        if interval is not None:
-            expected = expected_reading_count(start, end, range_start, range_end, [(interval, 1)])
-        buckets.append(Bucket(start, end, row[2], row[3], row[4], row[5], row[6], 1, (), expected))
-    return Page(buckets, has_more=len(found) > page.page_size or readings_beyond)
+    if rows[0][0] is None:
+        return Page([], has_more=readings_beyond)
+    interval = rows[0][7]
+    if interval is None:
+        buckets = [
+            Bucket(start, end, period, total, minimum, maximum, count)
+            for start, end, period, total, minimum, maximum, count, _, _ in rows[: page.page_size]
+        ]
+    else:
+        range_start, range_end = _range_micros(query)
+        buckets = [
+            Bucket(
+                start,
+                end,
+                period,
+                total,
+                minimum,
+                maximum,
+                count,
+                expected_reading_count=expected_reading_count(
+                    start, end, range_start, range_end, [(interval, 1)]
+                ),
+            )
+            for start, end, period, total, minimum, maximum, count, _, _ in rows[: page.page_size]
+        ]
+    return Page(buckets, has_more=len(rows) > page.page_size or readings_beyond)
 
 
 def _range_micros(query: AggregateQuery) -> tuple[int, int]:

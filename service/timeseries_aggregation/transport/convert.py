@@ -191,24 +191,38 @@ def _decode_block(
 def buckets_response(
     buckets: Sequence[Bucket], next_page_token: str, group_by: Sequence[str] = ()
 ) -> pb.QueryAggregatesResponse:
-    """The response for a page of buckets, built in place: a page can hold 10,000."""
+    """The response for a page of buckets, built in place (a page can hold 10,000): fields
+    unpacked from each bucket's tuple, those at their default left unset."""
     response = pb.QueryAggregatesResponse(next_page_token=next_page_token)
     add = response.buckets.add
-    for bucket in buckets:
-        message = add(
-            period=bucket.period,
-            total_quantity_kwh=bucket.total_quantity_kwh,
-            min_quantity_kwh=bucket.min_quantity_kwh,
-            max_quantity_kwh=bucket.max_quantity_kwh,
-            mean_quantity_kwh=bucket.mean_quantity_kwh,
-            reading_count=bucket.reading_count,
-            series_count=bucket.series_count,
-            expected_reading_count=bucket.expected_reading_count,
-        )
-        message.start_time.seconds = bucket.start_unix_seconds
-        message.end_time.seconds = bucket.end_unix_seconds
+    for start, end, period, total, minimum, maximum, count, series_count, group, expected in buckets:
+        # The mean as Bucket.mean_quantity_kwh gives it, inline: this loop is per bucket.
+        mean = total / count if count else 0.0
+        if expected:
+            message = add(
+                period=period,
+                total_quantity_kwh=total,
+                min_quantity_kwh=minimum,
+                max_quantity_kwh=maximum,
+                mean_quantity_kwh=mean,
+                reading_count=count,
+                series_count=series_count,
+                expected_reading_count=expected,
+            )
+        else:
+            message = add(
+                period=period,
+                total_quantity_kwh=total,
+                min_quantity_kwh=minimum,
+                max_quantity_kwh=maximum,
+                mean_quantity_kwh=mean,
+                reading_count=count,
+                series_count=series_count,
+            )
+        message.start_time.seconds = start
+        message.end_time.seconds = end
         if group_by:
-            message.group.update(zip(group_by, bucket.group, strict=True))
+            message.group.update(zip(group_by, group, strict=True))
     return response
 
 
