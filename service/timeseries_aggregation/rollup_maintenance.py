@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TextIO
 
-from timeseries_aggregation.storage.database import PoolSettings, open_database
+from timeseries_aggregation.storage.database import Database, PoolSettings, open_database
 from timeseries_aggregation.storage.rollups import (
     check_series_rollups,
     rebuild_series_rollups,
@@ -30,8 +30,7 @@ async def rebuild_rollups(
     of the series named the catalog lacks."""
     missing = 0
     async with open_database(url, _SETTINGS) as database:
-        chosen = list(series_ids) if series_ids is not None else await rolled_up_series(database)
-        for series_id in chosen:
+        for series_id in await _chosen(database, series_ids):
             began = time.perf_counter()
             if await rebuild_series_rollups(database, series_id, start, end):
                 print(
@@ -54,8 +53,7 @@ async def check_rollups(
     readings, printing each rollup row that differs; returns how many differ."""
     differing = 0
     async with open_database(url, _SETTINGS) as database:
-        chosen = list(series_ids) if series_ids is not None else await rolled_up_series(database)
-        for series_id in chosen:
+        for series_id in await _chosen(database, series_ids):
             mismatches = await check_series_rollups(database, series_id, start, end)
             if mismatches is None:
                 print(
@@ -73,6 +71,11 @@ async def check_rollups(
             if not mismatches:
                 print(f"{series_id!r}: the rollups are those of the readings", file=out)
     return differing
+
+
+async def _chosen(database: Database, series_ids: Sequence[str] | None) -> list[str]:
+    """The series named, or every rolled-up series."""
+    return list(series_ids) if series_ids is not None else await rolled_up_series(database)
 
 
 def _figures(figures: tuple[float, float, float, int] | None) -> str:

@@ -191,34 +191,23 @@ def _decode_block(
 def buckets_response(
     buckets: Sequence[Bucket], next_page_token: str, group_by: Sequence[str] = ()
 ) -> pb.QueryAggregatesResponse:
-    """The response for a page of buckets, built in place (a page can hold 10,000): fields
-    unpacked from each bucket's tuple, those at their default left unset."""
+    """The response for a page of buckets, built in place (a page can hold 10,000), with each
+    bucket's fields unpacked from its tuple."""
     response = pb.QueryAggregatesResponse(next_page_token=next_page_token)
     add = response.buckets.add
     for start, end, period, total, minimum, maximum, count, series_count, group, expected in buckets:
         # The mean as Bucket.mean_quantity_kwh gives it, inline: this loop is per bucket.
         mean = total / count if count else 0.0
-        if expected:
-            message = add(
-                period=period,
-                total_quantity_kwh=total,
-                min_quantity_kwh=minimum,
-                max_quantity_kwh=maximum,
-                mean_quantity_kwh=mean,
-                reading_count=count,
-                series_count=series_count,
-                expected_reading_count=expected,
-            )
-        else:
-            message = add(
-                period=period,
-                total_quantity_kwh=total,
-                min_quantity_kwh=minimum,
-                max_quantity_kwh=maximum,
-                mean_quantity_kwh=mean,
-                reading_count=count,
-                series_count=series_count,
-            )
+        message = add(
+            period=period,
+            total_quantity_kwh=total,
+            min_quantity_kwh=minimum,
+            max_quantity_kwh=maximum,
+            mean_quantity_kwh=mean,
+            reading_count=count,
+            series_count=series_count,
+            expected_reading_count=expected,
+        )
         message.start_time.seconds = start
         message.end_time.seconds = end
         if group_by:
