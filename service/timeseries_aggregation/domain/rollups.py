@@ -110,13 +110,7 @@ class TouchedHours:
             self._merge(series_id, by_series[position])
 
     def _merge(self, series_id: str, new_runs: list[tuple[int, int]]) -> None:
-        runs = sorted([*self.runs.get(series_id, []), *new_runs])
-        merged: list[tuple[int, int]] = []
-        for start, end in runs:
-            if merged and start <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-            else:
-                merged.append((start, end))
+        merged = _merged_runs(sorted([*self.runs.get(series_id, []), *new_runs]))
         if len(merged) > MAX_RUNS_PER_SERIES:
             merged = [(merged[0][0], merged[-1][1])]
         self.runs[series_id] = merged
@@ -269,16 +263,21 @@ class StreamHours:
         self.rewritten.add(chunk)
 
 
-def day_runs(hour_runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The UTC days (day numbers since the epoch) that hold the hours of `hour_runs`, as runs."""
+def _merged_runs(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Runs [start, end) in order of start, those that overlap or meet made one."""
     merged: list[tuple[int, int]] = []
-    for start, end in hour_runs:
-        day_start, day_end = start // 24, -(-end // 24)
-        if merged and day_start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], day_end))
+    for start, end in runs:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
-            merged.append((day_start, day_end))
+            merged.append((start, end))
     return merged
+
+
+def day_runs(hour_runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The UTC days (day numbers since the epoch) that hold the hours of `hour_runs` (runs in
+    order), as runs."""
+    return _merged_runs([(start // 24, -(-end // 24)) for start, end in hour_runs])
 
 
 class WindowCuts(NamedTuple):

@@ -1,6 +1,7 @@
-"""Rollups in SQL: the hourly and daily rollups of the hours a transaction touched are made
-again from the readings before it commits, while it holds those series' catalog rows; and
-whole series are rebuilt, or checked against their readings, on demand.
+"""Rollups in SQL: the hourly and daily rollups of the hours a transaction touched are brought
+up to date before it commits (grown by what its new readings add, or made again from the
+readings), while it holds those series' catalog rows; and whole series are rebuilt, or checked
+against their readings, on demand.
 
 Holding the catalog row is what keeps rollups exact under concurrent writers: every transaction
 that changes a series' readings (ingest, DeleteReadings, retention, a rebuild) updates or locks
@@ -8,7 +9,6 @@ that row and keeps it until it commits, so their rollup work runs one after the 
 recomputation reads the readings in a statement that starts after the previous writer committed.
 """
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -176,10 +176,18 @@ async def maintain_stream_rollups(
     )
 
 
-# A series' catalog row, locked: its rollups cannot change under a rebuild or check.
+# A series' catalog row, locked until the transaction ends: no other writer changes its
+# readings or rollups meanwhile, and the figures below count everything committed before.
 _LOCK_SERIES = """
     SELECT rolled_up, first_reading_time, last_reading_time FROM series WHERE series_id = $1 FOR UPDATE
 """
+
+
+async def lock_series(connection: asyncpg.Connection, series_id: str) -> asyncpg.Record | None:
+    """The series' rollup flag and first and last reading time, its catalog row locked; None
+    when the catalog lacks it."""
+    row: asyncpg.Record | None = await connection.fetchrow(_LOCK_SERIES, series_id)
+    return row
 
 
 def hour_span(
@@ -198,7 +206,7 @@ async def rebuild_series_rollups(
     """Make the series' rollups again from its readings (all of them, or the hours of
     [start, end)); a whole series rebuilt becomes rolled up. False when the catalog lacks it."""
     async with database.write_connection() as connection, connection.transaction():
-        row = await connection.fetchrow(_LOCK_SERIES, series_id)
+        row = await lock_series(connection, series_id)
         if row is None:
             return False
         whole = start is None and end is None
@@ -257,7 +265,7 @@ async def check_series_rollups(
     """The rollup rows of the series (in the whole hours and days of [start, end)) that differ
     from its readings; None when the series is not rolled up."""
     async with database.query_connection() as connection, connection.transaction():
-        row = await connection.fetchrow(_LOCK_SERIES, series_id)
+        row = await lock_series(connection, series_id)
         if row is None or not row["rolled_up"]:
             return None
         mismatches: list[RollupMismatch] = []
@@ -282,14 +290,8 @@ def _mismatch(series_id: str, rollup: str, row: asyncpg.Record) -> RollupMismatc
     return RollupMismatch(series_id, rollup, row["bucket_start"], stored, expected)
 
 
-async def rolled_up_series(database: Database, series_ids: Iterable[str] | None = None) -> list[str]:
-    """The rolled-up series (among `series_ids`, or all), in series_id order."""
+async def rolled_up_series(database: Database) -> list[str]:
+    """Every rolled-up series, in series_id order."""
     async with database.query_connection() as connection:
-        if series_ids is None:
-            rows = await connection.fetch("SELECT series_id FROM series WHERE rolled_up ORDER BY 1")
-        else:
-            rows = await connection.fetch(
-                "SELECT series_id FROM series WHERE rolled_up AND series_id = ANY($1::text[]) ORDER BY 1",
-                list(series_ids),
-            )
+        rows = await connection.fetch("SELECT series_id FROM series WHERE rolled_up ORDER BY 1")
     return [row["series_id"] for row in rows]

@@ -12,7 +12,7 @@ from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros_to_dat
 from timeseries_aggregation.domain.paging import Page, PageRequest
 from timeseries_aggregation.domain.series import Series, SeriesSelector, SeriesUpdate
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.rollups import CatalogFigures, hour_span, recompute_rollups
+from timeseries_aggregation.storage.rollups import CatalogFigures, hour_span, lock_series, recompute_rollups
 
 _COLUMNS = "series_id, labels, reading_interval_seconds, first_reading_time, last_reading_time, reading_count"
 
@@ -127,11 +127,6 @@ async def update_series(database: Database, update: SeriesUpdate) -> Series:
     return _series(row)
 
 
-# The series' catalog row first: a stream adding readings to the series waits at its catalog
-# update until this transaction ends, so the figures below count everything it committed before.
-_LOCK_SERIES = (
-    "SELECT rolled_up, first_reading_time, last_reading_time FROM series WHERE series_id = $1 FOR UPDATE"
-)
 # One series, one statement (routed to one worker on Citus, where both tables are co-located).
 # The subqueries see the readings as they were before the DELETE, so they look outside the
 # range for the first and last reading left.
@@ -163,7 +158,9 @@ async def delete_series_readings(
     """Delete a series' readings in [start_time, end_time) and update its figures, inside the
     caller's transaction, with the rollups of the hours it deleted from; returns how many
     readings went."""
-    catalog = await connection.fetchrow(_LOCK_SERIES, series_id)
+    # The series' catalog row first: a stream adding readings to the series waits at its
+    # catalog update until this transaction ends.
+    catalog = await lock_series(connection, series_id)
     deleted: int | None = await connection.fetchval(_DELETE_SERIES_READINGS, series_id, start_time, end_time)
     if deleted and catalog is not None and catalog["rolled_up"]:
         span = hour_span(catalog["first_reading_time"], catalog["last_reading_time"], start_time, end_time)
