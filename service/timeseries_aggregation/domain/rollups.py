@@ -11,7 +11,6 @@ that is always at UTC) from daily rollups.
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -280,23 +279,19 @@ def day_runs(hour_runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return _merged_runs([(start // 24, -(-end // 24)) for start, end in hour_runs])
 
 
-class WindowCuts(NamedTuple):
-    """Where a window [lo, hi) is cut (see storage/aggregate_sources.py): [h1, h2) holds its
-    whole UTC hours and [d1, d2) the whole UTC days among them (none in the HOURS tier)."""
-
-    h1: datetime
-    h2: datetime
-    d1: datetime
-    d2: datetime
+# The instants a window [lo, hi) is cut at (see storage/aggregate_sources.py): [h1, h2) holds
+# its whole UTC hours and, where days come from daily rollups, [d1, d2) the whole UTC days
+# among them.
+CUT_NAMES = {RollupTier.HOURS: ("h1", "h2"), RollupTier.DAYS: ("h1", "h2", "d1", "d2")}
 
 
-def window_cuts(lo: datetime, hi: datetime, tier: RollupTier) -> WindowCuts:
+def window_cuts(lo: datetime, hi: datetime, tier: RollupTier) -> tuple[datetime, ...]:
+    """The cuts of [lo, hi) that `tier` reads, in the order of CUT_NAMES[tier]."""
     lo_micros, hi_micros = unix_micros(lo), unix_micros(hi)
     h1 = min(-(-lo_micros // HOUR_MICROS) * HOUR_MICROS, hi_micros)
     h2 = max(hi_micros // HOUR_MICROS * HOUR_MICROS, h1)
-    if tier is RollupTier.HOURS:
-        d1 = d2 = h2
-    else:
+    cuts = [h1, h2]
+    if tier is RollupTier.DAYS:
         d1 = min(-(-h1 // DAY_MICROS) * DAY_MICROS, h2)
-        d2 = max(h2 // DAY_MICROS * DAY_MICROS, d1)
-    return WindowCuts(*(unix_micros_to_datetime(micros) for micros in (h1, h2, d1, d2)))
+        cuts += [d1, max(h2 // DAY_MICROS * DAY_MICROS, d1)]
+    return tuple(unix_micros_to_datetime(micros) for micros in cuts)

@@ -24,6 +24,17 @@ _READING_COLUMNS = (
     "time, quantity_kwh AS total, quantity_kwh AS minimum, quantity_kwh AS maximum, 1 AS reading_count"
 )
 _ROLLUP_COLUMNS = "bucket_start AS time, total, minimum, maximum, reading_count"
+# Where each tier's rollups lie among a window's cuts (domain/rollups.CUT_NAMES): hourly ones
+# in [h1, h2); or, where days come from daily rollups, daily ones in [d1, d2) and hourly ones
+# in [h1, d1) and [d2, h2).
+_ROLLUP_SPANS = {
+    RollupTier.HOURS: (("hourly_rollups", "h1", "h2"),),
+    RollupTier.DAYS: (
+        ("hourly_rollups", "h1", "d1"),
+        ("daily_rollups", "d1", "d2"),
+        ("hourly_rollups", "d2", "h2"),
+    ),
+}
 # The grouping of source rows, where readings may be rollups.
 AGGREGATES = (
     "sum(total) AS total, min(minimum) AS minimum, max(maximum) AS maximum,"
@@ -41,7 +52,8 @@ def _ceil(unit: str, instant: str) -> str:
 
 
 def cuts_sql(lo: str, hi: str, plan: RollupPlan, rolled_up: str) -> str:
-    """A one-row query of the window's cuts (lo, hi, h1, h2, d1, d2) and of `rolled_up`."""
+    """A one-row query of the window's bounds and cuts (lo, hi and those of CUT_NAMES of the
+    plan's tier) and of `rolled_up`."""
     hours = f"""
         SELECT lo, hi, h1, greatest({_floor("hour", "hi")}, h1) AS h2
         FROM (
@@ -50,15 +62,15 @@ def cuts_sql(lo: str, hi: str, plan: RollupPlan, rolled_up: str) -> str:
         ) AS first_hour
     """
     if plan.tier is RollupTier.HOURS:
-        days = f"SELECT lo, hi, h1, h2, h2 AS d1, h2 AS d2 FROM ({hours}) AS hours"
+        cuts = hours
     else:
-        days = f"""
+        cuts = f"""
             SELECT lo, hi, h1, h2, d1, greatest({_floor("day", "h2")}, d1) AS d2
             FROM (
                 SELECT lo, hi, h1, h2, least({_ceil("day", "h1")}, h2) AS d1 FROM ({hours}) AS hours
             ) AS first_day
         """
-    return f"SELECT cut.*, coalesce(({rolled_up}), false) AS rolled_up FROM ({days}) AS cut"
+    return f"SELECT cut.*, coalesce(({rolled_up}), false) AS rolled_up FROM ({cuts}) AS cut"
 
 
 def _cut(name: str) -> str:
@@ -92,14 +104,8 @@ def single_series_source(plan: RollupPlan, fixed_key: str | None) -> str:
         readings("lo", "h1", rolled_up),
         readings("h2", "hi", rolled_up),
     ]
-    if plan.tier is RollupTier.DAYS:
-        branches += [
-            rollups("hourly_rollups", "h1", "d1"),
-            rollups("daily_rollups", "d1", "d2"),
-            rollups("hourly_rollups", "d2", "h2"),
-        ]
-    elif not plan.check_hours:
-        branches.append(rollups("hourly_rollups", "h1", "h2"))
+    if not plan.check_hours:
+        branches += [rollups(table, low, high) for table, low, high in _ROLLUP_SPANS[plan.tier]]
     else:
         # Checked hours serve days and longer: an hour lies in one bucket where its first and
         # last instants do; with buckets of one width that is plain arithmetic, elsewhere the
@@ -133,14 +139,14 @@ def single_series_source(plan: RollupPlan, fixed_key: str | None) -> str:
 
 
 def portfolio_source(
-    plan: RollupPlan | None, carried: str, selection: str, window: tuple[str, str], cuts: tuple[str, ...]
+    plan: RollupPlan | None, carried: str, selection: str, window: tuple[str, str], cuts: dict[str, str]
 ) -> str:
     """The source rows of the selected series in the window [lo, hi), each with the series id
     and the `carried` columns (the group values, of the catalog row `s`) first.
 
-    `selection` picks the catalog rows; `cuts` are the parameters holding h1 and h2, and d1
-    and d2 in the DAYS tier (see domain/rollups.window_cuts). Without a plan, or where it asks
-    for hours to be checked, every series is read from its readings.
+    `selection` picks the catalog rows; `cuts` names the parameters holding the cuts of the
+    plan's tier (see domain/rollups.window_cuts). Without a plan every series is read from its
+    readings (a plan that checks hours is for one series: the caller leaves it out).
     """
     lo, hi = window
 
@@ -151,7 +157,7 @@ def portfolio_source(
             FROM readings AS r JOIN series AS s ON s.series_id = r.series_id
             WHERE {selection} AND r.time >= {low} AND r.time < {high} {condition}"""
 
-    if plan is None or plan.check_hours:
+    if plan is None:
         return readings(lo, hi, "")
 
     def rollups(table: str, low: str, high: str) -> str:
@@ -160,19 +166,10 @@ def portfolio_source(
             FROM {table} AS h JOIN series AS s ON s.series_id = h.series_id
             WHERE {selection} AND s.rolled_up AND h.bucket_start >= {low} AND h.bucket_start < {high}"""
 
-    h1, h2 = cuts[:2]
     branches = [
         readings(lo, hi, "AND NOT s.rolled_up"),
-        readings(lo, h1, "AND s.rolled_up"),
-        readings(h2, hi, "AND s.rolled_up"),
+        readings(lo, cuts["h1"], "AND s.rolled_up"),
+        readings(cuts["h2"], hi, "AND s.rolled_up"),
+        *(rollups(table, cuts[low], cuts[high]) for table, low, high in _ROLLUP_SPANS[plan.tier]),
     ]
-    if plan.tier is RollupTier.DAYS:
-        d1, d2 = cuts[2:]
-        branches += [
-            rollups("hourly_rollups", h1, d1),
-            rollups("daily_rollups", d1, d2),
-            rollups("hourly_rollups", d2, h2),
-        ]
-    else:
-        branches.append(rollups("hourly_rollups", h1, h2))
     return "\nUNION ALL\n".join(branches)

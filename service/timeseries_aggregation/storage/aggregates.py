@@ -23,7 +23,7 @@ from timeseries_aggregation.domain.bucketing import bucket_containing, bucket_re
 from timeseries_aggregation.domain.coverage import IntervalCount, expected_reading_count
 from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
-from timeseries_aggregation.domain.rollups import RollupPlan, RollupTier, rollup_plan, window_cuts
+from timeseries_aggregation.domain.rollups import CUT_NAMES, RollupPlan, rollup_plan, window_cuts
 from timeseries_aggregation.domain.series import SeriesSelector
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.storage.aggregate_sources import (
@@ -494,8 +494,8 @@ def _portfolio_sql(
         cursor_filter = (
             f"WHERE ({', '.join([*sorted_row, 'bucket_start'])}) > ({', '.join([*cursor_row, f'${start}'])})"
         )
-    cut_count = 0 if plan is None else 4 if plan.tier is RollupTier.DAYS else 2
-    cuts = tuple(f"${next(next_parameter)}" for _ in range(cut_count))
+    cut_names = CUT_NAMES[plan.tier] if plan is not None else ()
+    cuts = {name: f"${next(next_parameter)}" for name in cut_names}
     group_columns = "".join(
         f"{expression} AS {name}, " for expression, name in zip(groups, names, strict=True)
     )
@@ -599,8 +599,7 @@ def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition])
     if plan is not None and plan.check_hours:
         plan = None  # hours that may straddle buckets are not checked across many series
     if plan is not None:
-        cuts = window_cuts(lo, max(lo, time_range.upper_bound), plan.tier)
-        arguments += cuts if plan.tier is RollupTier.DAYS else cuts[:2]
+        arguments += window_cuts(lo, max(lo, time_range.upper_bound), plan.tier)
     sql = _portfolio_sql(
         query.granularity,
         fixed_width_buckets(query.granularity, query.time_zone),
