@@ -20,7 +20,7 @@ from tests.support import (
     query_all_pages,
     ts,
 )
-from tests.test_bucketing_property import first_instants
+from tests.test_bucketing_property import bucket_rows, first_instants
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import Granularity
 from timeseries_aggregation.transport.convert import GRANULARITY_TO_PROTO
@@ -31,21 +31,6 @@ if TYPE_CHECKING:
 # Beyond the sample zones: clocks changed at 00:01 (an hour holds a change), half-hour changes
 # (Lord Howe), always at UTC but not named so (daily rollups), a fixed whole-hour offset.
 ZONES = [*SAMPLE_ZONES, "America/Moncton", "Australia/Lord_Howe", "Atlantic/Reykjavik", "Etc/GMT-5"]
-
-
-def bucket_rows(buckets: list[pb.Bucket]) -> list[tuple[object, ...]]:
-    return [
-        (
-            b.start_time.ToDatetime(),
-            b.end_time.ToDatetime(),
-            b.period,
-            b.total_quantity_kwh,
-            b.min_quantity_kwh,
-            b.max_quantity_kwh,
-            b.reading_count,
-        )
-        for b in buckets
-    ]
 
 
 # Minutes after the first instant, and eighths of a kWh: sums of eighths are exact in any order,
