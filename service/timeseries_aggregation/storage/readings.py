@@ -57,15 +57,25 @@ _COLUMNS = ("series_id", "time", "quantity_kwh")
 # every one after it) goes through the staging upsert instead.
 _COPY_CONFLICTS: tuple[type[Exception], ...] = (asyncpg.UniqueViolationError,)
 # Citus passes a worker's unique violation on as an internal error (XX000); the upsert path
-# reports any other cause faithfully when it meets it again. A COPY there writes to all shards
-# at once, so two streams copying the same new keys can lock them on two workers in opposite
-# orders; Citus then cancels one COPY as a distributed deadlock, and its stream goes on once
-# the other commits (the two-streams-in-opposite-orders test meets this on most runs).
+# reports any other cause faithfully when it meets it again.
 _CITUS_COPY_CONFLICTS = (
     *_COPY_CONFLICTS,
     asyncpg.InternalServerError,
     asyncpg.exceptions.DeadlockDetectedError,
 )
+
+# A COPY on Citus writes to all shards at once, so two streams copying the same new keys could
+# lock them on two workers in opposite orders; Citus would cancel one as a distributed deadlock,
+# and the rollback to the savepoint after that cancel left a worker's transaction aborted now
+# and then (the stream then failed as INTERNAL). There each stream first takes a lock on the
+# coordinator for every series it writes, in one order, held until it ends: streams writing a
+# series in common take turns, and two that would wait on each other's series are ended by
+# PostgreSQL's own deadlock check (a retryable ABORTED) before either touches a shard.
+_SERIES_WRITE_LOCK_CLASS = 7_310_411
+_LOCK_SERIES_FOR_WRITING = """
+SELECT count(pg_advisory_xact_lock($1, key))
+FROM (SELECT DISTINCT hashtext(series_id) AS key FROM unnest($2::text[]) AS series_id ORDER BY 1) AS keys
+"""
 
 # A re-sent reading in a compressed chunk decompresses its meter's batch (up to 1,000 rows);
 # TimescaleDB's default cap of 100,000 such rows per statement would fail a correction of a
@@ -130,6 +140,8 @@ class ReadingsWriter:
         citus = database.citus_workers > 0
         self._routed = database.timescaledb or citus
         self._copy_conflicts = _CITUS_COPY_CONFLICTS if citus else _COPY_CONFLICTS
+        self._locks_series = citus
+        self._locked_series: set[str] = set()
         self._chunks_submitted = 0
         self._staging_created = False
         self.readings_received = 0
@@ -238,12 +250,20 @@ class ReadingsWriter:
             if self._database.timescaledb:
                 await connection.execute(NO_DECOMPRESSION_LIMIT)
             while (chunk := await self._chunks.get()) is not None:
+                if self._locks_series:
+                    await self._lock_series(connection, chunk)
                 if self._direct and await self._copy_unless_conflict(connection, chunk):
                     continue
                 self._direct = False
                 await self._merge(connection, chunk)
             catalog = await self.tally.write(connection)
             await maintain_stream_rollups(connection, self.hours, catalog, self.tally.added)
+
+    async def _lock_series(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
+        unlocked = [series_id for series_id in chunk.series_ids if series_id not in self._locked_series]
+        if unlocked:
+            await connection.execute(_LOCK_SERIES_FOR_WRITING, _SERIES_WRITE_LOCK_CLASS, unlocked)
+            self._locked_series.update(unlocked)
 
     async def _copy_unless_conflict(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> bool:
         try:
