@@ -286,10 +286,11 @@ class DatabaseSupply:
                 " JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname <> 'schema_migrations'"
             )
-            if tables:
-                await connection.execute(
-                    f"TRUNCATE {', '.join(table['name'] for table in tables)} RESTART IDENTITY"
-                )
+            truncated = [table["name"] for table in tables]
+            if self._cluster is not None:
+                truncated = await _delete_few_distributed_rows(connection, truncated)
+            if truncated:
+                await connection.execute(f"TRUNCATE {', '.join(truncated)} RESTART IDENTITY")
             if await _fingerprint(connection) != self._reference:
                 return False
         finally:
@@ -307,6 +308,33 @@ class DatabaseSupply:
     async def close(self) -> None:
         while self._spares:
             await self.drop(self._spares.pop())
+
+
+# A TRUNCATE of a distributed table locks every shard and commits on every worker: about
+# 0.15 s a table, most of a test's teardown on Citus, where a DELETE of a test's few rows
+# takes milliseconds. Tables holding more are truncated.
+_FEW_ROWS = 10_000
+_DISTRIBUTED_TABLES = (
+    "SELECT format('%I', c.relname) AS name"
+    " FROM pg_dist_partition AS p JOIN pg_class AS c ON c.oid = p.logicalrelid"
+)
+
+
+async def _delete_few_distributed_rows(connection: asyncpg.Connection, names: list[str]) -> list[str]:
+    """Empty the distributed tables among `names` that hold few rows; the rest, to truncate."""
+    distributed = {row["name"] for row in await connection.fetch(_DISTRIBUTED_TABLES)} & set(names)
+    if not distributed:
+        return names
+    ordered = sorted(distributed)
+    counts = await connection.fetchrow(
+        "SELECT " + ", ".join(f"(SELECT count(*) FROM {name})" for name in ordered)
+    )
+    assert counts is not None
+    few = [name for name, count in zip(ordered, counts, strict=True) if count <= _FEW_ROWS]
+    async with connection.transaction():
+        for name in few:
+            await connection.execute(f"DELETE FROM {name}")
+    return [name for name in names if name not in few]
 
 
 async def _no_other_sessions(connection: asyncpg.Connection) -> None:
