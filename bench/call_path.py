@@ -15,6 +15,9 @@ One meter's year of hourly readings (among 100 meters), daily buckets in UTC, an
 6. QueryAggregates over gRPC to the server as its own process, as in production, with that
    process's CPU time per query.
 
+Beside the stages it times the building of the response message from the page's buckets, the
+part of the server's CPU that grows with the page.
+
 The stages run call after call in turn, so all see the same conditions; each row gives the
 p50 and p99 and what the stage adds to the one before. Nothing is kept: the figures are printed.
 """
@@ -58,6 +61,7 @@ from timeseries_aggregation.domain.aggregation import Granularity, make_aggregat
 from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.storage.aggregates import aggregate_statement, query_aggregates
 from timeseries_aggregation.storage.database import PoolSettings, open_database
+from timeseries_aggregation.transport.convert import buckets_response
 
 Call = Callable[[], Awaitable[object]]
 
@@ -124,6 +128,12 @@ async def run(arguments: argparse.Namespace) -> None:
                 ),
             }
             latencies = await measure(stages, arguments.iterations)
+            buckets = (await query_aggregates(database, query, page, "bench")).items
+            building = []
+            for _ in range(arguments.iterations):
+                began = time.perf_counter()
+                buckets_response(buckets, "")
+                building.append(time.perf_counter() - began)
 
             server = psutil.Process(service.process.pid)
             before = server.cpu_times()
@@ -146,6 +156,10 @@ async def run(arguments: argparse.Namespace) -> None:
         adds = "" if previous is None else f"{(p50 - previous) * 1000:+.2f} ms"
         print(f"{name:<42} {p50 * 1000:>6.2f} ms {p99 * 1000:>6.2f} ms {adds:>11} {p50 / plain_p50:>12.2f}x")
         previous = p50
+    print(
+        f"\nbuilding the response of {len(buckets)} buckets: p50 {percentile(building, 0.5) * 1000:.2f} ms"
+        f" (part of stages 5 and 6)"
+    )
     cpu = (after.user + after.system) - (before.user + before.system)
     print(
         f"\nserver process: {cpu / arguments.iterations * 1000:.2f} ms of CPU per query "

@@ -140,6 +140,7 @@ async def test_the_call_path_script_times_every_stage(postgres_url: str) -> None
     assert [stage for stage, _, _ in stages] == ["1", "2", "3", "4", "5", "6"], output
     assert all(float(p50) > 0 and float(p99) >= float(p50) for _, p50, p99 in stages), output
     assert re.search(r"server process: \d+\.\d+ ms of CPU per query", output), output
+    assert re.search(r"building the response of 365 buckets: p50 \d+\.\d+ ms", output), output
 
 
 async def test_the_scale_run_loads_compresses_and_queries_both_sizes(
