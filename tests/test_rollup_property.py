@@ -97,15 +97,17 @@ async def test_rollups_give_the_buckets_the_readings_give(
         time_zone=zone_name,
         page_size=page_size,
     )
-    if data.draw(st.booleans()):
-        # A range with edges inside hours (and days).
-        request.start_time.CopyFrom(ts(first + timedelta(minutes=data.draw(st.integers(-600, 60 * 24 * 50)))))
-        request.end_time.CopyFrom(
-            ts(
-                request.start_time.ToDatetime(UTC)
-                + timedelta(minutes=data.draw(st.integers(1, 60 * 24 * 60)))
-            )
-        )
+    edges = data.draw(st.sampled_from(["none", "inside hours", "on whole hours"]))
+    if edges != "none":
+        # A range with edges inside hours (and days), or on whole UTC hours, which the
+        # statement reads from rollups alone.
+        start = first + timedelta(minutes=data.draw(st.integers(-600, 60 * 24 * 50)))
+        end = start + timedelta(minutes=data.draw(st.integers(1, 60 * 24 * 60)))
+        if edges == "on whole hours":
+            start = start.replace(minute=0, second=0, microsecond=0)
+            end = end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        request.start_time.CopyFrom(ts(start))
+        request.end_time.CopyFrom(ts(end))
     # And as a portfolio of the one series.
     portfolio = pb.QueryAggregatesRequest()
     portfolio.CopyFrom(request)
