@@ -82,13 +82,10 @@ def _at(key: str, instant: str) -> str:
     return re.sub(r"\btime\b", instant, key)
 
 
-def single_series_source(plan: RollupPlan, fixed_key: str | None, whole_hours: bool = False) -> str:
+def single_series_source(plan: RollupPlan, fixed_key: str | None) -> str:
     """The source rows of series $1 in the window of the `cuts` CTE (see cuts_sql);
     `fixed_key` is the bucket key where buckets are all of one width (see
-    aggregates._bucket_key_and_start), which checks an hour by arithmetic alone. With
-    `whole_hours` the window starts and ends on whole UTC hours, so a rolled-up series has no
-    readings to read at its edges: the statement leaves those scans out (on TimescaleDB and
-    Citus each is planned over the whole table)."""
+    aggregates._bucket_key_and_start), which checks an hour by arithmetic alone."""
     series = "series_id = $1"
     rolled_up, not_rolled_up = _cut("rolled_up"), f"NOT {_cut('rolled_up')}"
 
@@ -102,9 +99,11 @@ def single_series_source(plan: RollupPlan, fixed_key: str | None, whole_hours: b
             SELECT {_ROLLUP_COLUMNS} FROM {table}
             WHERE {series} AND bucket_start >= {_cut(low)} AND bucket_start < {_cut(high)} AND {rolled_up}"""
 
-    branches = [readings("lo", "hi", not_rolled_up)]
-    if not whole_hours:
-        branches += [readings("lo", "h1", rolled_up), readings("h2", "hi", rolled_up)]
+    branches = [
+        readings("lo", "hi", not_rolled_up),
+        readings("lo", "h1", rolled_up),
+        readings("h2", "hi", rolled_up),
+    ]
     if not plan.check_hours:
         branches += [rollups(table, low, high) for table, low, high in _ROLLUP_SPANS[plan.tier]]
     else:

@@ -5,7 +5,7 @@ import functools
 import json
 from collections import OrderedDict
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -137,7 +137,6 @@ def _aggregate_sql(
     continued: bool,
     records_history: bool,
     whole_range: bool = False,
-    whole_hours: bool = False,
 ) -> str:
     """One page of buckets, and (when `records_history`) the history record of the call in
     the same statement.
@@ -162,8 +161,7 @@ def _aggregate_sql(
     scans of the readings fewer to plan.
 
     With a rollup `plan`, a rolled-up series' buckets are summed from its rollups where they
-    hold whole hours or days (see aggregate_sources); with `whole_hours` (a whole range from
-    and to whole UTC hours, read from its start) no readings at the window's edges.
+    hold whole hours or days (see aggregate_sources).
     """
     bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed)
     if fixed is not None:
@@ -213,7 +211,7 @@ def _aggregate_sql(
         cuts = f"cuts AS ({window})"
         grouped = f"""
                     SELECT {bucket_key} AS bucket_key, {AGGREGATES}
-                    FROM ({single_series_source(plan, bucket_key if fixed else None, whole_hours)}) AS source
+                    FROM ({single_series_source(plan, bucket_key if fixed else None)}) AS source
                     GROUP BY 1"""
     # One row more than the page tells whether another page follows.
     page = f"""page AS (
@@ -327,24 +325,8 @@ def aggregate_statement(
         arguments += [horizon, bucket_reach(query.granularity, 1)]
     fixed = fixed_width_buckets(query.granularity, query.time_zone)
     plan = rollup_plan(query.granularity, query.time_zone) if rollups else None
-    # The first page of such a range, from and to whole UTC hours (midnights in most zones).
-    whole_hours = (
-        whole_range
-        and page.after is None
-        and _on_the_hour(time_range.lower_bound)
-        and _on_the_hour(time_range.upper_bound)
-    )
-    sql = _aggregate_sql(
-        query.granularity, fixed, plan, page.after is not None, records_history, whole_range, whole_hours
-    )
+    sql = _aggregate_sql(query.granularity, fixed, plan, page.after is not None, records_history, whole_range)
     return sql, arguments
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _on_the_hour(instant: datetime) -> bool:
-    return (instant - _EPOCH) % timedelta(hours=1) == timedelta(0)
 
 
 class RolledUpSeries:
