@@ -93,6 +93,11 @@ SUPPLY = pytest.StashKey[DatabaseSupply]()
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fresh_database: the test needs a new database, never migrated")
+    config.addinivalue_line(
+        "markers",
+        "any_engine: what the test checks does not depend on the storage engine (transport, CLI,"
+        " configuration, domain rules): CI runs it on the embedded server, not again on every engine",
+    )
 
 
 @pytest.hookimpl(wrapper=True)

@@ -40,6 +40,9 @@ from timeseries_aggregation.transport.auth import METHOD_SCOPES, Authenticator
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 INGESTER = new_key()
 READER = new_key()
 ADMIN = new_key()

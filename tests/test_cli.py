@@ -33,6 +33,9 @@ from timeseries_aggregation.config import AUTH_API_KEY
 from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
 from timeseries_aggregation.storage.database import Database
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 
 def run_main(*argv: str) -> int:
     """main's exit code, also when argparse exits on a usage error."""

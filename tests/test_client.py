@@ -39,6 +39,9 @@ from timeseries_aggregation.client import (
 from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
 from timeseries_aggregation.storage.database import Database
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 Context = grpc.aio.ServicerContext[Any, Any]
 QUICK_RETRIES = RetryPolicy(max_attempts=3, initial_backoff_seconds=0.01, max_backoff_seconds=0.01)
 

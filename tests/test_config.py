@@ -12,6 +12,9 @@ from timeseries_aggregation.config import Config, ConfigError, load_config, spli
 from timeseries_aggregation.limits import DEFAULT_MAX_MESSAGE_BYTES
 from timeseries_aggregation.storage.database import PoolSettings
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 PREFIX = "TIMESERIES_AGGREGATION_"
 SECRET_URL = "postgresql://ingest:s3cr3t-Pa55word@db.internal:5432/timeseries"
 PASSWORD = "s3cr3t-Pa55word"

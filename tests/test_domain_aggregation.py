@@ -20,6 +20,9 @@ from timeseries_aggregation.domain.aggregation import (
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 from timeseries_aggregation.errors import InvalidArgumentError
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 
 ONE_MICROSECOND = timedelta(microseconds=1)

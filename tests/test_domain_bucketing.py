@@ -16,6 +16,9 @@ from timeseries_aggregation.domain.aggregation import Granularity
 from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing, bucket_reach
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 ONE_MICROSECOND = timedelta(microseconds=1)
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 ALL_ZONES = sorted(zoneinfo.available_timezones() - {"localtime", "Factory"})

@@ -8,6 +8,9 @@ from hypothesis import strategies as st
 
 from timeseries_aggregation.domain.durations import MAX_DURATION, format_duration, parse_duration
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 
 @pytest.mark.parametrize(
     ("text", "duration"),

@@ -33,6 +33,9 @@ from timeseries_aggregation.limits import (
     HISTORY_MAX_PAGE_SIZE,
 )
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 Result = TypeVar("Result")
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")

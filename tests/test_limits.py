@@ -24,6 +24,9 @@ from timeseries_aggregation.storage.readings import COPY_CHUNK_READINGS
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 SERVICE = "/timeseries.v1.TimeseriesAggregationService/"
 
 

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
         TimeseriesAggregationServiceAsyncStub as Stub,
     )
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 SERVICE = "timeseries.v1.TimeseriesAggregationService"
 CANARY_KEY = new_key()
 UNKNOWN_CANARY_KEY = new_key()

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
         TimeseriesAggregationServiceAsyncStub as Stub,
     )
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 SERVICE = "timeseries.v1.TimeseriesAggregationService"
 INGEST = {"grpc_service": SERVICE, "grpc_method": "IngestReadings", "grpc_type": "client_stream"}
 QUERY = {"grpc_service": SERVICE, "grpc_method": "QueryAggregates", "grpc_type": "unary"}

@@ -10,6 +10,9 @@ import pytest
 
 from timeseries_aggregation.readers import ReadingFileError, ReadingRow, count_rows, read_rows
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 EXAMPLE_XLSX = Path(__file__).parent / "data" / "example.xlsx"
 HEADER = "Time (UTC),Quantity kWh\n"
 

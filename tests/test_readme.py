@@ -27,6 +27,9 @@ from markdown_it import MarkdownIt
 from tests.server_process import serve_on
 from timeseries_aggregation.client import API_KEY_VARIABLE, TARGET_VARIABLE
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 README_TARGET = "localhost:50051"

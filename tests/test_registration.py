@@ -13,6 +13,9 @@ from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 if TYPE_CHECKING:
     from google.protobuf.descriptor import MethodDescriptor
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 METHODS = [method for service in pb.DESCRIPTOR.services_by_name.values() for method in service.methods]
 # The encoding of a message with no field set, whatever its type.
 EMPTY_MESSAGE = b""

@@ -15,6 +15,9 @@ import pytest
 from tests.server_process import free_port, run_to_exit, serve_on, start, stop, wait_serving
 from timeseries_aggregation.app import RunningServer
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 CANARY_PASSWORD = "canary-secret-7f3a"
 
 

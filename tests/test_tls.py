@@ -18,6 +18,9 @@ from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.cli import main
 from timeseries_aggregation.storage.database import Database
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 QUERY = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_MONTHLY)
 
 

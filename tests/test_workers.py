@@ -25,6 +25,9 @@ from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.domain.api_keys import Scope, key_file_line
 from timeseries_aggregation.storage.schema import migration_scripts
 
+# Nothing here depends on the storage engine: CI runs it on the embedded server only.
+pytestmark = pytest.mark.any_engine
+
 WORKERS = 2
 
 
