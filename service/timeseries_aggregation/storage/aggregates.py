@@ -136,7 +136,7 @@ def _aggregate_sql(
     plan: RollupPlan | None,
     continued: bool,
     records_history: bool,
-    whole_range: bool = False,
+    whole_range: bool,
 ) -> str:
     """One page of buckets, and (when `records_history`) the history record of the call in
     the same statement.
@@ -177,16 +177,17 @@ def _aggregate_sql(
         # Typed: the window's cuts select them, where a bare parameter would be taken for text.
         first_time = f"greatest($3::timestamptz, {cursor_end})" if continued else "$3::timestamptz"
         scan_end = "$4::timestamptz"
-        page_filters = [f"bucket_start > {cursor}"] if continued else []
+        page_filters = []
         readings_beyond = "false"
     else:
         first_time, scan_end = "(SELECT first_time FROM reach)", "(SELECT scan_end FROM bounds)"
         page_filters = ["bucket_start < (SELECT horizon FROM bounds)"]
-        page_filters += [f"bucket_start > {cursor}"] if continued else []
         readings_beyond = """EXISTS (
                    SELECT 1 FROM readings
                    WHERE series_id = $1 AND time >= (SELECT horizon FROM bounds) AND time < $4
                )"""
+    if continued:
+        page_filters.append(f"bucket_start > {cursor}")
     recorded = f"""
         , recorded AS (
             {_INSERT_HISTORY}
