@@ -138,15 +138,23 @@ def single_series_source(plan: RollupPlan, fixed_key: str | None) -> str:
     return "\nUNION ALL\n".join(branches)
 
 
+# The spans of a rolled-up series' window and what each is read from, in the order of the
+# cuts (see the module's docstring): readings at the edges, rollups between.
+def rolled_up_spans(tier: RollupTier) -> tuple[tuple[str, str, str], ...]:
+    """(table, low cut, high cut) of each span of a rolled-up series' window."""
+    return (("readings", "lo", "h1"), *_ROLLUP_SPANS[tier], ("readings", "h2", "hi"))
+
+
 def portfolio_source(
-    plan: RollupPlan | None, carried: str, selection: str, window: tuple[str, str], cuts: dict[str, str]
+    carried: str, selection: str, window: tuple[str, str], spans: tuple[tuple[str, str, str], ...] | None
 ) -> str:
     """The source rows of the selected series in the window [lo, hi), each with the series id
     and the `carried` columns (the group values, of the catalog row `s`) first.
 
-    `selection` picks the catalog rows; `cuts` names the parameters holding the cuts of the
-    plan's tier (see domain/rollups.window_cuts). Without a plan every series is read from its
-    readings (a plan that checks hours is for one series: the caller leaves it out).
+    `selection` picks the catalog rows. Without `spans` every series is read from its readings;
+    with them a rolled-up series is read from each span's table (see rolled_up_spans, with the
+    bounds as SQL), and the caller leaves out the empty ones: each branch costs planning, and
+    on Citus each shard's task plans every branch again.
     """
     lo, hi = window
 
@@ -157,7 +165,7 @@ def portfolio_source(
             FROM readings AS r JOIN series AS s ON s.series_id = r.series_id
             WHERE {selection} AND r.time >= {low} AND r.time < {high} {condition}"""
 
-    if plan is None:
+    if spans is None:
         return readings(lo, hi, "")
 
     def rollups(table: str, low: str, high: str) -> str:
@@ -166,10 +174,10 @@ def portfolio_source(
             FROM {table} AS h JOIN series AS s ON s.series_id = h.series_id
             WHERE {selection} AND s.rolled_up AND h.bucket_start >= {low} AND h.bucket_start < {high}"""
 
-    branches = [
-        readings(lo, hi, "AND NOT s.rolled_up"),
-        readings(lo, cuts["h1"], "AND s.rolled_up"),
-        readings(cuts["h2"], hi, "AND s.rolled_up"),
-        *(rollups(table, cuts[low], cuts[high]) for table, low, high in _ROLLUP_SPANS[plan.tier]),
-    ]
+    branches = [readings(lo, hi, "AND NOT s.rolled_up")]
+    for table, low, high in spans:
+        if table == "readings":
+            branches.append(readings(low, high, "AND s.rolled_up"))
+        else:
+            branches.append(rollups(table, low, high))
     return "\nUNION ALL\n".join(branches)

@@ -30,6 +30,7 @@ from timeseries_aggregation.storage.aggregate_sources import (
     AGGREGATES,
     cuts_sql,
     portfolio_source,
+    rolled_up_spans,
     single_series_source,
 )
 from timeseries_aggregation.storage.database import Database
@@ -489,7 +490,7 @@ def _grouping_arguments(query: AggregateQuery) -> list[object]:
 def _portfolio_sql(
     granularity: Granularity,
     fixed: FixedWidthBuckets | None,
-    plan: RollupPlan | None,
+    spans: tuple[tuple[str, str, str], ...] | None,
     group_by_series: tuple[bool, ...],
     by_id: bool,
     continued: bool,
@@ -500,7 +501,8 @@ def _portfolio_sql(
     bounds (the lower one where the cursor's bucket starts, when one sequence goes on), $5
     page size; then as needed (see portfolio_statement) the group_by entries, the series ids
     to pick from, and on continued pages the last group's values and bucket start returned;
-    then with a rollup plan the window's cuts (see aggregate_sources). Group values and their
+    then with rollup `spans` (the non-empty ones) the window's cuts they name other than lo and
+    hi, in the order of their first mention (see aggregate_sources). Group values and their
     order are those of text compared by code point, on every engine.
     """
     next_parameter = iter(range(6, 20))
@@ -521,8 +523,9 @@ def _portfolio_sql(
         cursor_filter = (
             f"WHERE ({', '.join([*sorted_row, 'bucket_start'])}) > ({', '.join([*cursor_row, f'${start}'])})"
         )
-    cut_names = CUT_NAMES[plan.tier] if plan is not None else ()
-    cuts = {name: f"${next(next_parameter)}" for name in cut_names}
+    bounds = {"lo": "$3", "hi": "$4"}
+    for name in _cut_names(spans):
+        bounds[name] = f"${next(next_parameter)}"
     group_columns = "".join(
         f"{expression} AS {name}, " for expression, name in zip(groups, names, strict=True)
     )
@@ -531,7 +534,12 @@ def _portfolio_sql(
     order = "".join(f'{name} COLLATE "C", ' for name in names)
     values_array = f"ARRAY[{', '.join(names)}]::text[]" if names else "'{}'::text[]"
     selection = f"s.labels @> $1::jsonb {pick}"
-    source = portfolio_source(plan, group_columns, selection, ("$3", "$4"), cuts)
+    source = portfolio_source(
+        group_columns,
+        selection,
+        ("$3", "$4"),
+        None if spans is None else tuple((table, bounds[low], bounds[high]) for table, low, high in spans),
+    )
     return f"""
         WITH page AS (
             SELECT {carried}bucket_start, total, minimum, maximum, reading_count, series_count
@@ -558,6 +566,13 @@ def _portfolio_sql(
         FROM page
         ORDER BY {order}bucket_start
     """
+
+
+def _cut_names(spans: tuple[tuple[str, str, str], ...] | None) -> list[str]:
+    """The cuts the spans are bounded by, other than lo and hi, each once: the parameters of a
+    portfolio statement that follow the cursor's."""
+    names = [name for _, low, high in spans or () for name in (low, high) if name not in ("lo", "hi")]
+    return list(dict.fromkeys(names))
 
 
 @functools.cache
@@ -625,12 +640,17 @@ def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition])
     plan = rollup_plan(query.granularity, query.time_zone)
     if plan is not None and plan.check_hours:
         plan = None  # hours that may straddle buckets are not checked across many series
+    spans = None
     if plan is not None:
-        arguments += window_cuts(lo, max(lo, time_range.upper_bound), plan.tier)
+        hi = max(lo, time_range.upper_bound)
+        cuts = dict(zip(CUT_NAMES[plan.tier], window_cuts(lo, hi, plan.tier), strict=True))
+        cuts.update(lo=lo, hi=hi)
+        spans = tuple(span for span in rolled_up_spans(plan.tier) if cuts[span[1]] < cuts[span[2]])
+        arguments += [cuts[name] for name in _cut_names(spans)]
     sql = _portfolio_sql(
         query.granularity,
         fixed_width_buckets(query.granularity, query.time_zone),
-        plan,
+        spans,
         tuple(key == GROUP_BY_SERIES for key in query.group_by),
         selector.series_ids is not None,
         page.after is not None,
