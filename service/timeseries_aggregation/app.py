@@ -20,6 +20,7 @@ from timeseries_aggregation.errors import StartupError
 from timeseries_aggregation.health import DatabaseHealth, HealthService
 from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
+from timeseries_aggregation.observability.tracing import tracing
 from timeseries_aggregation.storage.compression import readings_compression
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
@@ -167,6 +168,9 @@ async def grpc_server(
             config.listen_address, "gRPC cannot bind it (is the host an address of this machine?)"
         ) from None
     async with AsyncExitStack() as resources:
+        if config.tracing:
+            # Entered first, left last: the spans of the drained calls are flushed too.
+            await resources.enter_async_context(tracing(os.environ))
         metrics_port = None
         if config.metrics_address:
             metrics_port = await resources.enter_async_context(

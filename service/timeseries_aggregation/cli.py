@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import dataclasses
 import io
@@ -39,6 +40,7 @@ from timeseries_aggregation.client import (
     series_messages,
     unix_micros,
 )
+from timeseries_aggregation.client.trace_context import environment_trace_context
 from timeseries_aggregation.domain.durations import format_duration, parse_duration
 from timeseries_aggregation.limits import (
     BUCKETS_MAX_PAGE_SIZE,
@@ -1058,10 +1060,18 @@ def _call_failed(arguments: argparse.Namespace, error: grpc.RpcError) -> str:
     )
 
 
+# Commands that run the service or act on its database rather than call it.
+_SERVER_COMMANDS = frozenset({"serve", "keys", "rollups"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    # The client commands' calls continue a trace the process was started in ($TRACEPARENT).
+    server_side = arguments.command in _SERVER_COMMANDS
+    traced = contextlib.nullcontext() if server_side else environment_trace_context()
     try:
-        exit_code: int = arguments.run(arguments)
+        with traced:
+            exit_code: int = arguments.run(arguments)
     except grpc.RpcError as error:
         print(_call_failed(arguments, error), file=sys.stderr)
         return EXIT_CALL_FAILED

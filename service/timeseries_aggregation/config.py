@@ -67,6 +67,8 @@ class Config:
     readings_retention: timedelta = timedelta(0)
     # Server processes sharing the listen port (workers.py); 1 serves in this process.
     workers: int = 1
+    # Export trace spans over OTLP (observability/tracing.py), as the OTEL_* variables say.
+    tracing: bool = False
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -248,7 +250,35 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         compress_after=_duration(env, "COMPRESS_AFTER", defaults.compress_after),
         readings_retention=_duration(env, "READINGS_RETENTION", defaults.readings_retention),
         workers=workers,
+        tracing=tracing_requested(env),
     )
+
+
+# OTEL_TRACES_EXPORTER values: "otlp" exports over OTLP/gRPC, "none" turns tracing off.
+_TRACE_EXPORTERS = frozenset({"otlp", "none"})
+_OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_OTLP_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+
+
+def tracing_requested(environ: Mapping[str, str]) -> bool:
+    """Whether the standard OpenTelemetry variables ask for trace export: an OTLP endpoint or
+    OTEL_TRACES_EXPORTER=otlp, unless OTEL_SDK_DISABLED=true or the exporter is none. Raises
+    ConfigError for an exporter or protocol the service does not ship."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    exporters = {name.strip() for name in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if name.strip()}
+    unknown = sorted(exporters - _TRACE_EXPORTERS)
+    if unknown:
+        raise ConfigError(
+            f"OTEL_TRACES_EXPORTER: {', '.join(unknown)} is not available; use otlp (OTLP over gRPC) or none"
+        )
+    for name in _OTLP_PROTOCOLS:
+        protocol = environ.get(name, "").strip()
+        if protocol and protocol != "grpc":
+            raise ConfigError(f"{name}: {protocol} is not available; the service exports OTLP over grpc")
+    if "none" in exporters:
+        return False
+    return "otlp" in exporters or any(environ.get(name, "").strip() for name in _OTLP_ENDPOINTS)
 
 
 def check_workers(workers: int, name: str) -> None:

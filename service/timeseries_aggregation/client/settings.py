@@ -5,6 +5,7 @@ from typing import TypedDict
 
 from timeseries_aggregation.client.channel import DEFAULT_TARGET, Connection
 from timeseries_aggregation.client.retry import RetryPolicy
+from timeseries_aggregation.client.trace_context import trace_metadata
 
 # Deadlines of a call, and of a whole ingest stream, unless the client is told otherwise.
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -40,7 +41,13 @@ class ClientSettings:
         retry: RetryPolicy | None = None,
     ) -> None:
         self._connection = Connection(target, api_key, tls_ca, tls_cert, tls_key)
-        self._metadata = self._connection.metadata()
+        self._static_metadata = self._connection.metadata()
         self._timeout = timeout_seconds
         self._ingest_timeout = ingest_timeout_seconds
         self._retry = retry or RetryPolicy()
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """The metadata of a call made now: the credentials, and the caller's current trace
+        context so that the service's spans join its trace."""
+        return self._static_metadata + trace_metadata()

@@ -1,4 +1,4 @@
-"""A gRPC server interceptor that counts, times and access-logs every call.
+"""A gRPC server interceptor that counts, times, traces and access-logs every call.
 
 It wraps each method handler, so it sees the status a call ends with: the one a handler
 aborted with (read back from the context), CANCELLED or DEADLINE_EXCEEDED when the call is
@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from timeseries_aggregation.observability.metrics import ServiceMetrics
+from timeseries_aggregation.observability.tracing import ServerSpan, active_tracer, caller_trace_id
 from timeseries_aggregation.transport.call_record import open_call_record
 from timeseries_aggregation.transport.handlers import Behaviour, Handler, rewrap_handler
 from timeseries_aggregation.transport.registration import SERVICE_NAME
@@ -88,6 +89,13 @@ class _Call:
         self._quiet = service in _QUIET_SERVICES
         self.request_id = _request_id(context)
         self.record = open_call_record()
+        tracer = active_tracer()
+        # Probes are not traced: a trace every few seconds per probe would bury the calls.
+        self._span = (
+            ServerSpan(tracer, method, context.invocation_metadata() or ())
+            if tracer is not None and not self._quiet
+            else None
+        )
         interceptor.metrics.rpcs_started.labels(**self._labels).inc()
         self._started = time.perf_counter()
 
@@ -104,7 +112,20 @@ class _Call:
             if code == grpc.StatusCode.OK:
                 metrics.readings_ingested.inc(self.record.readings)
                 metrics.rows_written.inc(self.record.rows_written)
+        if self._span is not None:
+            self._span.finish(code.value[0], code.name, code in _SERVER_FAULTS, self._trace_attributes())
         self._log(code, seconds)
+
+    def _trace_attributes(self) -> dict[str, str | int]:
+        """What the call's span carries besides the RPC's name and status: never a reading's
+        value, a key or a secret."""
+        attributes: dict[str, str | int] = {"request_id": self.request_id, **self.record.trace_attributes}
+        if self.record.caller:
+            attributes["timeseries.caller"] = self.record.caller
+        if self._method == INGEST_METHOD:
+            attributes["timeseries.messages"] = self.record.messages
+            attributes["timeseries.readings"] = self.record.readings
+        return attributes
 
     def _log(self, code: grpc.StatusCode, seconds: float) -> None:
         level = logging.WARNING if code in _SERVER_FAULTS else logging.INFO
@@ -119,6 +140,13 @@ class _Call:
             "peer": self._context.peer(),
             "request_id": self.request_id,
         }
+        trace_id = (
+            self._span.trace_id
+            if self._span is not None
+            else caller_trace_id(self._context.invocation_metadata() or ())
+        )
+        if trace_id is not None:
+            fields["trace_id"] = trace_id
         if self.record.caller:
             fields["caller"] = self.record.caller
         if self._method == INGEST_METHOD:

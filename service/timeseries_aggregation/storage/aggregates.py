@@ -26,6 +26,7 @@ from timeseries_aggregation.domain.paging import GroupPosition, Page, PageReques
 from timeseries_aggregation.domain.rollups import CUT_NAMES, RollupPlan, rollup_plan, window_cuts
 from timeseries_aggregation.domain.series import SeriesSelector
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.aggregate_sources import (
     AGGREGATES,
     cuts_sql,
@@ -128,6 +129,10 @@ _INSERT_HISTORY = """
         page_size, continued_page, bucket_count, caller_name,
         selector_series_ids, selector_labels, group_by, include_empty_buckets
     )"""
+
+
+# The page's statement (with the history entry it records) as a database span names it.
+_QUERY_SPAN_ATTRIBUTES = {"db.operation.name": "SELECT", "db.collection.name": "readings"}
 
 
 @functools.cache
@@ -375,15 +380,16 @@ async def query_aggregates(
     sql, arguments = aggregate_statement(query, page, caller_name, records_history, rollups)
     async with database.query_connection() as connection:
         try:
-            if records_history:
-                rows = await connection.fetch(sql, *arguments)
-            else:
-                async with connection.transaction():
+            with database_span("query page", _QUERY_SPAN_ATTRIBUTES):
+                if records_history:
                     rows = await connection.fetch(sql, *arguments)
-                    found = sum(1 for row in rows if row[0] is not None)
-                    await _record(
-                        connection, query, page.page_size, page.after is not None, found, caller_name
-                    )
+                else:
+                    async with connection.transaction():
+                        rows = await connection.fetch(sql, *arguments)
+                        found = sum(1 for row in rows if row[0] is not None)
+                        await _record(
+                            connection, query, page.page_size, page.after is not None, found, caller_name
+                        )
         except asyncpg.InvalidParameterValueError as error:
             raise _unknown_zone(query) from error
     if not rollups and rows[0][9]:
@@ -669,22 +675,23 @@ async def query_portfolio(
     intervals_sql, intervals_arguments = _group_intervals_statement(query)
     async with database.query_connection() as connection:
         try:
-            async with connection.transaction():
-                rows = await connection.fetch(sql, *arguments)
-                interval_rows = await connection.fetch(intervals_sql, *intervals_arguments)
-                intervals: dict[tuple[str, ...], list[IntervalCount]] = {}
-                for row in interval_rows:
-                    declared = intervals.setdefault(tuple(row["group_values"]), [])
-                    if row["reading_interval_seconds"] is not None:
-                        declared.append((row["reading_interval_seconds"], row["series"]))
-                if query.include_empty_buckets:
-                    window = await _empty_bucket_window(connection, query)
-                    buckets = _with_empty_buckets(query, page, rows, intervals, window)
-                else:
-                    buckets = _found_buckets(query, rows[: page.page_size + 1], intervals)
-                await _record(
-                    connection, query, page.page_size, page.after is not None, len(buckets), caller_name
-                )
+            with database_span("query page", _QUERY_SPAN_ATTRIBUTES):
+                async with connection.transaction():
+                    rows = await connection.fetch(sql, *arguments)
+                    interval_rows = await connection.fetch(intervals_sql, *intervals_arguments)
+                    intervals: dict[tuple[str, ...], list[IntervalCount]] = {}
+                    for row in interval_rows:
+                        declared = intervals.setdefault(tuple(row["group_values"]), [])
+                        if row["reading_interval_seconds"] is not None:
+                            declared.append((row["reading_interval_seconds"], row["series"]))
+                    if query.include_empty_buckets:
+                        window = await _empty_bucket_window(connection, query)
+                        buckets = _with_empty_buckets(query, page, rows, intervals, window)
+                    else:
+                        buckets = _found_buckets(query, rows[: page.page_size + 1], intervals)
+                    await _record(
+                        connection, query, page.page_size, page.after is not None, len(buckets), caller_name
+                    )
         except asyncpg.InvalidParameterValueError as error:
             raise _unknown_zone(query) from error
     return Page(buckets[: page.page_size], has_more=len(buckets) > page.page_size)

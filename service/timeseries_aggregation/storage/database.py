@@ -17,6 +17,7 @@ from timeseries_aggregation.errors import (
     ResourceExhaustedError,
     StartupError,
 )
+from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.schema import apply_migrations
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ class Database:
         pool = self.pools[name]
         self._waiting[name] += 1
         try:
-            connection = await pool.acquire(timeout=acquire_timeout)
+            with database_span("pool acquire", {"db.client.connection.pool.name": name}):
+                connection = await pool.acquire(timeout=acquire_timeout)
         except TimeoutError:
             if pool.get_size() < pool.get_max_size() or pool.get_idle_size():
                 raise  # it was connecting that took too long: the database's trouble

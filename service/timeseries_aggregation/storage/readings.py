@@ -29,6 +29,7 @@ from asyncpg.transaction import Transaction
 from timeseries_aggregation.domain.batch import ReadingBatch
 from timeseries_aggregation.domain.rollups import StreamHours
 from timeseries_aggregation.errors import DatabaseUnavailableError
+from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.copy_format import encode_copy_rows
 from timeseries_aggregation.storage.database import Database, terminate
 from timeseries_aggregation.storage.rollups import maintain_stream_rollups
@@ -185,7 +186,8 @@ class ReadingsWriter:
             return
         try:
             async with self._database.translate_errors():
-                await self._transaction.commit()
+                with database_span("commit", {"db.operation.name": "COMMIT"}):
+                    await self._transaction.commit()
         except DatabaseUnavailableError:
             raise DatabaseUnavailableError(
                 "the database stopped answering during the commit, so whether the stream was stored "
@@ -256,8 +258,9 @@ class ReadingsWriter:
                     continue
                 self._direct = False
                 await self._merge(connection, chunk)
-            catalog = await self.tally.write(connection)
-            await maintain_stream_rollups(connection, self.hours, catalog, self.tally.added)
+            with database_span("catalog and rollups", {"timeseries.series_count": len(self.series_ids)}):
+                catalog = await self.tally.write(connection)
+                await maintain_stream_rollups(connection, self.hours, catalog, self.tally.added)
 
     async def _lock_series(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
         unlocked = [series_id for series_id in chunk.series_ids if series_id not in self._locked_series]
@@ -266,20 +269,27 @@ class ReadingsWriter:
             self._locked_series.update(unlocked)
 
     async def _copy_unless_conflict(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> bool:
-        try:
-            async with connection.transaction():  # a savepoint inside the stream's transaction
-                status = await connection.copy_to_table(
-                    "readings", source=_single(encode_copy_rows(chunk)), columns=_COLUMNS, format="binary"
-                )
-        except self._copy_conflicts as error:
-            logger.debug("%s: this stream continues through the upsert path", type(error).__name__)
-            return False
+        with database_span("copy chunk", _chunk_attributes("COPY", chunk)) as span:
+            try:
+                async with connection.transaction():  # a savepoint inside the stream's transaction
+                    status = await connection.copy_to_table(
+                        "readings", source=_single(encode_copy_rows(chunk)), columns=_COLUMNS, format="binary"
+                    )
+            except self._copy_conflicts as error:
+                logger.debug("%s: this stream continues through the upsert path", type(error).__name__)
+                if span is not None:
+                    span.set_attribute("timeseries.continues_as_upsert", True)
+                return False
         self.rows_written += _row_count(status)
         self.tally.add_new_readings(chunk)
         self.hours.copied(chunk)
         return True
 
     async def _merge(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
+        with database_span("upsert chunk", _chunk_attributes("INSERT", chunk)):
+            await self._merge_chunk(connection, chunk)
+
+    async def _merge_chunk(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
         if not self._staging_created:
             await connection.execute(_CREATE_STAGING)
             self._staging_created = True
@@ -295,6 +305,16 @@ class ReadingsWriter:
             self.tally.add(row["series_id"], row["first_micros"], row["last_micros"], row["added"])
         self.hours.merged(chunk)
         await connection.execute("TRUNCATE ingest_staging")
+
+
+def _chunk_attributes(operation: str, chunk: ReadingBatch) -> dict[str, str | int]:
+    """A chunk's database span: the statement's kind and how many readings of how many series."""
+    return {
+        "db.operation.name": operation,
+        "db.collection.name": "readings",
+        "timeseries.readings": len(chunk),
+        "timeseries.series_count": len(chunk.series_ids),
+    }
 
 
 def _row_count(status: str) -> int:

@@ -24,6 +24,9 @@ class CallRecord:
     rows_written: int = 0
     # Ingest: the stream was committed although the client had gone before it heard so.
     committed_after_client_left: bool = False
+    # What the handler learned that the call's trace span should carry (granularity, series
+    # and bucket counts), under OpenTelemetry attribute names.
+    trace_attributes: dict[str, str | int] = field(default_factory=dict)
 
     def count_message(self, readings: int) -> None:
         self.messages += 1

@@ -111,6 +111,7 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             # it. A client that gave up meanwhile cannot know; re-sending is safe.
             _, record.committed_after_client_left = await complete_despite_cancellation(writer.commit())
         record.rows_written = writer.rows_written
+        record.trace_attributes["timeseries.series_count"] = len(writer.series_ids)
         return pb.IngestReadingsResponse(
             readings_received=writer.readings_received,
             messages_received=record.messages,
@@ -131,7 +132,13 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             group_by=list(request.group_by),
             include_empty_buckets=request.include_empty_buckets,
         )
-        caller = current_call().caller
+        record = current_call()
+        caller = record.caller
+        record.trace_attributes["timeseries.granularity"] = query.granularity.name
+        if query.selector is None:
+            record.trace_attributes["timeseries.series_count"] = 1
+        elif query.selector.series_ids is not None:
+            record.trace_attributes["timeseries.series_count"] = len(query.selector.series_ids)
         next_token = ""
         if query.is_portfolio:
             group_page_request = group_buckets_page_request(query, request.page_size, request.page_token)
@@ -140,12 +147,14 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
                 last = page.items[-1]
                 last_start = datetime.fromtimestamp(last.start_unix_seconds, tz=UTC)
                 next_token = group_buckets_next_page_token(query, last.group, last_start)
+            record.trace_attributes["timeseries.bucket_count"] = len(page.items)
             return buckets_response(page.items, next_token, query.group_by)
         page_request = buckets_page_request(query, request.page_size, request.page_token)
         page = await query_aggregates(self._database, query, page_request, caller)
         if page.has_more:
             last_start = datetime.fromtimestamp(page.items[-1].start_unix_seconds, tz=UTC)
             next_token = buckets_next_page_token(query, last_start)
+        record.trace_attributes["timeseries.bucket_count"] = len(page.items)
         return buckets_response(page.items, next_token)
 
     @map_errors

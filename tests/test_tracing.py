@@ -1,0 +1,233 @@
+"""OpenTelemetry tracing, end to end: the service configured only by the standard OTEL_*
+variables exports over OTLP to a real receiver (an in-process gRPC TraceService), its server
+spans continue the caller's trace as sent by the client library, and the database work is
+traced beneath them with nothing secret in any attribute."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.conftest import server_config
+from timeseries_aggregation.app import grpc_server
+from timeseries_aggregation.client import AsyncTimeseriesClient, Reading
+from timeseries_aggregation.config import AUTH_API_KEY, ConfigError, load_config, tracing_requested
+from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
+from timeseries_aggregation.storage.database import Database
+
+# Tracing touches the transport and every storage path: it runs on each engine.
+
+KEY = new_key()
+SERVICE = "/timeseries.v1.TimeseriesAggregationService"
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP trace receiver that keeps every span it is sent, with its service's name."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, Span]] = []
+
+    async def Export(
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.aio.ServicerContext[
+            trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse
+        ],
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource_spans in request.resource_spans:
+            service = _attributes(resource_spans.resource.attributes).get("service.name", "")
+            for scope_spans in resource_spans.scope_spans:
+                self.spans.extend((str(service), span) for span in scope_spans.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def _value(value: AnyValue) -> object:
+    return getattr(value, value.WhichOneof("value") or "string_value")
+
+
+def _attributes(attributes: object) -> dict[str, object]:
+    return {attribute.key: _value(attribute.value) for attribute in attributes}  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
+    server = grpc.aio.server()
+    collected = Receiver()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collected, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield collected, port
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture
+def caller() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """The calling service's own tracing: an SDK provider of its own, kept in memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def _otel_environment(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "aggregation-under-test")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+
+
+def _children(spans: list[Span], parent: Span) -> list[Span]:
+    return [span for span in spans if span.parent_span_id == parent.span_id]
+
+
+def _descendants(spans: list[Span], parent: Span) -> list[Span]:
+    found = []
+    for child in _children(spans, parent):
+        found += [child, *_descendants(spans, child)]
+    return found
+
+
+async def test_server_spans_continue_the_callers_trace_with_the_database_work_beneath(
+    database: Database,
+    receiver: tuple[Receiver, int],
+    caller: tuple[TracerProvider, InMemorySpanExporter],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    collected, port = receiver
+    _otel_environment(monkeypatch, port)
+    keys = tmp_path / "keys"
+    keys.write_text(key_file_line("billing-loader", frozenset({Scope.INGEST, Scope.QUERY}), KEY) + "\n")
+    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys, tracing=True)
+    provider, caller_spans = caller
+    tracer = provider.get_tracer("caller")
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    readings = [Reading("traced-meter", start + timedelta(hours=hour), 1.5) for hour in range(48)]
+    with caplog.at_level(logging.INFO, logger="timeseries_aggregation.access"):
+        async with (
+            grpc_server(database, config) as running,
+            AsyncTimeseriesClient(f"127.0.0.1:{running.port}", api_key=KEY) as client,
+        ):
+            with tracer.start_as_current_span("nightly import"):
+                await client.ingest(readings, batch_size=20)
+            with tracer.start_as_current_span("billing run"):
+                buckets = [bucket async for bucket in client.query("traced-meter", "daily")]
+        # Leaving the server flushed its spans to the receiver.
+    assert [bucket.reading_count for bucket in buckets] == [24, 24]
+
+    by_name = {span.name: span for span in caller_spans.get_finished_spans()}
+    spans = [span for service, span in collected.spans if service == "aggregation-under-test"]
+    assert len(spans) == len(collected.spans)
+    servers = {span.name: span for span in spans if span.kind == Span.SPAN_KIND_SERVER}
+    for method, parent_name in (("IngestReadings", "nightly import"), ("QueryAggregates", "billing run")):
+        server = servers[f"{SERVICE}/{method}"]
+        parent = by_name[parent_name].get_span_context()
+        assert parent is not None
+        assert server.trace_id.hex() == format(parent.trace_id, "032x")
+        assert server.parent_span_id.hex() == format(parent.span_id, "016x")
+        attributes = _attributes(server.attributes)
+        assert attributes["rpc.system"] == "grpc"
+        assert attributes["rpc.method"] == method
+        assert attributes["rpc.grpc.status_code"] == 0
+        assert attributes["timeseries.caller"] == "billing-loader"
+        assert attributes["timeseries.series_count"] == 1
+        beneath = _descendants(spans, server)
+        assert all(span.trace_id == server.trace_id for span in beneath)
+        assert all(_attributes(span.attributes)["db.system.name"] == "postgresql" for span in beneath)
+        names = [span.name for span in beneath]
+        assert "pool acquire" in names
+        if method == "IngestReadings":
+            assert attributes["timeseries.readings"] == 48
+            assert attributes["timeseries.messages"] == 3
+            written = [span for span in beneath if span.name in ("copy chunk", "upsert chunk")]
+            assert sum(int(_attributes(span.attributes)["timeseries.readings"]) for span in written) == 48  # type: ignore[call-overload]
+            assert {"catalog and rollups", "commit"} <= set(names)
+        else:
+            assert attributes["timeseries.granularity"] == "DAY_OF_MONTH"
+            assert attributes["timeseries.bucket_count"] == 2
+            assert "query page" in names
+
+    # Nothing secret or measured travels: no key, no reading value, no database URL.
+    for span in spans:
+        for value in _attributes(span.attributes).values():
+            text = str(value)
+            assert KEY not in text
+            assert "postgresql://" not in text
+            assert text != "1.5"
+
+    # The access log names the trace, so log lines and traces join.
+    logged = {getattr(each, "method", ""): each for each in caplog.records if hasattr(each, "trace_id")}
+    query_span = servers[f"{SERVICE}/QueryAggregates"]
+    assert getattr(logged[f"{SERVICE}/QueryAggregates"], "trace_id", None) == query_span.trace_id.hex()
+
+
+async def test_an_untraced_server_logs_the_callers_trace_id(
+    database: Database, caller: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
+) -> None:
+    provider, _ = caller
+    with caplog.at_level(logging.INFO, logger="timeseries_aggregation.access"):
+        async with (
+            grpc_server(database, server_config()) as running,
+            AsyncTimeseriesClient(f"127.0.0.1:{running.port}") as client,
+        ):
+            with provider.get_tracer("caller").start_as_current_span("report") as span:
+                assert [bucket async for bucket in client.query("nobody", "monthly")] == []
+    [record] = [each for each in caplog.records if getattr(each, "method", "").endswith("QueryAggregates")]
+    assert getattr(record, "trace_id", None) == format(span.get_span_context().trace_id, "032x")
+
+
+@pytest.mark.parametrize(
+    ("environment", "requested"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, False),
+        ({"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, False),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_EXPORTER": "otlp"}, True),
+    ],
+)
+def test_tracing_is_on_when_the_environment_names_an_exporter(
+    environment: dict[str, str], requested: bool
+) -> None:
+    assert tracing_requested(environment) is requested
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER: zipkin"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "OTEL_EXPORTER_OTLP_PROTOCOL: http/protobuf"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+    ],
+)
+def test_an_exporter_the_service_lacks_is_refused_by_name(environment: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_config({"TIMESERIES_AGGREGATION_AUTH_MODE": "none", **environment})
+
+
+def test_the_start_up_line_names_the_collector_without_credentials() -> None:
+    from timeseries_aggregation.observability.tracing import _endpoint_for_log
+
+    shown = _endpoint_for_log(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://user:s3cret@collector.example:4317/v1"}
+    )
+    assert shown == "https://collector.example:4317"
+    assert json.dumps(shown).count("s3cret") == 0
