@@ -5,8 +5,11 @@ traced beneath them with nothing secret in any attribute."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,8 +24,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.conftest import server_config
+from tests.support import reading
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
 from timeseries_aggregation.client import AsyncTimeseriesClient, Reading
+from timeseries_aggregation.client.trace_context import trace_metadata
 from timeseries_aggregation.config import AUTH_API_KEY, ConfigError, load_config, tracing_requested
 from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
 from timeseries_aggregation.storage.database import Database
@@ -231,3 +238,59 @@ def test_the_start_up_line_names_the_collector_without_credentials() -> None:
     )
     assert shown == "https://collector.example:4317"
     assert json.dumps(shown).count("s3cret") == 0
+
+
+async def test_a_collector_that_is_down_costs_the_calls_nothing_and_shutdown_little(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A port nobody listens on: every export is refused, and retried.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    _otel_environment(monkeypatch, closed_port)
+    readings = [Reading("meter", datetime(2025, 1, 1, hour, tzinfo=UTC), 2.0) for hour in range(24)]
+    async with grpc_server(database, server_config(tracing=True)) as running:
+        async with AsyncTimeseriesClient(f"127.0.0.1:{running.port}") as client:
+            for _ in range(3):
+                assert (await client.ingest(readings)).readings_received == 24
+                totals = [bucket.total_quantity_kwh async for bucket in client.query("meter", "daily")]
+                assert totals == [48.0]
+        stopping = time.monotonic()
+    # The flush gives up after two seconds instead of retrying for the exporter's ten.
+    assert time.monotonic() - stopping < 5
+
+
+async def test_a_cancelled_stream_is_traced_as_cancelled_without_a_commit(
+    database: Database,
+    receiver: tuple[Receiver, int],
+    caller: tuple[TracerProvider, InMemorySpanExporter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    collected, port = receiver
+    _otel_environment(monkeypatch, port)
+    provider, _ = caller
+    sent = asyncio.Event()
+
+    async def messages() -> AsyncIterator[pb.IngestReadingsRequest]:
+        yield pb.IngestReadingsRequest(readings=[reading("meter", "2025-01-01T00:00:00Z", 1.0)])
+        sent.set()
+        await asyncio.sleep(3600)  # the caller gives up while the stream is open
+
+    async with (
+        grpc_server(database, server_config(tracing=True)) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        with provider.get_tracer("caller").start_as_current_span("import"):
+            call = stub.IngestReadings(messages(), metadata=trace_metadata())
+            await sent.wait()
+            await asyncio.sleep(0.2)
+            call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # The server sees the cancel a moment later; its span ends with the call.
+        await asyncio.sleep(0.5)
+    spans = [span for _, span in collected.spans]
+    [server] = [span for span in spans if span.kind == Span.SPAN_KIND_SERVER]
+    assert _attributes(server.attributes)["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+    assert "commit" not in {span.name for span in _descendants(spans, server)}

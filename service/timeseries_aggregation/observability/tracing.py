@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ _ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT
 # A W3C traceparent header: version, trace id, parent id, flags (all lowercase hex).
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 _INVALID_TRACE_ID = "0" * 32
+_FLUSH_AT_EXIT_SECONDS = 2.0
 
 # A call's invocation metadata: (key, value) pairs, values of "-bin" keys in bytes.
 Metadata = Iterable[tuple[str, object]]
@@ -64,7 +66,8 @@ async def tracing(environ: Mapping[str, str]) -> AsyncIterator[trace.Tracer]:
     named = environ.get("OTEL_SERVICE_NAME") or "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     # The provider reads OTEL_TRACES_SAMPLER(_ARG) itself.
     provider = TracerProvider(resource=Resource.create({} if named else {"service.name": SERVICE_NAME}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    exporter = OTLPSpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     tracer = provider.get_tracer(_INSTRUMENTATION)
     _tracer = tracer
     logger.info("tracing: spans exported over OTLP to %s", _endpoint_for_log(environ))
@@ -72,7 +75,15 @@ async def tracing(environ: Mapping[str, str]) -> AsyncIterator[trace.Tracer]:
         yield tracer
     finally:
         _tracer = None
-        # Shutting down flushes the spans still queued, which may wait on the collector.
+        # The spans still queued get a bounded time to reach the collector; then the exporter
+        # stops retrying, so a collector that is down never holds up the server's shutdown.
+        # (force_flush's own timeout does not bound the exporter's retries, hence the thread.)
+        flush = threading.Thread(target=provider.force_flush, name="flush spans", daemon=True)
+        flush.start()
+        await asyncio.to_thread(flush.join, _FLUSH_AT_EXIT_SECONDS)
+        if flush.is_alive():
+            logger.warning("tracing: the collector did not take the last spans in time; they are dropped")
+            exporter.shutdown()  # ends its retries and closes its channel, cancelling the export
         await asyncio.to_thread(provider.shutdown)
 
 
