@@ -28,6 +28,7 @@ from tests.support import reading
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
+from timeseries_aggregation.cli import main
 from timeseries_aggregation.client import AsyncTimeseriesClient, Reading
 from timeseries_aggregation.client.trace_context import trace_metadata
 from timeseries_aggregation.config import AUTH_API_KEY, ConfigError, load_config, tracing_requested
@@ -294,3 +295,17 @@ async def test_a_cancelled_stream_is_traced_as_cancelled_without_a_commit(
     [server] = [span for span in spans if span.kind == Span.SPAN_KIND_SERVER]
     assert _attributes(server.attributes)["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
     assert "commit" not in {span.name for span in _descendants(spans, server)}
+
+
+async def test_the_cli_continues_the_trace_of_its_environment(
+    database: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    monkeypatch.setenv("TRACEPARENT", f"00-{trace_id}-00f067aa0ba902b7-01")
+    with caplog.at_level(logging.INFO, logger="timeseries_aggregation.access"):
+        async with grpc_server(database, server_config()) as running:
+            target = f"127.0.0.1:{running.port}"
+            argv = ["query", "--series-id", "nobody", "--granularity", "monthly", "--target", target]
+            assert await asyncio.to_thread(main, argv) == 0
+    [record] = [each for each in caplog.records if getattr(each, "method", "").endswith("QueryAggregates")]
+    assert getattr(record, "trace_id", None) == trace_id
