@@ -5,9 +5,8 @@ the query statement, commit).
 Configured by the standard OTEL_* variables, which the SDK and the OTLP exporter read
 themselves (endpoint, headers, certificates, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...).
 Whether tracing is on is decided with the rest of the configuration (config.tracing_requested).
-Off, no provider
-exists and every span helper returns at its first line, so an untraced server pays a function
-call per span site and nothing else.
+Off, no provider exists and every span helper returns at its first line, so an untraced server
+pays a function call per span site and nothing else.
 """
 
 from __future__ import annotations
@@ -22,9 +21,6 @@ from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.util.types import AttributeValue
 
 logger = logging.getLogger(__name__)
@@ -58,8 +54,11 @@ def _endpoint_for_log(environ: Mapping[str, str]) -> str:
 async def tracing(environ: Mapping[str, str]) -> AsyncIterator[trace.Tracer]:
     """Export this process's spans over OTLP while the block runs; flush them at its end."""
     global _tracer
-    # Imported here: loading the exporter's gRPC and protobuf modules is for traced servers only.
+    # Imported here: the SDK and the exporter's modules are loaded by traced servers only.
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, but attributes
     # given to it would win: the default name is given only where neither names the service.
