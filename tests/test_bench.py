@@ -35,6 +35,7 @@ SMALL_BENCH = [
     "--pages-days=3",
     "--pages-iterations=2",
     "--concurrency-bulk-readings=20000",
+    "--tracing-iterations=10",
     "--rollup-meters=2",
     "--rollup-days=2",
     "--rollup-query-days=40",
@@ -110,6 +111,7 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
         "ingest of minute readings with rollups",
         "minute readings, days of a year in Berlin: p50 / p99",
         "minute readings, months of a year in Berlin: p50 / p99",
+        "tracing every call: daily query p50, traced vs untraced",
     }
     sections = {row["section"] for row in record["rows"]}
     assert sections == {
@@ -122,7 +124,13 @@ async def test_the_benchmark_measures_every_section_on_the_test_engine(
         "7 portfolio",
         "8 pages",
         "9 rollups",
+        "10 tracing",
     }
+    # The traced server's spans reached the bench's receiver: 20 warm-up and 10 measured calls.
+    [traced] = [row for row in record["rows"] if row["section"] == "10 tracing"]
+    spans = re.search(r"([\d,]+) spans received", traced["measurement"])
+    assert spans, traced
+    assert int(spans.group(1).replace(",", "")) >= 30, traced
     for row in record["rows"]:
         numbers = measured_numbers(row["value"] + row["ceiling"])
         assert numbers, row
