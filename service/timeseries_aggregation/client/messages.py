@@ -4,10 +4,8 @@ the series catalog's updates and listings, and deletions of readings."""
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypedDict, Unpack
+from typing import TypedDict, TypeVar, Unpack
 
-import numpy as np
-import numpy.typing as npt
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
@@ -60,30 +58,45 @@ def batch_message(readings: Sequence[ReadingLike]) -> pb.IngestReadingsRequest:
     return pb.IngestReadingsRequest(series_readings=list(blocks.values()))
 
 
+Number = TypeVar("Number", int, float)
+
+
+def _as_list(column: Iterable[Number], name: str) -> list[Number]:
+    """A column as a list: arrays with tolist() (numpy's) turn into Python numbers in one call,
+    the form protobuf's repeated fields take fastest."""
+    if not isinstance(column, Iterable):
+        raise TypeError(f"{name} must be a sequence or an array, got {type(column).__name__}")
+    to_list = getattr(column, "tolist", None)
+    values: list[Number] = to_list() if callable(to_list) else list(column)
+    return values
+
+
 def series_messages(
     series_id: str,
-    time_unix_micros: npt.ArrayLike,
-    quantity_kwh: npt.ArrayLike,
+    time_unix_micros: Iterable[int],
+    quantity_kwh: Iterable[float],
     message_size: int,
 ) -> Iterator[pb.IngestReadingsRequest]:
     """Readings of one series in columnar messages of message_size readings: the cheapest
-    form to encode, send and decode. Checks its arguments at once, before any message."""
+    form to encode, send and decode. The columns are lists, sequences or arrays (numpy's
+    included, though numpy is not needed); checks their lengths and message_size at once,
+    before any message, and the values as each message is built (a time must be an int)."""
     check_message_size(message_size)
-    times = np.asarray(time_unix_micros, dtype=np.int64)
-    quantities = np.asarray(quantity_kwh, dtype=np.float64)
-    if times.shape != quantities.shape:
+    times = _as_list(time_unix_micros, "time_unix_micros")
+    quantities = _as_list(quantity_kwh, "quantity_kwh")
+    if len(times) != len(quantities):
         raise ValueError("time_unix_micros and quantity_kwh must have the same length")
     return _column_messages(series_id, times, quantities, message_size)
 
 
 def _column_messages(
-    series_id: str, times: npt.NDArray[np.int64], quantities: npt.NDArray[np.float64], message_size: int
+    series_id: str, times: list[int], quantities: list[float], message_size: int
 ) -> Iterator[pb.IngestReadingsRequest]:
     for start in range(0, len(times), message_size):
         end = start + message_size
         columns = pb.SeriesReadings(series_id=series_id)
-        columns.time_unix_micros.extend(times[start:end].tolist())
-        columns.quantity_kwh.extend(quantities[start:end].tolist())
+        columns.time_unix_micros.extend(times[start:end])
+        columns.quantity_kwh.extend(quantities[start:end])
         yield pb.IngestReadingsRequest(series_readings=[columns])
 
 
