@@ -8,9 +8,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service/ service/
 COPY generated/ generated/
-# A regular (non-editable) install: the runtime stage needs /opt/venv and nothing else.
-# The cache mount keeps downloaded wheels between builds without putting them in a layer.
-RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install .
+# A regular (non-editable) install of the server (the `server` extra; the bare package is the
+# client): the runtime stage needs /opt/venv and nothing else. The cache mount keeps downloaded
+# wheels between builds without putting them in a layer.
+RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install ".[server]"
 
 FROM ${PYTHON_IMAGE} AS runtime
 # A fixed numeric uid lets orchestrators check "not root" and makes volume ownership predictable.

@@ -11,7 +11,7 @@ PROTOS := $(wildcard protos/timeseries/v1/*.proto)
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
 	touch $(INSTALLED)
 
 install: $(INSTALLED)

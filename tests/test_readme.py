@@ -45,6 +45,9 @@ NOT_RUN = {
     "which it does not give out; tests/test_rollups.py runs the same commands",
     "make bench": "takes minutes and measures the machine it runs on; tests/test_bench.py runs the "
     "same script, small, on every engine",
+    "pip install timeseries-aggregation": "installs from the package index; "
+    "tests/test_client_install.py installs the same wheel, built from this checkout, into a fresh "
+    "virtual environment and uses it",
 }
 COMPARE = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 BLOCK_TIMEOUT_SECONDS = 30

@@ -5,12 +5,14 @@ import asyncio
 import contextlib
 import csv
 import dataclasses
+import importlib.metadata
 import io
 import itertools
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -107,7 +109,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
 
 
+DISTRIBUTION = "timeseries-aggregation"
+SERVER_EXTRA = "server"
+
+
+def _require_server(command: str) -> None:
+    """Raise UsageError naming what to install when the `server` extra's packages are missing
+    (a client-only install: `pip install timeseries-aggregation`)."""
+    try:
+        requirements = importlib.metadata.requires(DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return  # run from a source tree without installing: nothing to check against
+    missing = []
+    for requirement in requirements:
+        if f'extra == "{SERVER_EXTRA}"' not in requirement:
+            continue
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        try:
+            importlib.metadata.distribution(name.group(0) if name else requirement)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name.group(0) if name else requirement)
+    if missing:
+        raise UsageError(
+            f"{command} needs the server, which this install lacks ({', '.join(missing)}): "
+            f"pip install '{DISTRIBUTION}[{SERVER_EXTRA}]'"
+        )
+
+
 def _serve(arguments: argparse.Namespace) -> int:
+    _require_server("serve")
     # The embedded server's library warns, on import, that a per-user runtime directory is
     # missing where none is needed (containers, CI); it falls back to /tmp, which is fine.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
@@ -175,6 +205,7 @@ def _generate_key(arguments: argparse.Namespace) -> int:
 
 def _rollups(arguments: argparse.Namespace) -> int:
     # A server-side command: it talks to the database, not to the service.
+    _require_server(f"rollups {arguments.rollups_command}")
     from timeseries_aggregation.config import ConfigError, database_url
     from timeseries_aggregation.errors import DatabaseUnavailableError, StartupError
     from timeseries_aggregation.rollup_maintenance import check_rollups, rebuild_rollups
