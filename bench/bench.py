@@ -729,8 +729,10 @@ async def tracing_section(results: Results, database_url: str, iterations: int) 
                 stubs[name] = pb_grpc.TimeseriesAggregationServiceStub(channel)  # type: ignore[assignment]
             request = year_request("meter-000", pb.GRANULARITY_DAY_OF_MONTH)
             for _ in range(20):  # warm up: connections, prepared statements
-                for stub in stubs.values():
-                    await stub.QueryAggregates(request)
+                for name, stub in stubs.items():
+                    response = await stub.QueryAggregates(request)
+                    if len(response.buckets) != 365:
+                        raise RuntimeError(f"tracing {name}: {len(response.buckets)} days, not 365")
             before = {name: _process_cpu(server) for name, server in servers.items()}
             for iteration in range(iterations):
                 # Each goes first every other time, so neither always finds the caches warmer.
@@ -1326,9 +1328,10 @@ async def run(arguments: argparse.Namespace) -> Results:
                     if "rollups" in sections:
                         await rollups_section(results, connection, stub, engine, database_url, arguments)
                     if "tracing" in sections:
-                        if not {"query", "concurrency"} & set(sections):
-                            await load_query_dataset(connection, Dataset(meters=100, hours=8_760))
-                            await settle(connection, engine)
+                        # Its own data: the sections before it may have emptied the tables.
+                        await empty_tables(connection)
+                        await load_query_dataset(connection, Dataset(meters=100, hours=8_760))
+                        await settle(connection, engine)
                         await tracing_section(results, database_url, arguments.tracing_iterations)
                     if "storage" in sections:
                         await storage_section(
