@@ -124,11 +124,13 @@ def _require_server(command: str) -> None:
     for requirement in requirements:
         if f'extra == "{SERVER_EXTRA}"' not in requirement:
             continue
-        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        # A requirement starts with its distribution's name: "asyncpg>=0.29; extra == ...".
+        match = re.match(r"[A-Za-z0-9._-]+", requirement)
+        name = match.group(0) if match else requirement
         try:
-            importlib.metadata.distribution(name.group(0) if name else requirement)
+            importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError:
-            missing.append(name.group(0) if name else requirement)
+            missing.append(name)
     if missing:
         raise UsageError(
             f"{command} needs the server, which this install lacks ({', '.join(missing)}): "
