@@ -33,6 +33,7 @@ from timeseries_aggregation.client import AsyncTimeseriesClient, Reading
 from timeseries_aggregation.client.trace_context import trace_metadata
 from timeseries_aggregation.config import AUTH_API_KEY, ConfigError, load_config, tracing_requested
 from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
+from timeseries_aggregation.observability.tracing import caller_trace_id
 from timeseries_aggregation.storage.database import Database
 
 # Tracing touches the transport and every storage path: it runs on each engine.
@@ -309,3 +310,55 @@ async def test_the_cli_continues_the_trace_of_its_environment(
             assert await asyncio.to_thread(main, argv) == 0
     [record] = [each for each in caplog.records if getattr(each, "method", "").endswith("QueryAggregates")]
     assert getattr(record, "trace_id", None) == trace_id
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "not a traceparent",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # the invalid all-zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",  # no flags
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # a version that may not be used
+        "00-" + "a" * 4000,
+    ],
+)
+async def test_a_hostile_traceparent_starts_a_trace_of_its_own(
+    database: Database,
+    receiver: tuple[Receiver, int],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    traceparent: str,
+) -> None:
+    collected, port = receiver
+    _otel_environment(monkeypatch, port)
+    with caplog.at_level(logging.INFO, logger="timeseries_aggregation.access"):
+        async with (
+            grpc_server(database, server_config(tracing=True)) as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+            request = pb.QueryAggregatesRequest(series_id="m", granularity=pb.GRANULARITY_MONTHLY)
+            response = await stub.QueryAggregates(request, metadata=(("traceparent", traceparent),))
+            assert list(response.buckets) == []
+    [server] = [span for _, span in collected.spans if span.kind == Span.SPAN_KIND_SERVER]
+    assert server.parent_span_id == b""
+    assert traceparent[3:35] != server.trace_id.hex()
+    [record] = [each for each in caplog.records if getattr(each, "method", "").endswith("QueryAggregates")]
+    assert getattr(record, "trace_id", None) == server.trace_id.hex()
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "logged"),
+    [
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", None),
+        ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", None),
+    ],
+)
+def test_an_untraced_server_logs_only_a_well_formed_callers_trace_id(
+    traceparent: str, logged: str | None
+) -> None:
+    assert caller_trace_id([("traceparent", traceparent)]) == logged

@@ -28,9 +28,9 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = "timeseries-aggregation"
 _INSTRUMENTATION = "timeseries_aggregation"
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-# A W3C traceparent header: version, trace id, parent id, flags (all lowercase hex).
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
-_INVALID_TRACE_ID = "0" * 32
+# A W3C traceparent header: version (ff is invalid), trace id, parent id, flags (lowercase hex);
+# ids of all zeros are invalid.
+_TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 _FLUSH_AT_EXIT_SECONDS = 2.0
 
 # A call's invocation metadata: (key, value) pairs, values of "-bin" keys in bytes.
@@ -126,7 +126,7 @@ def caller_trace_id(metadata: Metadata) -> str | None:
     for key, value in metadata:
         if key == "traceparent" and isinstance(value, str):
             match = _TRACEPARENT.fullmatch(value.strip())
-            if match and match.group(1) != _INVALID_TRACE_ID:
+            if match:
                 return match.group(1)
     return None
 
