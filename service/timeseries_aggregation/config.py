@@ -14,6 +14,7 @@ import platformdirs
 
 from timeseries_aggregation.domain.durations import parse_duration
 from timeseries_aggregation.limits import DEFAULT_MAX_MESSAGE_BYTES
+from timeseries_aggregation.observability.tracing import OTLP_TRACE_ENDPOINTS
 from timeseries_aggregation.storage.database import PoolSettings
 
 ENV_PREFIX = "TIMESERIES_AGGREGATION_"
@@ -256,7 +257,6 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
 
 # OTEL_TRACES_EXPORTER values: "otlp" exports over OTLP/gRPC, "none" turns tracing off.
 _TRACE_EXPORTERS = frozenset({"otlp", "none"})
-_OTLP_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _OTLP_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 
 
@@ -278,7 +278,7 @@ def tracing_requested(environ: Mapping[str, str]) -> bool:
             raise ConfigError(f"{name}: {protocol} is not available; the service exports OTLP over grpc")
     if "none" in exporters:
         return False
-    return "otlp" in exporters or any(environ.get(name, "").strip() for name in _OTLP_ENDPOINTS)
+    return "otlp" in exporters or any(environ.get(name, "").strip() for name in OTLP_TRACE_ENDPOINTS)
 
 
 def check_workers(workers: int, name: str) -> None:

@@ -25,9 +25,11 @@ from opentelemetry.util.types import AttributeValue
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = "timeseries-aggregation"
+# Where an OTLP endpoint for traces may be set, the more specific first.
+OTLP_TRACE_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# The service.name of the spans unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES give one.
+DEFAULT_SERVICE_NAME = "timeseries-aggregation"
 _INSTRUMENTATION = "timeseries_aggregation"
-_ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 # A W3C traceparent header: version (ff is invalid), trace id, parent id, flags (lowercase hex);
 # ids of all zeros are invalid.
 _TRACEPARENT = re.compile(r"(?!ff)[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
@@ -41,7 +43,7 @@ _tracer: trace.Tracer | None = None
 
 def _endpoint_for_log(environ: Mapping[str, str]) -> str:
     """Where spans go, without credentials a URL might carry."""
-    for name in _ENDPOINTS:
+    for name in OTLP_TRACE_ENDPOINTS:
         if environ.get(name, "").strip():
             parts = urlsplit(environ[name].strip())
             host = parts.hostname or ""
@@ -64,7 +66,8 @@ async def tracing(environ: Mapping[str, str]) -> AsyncIterator[trace.Tracer]:
     # given to it would win: the default name is given only where neither names the service.
     named = environ.get("OTEL_SERVICE_NAME") or "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     # The provider reads OTEL_TRACES_SAMPLER(_ARG) itself.
-    provider = TracerProvider(resource=Resource.create({} if named else {"service.name": SERVICE_NAME}))
+    default_name = {} if named else {"service.name": DEFAULT_SERVICE_NAME}
+    provider = TracerProvider(resource=Resource.create(default_name))
     exporter = OTLPSpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter))
     tracer = provider.get_tracer(_INSTRUMENTATION)
