@@ -84,6 +84,34 @@ async def test_overwrites_and_new_readings_of_a_rolled_up_series_change_its_roll
     assert tuple(extremes) == (3.0 * 30.125, 179.125)
 
 
+async def test_a_stream_that_copies_and_then_rewrites_a_series_keeps_its_days_exact(
+    stub: Stub, sql: asyncpg.Connection
+) -> None:
+    # Two days of minute readings, rolled up; then one stream of 25,000 new readings of the
+    # meter and, after them, 1,000 of a second meter whose first 100 are stored: the first
+    # chunk is copied, the second (the meter's last 5,000 new readings and the other meter's)
+    # meets a stored key and goes through the upsert path.
+    await ingest(stub, batches(minute_readings("m", "2025-03-01", 2 * 1440), 1000))
+    await ingest(stub, batches(minute_readings("other", "2025-03-01", 100), 100))
+    stream = [*minute_readings("m", "2025-03-03", 25_000), *minute_readings("other", "2025-03-01", 1000)]
+    await ingest(stub, batches(stream, 1000))
+    await catalog_matches_readings(sql)
+    stored = await sql.fetchval(
+        "SELECT count(*) FROM readings WHERE series_id = 'm' AND time >= '2025-03-01' AND time < '2025-04-01'"
+    )
+    request = pb.QueryAggregatesRequest(
+        series_id="m",
+        granularity=pb.GRANULARITY_MONTHLY,
+        start_time=ts("2025-03-01"),
+        end_time=ts("2025-04-01"),
+    )
+    # The first answer may come from the readings (the process does not know yet that the
+    # series is rolled up); the second from the rollups.
+    for _ in range(2):
+        (month,) = (await stub.QueryAggregates(request)).buckets
+        assert month.reading_count == stored == 2 * 1440 + 25_000
+
+
 async def test_a_series_turning_dense_is_rolled_up_over_everything_it_held(
     stub: Stub, sql: asyncpg.Connection
 ) -> None:

@@ -171,8 +171,10 @@ async def maintain_stream_rollups(
         await connection.execute(_SWITCH_ON, sorted(switching_on))
     await _add_to_hours(connection, hours.additions.figures(additive, hours.rewritten.runs))
     await _recompute_hours(connection, recomputed)
+    # Every day holding an hour that changed: a series' added hours run wider than the hours
+    # it rewrote (those of its copied chunks too), so its days come from every hour it touched.
     await _recompute_days(
-        connection, {**{series_id: hours.touched.runs[series_id] for series_id in additive}, **recomputed}
+        connection, {**recomputed, **{series_id: hours.touched.runs[series_id] for series_id in additive}}
     )
 
 
