@@ -87,14 +87,16 @@ class TimeseriesAggregationServiceServicer:
         """QueryAggregates returns per-bucket statistics of one series, or of the
         series a selector picks (optionally in groups), over a time range, in time
         order (group by group), one page at a time. Buckets without readings are
-        omitted. Every successful call is recorded in the query history.
+        omitted. Every successful query is recorded in the query history once, by
+        its first page; continued pages (with a page_token) add no entry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListQueryHistory(self, request, context):
-        """ListQueryHistory returns the recorded QueryAggregates calls, newest first.
+        """ListQueryHistory returns the recorded queries, newest first: one entry per
+        query, written by its first page.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

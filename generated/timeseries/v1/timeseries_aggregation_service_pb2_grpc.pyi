@@ -45,10 +45,13 @@ class TimeseriesAggregationServiceStub:
     """QueryAggregates returns per-bucket statistics of one series, or of the
     series a selector picks (optionally in groups), over a time range, in time
     order (group by group), one page at a time. Buckets without readings are
-    omitted. Every successful call is recorded in the query history.
+    omitted. Every successful query is recorded in the query history once, by
+    its first page; continued pages (with a page_token) add no entry.
     """
     ListQueryHistory: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]
-    """ListQueryHistory returns the recorded QueryAggregates calls, newest first."""
+    """ListQueryHistory returns the recorded queries, newest first: one entry per
+    query, written by its first page.
+    """
     UpdateSeries: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.UpdateSeriesRequest, _timeseries_aggregation_service_pb2.Series]
     """UpdateSeries sets the labels and the declared reading interval of a series
     in the catalog (AIP-134, with allow_missing behaviour: a series_id the
@@ -84,10 +87,13 @@ class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
     """QueryAggregates returns per-bucket statistics of one series, or of the
     series a selector picks (optionally in groups), over a time range, in time
     order (group by group), one page at a time. Buckets without readings are
-    omitted. Every successful call is recorded in the query history.
+    omitted. Every successful query is recorded in the query history once, by
+    its first page; continued pages (with a page_token) add no entry.
     """
     ListQueryHistory: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]  # type: ignore[assignment]
-    """ListQueryHistory returns the recorded QueryAggregates calls, newest first."""
+    """ListQueryHistory returns the recorded queries, newest first: one entry per
+    query, written by its first page.
+    """
     UpdateSeries: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.UpdateSeriesRequest, _timeseries_aggregation_service_pb2.Series]  # type: ignore[assignment]
     """UpdateSeries sets the labels and the declared reading interval of a series
     in the catalog (AIP-134, with allow_missing behaviour: a series_id the
@@ -132,7 +138,8 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         """QueryAggregates returns per-bucket statistics of one series, or of the
         series a selector picks (optionally in groups), over a time range, in time
         order (group by group), one page at a time. Buckets without readings are
-        omitted. Every successful call is recorded in the query history.
+        omitted. Every successful query is recorded in the query history once, by
+        its first page; continued pages (with a page_token) add no entry.
         """
 
     @_abc_1.abstractmethod
@@ -141,7 +148,9 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _timeseries_aggregation_service_pb2.ListQueryHistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_timeseries_aggregation_service_pb2.ListQueryHistoryResponse, _abc.Awaitable[_timeseries_aggregation_service_pb2.ListQueryHistoryResponse]]:
-        """ListQueryHistory returns the recorded QueryAggregates calls, newest first."""
+        """ListQueryHistory returns the recorded queries, newest first: one entry per
+        query, written by its first page.
+        """
 
     @_abc_1.abstractmethod
     def UpdateSeries(
