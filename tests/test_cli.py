@@ -980,7 +980,20 @@ OCTOBER = ("--from", "2025-10-01", "--to", "2025-10-03")
             "argument --timeout: must be a positive number of seconds, got 'nan'",
         ),
         ((*IMPORT, "--series-id", ""), "argument --series-id: must not be empty"),
-        ((*IMPORT, "--series-id", "a\tb"), "argument --series-id: must hold only printable characters"),
+        (
+            (*IMPORT, "--series-id", "a\tb"),
+            "argument --series-id: holds a control character U+0009 at position 1; only printable "
+            "characters are allowed",
+        ),
+        (
+            (*IMPORT, "--series-id", "a\u200b"),
+            "argument --series-id: holds an invisible format character U+200B (ZERO WIDTH SPACE) at "
+            "position 1; only printable characters are allowed",
+        ),
+        (
+            (*IMPORT, "--series-id", "  "),
+            "argument --series-id: is blank (only spaces); a series id needs a visible character",
+        ),
         (
             (*IMPORT, "--series-id", "m" * 129),
             "argument --series-id: is 129 characters long; the maximum is 128",

@@ -196,6 +196,8 @@ async def test_update_series_keeps_the_figures_of_ingested_readings(stub: Stub) 
         (update("m", labels={"s" * 64: "a"}), f"series.labels['{'s' * 64}']"),
         (update("m", labels={"site": "a" * 256}), "series.labels['site']"),
         (update("m", labels={"site": "a\nb"}), "series.labels['site']"),
+        (update("   "), "series.series_id"),
+        (update("m", labels={"series_id": "m2"}), "series.labels['series_id']"),
         (update("m", labels={f"k{i}": "v" for i in range(65)}), "series.labels"),
         (update("m", reading_interval=Duration(seconds=0)), "series.reading_interval"),
         (update("m", reading_interval=Duration(seconds=-900)), "series.reading_interval"),
@@ -212,6 +214,40 @@ async def test_update_series_rejects_bad_fields_and_stores_nothing(
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(raised.value) == [field]
     assert await list_all(stub) == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (update("   ", labels={"site": "a"}), "series.series_id: is blank (only spaces)"),
+        (
+            update("m", labels={"site": "berlin\u200b"}),
+            "series.labels['site']: holds an invisible format character U+200B (ZERO WIDTH SPACE)",
+        ),
+        (
+            update("m", labels={"series_id": "m2", "site": "a"}),
+            "series.labels['series_id']: is a reserved key: 'series_id' means the series' own id",
+        ),
+    ],
+    ids=["blank-id", "zero-width-space", "series-id-label"],
+)
+async def test_update_series_says_what_is_wrong(
+    stub: Stub, request_: pb.UpdateSeriesRequest, words: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.UpdateSeries(request_)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (raised.value.details() or "").startswith(words)
+    assert await list_all(stub) == []
+
+
+async def test_a_selector_cannot_name_the_reserved_label_key(stub: Stub) -> None:
+    request = pb.ListSeriesRequest(selector=pb.SeriesSelector(labels={"series_id": "m1"}))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ListSeries(request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(raised.value) == ["selector.labels['series_id']"]
+    assert "pick series by id with series_ids" in (raised.value.details() or "")
 
 
 async def test_list_series_selects_by_id_and_label_and_pages_in_code_point_order(stub: Stub) -> None:

@@ -44,6 +44,8 @@ from timeseries_aggregation.client import (
 )
 from timeseries_aggregation.client.trace_context import environment_trace_context
 from timeseries_aggregation.domain.durations import format_duration, parse_duration
+from timeseries_aggregation.domain.readings import check_series_id
+from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import (
     BUCKETS_MAX_PAGE_SIZE,
     HISTORY_MAX_PAGE_SIZE,
@@ -51,7 +53,6 @@ from timeseries_aggregation.limits import (
     READING_INTERVAL_MAX_SECONDS,
     READING_INTERVAL_MIN_SECONDS,
     SELECTOR_MAX_SERIES_IDS,
-    SERIES_ID_MAX_LENGTH,
     SERIES_MAX_PAGE_SIZE,
 )
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
@@ -791,17 +792,18 @@ def _time_zone(text: str) -> str:
     return text
 
 
-def _series_id(text: str) -> str:
-    # The service's own rule, checked here too so that a typo costs no call.
-    if not text:
-        raise argparse.ArgumentTypeError("must not be empty")
-    if len(text) > SERIES_ID_MAX_LENGTH:
-        raise argparse.ArgumentTypeError(
-            f"is {len(text)} characters long; the maximum is {SERIES_ID_MAX_LENGTH}"
-        )
-    if not text.isprintable():
-        raise argparse.ArgumentTypeError("must hold only printable characters")
+def _series_id(text: str, allow_blank: bool = True) -> str:
+    # The service's own rule, checked here too so that a typo costs no call. A series is looked
+    # up by a blank id (one stored before they were refused), never given one.
+    try:
+        check_series_id(text, "--series-id", allow_blank)
+    except InvalidArgumentError as error:
+        raise argparse.ArgumentTypeError(error.description) from None
     return text
+
+
+def _new_series_id(text: str) -> str:
+    return _series_id(text, allow_blank=False)
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -950,7 +952,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest = client_command("import", help_text="stream an .xlsx or .csv file of readings")
     ingest.add_argument("file", type=Path, help="columns 'Time (UTC)' and 'Quantity kWh'")
     ingest.add_argument(
-        "--series-id", type=_series_id, required=True, help="the meter the readings belong to"
+        "--series-id", type=_new_series_id, required=True, help="the meter the readings belong to"
     )
     ingest.add_argument(
         "--batch-size",
@@ -1006,7 +1008,10 @@ def _parser() -> argparse.ArgumentParser:
         "update-series", help_text="set the labels or the reading interval of a series, creating it"
     )
     update_series.add_argument(
-        "series_id", metavar="SERIES_ID", type=_series_id, help="the meter; created if the catalog lacks it"
+        "series_id",
+        metavar="SERIES_ID",
+        type=_new_series_id,
+        help="the meter; created if the catalog lacks it",
     )
     labels = update_series.add_mutually_exclusive_group()
     labels.add_argument(
