@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     )
 
 
+async def add_series(stub: Stub, *series_ids: str) -> None:
+    """Series in the catalog, without readings: a query of them answers no buckets."""
+    for series_id in series_ids:
+        await stub.UpdateSeries(
+            pb.UpdateSeriesRequest(series=pb.Series(series_id=series_id, labels={"a": "b"}))
+        )
+
+
 async def run_queries(stub: Stub, count: int) -> None:
+    await add_series(stub, *(f"meter-{number}" for number in range(count)))
     for number in range(count):
         await stub.QueryAggregates(
             pb.QueryAggregatesRequest(series_id=f"meter-{number}", granularity=pb.GRANULARITY_MONTHLY)
@@ -24,6 +33,7 @@ async def run_queries(stub: Stub, count: int) -> None:
 
 
 async def test_entry_records_every_parameter(stub: Stub) -> None:
+    await add_series(stub, "m1", "m2")
     await stub.QueryAggregates(
         pb.QueryAggregatesRequest(
             series_id="m1",
@@ -70,6 +80,7 @@ async def test_paging_is_stable_while_new_queries_arrive(stub: Stub) -> None:
     await run_queries(stub, 5)
     first = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(page_size=2))
     assert [entry.series_id for entry in first.entries] == ["meter-4", "meter-3"]
+    await add_series(stub, "late")
     await stub.QueryAggregates(
         pb.QueryAggregatesRequest(series_id="late", granularity=pb.GRANULARITY_MONTHLY)
     )

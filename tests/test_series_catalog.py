@@ -21,6 +21,7 @@ from tests.support import (
     field_violations,
     hourly_readings,
     ingest,
+    missing_series,
     reading,
     ts,
 )
@@ -259,9 +260,20 @@ async def test_list_series_selects_by_id_and_label_and_pages_in_code_point_order
 
     by_label = pb.SeriesSelector(labels={"site": "s2", "kind": "meter"})
     assert [series.series_id for series in await list_all(stub, by_label, page_size=1)] == ["b-2", "z", "Ä"]
-    by_both = pb.SeriesSelector(series_ids=["z", "a-9", "unknown"], labels={"site": "s2"})
+    by_both = pb.SeriesSelector(series_ids=["z", "a-9"], labels={"site": "s2"})
     assert [series.series_id for series in await list_all(stub, by_both)] == ["z"]
     assert await list_all(stub, pb.SeriesSelector(labels={"site": "nowhere"})) == []
+
+
+async def test_listing_a_series_id_not_in_the_catalog_is_not_found(stub: Stub) -> None:
+    await stub.UpdateSeries(update("z", labels={"site": "s2"}))
+    selector = pb.SeriesSelector(series_ids=["z", "unknown"], labels={"site": "s2"})
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await list_all(stub, selector)
+    assert (raised.value.details() or "").startswith(
+        "selector.series_ids: series 'unknown' is not in the catalog"
+    )
+    assert missing_series(raised.value) == ["unknown"]
 
 
 async def test_a_page_token_belongs_to_its_selector(stub: Stub) -> None:

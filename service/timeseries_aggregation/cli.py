@@ -67,7 +67,7 @@ GRANULARITIES = (
     "quarterly",
     "yearly",
 )
-EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE = 0, 1, 2, 3
+EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 # What shells report for a command ended by Ctrl-C (128 + SIGINT) or by a closed pipe (SIGPIPE).
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
@@ -86,8 +86,8 @@ EXAMPLES = """examples:
   timeseries-aggregation delete --label site=berlin-01 --from 2025-10-01 --to 2025-10-03 --yes
 
 exit codes: 0 done, 1 the service refused or failed the call (or a deletion was not confirmed),
-2 usage or configuration error, 3 the input file cannot be read, 130 interrupted (Ctrl-C), 141
-output closed early.
+2 usage or configuration error, 3 the input file cannot be read, 4 a --series-id is not in the
+catalog (NOT_FOUND), 130 interrupted (Ctrl-C), 141 output closed early.
 """
 
 # What to do about the errors people meet most, by status code.
@@ -96,6 +96,7 @@ HINTS = {
     grpc.StatusCode.UNAUTHENTICATED: f"pass --api-key or set ${API_KEY_VARIABLE}",
     grpc.StatusCode.PERMISSION_DENIED: "ask for a key with the scope this command needs",
     grpc.StatusCode.DEADLINE_EXCEEDED: "it took longer than --timeout ({timeout:g} s); raise it",
+    grpc.StatusCode.NOT_FOUND: "check the --series-id values; 'series' lists the catalog",
 }
 
 
@@ -1093,6 +1094,8 @@ def _call_failed(arguments: argparse.Namespace, error: grpc.RpcError) -> str:
     if arguments.command == "delete" and code == grpc.StatusCode.PERMISSION_DENIED and not arguments.yes:
         hint += " (delete needs the delete scope, and query to list the series before it asks)"
     stored = "; nothing was stored" if arguments.command == "import" else ""
+    if arguments.command == "delete" and code == grpc.StatusCode.NOT_FOUND:
+        stored = "; nothing was deleted"
     return f"error: {arguments.command} failed: {error.details()} ({code.name}){stored}" + (
         f"; {hint}" if hint else ""
     )
@@ -1112,7 +1115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             exit_code: int = arguments.run(arguments)
     except grpc.RpcError as error:
         print(_call_failed(arguments, error), file=sys.stderr)
-        return EXIT_CALL_FAILED
+        # A series that is not there is most often a typo: a script can tell it from a failure.
+        return EXIT_NOT_FOUND if error.code() == grpc.StatusCode.NOT_FOUND else EXIT_CALL_FAILED
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,5 +1,7 @@
 """Errors shared by the domain, storage and transport layers."""
 
+from collections.abc import Sequence
+
 
 class InvalidArgumentError(ValueError):
     """A request field has a value the service cannot accept."""
@@ -8,6 +10,29 @@ class InvalidArgumentError(ValueError):
         super().__init__(f"{field}: {description}")
         self.field = field
         self.description = description
+
+
+class SeriesNotFoundError(LookupError):
+    """Series named by id (in `field`) are not in the catalog.
+
+    The message names the first few of them (a status's message and details travel in metadata,
+    whose size is limited); `series_ids` holds them all, in code point order.
+    """
+
+    MESSAGE_MAX_IDS = 10
+
+    def __init__(self, field: str, series_ids: Sequence[str]) -> None:
+        self.field = field
+        self.series_ids = tuple(series_ids)
+        named = ", ".join(repr(series_id) for series_id in self.series_ids[: self.MESSAGE_MAX_IDS])
+        more = len(self.series_ids) - self.MESSAGE_MAX_IDS
+        if more > 0:
+            named += f" and {more} more"
+        verb, ids = ("is", "id") if len(self.series_ids) == 1 else ("are", "ids")
+        super().__init__(
+            f"{field}: series {named} {verb} not in the catalog; "
+            f"check the {ids} (ListSeries lists the catalog)"
+        )
 
 
 class DatabaseUnavailableError(RuntimeError):

@@ -87,6 +87,11 @@ class AggregateQuery:
             return self.selector
         return SeriesSelector(series_ids=(self.series_id,), labels={})
 
+    @property
+    def series_ids_field(self) -> str:
+        """The request field that names the query's series by id, for an error about them."""
+        return "series_id" if self.selector is None else "selector.series_ids"
+
 
 class Bucket(NamedTuple):
     """Statistics of the readings of one series, or of a group of series, in one bucket.

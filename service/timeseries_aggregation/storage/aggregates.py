@@ -25,7 +25,7 @@ from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
 from timeseries_aggregation.domain.rollups import CUT_NAMES, RollupPlan, rollup_plan, window_cuts
 from timeseries_aggregation.domain.series import SeriesSelector
-from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.errors import InvalidArgumentError, SeriesNotFoundError
 from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.aggregate_sources import (
     AGGREGATES,
@@ -35,6 +35,7 @@ from timeseries_aggregation.storage.aggregate_sources import (
     single_series_source,
 )
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.series_catalog import check_series_exist
 
 # Each reading's bucket is grouped by a key computed per row; the bucket's start follows
 # from the key once per bucket. Per-row time zone arithmetic is what a query spends most
@@ -157,8 +158,9 @@ def _aggregate_sql(
     (or, where they are sparser, as the series's average spacing in the catalog says), plus
     the longest bucket, so that every bucket starting before the horizon is whole. The buckets
     starting at or after it are left to the next page; the second last column says whether a
-    reading lies past the horizon, for a page that ends before it is full, and the last whether
-    the series is rolled up.
+    reading lies past the horizon, for a page that ends before it is full, then whether the
+    series is rolled up, and last whether the catalog holds the series at all (when it does
+    not, the call is NOT_FOUND, and the history entry is not written).
 
     With `whole_range`, the range holds fewer buckets than a page (a year by day or month,
     the common question): the page reads the range, and the first reading, the horizon and the
@@ -200,6 +202,7 @@ def _aggregate_sql(
             SELECT $1, $6, $7, $8, $2, $5::integer, false, least(count(*), $5::integer), $9,
                    NULL, NULL, '{{}}'::text[], false
             FROM page
+            HAVING EXISTS (SELECT FROM series WHERE series_id = $1)
         )"""
     if plan is None:
         cuts = ""
@@ -245,10 +248,12 @@ def _aggregate_sql(
                total, minimum, maximum, reading_count,
                catalog.reading_interval_seconds,
                {readings_beyond},
-               coalesce(catalog.rolled_up, false)
+               coalesce(catalog.rolled_up, false),
+               catalog.series_id IS NOT NULL
         FROM (SELECT) AS one
-        LEFT JOIN (SELECT reading_interval_seconds, rolled_up FROM series WHERE series_id = $1) AS catalog
-          ON true
+        LEFT JOIN (
+            SELECT series_id, reading_interval_seconds, rolled_up FROM series WHERE series_id = $1
+        ) AS catalog ON true
         LEFT JOIN page ON true
         ORDER BY bucket_start
     """
@@ -386,9 +391,11 @@ async def query_aggregates(
             with database_span("query page", _QUERY_SPAN_ATTRIBUTES):
                 if not first_page or records_in_statement:
                     rows = await connection.fetch(sql, *arguments)
+                    _check_series_known(query, rows)
                 else:
                     async with connection.transaction():
                         rows = await connection.fetch(sql, *arguments)
+                        _check_series_known(query, rows)
                         found = sum(1 for row in rows if row[0] is not None)
                         await _record(connection, query, page.page_size, found, caller_name)
         except asyncpg.InvalidParameterValueError as error:
@@ -396,6 +403,13 @@ async def query_aggregates(
     if not rollups and rows[0][9]:
         _ROLLED_UP.add(query.series_id)
     return _single_series_page(query, page, rows)
+
+
+def _check_series_known(query: AggregateQuery, rows: list[asyncpg.Record]) -> None:
+    """Raise SeriesNotFoundError when the one-series statement found no catalog row (every row
+    says so in its last column; there is always one)."""
+    if not rows[0][10]:
+        raise SeriesNotFoundError(query.series_ids_field, [query.series_id])
 
 
 def _single_series_page(
@@ -410,7 +424,7 @@ def _single_series_page(
     if interval is None:
         buckets = [
             Bucket(start, end, period, total, minimum, maximum, count)
-            for start, end, period, total, minimum, maximum, count, _, _, _ in rows[: page.page_size]
+            for start, end, period, total, minimum, maximum, count, *_ in rows[: page.page_size]
         ]
     else:
         range_start, range_end = _range_micros(query)
@@ -427,7 +441,7 @@ def _single_series_page(
                     start, end, range_start, range_end, [(interval, 1)]
                 ),
             )
-            for start, end, period, total, minimum, maximum, count, _, _, _ in rows[: page.page_size]
+            for start, end, period, total, minimum, maximum, count, *_ in rows[: page.page_size]
         ]
     return Page(buckets, has_more=len(rows) > page.page_size or readings_beyond)
 
@@ -668,15 +682,19 @@ async def query_portfolio(
     database: Database, query: AggregateQuery, page: PageRequest[GroupPosition], caller_name: str
 ) -> Page[Bucket]:
     """One page of the buckets of the selected series (in groups); a first page is recorded in
-    the history in the same transaction. One statement joins the catalog with the readings; on Citus both
-    are co-located, so every worker aggregates its own series at once. The catalog also says
-    what each group declares (coverage) and, for empty buckets, which groups there are."""
+    the history in the same transaction. Series named by id must all be in the catalog (one
+    primary key probe each, first). One statement joins the catalog with the readings; on
+    Citus both are co-located, so every worker aggregates its own series at once. The catalog
+    also says what each group declares (coverage) and, for empty buckets, which groups there
+    are."""
     sql, arguments = portfolio_statement(query, page)
     intervals_sql, intervals_arguments = _group_intervals_statement(query)
     async with database.query_connection() as connection:
         try:
             with database_span("query page", _QUERY_SPAN_ATTRIBUTES):
                 async with connection.transaction():
+                    if query.members.series_ids is not None:
+                        await check_series_exist(connection, query.members.series_ids, query.series_ids_field)
                     rows = await connection.fetch(sql, *arguments)
                     interval_rows = await connection.fetch(intervals_sql, *intervals_arguments)
                     intervals: dict[tuple[str, ...], list[IntervalCount]] = {}
