@@ -174,6 +174,17 @@ async def test_series_ids_not_in_the_catalog_are_not_found_and_named(stub: Stub)
     assert list((await stub.ListQueryHistory(pb.ListQueryHistoryRequest())).entries) == []
 
 
+async def test_long_missing_ids_are_named_within_what_metadata_carries(stub: Stub) -> None:
+    # 30 ids of 128 characters of 3 bytes each: named whole, the status would exceed the 8 KiB
+    # of metadata a client accepts, and reach it as RESOURCE_EXHAUSTED.
+    long_ids = [f"{number:02d}" + "€" * 126 for number in range(30)]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(portfolio(selector=pb.SeriesSelector(series_ids=long_ids)))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert missing_series(raised.value) == long_ids[:2]
+    assert "and 28 more are not in the catalog" in (raised.value.details() or "")
+
+
 async def test_a_one_series_query_can_group_by_its_labels(stub: Stub) -> None:
     await label_meters(stub)
     await load_hours(stub, 24)

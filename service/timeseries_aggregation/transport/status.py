@@ -56,7 +56,7 @@ SERIES_RESOURCE_TYPE = "timeseries.v1.Series"
 async def abort_series_not_found(context: Context, error: SeriesNotFoundError) -> NoReturn:
     """Abort with NOT_FOUND and a google.rpc.ResourceInfo for each series the message names."""
     details = []
-    for series_id in error.series_ids[: error.MESSAGE_MAX_IDS]:
+    for series_id in error.named_ids:
         detail = any_pb2.Any()
         detail.Pack(
             error_details_pb2.ResourceInfo(
