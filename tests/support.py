@@ -17,9 +17,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.domain.series import make_series_update
+from timeseries_aggregation.storage.series_catalog import update_series
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
+    from timeseries_aggregation.storage.database import Database
 
 DATA_DIR = Path(__file__).parent / "data"
 EXAMPLE_XLSX = DATA_DIR / "example.xlsx"
@@ -103,6 +106,27 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
         if detail.Unpack(bad_request):
             fields.extend(violation.field for violation in bad_request.field_violations)
     return fields
+
+
+async def add_series(database: Database, *series_ids: str) -> None:
+    """Series in the catalog, without labels or readings: a query of one answers no buckets
+    (where a series the catalog lacks is NOT_FOUND)."""
+    for series_id in series_ids:
+        await update_series(database, make_series_update(series_id, {}, None, []))
+
+
+def missing_series(error: grpc.aio.AioRpcError) -> list[str]:
+    """The series named by the google.rpc.ResourceInfo details of a NOT_FOUND error."""
+    assert error.code() == grpc.StatusCode.NOT_FOUND, error
+    status = rpc_status.from_call(error)
+    assert status is not None, "the error carries no google.rpc.Status"
+    names: list[str] = []
+    for detail in status.details:
+        resource = error_details_pb2.ResourceInfo()
+        if detail.Unpack(resource):
+            assert resource.resource_type == "timeseries.v1.Series"
+            names.append(resource.resource_name)
+    return names
 
 
 async def eventually(

@@ -12,13 +12,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import server_config
 from tests.server_process import serve_on, stop
-from tests.support import eventually, hourly_readings, ts
+from tests.support import add_series, eventually, hourly_readings, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
@@ -65,6 +66,8 @@ def bearer(key: str) -> tuple[tuple[str, str]]:
 async def channel_with_auth(database: Database, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
     keys = tmp_path / "keys"
     keys.write_text(KEY_FILE)
+    # The series the calls name is in the catalog, so that a query of it answers.
+    await add_series(database, "m1")
     config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys)
     async with (
         grpc_server(database, config) as running,
@@ -250,8 +253,9 @@ async def test_keys_generate_prints_a_key_and_its_line(capsys: pytest.CaptureFix
 
 
 async def test_sighup_reloads_the_key_file_and_keeps_the_old_keys_if_it_is_broken(
-    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+    database_url: str, sql: asyncpg.Connection, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
 ) -> None:
+    await sql.execute("INSERT INTO series (series_id) VALUES ('m1')")  # the series QUERY names
     keys = tmp_path / "keys"
     keys.write_text(key_file_line("reader", frozenset({Scope.QUERY}), READER))
     process, port = await serve_on(

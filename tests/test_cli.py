@@ -25,6 +25,7 @@ from timeseries_aggregation.cli import (
     EXIT_BROKEN_PIPE,
     EXIT_CALL_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
     EXIT_USAGE,
     main,
 )
@@ -200,6 +201,9 @@ async def test_query_without_readings_says_so(
     server: RunningServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = f"127.0.0.1:{server.port}"
+    # A series of the catalog that has no readings yet.
+    code, _, _ = await run_cli(capsys, "update-series", "nobody", "--label", "site=x", "--target", target)
+    assert code == 0
     for output in ("--chart", "--format=table"):
         code, out, _ = await run_cli(
             capsys, "query", "--series-id", "nobody", "--granularity", "daily", "--from", "2025-10-01",
@@ -220,6 +224,49 @@ async def test_query_without_readings_says_so(
         target,
     )
     assert (code, json.loads(out)) == (0, [])
+
+
+async def test_a_series_not_in_the_catalog_has_its_own_exit_code(
+    loaded: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hint = "(NOT_FOUND); check the --series-id values; 'series' lists the catalog\n"
+    code, out, err = await run_cli(
+        capsys, "query", "--series-id", "no-such-meter", "--granularity", "daily", "--target", loaded
+    )
+    assert (code, out) == (EXIT_NOT_FOUND, "")
+    assert err == (
+        "error: query failed: series_id: series 'no-such-meter' is not in the catalog; check the id "
+        f"(ListSeries lists the catalog) {hint}"
+    )
+    code, out, err = await run_cli(
+        capsys, "query", "--series-id", "meter-7", "--series-id", "meter-8", "--granularity", "daily",
+        "--target", loaded,
+    )  # fmt: skip
+    assert (code, out) == (EXIT_NOT_FOUND, "")
+    assert "series 'meter-8' is not in the catalog" in err
+    code, out, err = await run_cli(
+        capsys, "delete", "--series-id", "no-such", "--from", "2025-01-01", "--to", "2025-12-31", "--yes",
+        "--target", loaded,
+    )  # fmt: skip
+    assert (code, out) == (EXIT_NOT_FOUND, "")
+    assert "series 'no-such' is not in the catalog" in err
+    assert "(NOT_FOUND); nothing was deleted; check the --series-id values" in err
+    code, out, err = await run_cli(capsys, "series", "--series-id", "no-such", "--target", loaded)
+    assert (code, out) == (EXIT_NOT_FOUND, "")
+    # The readings are all still there.
+    code, out, _ = await run_cli(
+        capsys,
+        "query",
+        "--series-id",
+        "meter-7",
+        "--granularity",
+        "yearly",
+        "--format",
+        "json",
+        "--target",
+        loaded,
+    )
+    assert [bucket["readings"] for bucket in json.loads(out)] == [8760]
 
 
 async def test_query_in_a_time_zone_uses_local_dates(loaded: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -249,16 +296,13 @@ async def test_history_in_every_format(loaded: str, capsys: pytest.CaptureFixtur
         "time_zone",
         "buckets",
     ]
-    assert [line.split()[1:3] for line in table[1:]] == [
-        ["meter-7", "monthly"],
-        ["meter-7", "daily"],
-        ["meter-7", "daily"],
-    ]
+    # One entry per query: the daily query's two pages are one, with its first page's buckets.
+    assert [line.split()[1:3] for line in table[1:]] == [["meter-7", "monthly"], ["meter-7", "daily"]]
     code, out, _ = await run_cli(capsys, "history", "--limit", "2", "--format", "json", "--target", loaded)
     entries = json.loads(out)
     assert [(e["granularity"], e["buckets"], e["start_time"]) for e in entries] == [
         ("monthly", 12, ""),
-        ("daily", 1, "2025-10-01T00:00:00Z"),
+        ("daily", 3, "2025-10-01T00:00:00Z"),
     ]
     code, out, _ = await run_cli(capsys, "history", "--limit", "1", "--format", "csv", "--target", loaded)
     [row] = list(csv.DictReader(io.StringIO(out)))
@@ -946,11 +990,12 @@ async def test_errors_are_one_line_with_distinct_exit_codes(
     assert (
         err.splitlines()[-1] == "error: row 3: Quantity kWh 'NaN' is not a finite number; nothing was stored"
     )
-    code, out, _ = await run_cli(
+    code, out, err = await run_cli(
         capsys, "query", "--series-id", "m", "--granularity", "daily", "--format", "csv", "--target", target
     )
-    assert code == 0
-    assert out.splitlines()[1:] == []  # the failed imports stored nothing
+    # The failed imports stored nothing, not even the series.
+    assert (code, out) == (EXIT_NOT_FOUND, "")
+    assert err.strip().endswith("(NOT_FOUND); check the --series-id values; 'series' lists the catalog")
 
     code, _, err = await run_cli(capsys, "import", str(tmp_path / "missing.xlsx"), "--series-id", "m")
     assert code == EXIT_BAD_FILE
@@ -983,7 +1028,20 @@ OCTOBER = ("--from", "2025-10-01", "--to", "2025-10-03")
             "argument --timeout: must be a positive number of seconds, got 'nan'",
         ),
         ((*IMPORT, "--series-id", ""), "argument --series-id: must not be empty"),
-        ((*IMPORT, "--series-id", "a\tb"), "argument --series-id: must hold only printable characters"),
+        (
+            (*IMPORT, "--series-id", "a\tb"),
+            "argument --series-id: holds a control character U+0009 at position 1; only printable "
+            "characters are allowed",
+        ),
+        (
+            (*IMPORT, "--series-id", "a\u200b"),
+            "argument --series-id: holds an invisible format character U+200B (ZERO WIDTH SPACE) at "
+            "position 1; only printable characters are allowed",
+        ),
+        (
+            (*IMPORT, "--series-id", "  "),
+            "argument --series-id: is blank (only spaces); a series id needs a visible character",
+        ),
         (
             (*IMPORT, "--series-id", "m" * 129),
             "argument --series-id: is 129 characters long; the maximum is 128",
@@ -1151,7 +1209,7 @@ async def test_import_timeout_is_the_deadline_of_the_whole_stream(
         "--target",
         target,
     )
-    assert (code, json.loads(out)) == (0, [])
+    assert (code, out) == (EXIT_NOT_FOUND, "")  # nothing stored, not even the series
 
 
 async def test_ctrl_c_ends_a_command_with_one_line_and_exit_130(
@@ -1181,7 +1239,7 @@ async def test_ctrl_c_ends_a_command_with_one_line_and_exit_130(
         capsys, "query", "--series-id", "interrupted", "--granularity", "monthly", "--format", "csv",
         "--target", target,
     )  # fmt: skip
-    assert (code, out.splitlines()[1:]) == (0, [])
+    assert (code, out) == (EXIT_NOT_FOUND, "")  # nothing stored, not even the series
 
 
 async def test_output_into_a_closed_pipe_ends_quietly(loaded: str) -> None:

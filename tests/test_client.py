@@ -109,8 +109,10 @@ async def test_blocking_client_ingests_queries_and_pages(server: RunningServer) 
         ("2025-01-03", 48.0),
     ]
     assert (buckets[0].start_time, buckets[0].end_time) == (start, start + timedelta(days=1))
-    assert [entry.series_id for entry in entries] == ["m1", "m1"]
-    assert [entry.continued_page for entry in entries] == [True, True]
+    # One entry for the query's three pages.
+    assert [(entry.series_id, entry.continued_page, entry.bucket_count) for entry in entries] == [
+        ("m1", False, 1)
+    ]
 
 
 async def test_results_are_frozen_dataclasses_with_aware_datetimes_and_the_raw_message(
@@ -162,7 +164,8 @@ async def test_async_client_takes_async_iterables_and_pages(server: RunningServe
         hourly = [bucket async for bucket in client.query("a1", "hourly", page_size=5, start_time=start)]
         assert len(hourly) == 48
         entries = [entry async for entry in client.history(limit=3)]
-        assert [entry.granularity for entry in entries] == ["hourly"] * 3
+        # One entry per query, however many pages it took.
+        assert [entry.granularity for entry in entries] == ["hourly", "monthly"]
 
 
 def test_an_update_masks_only_what_is_given() -> None:
@@ -254,8 +257,12 @@ async def test_both_clients_list_series_by_selector_across_pages(server: Running
         ]
         picked = [
             series.series_id
-            async for series in client.list_series(series_ids=["c", "b", "unknown"], labels={"kind": "meter"})
+            async for series in client.list_series(series_ids=["c", "b"], labels={"kind": "meter"})
         ]
+        # A series id the catalog lacks is NOT_FOUND, raised as is (not retried).
+        with pytest.raises(grpc.RpcError) as raised:
+            [series async for series in client.list_series(series_ids=["c", "unknown"])]
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
         first_two = [series.series_id async for series in client.list_series(page_size=1, limit=2)]
     assert every == ["B", "a", "b", "c"]  # code point order: upper case first
     assert north == ["B", "a", "c"]
@@ -459,9 +466,9 @@ async def test_both_clients_query_a_selector_in_groups_with_series_counts_and_co
     # they were grouped, newest first.
     assert [(e.series_id, e.selector_series_ids, e.selector_labels, e.group_by) for e in entries] == [
         ("p2", (), {}, ("site", "customer")),
-        ("", ("p1", "p3"), {}, ("series_id",)),
-        ("", ("p1", "p3"), {}, ("series_id",)),  # the first of its two pages
+        ("", ("p1", "p3"), {}, ("series_id",)),  # one entry for its two pages
         ("", (), {"site": "north"}, ("customer",)),
+        ("", (), {"site": "north"}, ()),
     ]
 
     def blocking() -> list[Bucket]:

@@ -10,7 +10,15 @@ import asyncpg
 import grpc
 import pytest
 
-from tests.support import batches, catalog_matches_readings, field_violations, hourly_readings, ingest, ts
+from tests.support import (
+    batches,
+    catalog_matches_readings,
+    field_violations,
+    hourly_readings,
+    ingest,
+    missing_series,
+    ts,
+)
 from tests.test_compression import compress_every_chunk
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.api_keys import Scope, parse_scopes
@@ -92,7 +100,27 @@ async def test_a_label_selector_deletes_only_its_series(stub: Stub, sql: asyncpg
     assert (
         await stub.DeleteReadings(deletion("2025-01-01", "2025-01-03", "c", site="s1"))
     ).deleted_count == 0
-    assert (await stub.DeleteReadings(deletion("2025-01-01", "2025-01-03", "unknown"))).deleted_count == 0
+    matching_nothing = await stub.DeleteReadings(deletion("2025-01-01", "2025-01-03", site="nowhere"))
+    assert (matching_nothing.deleted_count, matching_nothing.series_count) == (0, 0)
+    await catalog_matches_readings(sql)
+
+
+async def test_a_series_not_in_the_catalog_is_not_found_and_nothing_is_deleted(
+    stub: Stub, sql: asyncpg.Connection
+) -> None:
+    await load_three_meters(stub)
+    for request in (
+        deletion("2025-01-01", "2025-01-03", "no-such"),
+        deletion("2025-01-01", "2025-01-03", "a", "no-such", "c"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.DeleteReadings(request)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert (raised.value.details() or "").startswith(
+            "selector.series_ids: series 'no-such' is not in the catalog"
+        )
+        assert missing_series(raised.value) == ["no-such"]
+    assert await sql.fetchval("SELECT count(*) FROM readings") == 3 * 48
     await catalog_matches_readings(sql)
 
 

@@ -80,16 +80,45 @@ class TestSeriesId:
         error = rejection(check_series_id, series_id[position], FIELD)
 
         assert error.field == FIELD
-        assert error.description.startswith("must hold only printable characters")
+        assert error.description.startswith("holds a control character U+")
 
     def test_length_is_checked_before_content(self) -> None:
         error = rejection(check_series_id, "\x00" * (SERIES_ID_MAX_LENGTH + 1), FIELD)
 
         assert "maximum is 128" in error.description
 
-    @given(st.text(printable_characters, min_size=1, max_size=SERIES_ID_MAX_LENGTH))
+    @given(st.text(printable_characters, min_size=1, max_size=SERIES_ID_MAX_LENGTH).filter(str.strip))
     def test_any_printable_id_up_to_the_maximum_is_accepted(self, series_id: str) -> None:
         assert is_accepted(check_series_id, series_id, FIELD)
+
+    @pytest.mark.parametrize("blank", [" ", "   ", " " * SERIES_ID_MAX_LENGTH])
+    def test_an_id_of_spaces_alone_is_rejected(self, blank: str) -> None:
+        error = rejection(check_series_id, blank, FIELD)
+
+        assert error.field == FIELD
+        assert error.description == "is blank (only spaces); a series id needs a visible character"
+        # A lookup still finds a series stored under such an id before the rule.
+        assert is_accepted(check_series_id, blank, FIELD, True)
+
+    @pytest.mark.parametrize("series_id", [" meter", "meter ", "a b"])
+    def test_spaces_beside_other_characters_are_kept(self, series_id: str) -> None:
+        assert is_accepted(check_series_id, series_id, FIELD)
+
+    @pytest.mark.parametrize(
+        ("series_id", "description"),
+        [
+            ("m\u200b1", "an invisible format character U+200B (ZERO WIDTH SPACE) at position 1"),
+            ("\ufeffm1", "an invisible format character U+FEFF (ZERO WIDTH NO-BREAK SPACE) at position 0"),
+            ("m\u00a01", "an unusual space U+00A0 (NO-BREAK SPACE) at position 1"),
+            ("m1\u2028", "a line separator U+2028 (LINE SEPARATOR) at position 2"),
+            ("m\ue0001", "a private-use character U+E000 at position 1"),
+            ("m\t1", "a control character U+0009 at position 1"),
+        ],
+    )
+    def test_an_unprintable_character_is_named(self, series_id: str, description: str) -> None:
+        error = rejection(check_series_id, series_id, FIELD)
+
+        assert error.description == f"holds {description}; only printable characters are allowed"
 
     @given(
         st.text(printable_characters, max_size=60),

@@ -1,4 +1,4 @@
-"""ListQueryHistory: every successful query recorded, newest first, paged by keyset."""
+"""ListQueryHistory: every successful query recorded once, newest first, paged by keyset."""
 
 from __future__ import annotations
 
@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     )
 
 
+async def add_series(stub: Stub, *series_ids: str) -> None:
+    """Series in the catalog, without readings: a query of them answers no buckets."""
+    for series_id in series_ids:
+        await stub.UpdateSeries(
+            pb.UpdateSeriesRequest(series=pb.Series(series_id=series_id, labels={"a": "b"}))
+        )
+
+
 async def run_queries(stub: Stub, count: int) -> None:
+    await add_series(stub, *(f"meter-{number}" for number in range(count)))
     for number in range(count):
         await stub.QueryAggregates(
             pb.QueryAggregatesRequest(series_id=f"meter-{number}", granularity=pb.GRANULARITY_MONTHLY)
@@ -24,6 +33,7 @@ async def run_queries(stub: Stub, count: int) -> None:
 
 
 async def test_entry_records_every_parameter(stub: Stub) -> None:
+    await add_series(stub, "m1", "m2")
     await stub.QueryAggregates(
         pb.QueryAggregatesRequest(
             series_id="m1",
@@ -70,6 +80,7 @@ async def test_paging_is_stable_while_new_queries_arrive(stub: Stub) -> None:
     await run_queries(stub, 5)
     first = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(page_size=2))
     assert [entry.series_id for entry in first.entries] == ["meter-4", "meter-3"]
+    await add_series(stub, "late")
     await stub.QueryAggregates(
         pb.QueryAggregatesRequest(series_id="late", granularity=pb.GRANULARITY_MONTHLY)
     )
@@ -82,13 +93,30 @@ async def test_paging_is_stable_while_new_queries_arrive(stub: Stub) -> None:
     assert seen == ["meter-4", "meter-3", "meter-2", "meter-1", "meter-0"]
 
 
-async def test_continued_pages_are_recorded_as_such(stub: Stub) -> None:
+async def test_a_query_of_many_pages_is_one_entry(stub: Stub) -> None:
     readings = hourly_readings("m1", "2025-01-01", 72)
     await ingest(stub, [pb.IngestReadingsRequest(readings=readings)])
     request = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_DAY_OF_MONTH, page_size=2)
-    await query_all_pages(stub, request)
+    assert len(await query_all_pages(stub, request)) == 3
     entries = (await stub.ListQueryHistory(pb.ListQueryHistoryRequest())).entries
-    assert [(entry.continued_page, entry.bucket_count) for entry in entries] == [(True, 1), (False, 2)]
+    # The entry is the first page's: its size and bucket count; the page after it adds none.
+    assert [(entry.series_id, entry.continued_page, entry.bucket_count) for entry in entries] == [
+        ("m1", False, 2)
+    ]
+
+
+async def test_a_selector_query_of_many_pages_is_one_entry(stub: Stub) -> None:
+    readings = hourly_readings("m1", "2025-01-01", 48) + hourly_readings("m2", "2025-01-01", 48)
+    await ingest(stub, [pb.IngestReadingsRequest(readings=readings)])
+    request = pb.QueryAggregatesRequest(
+        selector=pb.SeriesSelector(series_ids=["m1", "m2"]),
+        group_by=["series_id"],
+        granularity=pb.GRANULARITY_DAY_OF_MONTH,
+        page_size=1,
+    )
+    assert len(await query_all_pages(stub, request)) == 4
+    entries = (await stub.ListQueryHistory(pb.ListQueryHistoryRequest())).entries
+    assert [(list(entry.selector.series_ids), entry.bucket_count) for entry in entries] == [(["m1", "m2"], 1)]
 
 
 @pytest.mark.parametrize(

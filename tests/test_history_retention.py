@@ -71,6 +71,8 @@ async def insert_history(connection: asyncpg.Connection, series_id: str, age: ti
 
 
 async def run_query(stub: Stub, series_id: str) -> None:
+    """A query, recorded, of a series put in the catalog for it."""
+    await stub.UpdateSeries(pb.UpdateSeriesRequest(series=pb.Series(series_id=series_id, labels={"a": "b"})))
     await stub.QueryAggregates(
         pb.QueryAggregatesRequest(series_id=series_id, granularity=pb.GRANULARITY_MONTHLY)
     )

@@ -142,6 +142,12 @@ BAD_READINGS = [
     (pb.Reading(time=ts("2025-01-01"), quantity_kwh=1), "readings[1].series_id", "empty"),
     (pb.Reading(series_id="x" * 129, time=ts("2025-01-01"), quantity_kwh=1), "readings[1].series_id", "129"),
     (pb.Reading(series_id="a\nb", time=ts("2025-01-01"), quantity_kwh=1), "readings[1].series_id", "control"),
+    (pb.Reading(series_id="   ", time=ts("2025-01-01"), quantity_kwh=1), "readings[1].series_id", "blank"),
+    (
+        pb.Reading(series_id="m\u200b1", time=ts("2025-01-01"), quantity_kwh=1),
+        "readings[1].series_id",
+        "an invisible format character U+200B (ZERO WIDTH SPACE)",
+    ),
     (pb.Reading(series_id="m1", quantity_kwh=1), "readings[1].time", "required"),
     (
         pb.Reading(series_id="m1", time=ts("2025-01-01"), quantity_kwh=math.nan),

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import server_config
-from tests.support import eventually, hourly_readings
+from tests.support import add_series, eventually, hourly_readings
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
@@ -153,6 +153,7 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def authenticated_stub(database: Database, key_file: Path) -> AsyncIterator[Stub]:
+    await add_series(database, "m1")  # the series the tests query
     config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=key_file)
     async with (
         grpc_server(database, config) as running,

@@ -13,7 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import SAMPLE_ZONES, field_violations, ingest, offset_changes_near, query_all_pages, ts
+from tests.support import (
+    SAMPLE_ZONES,
+    field_violations,
+    ingest,
+    missing_series,
+    offset_changes_near,
+    query_all_pages,
+    ts,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 
 if TYPE_CHECKING:
@@ -135,12 +143,46 @@ async def test_pages_run_across_groups_without_gaps_or_repeats(stub: Stub) -> No
     assert field_violations(raised.value) == ["page_token"]
 
 
-async def test_a_selector_matching_nothing_returns_no_buckets(stub: Stub) -> None:
+async def test_a_label_selector_matching_nothing_returns_no_buckets(stub: Stub) -> None:
     await label_meters(stub)
     await load_hours(stub, 24)
-    for selector in (pb.SeriesSelector(labels={"site": "paris"}), pb.SeriesSelector(series_ids=["unknown"])):
+    for selector in (
+        pb.SeriesSelector(labels={"site": "paris"}),
+        pb.SeriesSelector(series_ids=["m1", "m3"], labels={"site": "paris"}),
+    ):
         response = await stub.QueryAggregates(portfolio(selector=selector))
         assert list(response.buckets) == []
+
+
+async def test_series_ids_not_in_the_catalog_are_not_found_and_named(stub: Stub) -> None:
+    await label_meters(stub)
+    await load_hours(stub, 24)
+    selector = pb.SeriesSelector(series_ids=["m1", "x2", "x1"], labels={"site": "berlin"})
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(portfolio(selector=selector, group_by=["series_id"]))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (raised.value.details() or "").startswith(
+        "selector.series_ids: series 'x1', 'x2' are not in the catalog"
+    )
+    assert missing_series(raised.value) == ["x1", "x2"]
+    # Many are named up to a bound, and counted beyond it.
+    many = [f"x{number:02d}" for number in range(25)]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(portfolio(selector=pb.SeriesSelector(series_ids=["m1", *many])))
+    assert "'x09' and 15 more are not in the catalog" in (raised.value.details() or "")
+    assert missing_series(raised.value) == many[:10]
+    assert list((await stub.ListQueryHistory(pb.ListQueryHistoryRequest())).entries) == []
+
+
+async def test_long_missing_ids_are_named_within_what_metadata_carries(stub: Stub) -> None:
+    # 30 ids of 128 characters of 3 bytes each: named whole, the status would exceed the 8 KiB
+    # of metadata a client accepts, and reach it as RESOURCE_EXHAUSTED.
+    long_ids = [f"{number:02d}" + "€" * 126 for number in range(30)]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(portfolio(selector=pb.SeriesSelector(series_ids=long_ids)))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert missing_series(raised.value) == long_ids[:2]
+    assert "and 28 more are not in the catalog" in (raised.value.details() or "")
 
 
 async def test_a_one_series_query_can_group_by_its_labels(stub: Stub) -> None:

@@ -7,10 +7,21 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from tests.support import batches, field_violations, hourly_readings, ingest, query_all_pages, reading, ts
+from tests.support import (
+    batches,
+    field_violations,
+    hourly_readings,
+    ingest,
+    missing_series,
+    query_all_pages,
+    reading,
+    ts,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 
 if TYPE_CHECKING:
+    import asyncpg
+
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
         TimeseriesAggregationServiceAsyncStub as Stub,
     )
@@ -61,10 +72,11 @@ async def test_range_is_start_inclusive_end_exclusive(stub: Stub) -> None:
     assert response.buckets[0].start_time == ts("2025-01-01T00:00")
 
 
-async def test_unknown_series_and_empty_range_return_no_buckets(stub: Stub) -> None:
+async def test_a_known_series_without_readings_in_range_returns_no_buckets(stub: Stub) -> None:
     await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 24), 100))
+    await stub.UpdateSeries(pb.UpdateSeriesRequest(series=pb.Series(series_id="declared", labels={"a": "b"})))
     for request in [
-        pb.QueryAggregatesRequest(series_id="other", granularity=DAILY),
+        pb.QueryAggregatesRequest(series_id="declared", granularity=DAILY),
         pb.QueryAggregatesRequest(
             series_id="m1", granularity=DAILY, start_time=ts("2026-01-01"), end_time=ts("2026-02-01")
         ),
@@ -72,6 +84,41 @@ async def test_unknown_series_and_empty_range_return_no_buckets(stub: Stub) -> N
         response = await stub.QueryAggregates(request)
         assert list(response.buckets) == []
         assert response.next_page_token == ""
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"group_by": ["series_id"]}, {"include_empty_buckets": True}],
+    ids=["one-series", "grouped", "empty-buckets"],
+)
+async def test_an_unknown_series_is_not_found_and_not_recorded(
+    stub: Stub, options: dict[str, object]
+) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 24), 100))
+    request = pb.QueryAggregatesRequest(series_id="no-such-meter", granularity=DAILY, **options)  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(request)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (raised.value.details() or "").startswith(
+        "series_id: series 'no-such-meter' is not in the catalog"
+    )
+    assert missing_series(raised.value) == ["no-such-meter"]
+    history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest())
+    assert list(history.entries) == []
+
+
+async def test_a_continued_page_of_a_series_gone_from_the_catalog_is_not_found(
+    stub: Stub, sql: asyncpg.Connection
+) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 72), 100))
+    request = pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, page_size=1)
+    first = await stub.QueryAggregates(request)
+    # No call removes a series from the catalog; by hand, its next page cannot go on.
+    await sql.execute("DELETE FROM series WHERE series_id = 'm1'")
+    request.page_token = first.next_page_token
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(request)
+    assert missing_series(raised.value) == ["m1"]
 
 
 async def test_hourly_buckets_keep_both_hours_of_a_dst_fall_back(stub: Stub) -> None:
@@ -148,10 +195,11 @@ async def test_invalid_query_names_the_field_and_is_not_recorded(
 
 
 async def test_end_time_at_the_end_of_the_supported_range_is_accepted(stub: Stub) -> None:
+    await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 1), 1))
     response = await stub.QueryAggregates(
         pb.QueryAggregatesRequest(series_id="m1", granularity=DAILY, end_time=ts("2100-01-01"))
     )
-    assert list(response.buckets) == []
+    assert [bucket.reading_count for bucket in response.buckets] == [1]
 
 
 async def test_pages_concatenate_to_the_whole_answer(stub: Stub) -> None:

@@ -21,6 +21,7 @@ from tests.support import (
     field_violations,
     hourly_readings,
     ingest,
+    missing_series,
     reading,
     ts,
 )
@@ -196,6 +197,8 @@ async def test_update_series_keeps_the_figures_of_ingested_readings(stub: Stub) 
         (update("m", labels={"s" * 64: "a"}), f"series.labels['{'s' * 64}']"),
         (update("m", labels={"site": "a" * 256}), "series.labels['site']"),
         (update("m", labels={"site": "a\nb"}), "series.labels['site']"),
+        (update("   "), "series.series_id"),
+        (update("m", labels={"series_id": "m2"}), "series.labels['series_id']"),
         (update("m", labels={f"k{i}": "v" for i in range(65)}), "series.labels"),
         (update("m", reading_interval=Duration(seconds=0)), "series.reading_interval"),
         (update("m", reading_interval=Duration(seconds=-900)), "series.reading_interval"),
@@ -214,6 +217,40 @@ async def test_update_series_rejects_bad_fields_and_stores_nothing(
     assert await list_all(stub) == []
 
 
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (update("   ", labels={"site": "a"}), "series.series_id: is blank (only spaces)"),
+        (
+            update("m", labels={"site": "berlin\u200b"}),
+            "series.labels['site']: holds an invisible format character U+200B (ZERO WIDTH SPACE)",
+        ),
+        (
+            update("m", labels={"series_id": "m2", "site": "a"}),
+            "series.labels['series_id']: is a reserved key: 'series_id' means the series' own id",
+        ),
+    ],
+    ids=["blank-id", "zero-width-space", "series-id-label"],
+)
+async def test_update_series_says_what_is_wrong(
+    stub: Stub, request_: pb.UpdateSeriesRequest, words: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.UpdateSeries(request_)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (raised.value.details() or "").startswith(words)
+    assert await list_all(stub) == []
+
+
+async def test_a_selector_cannot_name_the_reserved_label_key(stub: Stub) -> None:
+    request = pb.ListSeriesRequest(selector=pb.SeriesSelector(labels={"series_id": "m1"}))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ListSeries(request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(raised.value) == ["selector.labels['series_id']"]
+    assert "pick series by id with series_ids" in (raised.value.details() or "")
+
+
 async def test_list_series_selects_by_id_and_label_and_pages_in_code_point_order(stub: Stub) -> None:
     names = ["b-2", "B-1", "a-10", "a-9", "Ä", "z"]
     for name in names:
@@ -223,9 +260,20 @@ async def test_list_series_selects_by_id_and_label_and_pages_in_code_point_order
 
     by_label = pb.SeriesSelector(labels={"site": "s2", "kind": "meter"})
     assert [series.series_id for series in await list_all(stub, by_label, page_size=1)] == ["b-2", "z", "Ä"]
-    by_both = pb.SeriesSelector(series_ids=["z", "a-9", "unknown"], labels={"site": "s2"})
+    by_both = pb.SeriesSelector(series_ids=["z", "a-9"], labels={"site": "s2"})
     assert [series.series_id for series in await list_all(stub, by_both)] == ["z"]
     assert await list_all(stub, pb.SeriesSelector(labels={"site": "nowhere"})) == []
+
+
+async def test_listing_a_series_id_not_in_the_catalog_is_not_found(stub: Stub) -> None:
+    await stub.UpdateSeries(update("z", labels={"site": "s2"}))
+    selector = pb.SeriesSelector(series_ids=["z", "unknown"], labels={"site": "s2"})
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await list_all(stub, selector)
+    assert (raised.value.details() or "").startswith(
+        "selector.series_ids: series 'unknown' is not in the catalog"
+    )
+    assert missing_series(raised.value) == ["unknown"]
 
 
 async def test_a_page_token_belongs_to_its_selector(stub: Stub) -> None:

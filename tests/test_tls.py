@@ -21,8 +21,6 @@ from timeseries_aggregation.storage.database import Database
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
 pytestmark = pytest.mark.any_engine
 
-QUERY = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_MONTHLY)
-
 
 @pytest.fixture
 def authority(tmp_path: Path) -> CertificateAuthority:
@@ -43,7 +41,7 @@ async def tls_server(
 async def query_over(channel: grpc.aio.Channel) -> grpc.StatusCode:
     stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
     try:
-        await stub.QueryAggregates(QUERY, timeout=5)
+        await stub.ListQueryHistory(pb.ListQueryHistoryRequest(), timeout=5)
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.conftest import server_config
 from tests.otlp_receiver import Receiver, attribute_values, otlp_receiver
-from tests.support import reading
+from tests.support import add_series, reading
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
@@ -155,6 +155,7 @@ async def test_an_untraced_server_logs_the_callers_trace_id(
     database: Database, caller: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture
 ) -> None:
     provider, _ = caller
+    await add_series(database, "nobody")
     with caplog.at_level(logging.INFO, logger="timeseries_aggregation.access"):
         async with (
             grpc_server(database, server_config()) as running,
@@ -268,6 +269,7 @@ async def test_the_cli_continues_the_trace_of_its_environment(
 ) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     monkeypatch.setenv("TRACEPARENT", f"00-{trace_id}-00f067aa0ba902b7-01")
+    await add_series(database, "nobody")
     with caplog.at_level(logging.INFO, logger="timeseries_aggregation.access"):
         async with grpc_server(database, server_config()) as running:
             target = f"127.0.0.1:{running.port}"
@@ -296,6 +298,7 @@ async def test_a_hostile_traceparent_starts_a_trace_of_its_own(
 ) -> None:
     collected, port = receiver
     _otel_environment(monkeypatch, port)
+    await add_series(database, "m")
     with caplog.at_level(logging.INFO, logger="timeseries_aggregation.access"):
         async with (
             grpc_server(database, server_config(tracing=True)) as running,

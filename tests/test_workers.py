@@ -10,6 +10,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import asyncpg
 import grpc
 import psutil
 import pytest
@@ -201,8 +202,9 @@ async def test_a_worker_count_out_of_range_is_a_configuration_error(
 
 
 async def test_sighup_reloads_the_keys_of_every_worker(
-    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+    database_url: str, sql: asyncpg.Connection, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
 ) -> None:
+    await sql.execute("INSERT INTO series (series_id) VALUES ('m1')")  # the series QUERY names
     keys = tmp_path / "keys"
     keys.write_text(key_file_line("reader", frozenset({Scope.QUERY}), READER))
     supervisor, port = await start_workers(

@@ -44,6 +44,8 @@ from timeseries_aggregation.client import (
 )
 from timeseries_aggregation.client.trace_context import environment_trace_context
 from timeseries_aggregation.domain.durations import format_duration, parse_duration
+from timeseries_aggregation.domain.readings import check_series_id
+from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import (
     BUCKETS_MAX_PAGE_SIZE,
     HISTORY_MAX_PAGE_SIZE,
@@ -51,7 +53,6 @@ from timeseries_aggregation.limits import (
     READING_INTERVAL_MAX_SECONDS,
     READING_INTERVAL_MIN_SECONDS,
     SELECTOR_MAX_SERIES_IDS,
-    SERIES_ID_MAX_LENGTH,
     SERIES_MAX_PAGE_SIZE,
 )
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
@@ -66,7 +67,7 @@ GRANULARITIES = (
     "quarterly",
     "yearly",
 )
-EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE = 0, 1, 2, 3
+EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 # What shells report for a command ended by Ctrl-C (128 + SIGINT) or by a closed pipe (SIGPIPE).
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
@@ -85,8 +86,8 @@ EXAMPLES = """examples:
   timeseries-aggregation delete --label site=berlin-01 --from 2025-10-01 --to 2025-10-03 --yes
 
 exit codes: 0 done, 1 the service refused or failed the call (or a deletion was not confirmed),
-2 usage or configuration error, 3 the input file cannot be read, 130 interrupted (Ctrl-C), 141
-output closed early.
+2 usage or configuration error, 3 the input file cannot be read, 4 a --series-id is not in the
+catalog (NOT_FOUND), 130 interrupted (Ctrl-C), 141 output closed early.
 """
 
 # What to do about the errors people meet most, by status code.
@@ -95,6 +96,7 @@ HINTS = {
     grpc.StatusCode.UNAUTHENTICATED: f"pass --api-key or set ${API_KEY_VARIABLE}",
     grpc.StatusCode.PERMISSION_DENIED: "ask for a key with the scope this command needs",
     grpc.StatusCode.DEADLINE_EXCEEDED: "it took longer than --timeout ({timeout:g} s); raise it",
+    grpc.StatusCode.NOT_FOUND: "check the --series-id values; 'series' lists the catalog",
 }
 
 
@@ -791,17 +793,18 @@ def _time_zone(text: str) -> str:
     return text
 
 
-def _series_id(text: str) -> str:
-    # The service's own rule, checked here too so that a typo costs no call.
-    if not text:
-        raise argparse.ArgumentTypeError("must not be empty")
-    if len(text) > SERIES_ID_MAX_LENGTH:
-        raise argparse.ArgumentTypeError(
-            f"is {len(text)} characters long; the maximum is {SERIES_ID_MAX_LENGTH}"
-        )
-    if not text.isprintable():
-        raise argparse.ArgumentTypeError("must hold only printable characters")
+def _series_id(text: str, allow_blank: bool = True) -> str:
+    # The service's own rule, checked here too so that a typo costs no call. A series is looked
+    # up by a blank id (one stored before they were refused), never given one.
+    try:
+        check_series_id(text, "--series-id", allow_blank)
+    except InvalidArgumentError as error:
+        raise argparse.ArgumentTypeError(error.description) from None
     return text
+
+
+def _new_series_id(text: str) -> str:
+    return _series_id(text, allow_blank=False)
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -950,7 +953,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest = client_command("import", help_text="stream an .xlsx or .csv file of readings")
     ingest.add_argument("file", type=Path, help="columns 'Time (UTC)' and 'Quantity kWh'")
     ingest.add_argument(
-        "--series-id", type=_series_id, required=True, help="the meter the readings belong to"
+        "--series-id", type=_new_series_id, required=True, help="the meter the readings belong to"
     )
     ingest.add_argument(
         "--batch-size",
@@ -1006,7 +1009,10 @@ def _parser() -> argparse.ArgumentParser:
         "update-series", help_text="set the labels or the reading interval of a series, creating it"
     )
     update_series.add_argument(
-        "series_id", metavar="SERIES_ID", type=_series_id, help="the meter; created if the catalog lacks it"
+        "series_id",
+        metavar="SERIES_ID",
+        type=_new_series_id,
+        help="the meter; created if the catalog lacks it",
     )
     labels = update_series.add_mutually_exclusive_group()
     labels.add_argument(
@@ -1088,6 +1094,8 @@ def _call_failed(arguments: argparse.Namespace, error: grpc.RpcError) -> str:
     if arguments.command == "delete" and code == grpc.StatusCode.PERMISSION_DENIED and not arguments.yes:
         hint += " (delete needs the delete scope, and query to list the series before it asks)"
     stored = "; nothing was stored" if arguments.command == "import" else ""
+    if arguments.command == "delete" and code == grpc.StatusCode.NOT_FOUND:
+        stored = "; nothing was deleted"
     return f"error: {arguments.command} failed: {error.details()} ({code.name}){stored}" + (
         f"; {hint}" if hint else ""
     )
@@ -1107,7 +1115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             exit_code: int = arguments.run(arguments)
     except grpc.RpcError as error:
         print(_call_failed(arguments, error), file=sys.stderr)
-        return EXIT_CALL_FAILED
+        # A series that is not there is most often a typo: a script can tell it from a failure.
+        return EXIT_NOT_FOUND if error.code() == grpc.StatusCode.NOT_FOUND else EXIT_CALL_FAILED
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,5 +1,7 @@
 """Errors shared by the domain, storage and transport layers."""
 
+from collections.abc import Sequence
+
 
 class InvalidArgumentError(ValueError):
     """A request field has a value the service cannot accept."""
@@ -8,6 +10,39 @@ class InvalidArgumentError(ValueError):
         super().__init__(f"{field}: {description}")
         self.field = field
         self.description = description
+
+
+class SeriesNotFoundError(LookupError):
+    """Series named by id (in `field`) are not in the catalog.
+
+    `series_ids` holds them all, in code point order; the message names the first few of them,
+    `named_ids`: a status's message and details travel in metadata, which clients cap at a few
+    kilobytes (8 KiB in gRPC's default), so they are bounded in number and in UTF-8 bytes.
+    """
+
+    MESSAGE_MAX_IDS = 10
+    MESSAGE_MAX_BYTES = 1_024
+
+    def __init__(self, field: str, series_ids: Sequence[str]) -> None:
+        self.field = field
+        self.series_ids = tuple(series_ids)
+        named: list[str] = []
+        size = 0
+        for series_id in self.series_ids[: self.MESSAGE_MAX_IDS]:
+            size += len(series_id.encode())
+            if named and size > self.MESSAGE_MAX_BYTES:
+                break
+            named.append(series_id)
+        self.named_ids = tuple(named)
+        text = ", ".join(repr(series_id) for series_id in self.named_ids)
+        more = len(self.series_ids) - len(self.named_ids)
+        if more > 0:
+            text += f" and {more} more"
+        verb, ids = ("is", "id") if len(self.series_ids) == 1 else ("are", "ids")
+        super().__init__(
+            f"{field}: series {text} {verb} not in the catalog; "
+            f"check the {ids} (ListSeries lists the catalog)"
+        )
 
 
 class DatabaseUnavailableError(RuntimeError):

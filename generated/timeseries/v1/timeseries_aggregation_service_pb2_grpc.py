@@ -87,14 +87,19 @@ class TimeseriesAggregationServiceServicer:
         """QueryAggregates returns per-bucket statistics of one series, or of the
         series a selector picks (optionally in groups), over a time range, in time
         order (group by group), one page at a time. Buckets without readings are
-        omitted. Every successful call is recorded in the query history.
+        omitted. Every successful query is recorded in the query history once, by
+        its first page; continued pages (with a page_token) add no entry. A series
+        id that the catalog lacks (series_id, or one of selector.series_ids) is
+        NOT_FOUND, on every page, with a google.rpc.ResourceInfo per missing
+        series (up to 10); labels that match no series give no buckets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListQueryHistory(self, request, context):
-        """ListQueryHistory returns the recorded QueryAggregates calls, newest first.
+        """ListQueryHistory returns the recorded queries, newest first: one entry per
+        query, written by its first page.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,7 +117,9 @@ class TimeseriesAggregationServiceServicer:
 
     def ListSeries(self, request, context):
         """ListSeries returns the series of the catalog that match a selector, ordered
-        by series_id, one page at a time. Needs the query scope; not recorded in the
+        by series_id, one page at a time. A selector naming a series id that the
+        catalog lacks is NOT_FOUND (as in QueryAggregates); labels that match
+        nothing give an empty page. Needs the query scope; not recorded in the
         query history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -123,7 +130,9 @@ class TimeseriesAggregationServiceServicer:
         """DeleteReadings removes the readings of the selected series in a time range,
         atomically: all of them or, on any error, none. The series stay in the
         catalog with their labels; their reading figures change in the same
-        transaction. Needs the delete scope.
+        transaction. A selector naming a series id that the catalog lacks is
+        NOT_FOUND, and nothing is deleted; labels that match nothing delete
+        nothing. Needs the delete scope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

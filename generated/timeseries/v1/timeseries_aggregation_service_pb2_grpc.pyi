@@ -45,10 +45,16 @@ class TimeseriesAggregationServiceStub:
     """QueryAggregates returns per-bucket statistics of one series, or of the
     series a selector picks (optionally in groups), over a time range, in time
     order (group by group), one page at a time. Buckets without readings are
-    omitted. Every successful call is recorded in the query history.
+    omitted. Every successful query is recorded in the query history once, by
+    its first page; continued pages (with a page_token) add no entry. A series
+    id that the catalog lacks (series_id, or one of selector.series_ids) is
+    NOT_FOUND, on every page, with a google.rpc.ResourceInfo per missing
+    series (up to 10); labels that match no series give no buckets.
     """
     ListQueryHistory: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]
-    """ListQueryHistory returns the recorded QueryAggregates calls, newest first."""
+    """ListQueryHistory returns the recorded queries, newest first: one entry per
+    query, written by its first page.
+    """
     UpdateSeries: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.UpdateSeriesRequest, _timeseries_aggregation_service_pb2.Series]
     """UpdateSeries sets the labels and the declared reading interval of a series
     in the catalog (AIP-134, with allow_missing behaviour: a series_id the
@@ -57,14 +63,18 @@ class TimeseriesAggregationServiceStub:
     """
     ListSeries: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListSeriesRequest, _timeseries_aggregation_service_pb2.ListSeriesResponse]
     """ListSeries returns the series of the catalog that match a selector, ordered
-    by series_id, one page at a time. Needs the query scope; not recorded in the
+    by series_id, one page at a time. A selector naming a series id that the
+    catalog lacks is NOT_FOUND (as in QueryAggregates); labels that match
+    nothing give an empty page. Needs the query scope; not recorded in the
     query history.
     """
     DeleteReadings: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.DeleteReadingsRequest, _timeseries_aggregation_service_pb2.DeleteReadingsResponse]
     """DeleteReadings removes the readings of the selected series in a time range,
     atomically: all of them or, on any error, none. The series stay in the
     catalog with their labels; their reading figures change in the same
-    transaction. Needs the delete scope.
+    transaction. A selector naming a series id that the catalog lacks is
+    NOT_FOUND, and nothing is deleted; labels that match nothing delete
+    nothing. Needs the delete scope.
     """
 
 @_typing.type_check_only
@@ -84,10 +94,16 @@ class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
     """QueryAggregates returns per-bucket statistics of one series, or of the
     series a selector picks (optionally in groups), over a time range, in time
     order (group by group), one page at a time. Buckets without readings are
-    omitted. Every successful call is recorded in the query history.
+    omitted. Every successful query is recorded in the query history once, by
+    its first page; continued pages (with a page_token) add no entry. A series
+    id that the catalog lacks (series_id, or one of selector.series_ids) is
+    NOT_FOUND, on every page, with a google.rpc.ResourceInfo per missing
+    series (up to 10); labels that match no series give no buckets.
     """
     ListQueryHistory: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]  # type: ignore[assignment]
-    """ListQueryHistory returns the recorded QueryAggregates calls, newest first."""
+    """ListQueryHistory returns the recorded queries, newest first: one entry per
+    query, written by its first page.
+    """
     UpdateSeries: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.UpdateSeriesRequest, _timeseries_aggregation_service_pb2.Series]  # type: ignore[assignment]
     """UpdateSeries sets the labels and the declared reading interval of a series
     in the catalog (AIP-134, with allow_missing behaviour: a series_id the
@@ -96,14 +112,18 @@ class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
     """
     ListSeries: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListSeriesRequest, _timeseries_aggregation_service_pb2.ListSeriesResponse]  # type: ignore[assignment]
     """ListSeries returns the series of the catalog that match a selector, ordered
-    by series_id, one page at a time. Needs the query scope; not recorded in the
+    by series_id, one page at a time. A selector naming a series id that the
+    catalog lacks is NOT_FOUND (as in QueryAggregates); labels that match
+    nothing give an empty page. Needs the query scope; not recorded in the
     query history.
     """
     DeleteReadings: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.DeleteReadingsRequest, _timeseries_aggregation_service_pb2.DeleteReadingsResponse]  # type: ignore[assignment]
     """DeleteReadings removes the readings of the selected series in a time range,
     atomically: all of them or, on any error, none. The series stay in the
     catalog with their labels; their reading figures change in the same
-    transaction. Needs the delete scope.
+    transaction. A selector naming a series id that the catalog lacks is
+    NOT_FOUND, and nothing is deleted; labels that match nothing delete
+    nothing. Needs the delete scope.
     """
 
 class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -132,7 +152,11 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         """QueryAggregates returns per-bucket statistics of one series, or of the
         series a selector picks (optionally in groups), over a time range, in time
         order (group by group), one page at a time. Buckets without readings are
-        omitted. Every successful call is recorded in the query history.
+        omitted. Every successful query is recorded in the query history once, by
+        its first page; continued pages (with a page_token) add no entry. A series
+        id that the catalog lacks (series_id, or one of selector.series_ids) is
+        NOT_FOUND, on every page, with a google.rpc.ResourceInfo per missing
+        series (up to 10); labels that match no series give no buckets.
         """
 
     @_abc_1.abstractmethod
@@ -141,7 +165,9 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _timeseries_aggregation_service_pb2.ListQueryHistoryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_timeseries_aggregation_service_pb2.ListQueryHistoryResponse, _abc.Awaitable[_timeseries_aggregation_service_pb2.ListQueryHistoryResponse]]:
-        """ListQueryHistory returns the recorded QueryAggregates calls, newest first."""
+        """ListQueryHistory returns the recorded queries, newest first: one entry per
+        query, written by its first page.
+        """
 
     @_abc_1.abstractmethod
     def UpdateSeries(
@@ -162,7 +188,9 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_timeseries_aggregation_service_pb2.ListSeriesResponse, _abc.Awaitable[_timeseries_aggregation_service_pb2.ListSeriesResponse]]:
         """ListSeries returns the series of the catalog that match a selector, ordered
-        by series_id, one page at a time. Needs the query scope; not recorded in the
+        by series_id, one page at a time. A selector naming a series id that the
+        catalog lacks is NOT_FOUND (as in QueryAggregates); labels that match
+        nothing give an empty page. Needs the query scope; not recorded in the
         query history.
         """
 
@@ -175,7 +203,9 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         """DeleteReadings removes the readings of the selected series in a time range,
         atomically: all of them or, on any error, none. The series stay in the
         catalog with their labels; their reading figures change in the same
-        transaction. Needs the delete scope.
+        transaction. A selector naming a series id that the catalog lacks is
+        NOT_FOUND, and nothing is deleted; labels that match nothing delete
+        nothing. Needs the delete scope.
         """
 
 def add_TimeseriesAggregationServiceServicer_to_server(servicer: TimeseriesAggregationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

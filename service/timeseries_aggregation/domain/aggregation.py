@@ -14,7 +14,7 @@ from timeseries_aggregation.domain.readings import (
     check_series_id,
     check_time,
 )
-from timeseries_aggregation.domain.series import SeriesSelector, check_labels
+from timeseries_aggregation.domain.series import SERIES_ID_KEY, SeriesSelector, check_labels
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import MAX_GROUP_BY
 
@@ -86,6 +86,11 @@ class AggregateQuery:
         if self.selector is not None:
             return self.selector
         return SeriesSelector(series_ids=(self.series_id,), labels={})
+
+    @property
+    def series_ids_field(self) -> str:
+        """The request field that names the query's series by id, for an error about them."""
+        return "series_id" if self.selector is None else "selector.series_ids"
 
 
 class Bucket(NamedTuple):
@@ -228,8 +233,8 @@ def resolve_time_zone(name: str) -> str:
     return name
 
 
-# group_by entries: label keys, or this word for one group per series.
-GROUP_BY_SERIES = "series_id"
+# group_by entries: label keys, or this word for one group per series (no label may be named so).
+GROUP_BY_SERIES = SERIES_ID_KEY
 
 
 def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
@@ -268,7 +273,7 @@ def make_aggregate_query(
             raise InvalidArgumentError("selector", "must name series_ids, labels or both")
     else:
         try:
-            check_series_id(series_id, "series_id")
+            check_series_id(series_id, "series_id", allow_blank=True)
         except InvalidArgumentError as error:
             if series_id:
                 raise

@@ -218,7 +218,7 @@ def series_page_request(selector: SeriesSelector, page_size: int, page_token: st
         return PageRequest(size, None)
     last_series_id = decode_text_token(page_token, "series", selector_fingerprint(selector))
     try:
-        check_series_id(last_series_id, "page_token")
+        check_series_id(last_series_id, "page_token", allow_blank=True)
     except InvalidArgumentError:
         raise InvalidArgumentError("page_token", "is malformed") from None
     return PageRequest(size, last_series_id)

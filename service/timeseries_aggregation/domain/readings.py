@@ -3,6 +3,7 @@
 import math
 from datetime import UTC, datetime
 
+from timeseries_aggregation.domain.characters import unprintable_character
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import SERIES_ID_MAX_LENGTH
 
@@ -12,18 +13,26 @@ EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 
-def check_series_id(series_id: str, field: str) -> None:
-    """Raise InvalidArgumentError unless series_id is 1..128 printable characters."""
+def check_series_id(series_id: str, field: str, allow_blank: bool = False) -> None:
+    """Raise InvalidArgumentError unless series_id is 1..128 printable characters, not all of
+    them spaces.
+
+    `allow_blank` is for ids that look a series up (queries, selectors, page tokens): the
+    catalog may hold a blank one from before blank ids were refused, and it stays reachable.
+    Spaces at either end are kept as given; the only printable space is U+0020, so a blank id
+    is one of those alone.
+    """
     if not series_id:
         raise InvalidArgumentError(field, "must not be empty")
     if len(series_id) > SERIES_ID_MAX_LENGTH:
         raise InvalidArgumentError(
             field, f"is {len(series_id)} characters long; the maximum is {SERIES_ID_MAX_LENGTH}"
         )
-    if not series_id.isprintable():
-        raise InvalidArgumentError(
-            field, "must hold only printable characters (no control characters or unusual spaces)"
-        )
+    unprintable = unprintable_character(series_id)
+    if unprintable is not None:
+        raise InvalidArgumentError(field, f"holds {unprintable}; only printable characters are allowed")
+    if series_id.isspace() and not allow_blank:
+        raise InvalidArgumentError(field, "is blank (only spaces); a series id needs a visible character")
 
 
 def check_time(time: datetime, field: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from timeseries_aggregation.domain.characters import unprintable_character
 from timeseries_aggregation.domain.readings import check_series_id
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import (
@@ -20,6 +21,10 @@ from timeseries_aggregation.limits import (
     READING_INTERVAL_MIN_SECONDS,
     SELECTOR_MAX_SERIES_IDS,
 )
+
+# The name under which a series' own id is grouped by (and shown in a bucket's group): reserved,
+# so that no label can take it.
+SERIES_ID_KEY = "series_id"
 
 _LABEL_KEY = re.compile(rf"[a-z][a-z0-9_]{{0,{LABEL_KEY_MAX_LENGTH - 1}}}")
 
@@ -74,6 +79,12 @@ def check_labels(labels: Labels, field: str, max_labels: int = MAX_LABELS) -> di
     if len(labels) > max_labels:
         raise InvalidArgumentError(field, f"holds {len(labels)} labels; the maximum is {max_labels}")
     for key in sorted(labels):
+        if key == SERIES_ID_KEY:
+            raise InvalidArgumentError(
+                f"{field}[{key!r}]",
+                f"is a reserved key: {SERIES_ID_KEY!r} means the series' own id (as in group_by), so no "
+                "label may use it; pick series by id with series_ids",
+            )
         if not _LABEL_KEY.fullmatch(key):
             raise InvalidArgumentError(
                 f"{field}[{key!r}]",
@@ -86,9 +97,10 @@ def check_labels(labels: Labels, field: str, max_labels: int = MAX_LABELS) -> di
                 f"{field}[{key!r}]",
                 f"is {len(value)} characters long; the maximum is {LABEL_VALUE_MAX_LENGTH}",
             )
-        if not value.isprintable():
+        unprintable = unprintable_character(value)
+        if unprintable is not None:
             raise InvalidArgumentError(
-                f"{field}[{key!r}]", "must hold only printable characters (no control characters)"
+                f"{field}[{key!r}]", f"holds {unprintable}; only printable characters are allowed"
             )
     return dict(labels)
 
@@ -145,7 +157,7 @@ def make_selector(series_ids: Sequence[str], labels: Labels, field: str = "selec
             f"names {len(series_ids)} series; the maximum is {SELECTOR_MAX_SERIES_IDS}",
         )
     for position, series_id in enumerate(series_ids):
-        check_series_id(series_id, f"{field}.series_ids[{position}]")
+        check_series_id(series_id, f"{field}.series_ids[{position}]", allow_blank=True)
     return SeriesSelector(
         series_ids=tuple(sorted(set(series_ids))) if series_ids else None,
         labels=check_labels(labels, f"{field}.labels"),

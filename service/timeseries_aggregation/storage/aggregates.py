@@ -1,5 +1,5 @@
 """Aggregation queries (of one series, or of the series a selector picks, in groups) and the
-query history, recorded in the transaction that answers each page."""
+query history: one entry per query, recorded in the transaction that answers its first page."""
 
 import functools
 import json
@@ -25,7 +25,7 @@ from timeseries_aggregation.domain.history import HistoryEntry
 from timeseries_aggregation.domain.paging import GroupPosition, Page, PageRequest
 from timeseries_aggregation.domain.rollups import CUT_NAMES, RollupPlan, rollup_plan, window_cuts
 from timeseries_aggregation.domain.series import SeriesSelector
-from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.errors import InvalidArgumentError, SeriesNotFoundError
 from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.aggregate_sources import (
     AGGREGATES,
@@ -35,6 +35,7 @@ from timeseries_aggregation.storage.aggregate_sources import (
     single_series_source,
 )
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.series_catalog import check_series_exist
 
 # Each reading's bucket is grouped by a key computed per row; the bucket's start follows
 # from the key once per bucket. Per-row time zone arithmetic is what a query spends most
@@ -144,8 +145,8 @@ def _aggregate_sql(
     records_history: bool,
     whole_range: bool,
 ) -> str:
-    """One page of buckets, and (when `records_history`) the history record of the call in
-    the same statement.
+    """One page of buckets, and (when `records_history`, on a query's first page) the history
+    record of the query in the same statement.
 
     Parameters: $1 series, $2 zone, $3/$4 the readings' bounds, $5 page size; when recording,
     $6 to $9 the query and its caller as recorded; on continued pages the last bucket already
@@ -157,8 +158,9 @@ def _aggregate_sql(
     (or, where they are sparser, as the series's average spacing in the catalog says), plus
     the longest bucket, so that every bucket starting before the horizon is whole. The buckets
     starting at or after it are left to the next page; the second last column says whether a
-    reading lies past the horizon, for a page that ends before it is full, and the last whether
-    the series is rolled up.
+    reading lies past the horizon, for a page that ends before it is full, then whether the
+    series is rolled up, and last whether the catalog holds the series at all (when it does
+    not, the call is NOT_FOUND, and the history entry is not written).
 
     With `whole_range`, the range holds fewer buckets than a page (a year by day or month,
     the common question): the page reads the range, and the first reading, the horizon and the
@@ -197,9 +199,10 @@ def _aggregate_sql(
     recorded = f"""
         , recorded AS (
             {_INSERT_HISTORY}
-            SELECT $1, $6, $7, $8, $2, $5::integer, {continued}, least(count(*), $5::integer), $9,
+            SELECT $1, $6, $7, $8, $2, $5::integer, false, least(count(*), $5::integer), $9,
                    NULL, NULL, '{{}}'::text[], false
             FROM page
+            HAVING EXISTS (SELECT FROM series WHERE series_id = $1)
         )"""
     if plan is None:
         cuts = ""
@@ -245,10 +248,12 @@ def _aggregate_sql(
                total, minimum, maximum, reading_count,
                catalog.reading_interval_seconds,
                {readings_beyond},
-               coalesce(catalog.rolled_up, false)
+               coalesce(catalog.rolled_up, false),
+               catalog.series_id IS NOT NULL
         FROM (SELECT) AS one
-        LEFT JOIN (SELECT reading_interval_seconds, rolled_up FROM series WHERE series_id = $1) AS catalog
-          ON true
+        LEFT JOIN (
+            SELECT series_id, reading_interval_seconds, rolled_up FROM series WHERE series_id = $1
+        ) AS catalog ON true
         LEFT JOIN page ON true
         ORDER BY bucket_start
     """
@@ -310,9 +315,11 @@ def aggregate_statement(
     records_history: bool = True,
     rollups: bool = True,
 ) -> tuple[str, list[object]]:
-    """The statement that answers one page of `query`, with its arguments; it also records
-    the call in the history unless `records_history` is false, and reads the series' rollups
-    where its buckets allow unless `rollups` is false (then it reads readings only)."""
+    """The statement that answers one page of `query`, with its arguments; on the first page it
+    also records the query in the history unless `records_history` is false (a continued page
+    never records), and reads the series' rollups where its buckets allow unless `rollups` is
+    false (then it reads readings only)."""
+    records_history = records_history and page.after is None
     time_range = query.time_range
     arguments: list[object] = [
         query.series_id,
@@ -368,33 +375,41 @@ _ROLLED_UP = RolledUpSeries()
 async def query_aggregates(
     database: Database, query: AggregateQuery, page: PageRequest[datetime], caller_name: str
 ) -> Page[Bucket]:
-    """One page of buckets, recorded in the history in the same transaction.
+    """One page of buckets; a first page is recorded in the history in the same transaction.
 
     One statement does both, except on Citus: there a statement that reads a distributed
     table and writes a local one runs as several distributed steps with intermediate results,
     and the read and the insert as two statements of one transaction took 7.7 ms where the one
     statement took 10.9 (one meter's year, daily buckets).
     """
-    records_history = database.citus_workers == 0
+    first_page = page.after is None
+    records_in_statement = first_page and database.citus_workers == 0
     rollups = query.series_id in _ROLLED_UP
-    sql, arguments = aggregate_statement(query, page, caller_name, records_history, rollups)
+    sql, arguments = aggregate_statement(query, page, caller_name, records_in_statement, rollups)
     async with database.query_connection() as connection:
         try:
             with database_span("query page", _QUERY_SPAN_ATTRIBUTES):
-                if records_history:
+                if not first_page or records_in_statement:
                     rows = await connection.fetch(sql, *arguments)
+                    _check_series_known(query, rows)
                 else:
                     async with connection.transaction():
                         rows = await connection.fetch(sql, *arguments)
+                        _check_series_known(query, rows)
                         found = sum(1 for row in rows if row[0] is not None)
-                        await _record(
-                            connection, query, page.page_size, page.after is not None, found, caller_name
-                        )
+                        await _record(connection, query, page.page_size, found, caller_name)
         except asyncpg.InvalidParameterValueError as error:
             raise _unknown_zone(query) from error
     if not rollups and rows[0][9]:
         _ROLLED_UP.add(query.series_id)
     return _single_series_page(query, page, rows)
+
+
+def _check_series_known(query: AggregateQuery, rows: list[asyncpg.Record]) -> None:
+    """Raise SeriesNotFoundError when the one-series statement found no catalog row (every row
+    says so in its last column; there is always one)."""
+    if not rows[0][10]:
+        raise SeriesNotFoundError(query.series_ids_field, [query.series_id])
 
 
 def _single_series_page(
@@ -409,7 +424,7 @@ def _single_series_page(
     if interval is None:
         buckets = [
             Bucket(start, end, period, total, minimum, maximum, count)
-            for start, end, period, total, minimum, maximum, count, _, _, _ in rows[: page.page_size]
+            for start, end, period, total, minimum, maximum, count, *_ in rows[: page.page_size]
         ]
     else:
         range_start, range_end = _range_micros(query)
@@ -426,7 +441,7 @@ def _single_series_page(
                     start, end, range_start, range_end, [(interval, 1)]
                 ),
             )
-            for start, end, period, total, minimum, maximum, count, _, _, _ in rows[: page.page_size]
+            for start, end, period, total, minimum, maximum, count, *_ in rows[: page.page_size]
         ]
     return Page(buckets, has_more=len(rows) > page.page_size or readings_beyond)
 
@@ -444,12 +459,11 @@ async def _record(
     connection: asyncpg.Connection,
     query: AggregateQuery,
     page_size: int,
-    continued: bool,
     rows: int,
     caller_name: str,
 ) -> None:
-    """Write the history entry of a page; `rows` as fetched, one more than the page when
-    another page follows."""
+    """Write the history entry of a query from its first page; `rows` as fetched, one more than
+    the page when another page follows."""
     selector = query.selector
     await connection.execute(
         _RECORD_QUERY,
@@ -459,7 +473,7 @@ async def _record(
         query.time_range.end_time,
         query.time_zone,
         page_size,
-        continued,
+        False,  # continued_page: true only in entries from when every page was recorded
         min(rows, page_size),
         caller_name,
         list(selector.series_ids) if selector is not None and selector.series_ids is not None else None,
@@ -667,16 +681,20 @@ def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition])
 async def query_portfolio(
     database: Database, query: AggregateQuery, page: PageRequest[GroupPosition], caller_name: str
 ) -> Page[Bucket]:
-    """One page of the buckets of the selected series (in groups), recorded in the history in
-    the same transaction. One statement joins the catalog with the readings; on Citus both
-    are co-located, so every worker aggregates its own series at once. The catalog also says
-    what each group declares (coverage) and, for empty buckets, which groups there are."""
+    """One page of the buckets of the selected series (in groups); a first page is recorded in
+    the history in the same transaction. Series named by id must all be in the catalog (one
+    primary key probe each, first). One statement joins the catalog with the readings; on
+    Citus both are co-located, so every worker aggregates its own series at once. The catalog
+    also says what each group declares (coverage) and, for empty buckets, which groups there
+    are."""
     sql, arguments = portfolio_statement(query, page)
     intervals_sql, intervals_arguments = _group_intervals_statement(query)
     async with database.query_connection() as connection:
         try:
             with database_span("query page", _QUERY_SPAN_ATTRIBUTES):
                 async with connection.transaction():
+                    if query.members.series_ids is not None:
+                        await check_series_exist(connection, query.members.series_ids, query.series_ids_field)
                     rows = await connection.fetch(sql, *arguments)
                     interval_rows = await connection.fetch(intervals_sql, *intervals_arguments)
                     intervals: dict[tuple[str, ...], list[IntervalCount]] = {}
@@ -689,9 +707,8 @@ async def query_portfolio(
                         buckets = _with_empty_buckets(query, page, rows, intervals, window)
                     else:
                         buckets = _found_buckets(query, rows[: page.page_size + 1], intervals)
-                    await _record(
-                        connection, query, page.page_size, page.after is not None, len(buckets), caller_name
-                    )
+                    if page.after is None:
+                        await _record(connection, query, page.page_size, len(buckets), caller_name)
         except asyncpg.InvalidParameterValueError as error:
             raise _unknown_zone(query) from error
     return Page(buckets[: page.page_size], has_more=len(buckets) > page.page_size)

@@ -7,7 +7,11 @@ from timeseries_aggregation.domain.deletion import ReadingsDeletion
 from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import NO_DECOMPRESSION_LIMIT
-from timeseries_aggregation.storage.series_catalog import delete_series_readings, list_series_statement
+from timeseries_aggregation.storage.series_catalog import (
+    check_selected_series_exist,
+    delete_series_readings,
+    list_series_statement,
+)
 
 # Series picked per catalog read: the selector is resolved a page at a time, in series_id order,
 # which is also the order their rows are locked in.
@@ -21,7 +25,8 @@ class DeletionOutcome:
 
 
 async def delete_readings(database: Database, deletion: ReadingsDeletion) -> DeletionOutcome:
-    """Delete what the deletion names, all or nothing.
+    """Delete what the deletion names, all or nothing; a series id of the selector that the
+    catalog lacks is SeriesNotFoundError, and nothing is deleted.
 
     A statement per series keeps each one on the worker holding the series on Citus (and
     finds its readings through the primary key everywhere); deletions are rare and their
@@ -32,6 +37,7 @@ async def delete_readings(database: Database, deletion: ReadingsDeletion) -> Del
         if database.timescaledb:
             # A deletion in a compressed chunk decompresses what it deletes from; do not cap it.
             await connection.execute(NO_DECOMPRESSION_LIMIT)
+        await check_selected_series_exist(connection, deletion.selector)
         after: str | None = None
         while True:
             sql, arguments = list_series_statement(deletion.selector, PageRequest(_SERIES_PER_READ, after))

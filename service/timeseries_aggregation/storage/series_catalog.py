@@ -2,6 +2,7 @@
 UpdateSeries, paged through by ListSeries without reading any reading."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -11,6 +12,7 @@ import numpy as np
 from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros_to_datetime
 from timeseries_aggregation.domain.paging import Page, PageRequest
 from timeseries_aggregation.domain.series import Series, SeriesSelector, SeriesUpdate
+from timeseries_aggregation.errors import SeriesNotFoundError
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.rollups import CatalogFigures, hour_span, lock_series, recompute_rollups
 
@@ -62,6 +64,30 @@ def _list_series_sql(by_id: bool) -> str:
 
 _LIST_SERIES = _list_series_sql(by_id=False)
 _LIST_SERIES_BY_ID = _list_series_sql(by_id=True)
+
+# The ids of $1 that the catalog lacks: one primary key probe each.
+_MISSING_SERIES = """
+    SELECT array(
+        SELECT unnest($1::text[])
+        EXCEPT
+        SELECT series_id FROM series WHERE series_id = ANY($1::text[])
+    )
+"""
+
+
+async def check_series_exist(connection: asyncpg.Connection, series_ids: Sequence[str], field: str) -> None:
+    """Raise SeriesNotFoundError naming those of the ids (given in `field`) that the catalog
+    lacks, in code point order."""
+    missing: list[str] = await connection.fetchval(_MISSING_SERIES, list(series_ids))
+    if missing:
+        raise SeriesNotFoundError(field, sorted(missing))
+
+
+async def check_selected_series_exist(connection: asyncpg.Connection, selector: SeriesSelector) -> None:
+    """Raise SeriesNotFoundError when the selector names series by id that the catalog lacks;
+    labels that match nothing are no error."""
+    if selector.series_ids is not None:
+        await check_series_exist(connection, selector.series_ids, "selector.series_ids")
 
 
 @dataclass(slots=True)
@@ -181,9 +207,11 @@ def list_series_statement(selector: SeriesSelector, page: PageRequest[str]) -> t
 
 
 async def list_series(database: Database, selector: SeriesSelector, page: PageRequest[str]) -> Page[Series]:
-    """One page of the series the selector picks, in code point order of series_id."""
+    """One page of the series the selector picks, in code point order of series_id; a series id
+    of the selector that the catalog lacks is SeriesNotFoundError."""
     sql, arguments = list_series_statement(selector, page)
     async with database.query_connection() as connection:
+        await check_selected_series_exist(connection, selector)
         rows = await connection.fetch(sql, *arguments)
     return Page([_series(row) for row in rows[: page.page_size]], has_more=len(rows) > page.page_size)
 

@@ -16,6 +16,7 @@ from timeseries_aggregation.errors import (
     InvalidArgumentError,
     PermissionDeniedError,
     ResourceExhaustedError,
+    SeriesNotFoundError,
     StreamIdleError,
     UnauthenticatedError,
 )
@@ -48,10 +49,36 @@ async def abort_invalid_argument(context: Context, error: InvalidArgumentError) 
     raise AssertionError("context.abort() returned")  # pragma: no cover
 
 
+# The resource type a google.rpc.ResourceInfo names for a series (AIP-123's form).
+SERIES_RESOURCE_TYPE = "timeseries.v1.Series"
+
+
+async def abort_series_not_found(context: Context, error: SeriesNotFoundError) -> NoReturn:
+    """Abort with NOT_FOUND and a google.rpc.ResourceInfo for each series the message names."""
+    details = []
+    for series_id in error.named_ids:
+        detail = any_pb2.Any()
+        detail.Pack(
+            error_details_pb2.ResourceInfo(
+                resource_type=SERIES_RESOURCE_TYPE,
+                resource_name=series_id,
+                description=f"named in {error.field}; not in the catalog",
+            )
+        )
+        details.append(detail)
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.NOT_FOUND, message=str(error), details=details)
+    )
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("context.abort() returned")  # pragma: no cover
+
+
 async def abort_for(context: Context, error: Exception, handler_name: str) -> NoReturn:
     """End the call with the status code that stands for the error."""
     if isinstance(error, InvalidArgumentError):
         await abort_invalid_argument(context, error)
+    if isinstance(error, SeriesNotFoundError):
+        await abort_series_not_found(context, error)
     for error_type, code in _STATUS_CODES:
         if isinstance(error, error_type):
             await context.abort(code, str(error))
