@@ -1274,3 +1274,28 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["query"])
     assert exited.value.code == EXIT_USAGE
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # A typo of --from, not --format.
+        ((*QUERY, "--form", "2025-10-01"), "unrecognized arguments: --form 2025-10-01"),
+        (("series", "--series", "x", *NO_SERVER), "unrecognized arguments: --series x"),
+        (("history", "--lim", "3", *NO_SERVER), "unrecognized arguments: --lim 3"),
+        (
+            ("keys", "generate", "--nam", "me", "--scopes", "ingest"),
+            "the following arguments are required: --name",
+        ),
+        (
+            ("query", "--series-id", "m", "--gran", "daily", *NO_SERVER),
+            "the following arguments are required: --granularity",
+        ),
+    ],
+)
+def test_options_are_taken_as_typed_never_abbreviated(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    code = run_main(*argv)
+    [line] = capsys.readouterr().err.splitlines()
+    assert (code, line.partition(" (see")[0]) == (EXIT_USAGE, f"error: {message}")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from tqdm import tqdm
@@ -103,7 +103,12 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with usage errors on one line, like every other error of the command."""
+    """argparse with usage errors on one line, like every other error of the command, and
+    options taken as typed: `--form` is no `--format`, nor `--series` a `--series-id`.
+    Subcommands' parsers are of this class too (argparse makes them of their parent's)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
