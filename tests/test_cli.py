@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
 
 from tests.conftest import server_config
@@ -998,8 +999,7 @@ OCTOBER = ("--from", "2025-10-01", "--to", "2025-10-03")
         ),
         (
             (*QUERY, "--time-zone", "Nowhere/City"),
-            "argument --time-zone: 'Nowhere/City' is not a known IANA time zone, such as UTC or "
-            "Europe/Berlin",
+            "argument --time-zone: 'Nowhere/City' is not a known IANA time zone (e.g. 'Europe/Berlin')",
         ),
         ((*QUERY, "--page-size", "-1"), "argument --page-size: must be 0 to 10,000, got -1"),
         (
@@ -1299,3 +1299,27 @@ def test_options_are_taken_as_typed_never_abbreviated(
     code = run_main(*argv)
     [line] = capsys.readouterr().err.splitlines()
     assert (code, line.partition(" (see")[0]) == (EXIT_USAGE, f"error: {message}")
+
+
+@pytest.mark.parametrize("time_zone", ["CET", "EET", "MET", "WET", "localtime", "Factory", "Nowhere/City"])
+async def test_a_time_zone_the_service_refuses_is_a_usage_error_in_its_words(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], time_zone: str
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            [bucket async for bucket in client.query("m", "daily", time_zone=time_zone)]
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    field, _, description = (refused.value.details() or "").partition(": ")
+    assert field == "time_zone"
+
+    for command in (
+        ("query", "--series-id", "m", "--granularity", "daily"),
+        ("delete", "--series-id", "m", "--from", "2025-10-01", "--to", "2025-10-01", "--yes"),
+    ):
+        code, _, err = await run_cli(capsys, *command, "--time-zone", time_zone, "--target", target)
+        [line] = err.splitlines()
+        assert (code, line.partition(" (see")[0]) == (
+            EXIT_USAGE,
+            f"error: argument --time-zone: {description}",
+        )

@@ -44,6 +44,8 @@ from timeseries_aggregation.client import (
 )
 from timeseries_aggregation.client.trace_context import environment_trace_context
 from timeseries_aggregation.domain.durations import format_duration, parse_duration
+from timeseries_aggregation.domain.time_zones import check_time_zone
+from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import (
     BUCKETS_MAX_PAGE_SIZE,
     HISTORY_MAX_PAGE_SIZE,
@@ -787,13 +789,11 @@ def _day_or_time(text: str) -> date | datetime:
 
 
 def _time_zone(text: str) -> str:
+    # The service's own rule, so that a name it refuses is a usage error here, in its words.
     try:
-        zoneinfo.ZoneInfo(text)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a known IANA time zone, such as UTC or Europe/Berlin"
-        ) from None
-    return text
+        return check_time_zone(text, "--time-zone")
+    except InvalidArgumentError as error:
+        raise argparse.ArgumentTypeError(error.description) from None
 
 
 def _series_id(text: str) -> str:
