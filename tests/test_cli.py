@@ -579,7 +579,7 @@ async def test_update_series_creates_the_series_and_prints_it(
     assert await series_json(capsys, target) == [
         {
             "series_id": "meter-9",
-            "labels": "customer=acme,site=berlin-01",
+            "labels": {"customer": "acme", "site": "berlin-01"},
             "interval": "15m",
             "first_reading": None,
             "last_reading": None,
@@ -604,14 +604,16 @@ async def test_update_series_sends_only_what_is_given(
         assert listed == printed  # what it prints is what is stored
         return printed["labels"], printed["interval"]
 
-    assert await update("--label", "site=a", "--reading-interval", "1h") == ("site=a", "1h")
+    assert await update("--label", "site=a", "--reading-interval", "1h") == ({"site": "a"}, "1h")
     # Labels alone: the interval stays, and the labels given replace the stored ones.
-    assert await update("--label", "kind=pv", "--label", "site=b") == ("kind=pv,site=b", "1h")
-    assert await update("--clear-reading-interval") == ("kind=pv,site=b", None)
-    assert await update("--reading-interval", "15m") == ("kind=pv,site=b", "15m")
-    assert await update("--clear-labels") == (None, "15m")
+    pv_at_b = {"kind": "pv", "site": "b"}
+    assert await update("--label", "kind=pv", "--label", "site=b") == (pv_at_b, "1h")
+    assert await update("--clear-reading-interval") == (pv_at_b, None)
+    assert await update("--reading-interval", "15m") == (pv_at_b, "15m")
+    # JSON gives labels as an object, as query gives a group: none is an empty one.
+    assert await update("--clear-labels") == ({}, "15m")
     # A value may hold '=' itself: the option splits at the first one.
-    assert await update("--label", "note=a=b") == ("note=a=b", "15m")
+    assert await update("--label", "note=a=b") == ({"note": "a=b"}, "15m")
 
 
 async def test_series_lists_by_filter_across_pages_with_freshness(
@@ -705,7 +707,7 @@ async def test_series_commands_present_the_api_key_and_need_their_scopes(
         )
         assert code == 0, err
         code, out, err = await run_cli(capsys, "series", "--format", "json", "--api-key", reader, *target)
-        assert (code, [row["labels"] for row in json.loads(out)]) == (0, ["site=a"])
+        assert (code, [row["labels"] for row in json.loads(out)]) == (0, [{"site": "a"}])
         code, _, err = await run_cli(capsys, "series", *target)
         assert code == EXIT_CALL_FAILED
         assert "(UNAUTHENTICATED); pass --api-key or set $TIMESERIES_AGGREGATION_API_KEY" in err

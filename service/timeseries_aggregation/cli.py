@@ -611,12 +611,16 @@ def _age(age: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _series_row(series: Series, now: datetime) -> dict[str, object]:
+def _series_row(series: Series, now: datetime, output_format: str) -> dict[str, object]:
     # None where a series has nothing to show: '-' in a table, null in JSON, empty in CSV.
     first, last = series.first_reading_time, series.last_reading_time
+    # JSON gives the labels as an object ({} for none), as query gives a group; the others as text.
+    labels: object = _labels_text(series.labels) or None
+    if output_format == "json":
+        labels = dict(sorted(series.labels.items()))
     return {
         "series_id": series.series_id,
-        "labels": _labels_text(series.labels) or None,
+        "labels": labels,
         "interval": format_duration(series.reading_interval) if series.reading_interval else None,
         "first_reading": _timestamp_text(first) if first else None,
         "last_reading": _timestamp_text(last) if last else None,
@@ -650,7 +654,8 @@ def _update_series(arguments: argparse.Namespace) -> int:
             reading_interval=arguments.reading_interval,
             clear_reading_interval=arguments.clear_reading_interval,
         )
-    print(_render([_series_row(series, datetime.now(UTC))], SERIES_COLUMNS, arguments.format))
+    row = _series_row(series, datetime.now(UTC), arguments.format)
+    print(_render([row], SERIES_COLUMNS, arguments.format))
     return EXIT_OK
 
 
@@ -687,7 +692,8 @@ def _list_series(arguments: argparse.Namespace) -> int:
         return EXIT_OK
     # One instant for every row, so that their freshness compares.
     now = datetime.now(UTC)
-    print(_render([_series_row(series, now) for series in listed], SERIES_COLUMNS, arguments.format))
+    rows = [_series_row(series, now, arguments.format) for series in listed]
+    print(_render(rows, SERIES_COLUMNS, arguments.format))
     return EXIT_OK
 
 
