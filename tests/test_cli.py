@@ -475,14 +475,14 @@ async def test_query_coverage_column_shows_the_share_of_expected_readings(
         for row in csv.DictReader(io.StringIO(out))
     ] == [
         ("c1", "24", "24", "1.0"),
-        ("c1", "23", "24", str(23 / 24)),
+        ("c1", "23", "24", "0.958333333333"),  # 23/24 to twelve significant digits, as every number
         ("c2", "24", "0", ""),
         ("c2", "24", "0", ""),
     ]
     code, out, _ = await run_cli(capsys, *grouped, "--format", "json")
     assert [(row["group"], row["expected_readings"], row["coverage"]) for row in json.loads(out)] == [
         ({"series_id": "c1"}, 24, 1.0),
-        ({"series_id": "c1"}, 24, 23 / 24),
+        ({"series_id": "c1"}, 24, 0.958333333333),
         ({"series_id": "c2"}, 0, None),
         ({"series_id": "c2"}, 0, None),
     ]
@@ -1325,3 +1325,35 @@ async def test_a_time_zone_the_service_refuses_is_a_usage_error_in_its_words(
             EXIT_USAGE,
             f"error: argument --time-zone: {description}",
         )
+
+
+async def test_csv_and_json_give_a_sums_meaningful_digits_not_its_float_noise(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    october = datetime(2025, 10, 1, tzinfo=UTC)
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        # 0.1 kWh 24 times, summed in binary floating point is 2.400000000000001.
+        await client.ingest([Reading("noisy", october + timedelta(hours=hour), 0.1) for hour in range(24)])
+    day = ("query", "--series-id", "noisy", *OCTOBER_1, "--target", target)
+
+    code, out, err = await run_cli(capsys, *day, "--format", "csv")
+    assert code == 0, err
+    [row] = csv.DictReader(io.StringIO(out))
+    assert [row[column] for column in ("total_kwh", "min_kwh", "max_kwh", "mean_kwh")] == [
+        "2.4",
+        "0.1",
+        "0.1",
+        "0.1",
+    ]
+
+    code, out, err = await run_cli(capsys, *day, "--format", "json")
+    assert code == 0, err
+    assert '"total_kwh": 2.4,' in out
+    [bucket] = json.loads(out)
+    assert [bucket[column] for column in ("total_kwh", "min_kwh", "max_kwh", "mean_kwh")] == [
+        2.4,
+        0.1,
+        0.1,
+        0.1,
+    ]

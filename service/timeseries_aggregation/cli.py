@@ -396,7 +396,24 @@ def _history_row(entry: HistoryEntry) -> dict[str, object]:
     }
 
 
+# Significant digits of a number in CSV and JSON. A double holds about 16, but a bucket's sums
+# are added up in the database in binary floating point, and each addition may be off in the
+# last one: 24 readings of 0.1 kWh add up to 2.400000000000001. Twelve keep every watt-hour of
+# a total up to a terawatt-hour and leave out what summing thousands of readings adds.
+MEANINGFUL_DIGITS = 12
+
+
+def _meaningful(value: object) -> object:
+    """A float rounded to MEANINGFUL_DIGITS significant digits, which prints as the shortest
+    decimal of that value (2.4, not 2.400000000000001); anything else as it is."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{MEANINGFUL_DIGITS}g}")
+    return value
+
+
 def _render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_format: str) -> str:
+    if output_format in ("json", "csv"):
+        rows = [{column: _meaningful(value) for column, value in row.items()} for row in rows]
     if output_format == "json":
         return json.dumps(list(rows), indent=2)
     if output_format == "csv":
