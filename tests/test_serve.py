@@ -130,6 +130,33 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
+async def test_a_json_log_is_json_to_its_last_line(
+    tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], cleanup_dirs: list[Path]
+) -> None:
+    """From start to stop, with the embedded database: gRPC's own text lines (such as its fork
+    handlers' note when the database stops) would break a reader of JSON lines."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    data_dir = Path(tempfile.mkdtemp(prefix="timeseries-aggregation-serve-"))  # see new_embedded_postgres()
+    cleanup_dirs.append(data_dir)
+    process = start(
+        {
+            "TIMESERIES_AGGREGATION_DATA_DIR": str(data_dir),
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+            "TIMESERIES_AGGREGATION_LOG_FORMAT": "json",
+        },
+        log,
+    )
+    cleanup.append(process)
+    await wait_serving(port)
+    assert await stop(process) == 0
+    lines = log.read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    assert len(entries) == len(lines), [line for line in lines if not line.startswith("{")]
+    assert entries[-1]["message"] == "stopped embedded PostgreSQL"
+
+
 async def test_bad_configuration_exits_with_a_message_naming_the_variable() -> None:
     result = await run_to_exit({"TIMESERIES_AGGREGATION_POOL_MAX_SIZE": "many"})
     assert result.returncode == 2
