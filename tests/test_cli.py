@@ -897,7 +897,7 @@ async def test_delete_presents_the_api_key_and_needs_the_delete_scope(
         )
         assert (code, out, err) == (
             0,
-            "deleted 1 readings in [2025-01-01T00:00:00Z, 2025-01-02T00:00:00Z)\n",
+            "deleted 1 reading in [2025-01-01T00:00:00Z, 2025-01-02T00:00:00Z)\n",
             "",
         )
         # Asking first lists the series, which needs the query scope as well.
@@ -914,7 +914,7 @@ async def test_delete_presents_the_api_key_and_needs_the_delete_scope(
         code, out, err = await run_cli(
             capsys, *day, "--from", "2025-01-02", "--to", "2025-01-02", "--api-key", cleaner
         )
-        assert (code, out) == (0, "deleted 1 readings in [2025-01-02T00:00:00Z, 2025-01-03T00:00:00Z)\n")
+        assert (code, out) == (0, "deleted 1 reading in [2025-01-02T00:00:00Z, 2025-01-03T00:00:00Z)\n")
         assert await readings() == [2]
 
 

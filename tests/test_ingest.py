@@ -305,7 +305,7 @@ BAD_COLUMNS = [
     (
         pb.SeriesReadings(series_id="m", time_unix_micros=[0, 1], quantity_kwh=[1]),
         "series_readings[1].quantity_kwh",
-        "has 1 entries but time_unix_micros has 2",
+        "has 1 entry but time_unix_micros has 2",
     ),
 ]
 

@@ -57,6 +57,7 @@ from timeseries_aggregation.limits import (
     SERIES_MAX_PAGE_SIZE,
 )
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
+from timeseries_aggregation.wording import counted
 
 GRANULARITIES = (
     "quarter-hourly",
@@ -744,7 +745,7 @@ def _delete(arguments: argparse.Namespace) -> int:
                 print("error: delete not confirmed; nothing was deleted", file=sys.stderr)
                 return EXIT_CALL_FAILED
         deleted = client.delete_readings(series_ids=series_ids, labels=labels, start_time=start, end_time=end)
-    print(f"deleted {deleted} readings in {span}")
+    print(f"deleted {counted(deleted, 'reading')} in {span}")
     return EXIT_OK
 
 
