@@ -16,7 +16,8 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-# Authentication is off unless you set TIMESERIES_AGGREGATION_AUTH_MODE=api-key (see README).
+# Authentication is off unless you set TIMESERIES_AGGREGATION_AUTH_MODE=api-key (see README), so it
+# listens on localhost:50051 only, unless TIMESERIES_AGGREGATION_LISTEN_ADDRESS says otherwise.
 run: $(INSTALLED)
 	TIMESERIES_AGGREGATION_AUTH_MODE=$${TIMESERIES_AGGREGATION_AUTH_MODE:-none} $(BIN)/timeseries-aggregation serve
 

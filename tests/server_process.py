@@ -24,12 +24,16 @@ def free_port() -> int:
         return port
 
 
-def start(env: dict[str, str], log: Path, arguments: Sequence[str] = ()) -> subprocess.Popen[bytes]:
-    """`timeseries-aggregation serve [arguments]` with env added to this environment, output to log."""
+def start(
+    env: dict[str, str], log: Path, arguments: Sequence[str] = (), unset: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """`timeseries-aggregation serve [arguments]` with env added to this environment and the
+    variables named in unset taken out of it, output to log."""
+    environment = {name: value for name, value in os.environ.items() if name not in unset}
     with log.open("wb") as output:
         return subprocess.Popen(
             [*SERVE_COMMAND, *arguments],
-            env={**os.environ, **env},
+            env=environment | env,
             stdout=output,
             stderr=subprocess.STDOUT,
         )

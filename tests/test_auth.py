@@ -174,6 +174,22 @@ def test_a_reload_that_finds_no_keys_keeps_the_keys_in_force(
     assert "holds no key" in record.getMessage()
 
 
+def test_a_reload_counts_the_keys_it_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(KEY_FILE)
+    authenticator = Authenticator(keys)
+    keys.write_text(key_file_line("reader", frozenset({Scope.QUERY}), READER) + "\n")
+    caplog.set_level(logging.INFO)
+    authenticator.reload()
+    keys.write_text("reader query\n")  # a line missing its digest
+    authenticator.reload()
+    assert [record.getMessage() for record in caplog.records] == [
+        "API keys reloaded: 1 key",
+        "API keys not reloaded, keeping 1 key in force: line 1: expected 'NAME SCOPES sha256:HEX', "
+        "found 2 fields",
+    ]
+
+
 async def test_scopes_decide_what_a_key_may_do(
     channel_with_auth: grpc.aio.Channel, database: Database
 ) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
 
 from tests.conftest import server_config
@@ -518,14 +519,14 @@ async def test_query_coverage_column_shows_the_share_of_expected_readings(
         for row in csv.DictReader(io.StringIO(out))
     ] == [
         ("c1", "24", "24", "1.0"),
-        ("c1", "23", "24", str(23 / 24)),
+        ("c1", "23", "24", "0.958333333333"),  # 23/24 to twelve significant digits, as every number
         ("c2", "24", "0", ""),
         ("c2", "24", "0", ""),
     ]
     code, out, _ = await run_cli(capsys, *grouped, "--format", "json")
     assert [(row["group"], row["expected_readings"], row["coverage"]) for row in json.loads(out)] == [
         ({"series_id": "c1"}, 24, 1.0),
-        ({"series_id": "c1"}, 24, 23 / 24),
+        ({"series_id": "c1"}, 24, 0.958333333333),
         ({"series_id": "c2"}, 0, None),
         ({"series_id": "c2"}, 0, None),
     ]
@@ -622,7 +623,7 @@ async def test_update_series_creates_the_series_and_prints_it(
     assert await series_json(capsys, target) == [
         {
             "series_id": "meter-9",
-            "labels": "customer=acme,site=berlin-01",
+            "labels": {"customer": "acme", "site": "berlin-01"},
             "interval": "15m",
             "first_reading": None,
             "last_reading": None,
@@ -647,14 +648,16 @@ async def test_update_series_sends_only_what_is_given(
         assert listed == printed  # what it prints is what is stored
         return printed["labels"], printed["interval"]
 
-    assert await update("--label", "site=a", "--reading-interval", "1h") == ("site=a", "1h")
+    assert await update("--label", "site=a", "--reading-interval", "1h") == ({"site": "a"}, "1h")
     # Labels alone: the interval stays, and the labels given replace the stored ones.
-    assert await update("--label", "kind=pv", "--label", "site=b") == ("kind=pv,site=b", "1h")
-    assert await update("--clear-reading-interval") == ("kind=pv,site=b", None)
-    assert await update("--reading-interval", "15m") == ("kind=pv,site=b", "15m")
-    assert await update("--clear-labels") == (None, "15m")
+    pv_at_b = {"kind": "pv", "site": "b"}
+    assert await update("--label", "kind=pv", "--label", "site=b") == (pv_at_b, "1h")
+    assert await update("--clear-reading-interval") == (pv_at_b, None)
+    assert await update("--reading-interval", "15m") == (pv_at_b, "15m")
+    # JSON gives labels as an object, as query gives a group: none is an empty one.
+    assert await update("--clear-labels") == ({}, "15m")
     # A value may hold '=' itself: the option splits at the first one.
-    assert await update("--label", "note=a=b") == ("note=a=b", "15m")
+    assert await update("--label", "note=a=b") == ({"note": "a=b"}, "15m")
 
 
 async def test_series_lists_by_filter_across_pages_with_freshness(
@@ -748,7 +751,7 @@ async def test_series_commands_present_the_api_key_and_need_their_scopes(
         )
         assert code == 0, err
         code, out, err = await run_cli(capsys, "series", "--format", "json", "--api-key", reader, *target)
-        assert (code, [row["labels"] for row in json.loads(out)]) == (0, ["site=a"])
+        assert (code, [row["labels"] for row in json.loads(out)]) == (0, [{"site": "a"}])
         code, _, err = await run_cli(capsys, "series", *target)
         assert code == EXIT_CALL_FAILED
         assert "(UNAUTHENTICATED); pass --api-key or set $TIMESERIES_AGGREGATION_API_KEY" in err
@@ -938,7 +941,7 @@ async def test_delete_presents_the_api_key_and_needs_the_delete_scope(
         )
         assert (code, out, err) == (
             0,
-            "deleted 1 readings in [2025-01-01T00:00:00Z, 2025-01-02T00:00:00Z)\n",
+            "deleted 1 reading in [2025-01-01T00:00:00Z, 2025-01-02T00:00:00Z)\n",
             "",
         )
         # Asking first lists the series, which needs the query scope as well.
@@ -955,7 +958,7 @@ async def test_delete_presents_the_api_key_and_needs_the_delete_scope(
         code, out, err = await run_cli(
             capsys, *day, "--from", "2025-01-02", "--to", "2025-01-02", "--api-key", cleaner
         )
-        assert (code, out) == (0, "deleted 1 readings in [2025-01-02T00:00:00Z, 2025-01-03T00:00:00Z)\n")
+        assert (code, out) == (0, "deleted 1 reading in [2025-01-02T00:00:00Z, 2025-01-03T00:00:00Z)\n")
         assert await readings() == [2]
 
 
@@ -1056,8 +1059,7 @@ OCTOBER = ("--from", "2025-10-01", "--to", "2025-10-03")
         ),
         (
             (*QUERY, "--time-zone", "Nowhere/City"),
-            "argument --time-zone: 'Nowhere/City' is not a known IANA time zone, such as UTC or "
-            "Europe/Berlin",
+            "argument --time-zone: 'Nowhere/City' is not a known IANA time zone (e.g. 'Europe/Berlin')",
         ),
         ((*QUERY, "--page-size", "-1"), "argument --page-size: must be 0 to 10,000, got -1"),
         (
@@ -1332,3 +1334,84 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["query"])
     assert exited.value.code == EXIT_USAGE
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # A typo of --from, not --format.
+        ((*QUERY, "--form", "2025-10-01"), "unrecognized arguments: --form 2025-10-01"),
+        (("series", "--series", "x", *NO_SERVER), "unrecognized arguments: --series x"),
+        (("history", "--lim", "3", *NO_SERVER), "unrecognized arguments: --lim 3"),
+        (
+            ("keys", "generate", "--nam", "me", "--scopes", "ingest"),
+            "the following arguments are required: --name",
+        ),
+        (
+            ("query", "--series-id", "m", "--gran", "daily", *NO_SERVER),
+            "the following arguments are required: --granularity",
+        ),
+    ],
+)
+def test_options_are_taken_as_typed_never_abbreviated(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    code = run_main(*argv)
+    [line] = capsys.readouterr().err.splitlines()
+    assert (code, line.partition(" (see")[0]) == (EXIT_USAGE, f"error: {message}")
+
+
+@pytest.mark.parametrize("time_zone", ["CET", "EET", "MET", "WET", "localtime", "Factory", "Nowhere/City"])
+async def test_a_time_zone_the_service_refuses_is_a_usage_error_in_its_words(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], time_zone: str
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            [bucket async for bucket in client.query("m", "daily", time_zone=time_zone)]
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    field, _, description = (refused.value.details() or "").partition(": ")
+    assert field == "time_zone"
+
+    for command in (
+        ("query", "--series-id", "m", "--granularity", "daily"),
+        ("delete", "--series-id", "m", "--from", "2025-10-01", "--to", "2025-10-01", "--yes"),
+    ):
+        code, _, err = await run_cli(capsys, *command, "--time-zone", time_zone, "--target", target)
+        [line] = err.splitlines()
+        assert (code, line.partition(" (see")[0]) == (
+            EXIT_USAGE,
+            f"error: argument --time-zone: {description}",
+        )
+
+
+async def test_csv_and_json_give_a_sums_meaningful_digits_not_its_float_noise(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    october = datetime(2025, 10, 1, tzinfo=UTC)
+    async with AsyncTimeseriesClient(target, timeout_seconds=10) as client:
+        # 0.1 kWh 24 times, summed in binary floating point is 2.400000000000001.
+        await client.ingest([Reading("noisy", october + timedelta(hours=hour), 0.1) for hour in range(24)])
+    day = ("query", "--series-id", "noisy", *OCTOBER_1, "--target", target)
+
+    code, out, err = await run_cli(capsys, *day, "--format", "csv")
+    assert code == 0, err
+    [row] = csv.DictReader(io.StringIO(out))
+    assert [row[column] for column in ("total_kwh", "min_kwh", "max_kwh", "mean_kwh")] == [
+        "2.4",
+        "0.1",
+        "0.1",
+        "0.1",
+    ]
+
+    code, out, err = await run_cli(capsys, *day, "--format", "json")
+    assert code == 0, err
+    assert '"total_kwh": 2.4,' in out
+    [bucket] = json.loads(out)
+    assert [bucket[column] for column in ("total_kwh", "min_kwh", "max_kwh", "mean_kwh")] == [
+        2.4,
+        0.1,
+        0.1,
+        0.1,
+    ]

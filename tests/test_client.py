@@ -1,6 +1,7 @@
 """The Python clients: credentials, message building, typed results, paging and retries."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import FrozenInstanceError
@@ -528,9 +529,34 @@ async def test_calls_are_retried_until_the_server_comes_up(database: Database) -
 
 
 def test_retry_policy_backs_off_exponentially_with_jitter() -> None:
-    delays = list(RetryPolicy(max_attempts=5, initial_backoff_seconds=0.1, max_backoff_seconds=0.3).delays())
-    assert len(delays) == 4
-    assert all(0 <= delay <= ceiling for delay, ceiling in zip(delays, [0.1, 0.2, 0.3, 0.3], strict=True))
+    """Full jitter: the pause before retry n is uniform on [0, ceiling n], and the ceilings
+    double up to the maximum. Over 2,000 draws a pause's mean lies within 10 % of half its
+    ceiling (15 standard deviations), and the draws reach near both ends: pauses of zero, no
+    jitter, or ceilings that do not grow all fail."""
+    policy = RetryPolicy(max_attempts=5, initial_backoff_seconds=0.1, max_backoff_seconds=0.3)
+    ceilings = [0.1, 0.2, 0.3, 0.3]
+    draws = [list(policy.delays()) for _ in range(2_000)]
+    assert {len(delays) for delays in draws} == {4}
+    for position, ceiling in enumerate(ceilings):
+        pauses = [delays[position] for delays in draws]
+        assert all(0 <= pause <= ceiling for pause in pauses)
+        assert sum(pauses) / len(pauses) == pytest.approx(ceiling / 2, rel=0.1)
+        assert min(pauses) < 0.05 * ceiling
+        assert max(pauses) > 0.95 * ceiling
+
+
+def test_the_client_pauses_between_attempts() -> None:
+    """20 retries with pauses uniform on [0, 0.1 s] take 1 s on average (a standard deviation
+    of 0.13 s); a client that did not pause would be done in milliseconds."""
+    policy = RetryPolicy(max_attempts=21, initial_backoff_seconds=0.1, max_backoff_seconds=0.1)
+    # Nothing listens on port 1: every attempt fails UNAVAILABLE at once.
+    with TimeseriesClient("127.0.0.1:1", timeout_seconds=5, retry=policy) as client:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as refused:
+            list(client.history())
+        elapsed = time.monotonic() - started
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert 0.5 < elapsed < 5
 
 
 class ConflictingService(pb_grpc.TimeseriesAggregationServiceServicer):

@@ -112,6 +112,11 @@ async def test_the_client_installs_cli_queries_and_refuses_to_serve(
     target = f"127.0.0.1:{server.port}"
     history = await asyncio.to_thread(_run, [cli, "history", "--target", target])
     assert history.returncode == 0, history.stderr
+    # The server's time zone rule, checked by the client install's CLI before any call.
+    query = [cli, "query", "--series-id", "m", "--granularity", "daily", "--target", target]
+    refused = await asyncio.to_thread(_run, [*query, "--time-zone", "CET"])
+    assert refused.returncode == 2, refused.stderr
+    assert "'CET' is read by the database as a fixed-offset abbreviation" in refused.stderr
 
     # A key is made on the caller's side as well: it needs nothing of the server.
     key = await asyncio.to_thread(_run, [cli, "keys", "generate", "--name", "loader", "--scopes", "ingest"])

@@ -63,7 +63,7 @@ class TestDefaults:
 
         assert config == Config(
             database_url=None,
-            listen_address="[::]:50051",
+            listen_address="localhost:50051",
             data_dir=Path(platformdirs.user_data_dir("timeseries-aggregation")),
             pool=PoolSettings(
                 min_size=1,
@@ -290,6 +290,11 @@ class TestSecurityVariables:
 
 
 class TestListenAddress:
+    def test_the_image_listens_on_every_interface_of_its_container(self) -> None:
+        # The default reaches the loopback interface only, which nobody outside a container has.
+        dockerfile = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
+        assert f'{PREFIX}LISTEN_ADDRESS="[::]:50051"' in dockerfile
+
     @pytest.mark.parametrize("address", ["[::]:50051", "0.0.0.0:0", "localhost:65535", "[::1]:6000"])
     def test_host_and_port_are_accepted(self, address: str) -> None:
         assert load_config(env(LISTEN_ADDRESS=address)).listen_address == address

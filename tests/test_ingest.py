@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -308,7 +311,7 @@ BAD_COLUMNS = [
     (
         pb.SeriesReadings(series_id="m", time_unix_micros=[0, 1], quantity_kwh=[1]),
         "series_readings[1].quantity_kwh",
-        "has 1 entries but time_unix_micros has 2",
+        "has 1 entry but time_unix_micros has 2",
     ),
 ]
 
@@ -427,3 +430,34 @@ async def test_a_stream_whose_connection_is_terminated_fails_and_the_next_one_wo
     response = await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 100), 50))
     assert response.readings_received == 100
     assert await count_all(database) == 100
+
+
+async def test_streams_cancelled_at_any_moment_log_no_error(
+    stub: Stub, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client may cancel a stream whenever it likes: before its first chunk reaches the
+    database, during the COPY, the catalog's update or the commit. Nothing is wrong then, and
+    nothing (asyncpg's pool included) may log an error for it."""
+    messages = batches(hourly_readings("warm-up", "2025-01-01", 20_000), 5_000)
+    started = time.monotonic()
+    await ingest(stub, messages)
+    duration = time.monotonic() - started
+    caplog.set_level(logging.WARNING)
+    # From the start to past the end of a stream, in steps of 2.5 % of one.
+    for number in range(48):
+        readings = hourly_readings(f"cancelled-{number}", "2025-01-01", 20_000)
+        call = stub.IngestReadings(iter(batches(readings, 5_000)))
+        asyncio.get_running_loop().call_later(duration * number / 40, call.cancel)
+        with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await call
+
+    async def every_connection_is_back() -> None:
+        async with database.query_connection() as connection:
+            busy = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+        assert busy == 0
+
+    await eventually(every_connection_is_back)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []

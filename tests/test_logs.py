@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import re
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +21,7 @@ from tests.conftest import server_config
 from tests.support import add_series, eventually, hourly_readings
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
-from timeseries_aggregation.app import grpc_server
+from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.config import AUTH_API_KEY
 from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
 from timeseries_aggregation.observability.logs import REDACTED, configure_logging
@@ -283,3 +286,53 @@ def test_a_short_password_is_scrubbed_only_within_its_url(configure_logs: Config
     output = configure_logs(database_url="postgresql://app:1234@db/timeseries")
     logging.getLogger("tests.logs").info("url postgresql://app:1234@db/timeseries; 1234 readings")
     assert json_lines(output)[0]["message"] == f"url {REDACTED}; 1234 readings"
+
+
+def handled(server: RunningServer, method: str) -> dict[str, float]:
+    """How many calls of the method the server counted, by status code."""
+    counts: dict[str, float] = {}
+    for metric in server.metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.name == "grpc_server_handled_total" and sample.labels["grpc_method"] == method:
+                counts[sample.labels["grpc_code"]] = sample.value
+    return {code: count for code, count in counts.items() if count}
+
+
+async def test_a_query_answered_after_its_deadline_is_logged_and_counted_as_deadline_exceeded(
+    configure_logs: ConfigureLogs, server: RunningServer, stub: Stub
+) -> None:
+    """A page of 10,000 buckets takes a while to build without a pause in which gRPC could
+    cancel the handler: deadlines that pass meanwhile find a handler that returns an answer
+    nobody can receive. That call ended DEADLINE_EXCEEDED, whatever the handler returned."""
+    await stub.IngestReadings(
+        iter([pb.IngestReadingsRequest(readings=hourly_readings("m1", "2024-01-01", 10_000))])
+    )
+    query = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_HOURLY, page_size=10_000)
+    durations = []
+    for _ in range(3):
+        started = time.monotonic()
+        await stub.QueryAggregates(query)
+        durations.append(time.monotonic() - started)
+    duration = min(durations)
+    output = configure_logs()
+    # Deadlines from a fifth of a query's time to past its end.
+    timeouts = {f"q{number}": duration * (0.2 + number / 40) for number in range(48)}
+    for request_id, timeout in timeouts.items():
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await stub.QueryAggregates(query, timeout=timeout, metadata=(("x-request-id", request_id),))
+
+    entries = await access_entries_of(output, len(timeouts))
+    ok_too_late = {
+        entry["request_id"]: (entry["duration_ms"], round(timeouts[entry["request_id"]] * 1000, 3))
+        for entry in entries
+        if entry["status"] == "OK" and entry["duration_ms"] > timeouts[entry["request_id"]] * 1000
+    }
+    assert ok_too_late == {}
+    logged = Counter(entry["status"] for entry in entries)
+    assert logged["DEADLINE_EXCEEDED"] > 0
+    assert handled(server, "QueryAggregates") == {
+        "OK": 3 + logged["OK"],
+        "DEADLINE_EXCEEDED": logged["DEADLINE_EXCEEDED"],
+    }
+    # gRPC never tried to send such an answer, so it logged no ExecuteBatchError either.
+    assert [entry for entry in json_lines(output) if entry["level"] == "ERROR"] == []

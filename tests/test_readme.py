@@ -7,7 +7,7 @@ README's `localhost:50051` is replaced by that server's address, and the command
 through $TIMESERIES_AGGREGATION_TARGET. A `text` block right after a block (nothing but blank
 lines between) is what that block prints on stdout, compared as doctest does (`...` matches
 anything, runs of whitespace are equal). A block that cannot run in a test is fenced as
-`sh not-run`, and NOT_RUN below says why; any other listing is shown as skipped.
+`sh not-run`, and NOT_RUN below says why, about a block that exists.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import doctest
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,9 +172,17 @@ async def test_readme_blocks_run_as_written_and_print_what_it_shows(
     "block", [block for block in readme_blocks() if not block.runs], ids=lambda block: block.where
 )
 def test_blocks_not_run_say_why(block: Block) -> None:
-    reason = skip_reason(block)
-    assert reason is not None, (
+    assert skip_reason(block) is not None, (
         f"{block.where}: a `{block.language} {NOT_RUN_MARK}` block that NOT_RUN in {Path(__file__).name} "
         "gives no reason for; run it, or add why it cannot run"
     )
-    pytest.skip(f"{block.where} ({block.language}): {reason}")
+
+
+@pytest.mark.parametrize("start", NOT_RUN)
+def test_each_reason_not_to_run_a_block_is_about_a_block_and_names_tests_that_exist(start: str) -> None:
+    not_run = [block for block in readme_blocks() if block.language in RUN and not block.runs]
+    assert any(block.code.strip().startswith(start) for block in not_run), (
+        f"no `sh {NOT_RUN_MARK}` block of the README starts with {start!r} any more: drop its reason"
+    )
+    named = re.findall(r"tests/\w+\.py", NOT_RUN[start])
+    assert [name for name in named if not (ROOT / name).is_file()] == []

@@ -1,6 +1,7 @@
 """The `serve` command as an operator runs it: a real process, signals, and secrets kept out of logs."""
 
 import errno
+import ipaddress
 import json
 import shutil
 import socket
@@ -10,10 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 import pytest
 
-from tests.server_process import free_port, run_to_exit, serve_on, start, stop, wait_serving
+from tests.server_process import (
+    free_port,
+    run_to_exit,
+    serve_on,
+    start,
+    stop,
+    wait_serving,
+)
 from timeseries_aggregation.app import RunningServer
+from timeseries_aggregation.config import DEFAULT_LISTEN_ADDRESS, ENV_PREFIX, split_host_port
 
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
 pytestmark = pytest.mark.any_engine
@@ -83,6 +93,68 @@ async def test_serves_on_an_embedded_database_without_configuration(
     output = log.read_text()
     assert str(data_dir / "pgdata") in output  # the log names where the data lives
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()  # and the database was stopped
+
+
+async def test_without_a_listen_address_it_serves_on_loopback_only(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+) -> None:
+    """As `make run` starts it, authentication off: no other machine may reach it."""
+    port = split_host_port(DEFAULT_LISTEN_ADDRESS)[1]
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            pytest.skip(f"port {port}, the default, is taken on this machine: {error}")
+    process = start(
+        {f"{ENV_PREFIX}DATABASE_URL": database_url, f"{ENV_PREFIX}AUTH_MODE": "none"},
+        tmp_path / "server.log",
+        unset=[f"{ENV_PREFIX}LISTEN_ADDRESS"],
+    )
+    cleanup.append(process)
+    await wait_serving(port)
+    listening = {
+        connection.laddr.ip
+        for connection in psutil.Process(process.pid).net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+    }
+    assert await stop(process) == 0
+    assert listening
+    assert all(is_loopback(address) for address in listening), listening
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8 and ::1, also as gRPC binds an IPv4 address on an IPv6 socket (::ffff:127.0.0.1)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+async def test_a_json_log_is_json_to_its_last_line(
+    tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], cleanup_dirs: list[Path]
+) -> None:
+    """From start to stop, with the embedded database: gRPC's own text lines (such as its fork
+    handlers' note when the database stops) would break a reader of JSON lines."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    data_dir = Path(tempfile.mkdtemp(prefix="timeseries-aggregation-serve-"))  # see new_embedded_postgres()
+    cleanup_dirs.append(data_dir)
+    process = start(
+        {
+            "TIMESERIES_AGGREGATION_DATA_DIR": str(data_dir),
+            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
+            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+            "TIMESERIES_AGGREGATION_LOG_FORMAT": "json",
+        },
+        log,
+    )
+    cleanup.append(process)
+    await wait_serving(port)
+    assert await stop(process) == 0
+    lines = log.read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    assert len(entries) == len(lines), [line for line in lines if not line.startswith("{")]
+    assert entries[-1]["message"] == "stopped embedded PostgreSQL"
 
 
 async def test_bad_configuration_exits_with_a_message_naming_the_variable() -> None:

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.conftest import server_config
 from tests.otlp_receiver import Receiver, attribute_values, otlp_receiver
-from tests.support import add_series, reading
+from tests.support import add_series, eventually, reading
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
@@ -249,15 +249,28 @@ async def test_a_cancelled_stream_is_traced_as_cancelled_without_a_commit(
         grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
     ):
         stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+
+        def ingest_calls(counter: str) -> float:
+            return sum(
+                sample.value
+                for metric in running.metrics.registry.collect()
+                for sample in metric.samples
+                if sample.name == counter and sample.labels.get("grpc_method") == "IngestReadings"
+            )
+
+        async def the_server_has(counter: str) -> None:
+            assert ingest_calls(counter) == 1
+
         with provider.get_tracer("caller").start_as_current_span("import"):
             call = stub.IngestReadings(messages(), metadata=trace_metadata())
             await sent.wait()
-            await asyncio.sleep(0.2)
+            # Cancelled once the server runs the call (and its span), not before it arrives.
+            await eventually(lambda: the_server_has("grpc_server_started_total"), interval=0.01)
             call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
         # The server sees the cancel a moment later; its span ends with the call.
-        await asyncio.sleep(0.5)
+        await eventually(lambda: the_server_has("grpc_server_handled_total"), interval=0.01)
     spans = [span for _, span in collected.spans]
     [server] = [span for span in spans if span.kind == Span.SPAN_KIND_SERVER]
     assert attribute_values(server.attributes)["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from tqdm import tqdm
@@ -45,6 +45,7 @@ from timeseries_aggregation.client import (
 from timeseries_aggregation.client.trace_context import environment_trace_context
 from timeseries_aggregation.domain.durations import format_duration, parse_duration
 from timeseries_aggregation.domain.readings import check_series_id
+from timeseries_aggregation.domain.time_zones import check_time_zone
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import (
     BUCKETS_MAX_PAGE_SIZE,
@@ -56,6 +57,7 @@ from timeseries_aggregation.limits import (
     SERIES_MAX_PAGE_SIZE,
 )
 from timeseries_aggregation.readers import ReadingFileError, count_rows, read_rows
+from timeseries_aggregation.wording import counted
 
 GRANULARITIES = (
     "quarter-hourly",
@@ -105,7 +107,12 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with usage errors on one line, like every other error of the command."""
+    """argparse with usage errors on one line, like every other error of the command, and
+    options taken as typed: `--form` is no `--format`, nor `--series` a `--series-id`.
+    Subcommands' parsers are of this class too (argparse makes them of their parent's)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "allow_abbrev": False})
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
@@ -391,7 +398,24 @@ def _history_row(entry: HistoryEntry) -> dict[str, object]:
     }
 
 
+# Significant digits of a number in CSV and JSON. A double holds about 16, but a bucket's sums
+# are added up in the database in binary floating point, and each addition may be off in the
+# last one: 24 readings of 0.1 kWh add up to 2.400000000000001. Twelve keep every watt-hour of
+# a total up to a terawatt-hour and leave out what summing thousands of readings adds.
+MEANINGFUL_DIGITS = 12
+
+
+def _meaningful(value: object) -> object:
+    """A float rounded to MEANINGFUL_DIGITS significant digits, which prints as the shortest
+    decimal of that value (2.4, not 2.400000000000001); anything else as it is."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{MEANINGFUL_DIGITS}g}")
+    return value
+
+
 def _render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_format: str) -> str:
+    if output_format in ("json", "csv"):
+        rows = [{column: _meaningful(value) for column, value in row.items()} for row in rows]
     if output_format == "json":
         return json.dumps(list(rows), indent=2)
     if output_format == "csv":
@@ -606,12 +630,16 @@ def _age(age: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _series_row(series: Series, now: datetime) -> dict[str, object]:
+def _series_row(series: Series, now: datetime, output_format: str) -> dict[str, object]:
     # None where a series has nothing to show: '-' in a table, null in JSON, empty in CSV.
     first, last = series.first_reading_time, series.last_reading_time
+    # JSON gives the labels as an object ({} for none), as query gives a group; the others as text.
+    labels: object = _labels_text(series.labels) or None
+    if output_format == "json":
+        labels = dict(sorted(series.labels.items()))
     return {
         "series_id": series.series_id,
-        "labels": _labels_text(series.labels) or None,
+        "labels": labels,
         "interval": format_duration(series.reading_interval) if series.reading_interval else None,
         "first_reading": _timestamp_text(first) if first else None,
         "last_reading": _timestamp_text(last) if last else None,
@@ -645,7 +673,8 @@ def _update_series(arguments: argparse.Namespace) -> int:
             reading_interval=arguments.reading_interval,
             clear_reading_interval=arguments.clear_reading_interval,
         )
-    print(_render([_series_row(series, datetime.now(UTC))], SERIES_COLUMNS, arguments.format))
+    row = _series_row(series, datetime.now(UTC), arguments.format)
+    print(_render([row], SERIES_COLUMNS, arguments.format))
     return EXIT_OK
 
 
@@ -682,7 +711,8 @@ def _list_series(arguments: argparse.Namespace) -> int:
         return EXIT_OK
     # One instant for every row, so that their freshness compares.
     now = datetime.now(UTC)
-    print(_render([_series_row(series, now) for series in listed], SERIES_COLUMNS, arguments.format))
+    rows = [_series_row(series, now, arguments.format) for series in listed]
+    print(_render(rows, SERIES_COLUMNS, arguments.format))
     return EXIT_OK
 
 
@@ -716,7 +746,7 @@ def _delete(arguments: argparse.Namespace) -> int:
                 print("error: delete not confirmed; nothing was deleted", file=sys.stderr)
                 return EXIT_CALL_FAILED
         deleted = client.delete_readings(series_ids=series_ids, labels=labels, start_time=start, end_time=end)
-    print(f"deleted {deleted} readings in {span}")
+    print(f"deleted {counted(deleted, 'reading')} in {span}")
     return EXIT_OK
 
 
@@ -784,13 +814,11 @@ def _day_or_time(text: str) -> date | datetime:
 
 
 def _time_zone(text: str) -> str:
+    # The service's own rule, so that a name it refuses is a usage error here, in its words.
     try:
-        zoneinfo.ZoneInfo(text)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a known IANA time zone, such as UTC or Europe/Berlin"
-        ) from None
-    return text
+        return check_time_zone(text, "--time-zone")
+    except InvalidArgumentError as error:
+        raise argparse.ArgumentTypeError(error.description) from None
 
 
 def _series_id(text: str, allow_blank: bool = True) -> str:

@@ -18,7 +18,9 @@ from timeseries_aggregation.observability.tracing import OTLP_TRACE_ENDPOINTS
 from timeseries_aggregation.storage.database import PoolSettings
 
 ENV_PREFIX = "TIMESERIES_AGGREGATION_"
-DEFAULT_LISTEN_ADDRESS = "[::]:50051"
+# Loopback: `make run` serves with authentication off, which no other machine may reach.
+# Containers and servers set an address (the Dockerfile sets [::]:50051).
+DEFAULT_LISTEN_ADDRESS = "localhost:50051"
 AUTH_API_KEY = "api-key"
 AUTH_NONE = "none"
 LOG_FORMAT_JSON = "json"

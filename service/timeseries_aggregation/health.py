@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2
 
 from timeseries_aggregation.errors import DatabaseUnavailableError
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.wording import counted
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class DatabaseHealth:
             status = NOT_SERVING
             abandoned = self._database.abandon_calls()
             if abandoned:
-                logger.warning("database not answering: ended %d calls waiting on it", abandoned)
+                logger.warning("database not answering: ended %s waiting on it", counted(abandoned, "call"))
         if status == self._current:
             return
         if self._current is not None:

@@ -13,6 +13,7 @@ from timeseries_aggregation.storage.rollups import (
     rebuild_series_rollups,
     rolled_up_series,
 )
+from timeseries_aggregation.wording import counted
 
 # A rebuild or check reads a series' readings in one statement: a long history takes longer
 # than the server's per-statement limit allows a call.
@@ -82,4 +83,4 @@ def _figures(figures: tuple[float, float, float, int] | None) -> str:
     if figures is None:
         return "nothing"
     total, minimum, maximum, count = figures
-    return f"total {total!r}, min {minimum!r}, max {maximum!r}, {count} readings"
+    return f"total {total!r}, min {minimum!r}, max {maximum!r}, {counted(count, 'reading')}"

@@ -15,6 +15,7 @@ from timeseries_aggregation.domain.readings import (
     check_time,
 )
 from timeseries_aggregation.domain.series import SERIES_ID_KEY, SeriesSelector, check_labels
+from timeseries_aggregation.domain.time_zones import check_time_zone
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import MAX_GROUP_BY
 
@@ -203,34 +204,11 @@ def fixed_width_buckets(granularity: Granularity, time_zone: str) -> FixedWidthB
     return FixedWidthBuckets(width_seconds=width, origin_unix_seconds=phases.pop())
 
 
-@functools.cache
-def _known_time_zones() -> frozenset[str]:
-    # The IANA names proper: no "localtime", "posixrules" or file paths, which the
-    # database may not know or may resolve differently.
-    return frozenset(zoneinfo.available_timezones() - {"localtime", "Factory"})
-
-
-# IANA zones with daylight saving whose names PostgreSQL looks up as time zone abbreviations
-# first, reading them as a fixed offset: their summer buckets would be an hour off. (EST, MST,
-# HST, GMT, UCT, UTC and Zulu are abbreviations too, but fixed in both readings.)
-_READ_AS_FIXED_ABBREVIATIONS = frozenset({"CET", "EET", "MET", "WET"})
-
-
 def resolve_time_zone(name: str) -> str:
-    """Return the IANA name to use, or raise InvalidArgumentError."""
+    """Return the IANA name to use (UTC when none is given), or raise InvalidArgumentError."""
     if not name:
         return DEFAULT_TIME_ZONE
-    if name not in _known_time_zones():
-        raise InvalidArgumentError(
-            "time_zone", f"{name!r} is not a known IANA time zone (e.g. 'Europe/Berlin')"
-        )
-    if name in _READ_AS_FIXED_ABBREVIATIONS:
-        raise InvalidArgumentError(
-            "time_zone",
-            f"{name!r} is read by the database as a fixed-offset abbreviation, without daylight "
-            "saving; use the zone of a place instead (e.g. 'Europe/Berlin')",
-        )
-    return name
+    return check_time_zone(name, "time_zone")
 
 
 # group_by entries: label keys, or this word for one group per series (no label may be named so).

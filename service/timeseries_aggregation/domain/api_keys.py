@@ -11,6 +11,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from timeseries_aggregation.wording import counted
+
 KEY_PREFIX = "tsa_"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -73,7 +75,7 @@ def parse_key_file(text: str) -> list[ApiKey]:
         fields = content.split()
         if len(fields) != 3:
             raise KeyFileError(
-                f"line {number}: expected 'NAME SCOPES sha256:HEX', found {len(fields)} fields"
+                f"line {number}: expected 'NAME SCOPES sha256:HEX', found {counted(len(fields), 'field')}"
             )
         name, scope_text, digest_text = fields
         if not _NAME.fullmatch(name):

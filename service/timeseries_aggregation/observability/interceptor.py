@@ -2,12 +2,14 @@
 
 It wraps each method handler, so it sees the status a call ends with: the one a handler
 aborted with (read back from the context), CANCELLED or DEADLINE_EXCEEDED when the call is
-cancelled, UNKNOWN when a handler raises. It opens the call's record before anything else
-runs and reports what authentication and the handler wrote into it.
+cancelled, DEADLINE_EXCEEDED as well when a handler answers after the deadline (gRPC can
+cancel a handler only while it waits), UNKNOWN when a handler raises. It opens the call's
+record before anything else runs and reports what authentication and the handler wrote into it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import re
@@ -57,6 +59,12 @@ def _grpc_type(handler: Handler) -> str:
     return "server_stream" if handler.response_streaming else "unary"
 
 
+def _past_deadline(context: Context) -> bool:
+    """Whether the call's deadline has passed (never for a call without one)."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
 def _status(context: Context, error: BaseException | None) -> grpc.StatusCode:
     """The status a call ended with, given what its handler raised (None: it returned)."""
     code = context.code()
@@ -67,12 +75,13 @@ def _status(context: Context, error: BaseException | None) -> grpc.StatusCode:
     if isinstance(error, Exception):
         return grpc.StatusCode.UNKNOWN
     # Cancelled: by the client, or by gRPC when the deadline passed.
-    remaining = context.time_remaining()  # None when the call has no deadline
-    return (
-        grpc.StatusCode.DEADLINE_EXCEEDED
-        if remaining is not None and remaining <= 0
-        else grpc.StatusCode.CANCELLED
-    )
+    return grpc.StatusCode.DEADLINE_EXCEEDED if _past_deadline(context) else grpc.StatusCode.CANCELLED
+
+
+class _AnswerTooLate(asyncio.CancelledError):
+    """Raised instead of returning an answer after the call's deadline: gRPC ends such a call
+    DEADLINE_EXCEEDED and could not send the answer (it would log an ExecuteBatchError);
+    as a cancellation, gRPC leaves the call to that end quietly."""
 
 
 class _Call:
@@ -98,6 +107,16 @@ class _Call:
         )
         interceptor.metrics.rpcs_started.labels(**self._labels).inc()
         self._started = time.perf_counter()
+
+    def finish_after_deadline(self) -> None:
+        """Account for a handler that returned once the deadline had passed: no answer reaches
+        the caller, so the call ended DEADLINE_EXCEEDED; except a stream, whose outcome was
+        decided when it committed (the client left before it heard, as after a cancel then)."""
+        if self._method == INGEST_METHOD:
+            self.record.committed_after_client_left = True
+            self.finish(None)
+        else:
+            self.finish(_AnswerTooLate())
 
     def finish(self, error: BaseException | None) -> None:
         seconds = time.perf_counter() - self._started
@@ -190,6 +209,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 except BaseException as error:
                     call.finish(error)
                     raise
+                if _past_deadline(context):
+                    call.finish_after_deadline()
+                    raise _AnswerTooLate
                 call.finish(None)
                 return response
 
@@ -204,6 +226,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 except BaseException as error:
                     call.finish(error)
                     raise
+                if _past_deadline(context):
+                    call.finish_after_deadline()
+                    raise _AnswerTooLate
                 call.finish(None)
 
             return observed

@@ -19,6 +19,7 @@ from timeseries_aggregation.errors import (
 )
 from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.schema import apply_migrations
+from timeseries_aggregation.wording import counted
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Database:
             if pool.get_size() < pool.get_max_size() or pool.get_idle_size():
                 raise  # it was connecting that took too long: the database's trouble
             raise ResourceExhaustedError(
-                f"all {pool.get_max_size()} {name} connections stayed busy for "
+                f"all {counted(pool.get_max_size(), f'{name} connection')} stayed busy for "
                 f"{acquire_timeout:g} s; retry with backoff"
             ) from None
         finally:
@@ -296,7 +297,7 @@ async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Datab
                 "database ready: PostgreSQL %s, TimescaleDB %s, Citus %s",
                 server_version,
                 "enabled" if timescaledb else "not available (plain tables)",
-                f"enabled (readings distributed over {citus_workers} workers)"
+                f"enabled (readings distributed over {counted(citus_workers, 'worker')})"
                 if citus_workers
                 else "not in use",
             )

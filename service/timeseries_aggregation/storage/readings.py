@@ -209,8 +209,14 @@ class ReadingsWriter:
         try:
             if self._transaction is not None and self._connection is not None and not lost:
                 # A broken connection cannot roll back; the server does that when it closes.
-                with contextlib.suppress(Exception):
+                try:
                     await self._transaction.rollback()
+                except Exception:
+                    # The transaction is in no state to roll back: a cancel cut its BEGIN short
+                    # (asyncpg then refuses, though the server may have begun it), or the
+                    # connection broke. Back in the pool, asyncpg would find it in a transaction
+                    # and log an error; closed, the server rolls back what there is.
+                    terminate(self._connection)
         finally:
             self._transaction = None
             await self._resources.aclose()

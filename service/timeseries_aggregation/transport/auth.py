@@ -21,6 +21,7 @@ from timeseries_aggregation.errors import PermissionDeniedError, Unauthenticated
 from timeseries_aggregation.transport.call_record import current_call
 from timeseries_aggregation.transport.handlers import Behaviour, Handler, rewrap_handler
 from timeseries_aggregation.transport.status import Context, abort_for
+from timeseries_aggregation.wording import counted
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,11 @@ class Authenticator:
         try:
             self._keyring = read_keyring(self._keys_file)
         except (OSError, KeyFileError, UnicodeDecodeError) as error:
-            logger.error("API keys not reloaded, keeping %d keys in force: %s", len(self._keyring), error)
+            logger.error(
+                "API keys not reloaded, keeping %s in force: %s", counted(len(self._keyring), "key"), error
+            )
             return
-        logger.info("API keys reloaded: %d keys", len(self._keyring))
+        logger.info("API keys reloaded: %s", counted(len(self._keyring), "key"))
 
     def caller(self, metadata: Iterable[tuple[str, str | bytes]], scope: Scope | None) -> str:
         """The name of the key the metadata presents, or raise Unauthenticated/PermissionDeniedError.

@@ -23,6 +23,7 @@ from timeseries_aggregation.domain.series import (
 )
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
+from timeseries_aggregation.wording import counted
 
 GRANULARITY_FROM_PROTO = {
     pb.GRANULARITY_HOURLY: Granularity.HOURLY,
@@ -181,7 +182,8 @@ def _decode_block(
     if len(quantity) != len(times):
         raise InvalidArgumentError(
             f"series_readings[{number}].quantity_kwh",
-            f"has {len(quantity)} entries but time_unix_micros has {len(times)}; they must match "
+            f"has {counted(len(quantity), 'entry', 'entries')} but time_unix_micros has {len(times)}; "
+            "they must match "
             f"(message {message_number})",
         )
     batch = ReadingBatch([block.series_id], np.zeros(len(times), dtype=np.int32), times, quantity)

@@ -40,6 +40,7 @@ from timeseries_aggregation.transport.convert import (
 from timeseries_aggregation.transport.status import Context, map_errors
 from timeseries_aggregation.transport.wire import MalformedMessage
 from timeseries_aggregation.uncancellable import complete_despite_cancellation
+from timeseries_aggregation.wording import counted
 
 logger = logging.getLogger(__name__)
 
@@ -193,9 +194,9 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         selector = deletion.selector
         # Who removed what, for the audit trail: the key's name, never the key.
         logger.info(
-            "deleted %d readings of %d series in [%s, %s) for %r (selector: series_ids %s, labels %s)",
-            outcome.deleted_count,
-            outcome.series_count,
+            "deleted %s of %s in [%s, %s) for %r (selector: series_ids %s, labels %s)",
+            counted(outcome.deleted_count, "reading"),
+            counted(outcome.series_count, "series", "series"),
             deletion.start_time.isoformat(),
             deletion.end_time.isoformat(),
             current_call().caller,
