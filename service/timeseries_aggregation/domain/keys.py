@@ -96,23 +96,20 @@ def _membership(
     return candidate, within, member
 
 
-def _joined(before: _Runs, after: _Runs) -> _Runs:
-    """Runs `after`, all later than runs `before`, appended; the first one extends the last
-    run before it when it continues its steps."""
-    if len(before) == 0:
-        return after
-    start, step, count = int(before.starts[-1]), int(before.steps[-1]), int(before.counts[-1])
-    next_start, next_step, next_count = int(after.starts[0]), int(after.steps[0]), int(after.counts[0])
+def _appended(known: _Runs, later: _Runs) -> _Runs:
+    """Runs `later`, all after the runs `known`, appended; the first of them extends the last
+    known run (in place: `known` owns its arrays) when it continues its steps."""
+    start, step, count = int(known.starts[-1]), int(known.steps[-1]), int(known.counts[-1])
+    next_start, next_step, next_count = int(later.starts[0]), int(later.steps[0]), int(later.counts[0])
     gap = next_start - (start + step * (count - 1))
     joined_step = step if count > 1 else gap
     if gap == joined_step and (next_count == 1 or next_step == joined_step):
-        before = _Runs(before.starts.copy(), before.steps.copy(), before.counts.copy())
-        before.steps[-1] = joined_step
-        before.counts[-1] = count + next_count
-        after = after.slice(1, len(after))
-        if len(after) == 0:
-            return before
-    return _concatenate([before, after])
+        known.steps[-1] = joined_step
+        known.counts[-1] = count + next_count
+        later = later.slice(1, len(later))
+        if len(later) == 0:
+            return known
+    return _concatenate([known, later])
 
 
 @dataclass(slots=True)
@@ -122,6 +119,8 @@ class StreamKeys:
     max_runs: int = MAX_KEY_RUNS
     count: int | None = 0
     _series: dict[str, _Runs] = field(default_factory=dict)
+    # The latest time of each series: a chunk whose times all come later only appends.
+    _latest: dict[str, int] = field(default_factory=dict)
     _run_count: int = 0
 
     def add(self, chunk: ReadingBatch) -> None:
@@ -137,26 +136,35 @@ class StreamKeys:
         series_ends = np.append(series_starts[1:], len(index))
         run_firsts = np.searchsorted(runs_at, series_starts)
         run_stops = np.append(run_firsts[1:], len(runs_at))
-        added = 0
-        for start, end, run_first, run_stop in zip(
-            series_starts.tolist(), series_ends.tolist(), run_firsts.tolist(), run_stops.tolist(), strict=True
+        latest_times = times[series_ends - 1].tolist()
+        for start, end, run_first, run_stop, position, first_time, latest in zip(
+            series_starts.tolist(),
+            series_ends.tolist(),
+            run_firsts.tolist(),
+            run_stops.tolist(),
+            index[series_starts].tolist(),
+            times[series_starts].tolist(),
+            latest_times,
+            strict=True,
         ):
-            series_id = chunk.series_ids[int(index[start])]
+            series_id = chunk.series_ids[position]
             new_runs = chunk_runs.slice(run_first, run_stop)
             known = self._series.get(series_id)
+            fresh = end - start
             if known is None:
-                stored, fresh = new_runs, end - start
-            elif times[start] > known.ends()[-1]:
-                stored, fresh = _joined(known, new_runs), end - start  # the usual case: later times
+                stored = _Runs(new_runs.starts.copy(), new_runs.steps.copy(), new_runs.counts.copy())
+            elif first_time > self._latest[series_id]:
+                stored = _appended(known, new_runs)  # the usual case: the series goes on
             else:
                 stored, fresh = _merged(known, times[start:end])
             self._run_count += len(stored) - (len(known) if known is not None else 0)
             self._series[series_id] = stored
-            added += fresh
-        self.count += added
+            self._latest[series_id] = max(latest, self._latest.get(series_id, latest))
+            self.count += fresh
         if self._run_count > self.max_runs:
             self.count = None
             self._series.clear()
+            self._latest.clear()
 
 
 def _merged(known: _Runs, times: Int64s) -> tuple[_Runs, int]:
