@@ -62,7 +62,9 @@ async def loaded(server: RunningServer, capsys: pytest.CaptureFixture[str]) -> s
         capsys, "import", str(EXAMPLE_XLSX), "--series-id", "meter-7", "--target", target
     )
     assert code == 0
-    assert out.startswith("stored 8760 readings of series 'meter-7' in 2 messages, ")
+    assert out.startswith(
+        "received 8760 readings, wrote 8760 keys (8760 new) of series 'meter-7' in 2 messages, "
+    )
     assert "readings/s" in out
     assert "8760/8760" in err  # the progress bar ran to the end
     return target
@@ -604,6 +606,209 @@ async def import_readings(
         capsys, "import", str(readings), "--series-id", series_id, "--target", target
     )
     assert code == 0, err
+
+
+def hours_of(day: str, count: int) -> list[str]:
+    """`count` hourly times from the day's midnight, as a spreadsheet writes them."""
+    start = datetime.fromisoformat(day)
+    return [(start + timedelta(hours=hour)).strftime("%Y-%m-%d %H:%M:%S") for hour in range(count)]
+
+
+async def daily_totals(capsys: pytest.CaptureFixture[str], target: str, series_id: str) -> list[str]:
+    """The series' daily totals, as `query --format csv` prints them."""
+    code, out, err = await run_cli(
+        capsys,
+        "query",
+        "--series-id",
+        series_id,
+        "--granularity",
+        "daily",
+        "--format",
+        "csv",
+        "--target",
+        target,
+    )
+    assert code == 0, err
+    return [row["total_kwh"] for row in csv.DictReader(io.StringIO(out))]
+
+
+async def test_import_refuses_a_row_that_is_not_a_row_of_the_table_and_stores_nothing(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    path = tmp_path / "decimal-comma.csv"
+    rows = [f"{time},1\n" for time in hours_of("2025-10-01", 6)]
+    path.write_text("Time (UTC),Quantity kWh\n" + "".join(rows) + "2025-10-01 06:00:00,1,234\n")
+
+    # Three messages of two readings went out before the bad row: the stream is cancelled.
+    code, _, err = await run_cli(
+        capsys, "import", str(path), "--series-id", "m", "--batch-size", "2", "--target", target
+    )
+
+    assert code == EXIT_BAD_FILE
+    assert err.splitlines()[-1] == (
+        "error: row 8: 3 fields where the header has 2 (a decimal comma in a file whose fields are "
+        "separated by ','? Separate them with ';' or quote the numbers); nothing was stored"
+    )
+    assert await reading_counts(capsys, target) == {}
+
+    path.write_text("Time (UTC),Quantity kWh,Note\n2025-10-01 00:00:00,1,x\n")
+    code, _, err = await run_cli(capsys, "import", str(path), "--series-id", "m", "--target", target)
+    assert code == EXIT_BAD_FILE
+    assert "the header has columns the import does not read: ['Note']" in err
+    code, _, err = await run_cli(
+        capsys,
+        "import",
+        str(path),
+        "--series-id",
+        "m",
+        "--columns",
+        "Time (UTC),Quantity kWh",
+        "--target",
+        target,
+    )
+    assert code == 0, err
+    assert await daily_totals(capsys, target, "m") == ["1.0"]
+
+
+async def test_import_reads_the_csv_layout_of_european_spreadsheets(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    path = tmp_path / "export.csv"
+    path.write_text("Time (UTC);Quantity kWh\n2025-10-01 00:00:00;1,5\n2025-10-01 01:00:00;2,25\n")
+
+    code, _, err = await run_cli(capsys, "import", str(path), "--series-id", "eu", "--target", target)
+    assert code == 0, err
+    assert await daily_totals(capsys, target, "eu") == ["3.75"]
+
+    # A header of one column says nothing about the layout: the options do.
+    path.write_text("Quantity kWh;Time (UTC)\n0,5;2025-10-02 00:00:00\n")
+    options = ("--delimiter", ";", "--decimal", ",", "--series-id", "eu", "--target", target)
+    code, _, err = await run_cli(capsys, "import", str(path), *options)
+    assert code == 0, err
+    assert await daily_totals(capsys, target, "eu") == ["3.75", "0.5"]
+
+    code, _, err = await run_cli(
+        capsys,
+        "import",
+        str(path),
+        "--delimiter",
+        ",",
+        "--decimal",
+        ",",
+        "--series-id",
+        "eu",
+        "--target",
+        target,
+    )
+    assert code == EXIT_USAGE
+    assert err.strip() == "error: --decimal ',' needs fields separated by something else: add --delimiter ';'"
+
+
+def meters_csv(path: Path, meters: list[str], times: list[str], header: str = "Meter") -> Path:
+    """A file of several meters, one row per meter and time, in time order (as exports are)."""
+    rows = [f"{meter},{time},{number}\n" for time in times for number, meter in enumerate(meters, start=1)]
+    path.write_text(f"{header},Time (UTC),Quantity kWh\n" + "".join(rows))
+    return path
+
+
+async def test_import_of_a_file_with_many_meters_stores_every_meter_in_one_stream(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    path = meters_csv(tmp_path / "meters.csv", ["m-1", "m-2", "m-3"], hours_of("2025-10-01", 48))
+
+    code, out, err = await run_cli(capsys, "import", str(path), "--batch-size", "100", "--target", target)
+
+    assert code == 0, err
+    assert out.startswith("received 144 readings, wrote 144 keys (144 new) of 3 series in 2 messages, ")
+    assert await reading_counts(capsys, target) == {"m-1": 48, "m-2": 48, "m-3": 48}
+    assert await daily_totals(capsys, target, "m-3") == ["72.0", "72.0"]
+
+    code, _, err = await run_cli(capsys, "import", str(path), "--series-id", "x", "--target", target)
+    assert code == EXIT_USAGE
+    assert err.strip() == (
+        "error: meters.csv names each row's series in its column 'Meter'; drop --series-id, "
+        "or name the columns to read without it (--columns)"
+    )
+    assert await reading_counts(capsys, target, "--series-id", "x") == {}
+
+    other = meters_csv(tmp_path / "zähler.csv", ["z-1", "z-2"], hours_of("2025-10-01", 2), header="Zähler")
+    code, _, err = await run_cli(capsys, "import", str(other), "--target", target)
+    assert code == EXIT_BAD_FILE
+    assert "the header has columns the import does not read: ['Zähler']" in err
+    code, out, err = await run_cli(
+        capsys, "import", str(other), "--series-column", "Zähler", "--target", target
+    )
+    assert code == 0, err
+    assert out.startswith("received 4 readings, wrote 4 keys (4 new) of 2 series in 1 message, ")
+
+    single = tmp_path / "single.csv"
+    single.write_text("Time (UTC),Quantity kWh\n2025-10-01 00:00:00,1\n")
+    code, _, err = await run_cli(capsys, "import", str(single), "--target", target)
+    assert code == EXIT_USAGE
+    assert err.strip() == (
+        "error: single.csv has no column 'Meter' naming each row's series: give --series-id, "
+        "or --series-column naming the column that does"
+    )
+
+
+async def test_import_counts_readings_and_keys_and_warns_of_repeated_keys(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    single = tmp_path / "single.csv"
+    times = hours_of("2025-10-01", 3)
+    single.write_text("Time (UTC),Quantity kWh\n" + "".join(f"{time},1\n" for time in [*times, times[0]]))
+    code, out, err = await run_cli(capsys, "import", str(single), "--series-id", "s", "--target", target)
+    assert code == 0, err
+    assert out.startswith("received 4 readings, wrote 3 keys (3 new) of series 's' in 1 message, ")
+    assert "warning: single.csv repeats 1 (series, time) key; the last row of each was kept" in err
+
+    path = meters_csv(tmp_path / "meters.csv", ["m-1", "m-2"], hours_of("2025-10-01", 24))
+    with path.open("a") as file:  # three rows again, one of them with another value
+        file.write("m-1,2025-10-01 00:00:00,1\nm-2,2025-10-01 00:00:00,2\nm-2,2025-10-01 05:00:00,7\n")
+
+    code, out, err = await run_cli(capsys, "import", str(path), "--batch-size", "10", "--target", target)
+
+    assert code == 0, err
+    assert out.startswith("received 51 readings, wrote 48 keys (48 new) of 2 series in 6 messages, ")
+    assert "warning: meters.csv repeats 3 (series, time) keys; the last row of each was kept" in err
+    assert await reading_counts(capsys, target, "--series-id", "m-1", "--series-id", "m-2") == {
+        "m-1": 24,
+        "m-2": 24,
+    }
+    assert await daily_totals(capsys, target, "m-2") == ["53.0"]
+
+    code, out, err = await run_cli(capsys, "import", str(path), "--target", target)
+    assert code == 0, err
+    assert out.startswith("received 51 readings, wrote 48 keys (0 new) of 2 series in 1 message, ")
+
+
+async def test_csv_progress_shows_a_percentage_and_after_a_failure_the_rows_read(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    path = tmp_path / "readings.csv"
+    path.write_text(
+        "Time (UTC),Quantity kWh\n" + "".join(f"{time},1\n" for time in hours_of("2025-10-01", 100))
+    )
+
+    code, _, err = await run_cli(capsys, "import", str(path), "--series-id", "p", "--target", target)
+
+    assert code == 0, err
+    final = err.split("\r")[-1]
+    assert "100%" in final
+    assert "100 rows" in final
+
+    with path.open("a") as file:
+        file.write("2025-10-05 00:00:00,many\n")
+    code, _, err = await run_cli(capsys, "import", str(path), "--series-id", "p", "--target", target)
+
+    assert code == EXIT_BAD_FILE
+    final = err.split("\n")[-3].split("\r")[-1]  # the bar, then the error line
+    assert "100 rows" in final
 
 
 async def test_update_series_creates_the_series_and_prints_it(

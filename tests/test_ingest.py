@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import asyncpg
 import grpc
 import pytest
 
@@ -389,6 +390,45 @@ async def test_resending_a_large_stream_replaces_values_and_adds_no_rows(
     values = await stored(database, "m")
     assert len(values) == 30_000
     assert set(values.values()) == {2.0}
+
+
+async def test_the_response_counts_the_keys_written_and_those_that_were_new(
+    stub: Stub, database: Database, sql: asyncpg.Connection
+) -> None:
+    # A stored key; then a stream whose fresh readings go straight into the table before it
+    # repeats keys of its own (in later chunks, which the database writes a second time)
+    # and the stored one, one of them twice in a message.
+    await ingest(stub, [pb.IngestReadingsRequest(readings=[reading("old", "2025-01-01", 1)])])
+    fresh = [
+        pb.IngestReadingsRequest(series_readings=[columns(f"m{n}", "2020-01-01", [1.0] * 20_000)])
+        for n in range(2)
+    ]
+    again = pb.IngestReadingsRequest(
+        readings=[reading("old", "2025-01-01", 2), reading("m0", "2020-01-01T05:00", 7)],
+        series_readings=[
+            columns("m1", "2020-01-01", [3.0] * 25_000),
+            columns("m1", "2020-01-01", [4.0] * 10),
+        ],
+    )
+
+    response = await ingest(stub, [*fresh, again])
+
+    assert (response.readings_received, response.series_count) == (65_012, 3)
+    # m0's 20,000 keys and m1's 25,000 are new; the stored one was replaced.
+    assert (response.keys_written, response.keys_added) == (45_001, 45_000)
+    assert await count_all(database) == 45_001
+
+    # Sent again with 10,000 more hours: every key is written once, 10,000 of them new.
+    more = pb.IngestReadingsRequest(series_readings=[columns("m0", "2020-01-01", [5.0] * 30_000)])
+    response = await ingest(stub, [more, more])
+
+    assert (response.readings_received, response.keys_written, response.keys_added) == (
+        60_000,
+        30_000,
+        10_000,
+    )
+    assert await count_all(database) == 55_001
+    assert await sql.fetchval("SELECT count(*) FROM readings WHERE series_id = 'm0'") == 30_000
 
 
 async def test_a_stream_whose_connection_is_terminated_fails_and_the_next_one_works(

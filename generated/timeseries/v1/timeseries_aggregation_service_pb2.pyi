@@ -126,14 +126,18 @@ class SeriesReadings(_message.Message):
     def __init__(self, series_id: _Optional[str] = ..., time_unix_micros: _Optional[_Iterable[int]] = ..., quantity_kwh: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class IngestReadingsResponse(_message.Message):
-    __slots__ = ("readings_received", "messages_received", "series_count")
+    __slots__ = ("readings_received", "messages_received", "series_count", "keys_written", "keys_added")
     READINGS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     SERIES_COUNT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    KEYS_ADDED_FIELD_NUMBER: _ClassVar[int]
     readings_received: int
     messages_received: int
     series_count: int
-    def __init__(self, readings_received: _Optional[int] = ..., messages_received: _Optional[int] = ..., series_count: _Optional[int] = ...) -> None: ...
+    keys_written: int
+    keys_added: int
+    def __init__(self, readings_received: _Optional[int] = ..., messages_received: _Optional[int] = ..., series_count: _Optional[int] = ..., keys_written: _Optional[int] = ..., keys_added: _Optional[int] = ...) -> None: ...
 
 class QueryAggregatesRequest(_message.Message):
     __slots__ = ("series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "page_token", "selector", "group_by", "include_empty_buckets")

@@ -33,16 +33,30 @@ def granularity_name(value: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    """What a committed ingest stream reports."""
+    """What a committed ingest stream reports.
+
+    keys_written counts the distinct (series, time) keys written (fewer than readings_received
+    when the stream repeated keys; None when the server did not count them), keys_added those
+    of them that were new to their series.
+    """
 
     readings_received: int
     messages_received: int
     series_count: int
+    keys_written: int | None
+    keys_added: int
     raw: pb.IngestReadingsResponse = field(repr=False, compare=False)
 
     @classmethod
     def from_message(cls, message: pb.IngestReadingsResponse) -> "IngestResult":
-        return cls(message.readings_received, message.messages_received, message.series_count, message)
+        return cls(
+            message.readings_received,
+            message.messages_received,
+            message.series_count,
+            message.keys_written if message.HasField("keys_written") else None,
+            message.keys_added,
+            message,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ import numpy as np
 from asyncpg.transaction import Transaction
 
 from timeseries_aggregation.domain.batch import ReadingBatch
+from timeseries_aggregation.domain.keys import StreamKeys
 from timeseries_aggregation.domain.rollups import StreamHours
 from timeseries_aggregation.errors import DatabaseUnavailableError
 from timeseries_aggregation.observability.tracing import database_span
@@ -150,6 +151,8 @@ class ReadingsWriter:
         # again in a later chunk, fewer than readings_received when one repeats in a chunk.
         self.rows_written = 0
         self.series_ids: set[str] = set()
+        # The distinct (series, time) keys sent, which a committed stream has written.
+        self.keys = StreamKeys()
         # The catalog figures of the stream's series, written just before it commits.
         self.tally = SeriesTally()
         # What it did to each hour, for the rollups brought up to date before it commits.
@@ -163,6 +166,11 @@ class ReadingsWriter:
         self.series_ids.update(batch.series_ids)
         if self._pending_readings >= self._chunk_readings():
             await self._submit_pending()
+
+    @property
+    def keys_added(self) -> int:
+        """The keys written that no stored reading had before: rows the stream inserted."""
+        return sum(self.tally.added.values())
 
     def _chunk_readings(self) -> int:
         if self._routed and self._chunks_submitted >= ROUTED_AFTER_CHUNKS:
@@ -233,6 +241,7 @@ class ReadingsWriter:
     async def _submit_pending(self) -> None:
         if self._pending:
             chunk = ReadingBatch.concatenate(self._pending).sorted_by_key()
+            self.keys.add(chunk)
             self._pending = []
             self._pending_readings = 0
             self._chunks_submitted += 1

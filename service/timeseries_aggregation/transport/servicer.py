@@ -113,11 +113,15 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             _, record.committed_after_client_left = await complete_despite_cancellation(writer.commit())
         record.rows_written = writer.rows_written
         record.trace_attributes["timeseries.series_count"] = len(writer.series_ids)
-        return pb.IngestReadingsResponse(
+        response = pb.IngestReadingsResponse(
             readings_received=writer.readings_received,
             messages_received=record.messages,
             series_count=len(writer.series_ids),
+            keys_added=writer.keys_added,
         )
+        if writer.keys.count is not None:
+            response.keys_written = writer.keys.count
+        return response
 
     @map_errors
     async def QueryAggregates(
