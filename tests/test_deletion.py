@@ -3,7 +3,10 @@ follows in the same transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -13,10 +16,13 @@ import pytest
 from tests.support import (
     batches,
     catalog_matches_readings,
+    eventually,
     field_violations,
     hourly_readings,
     ingest,
     missing_series,
+    reading,
+    service_transactions_waiting,
     ts,
 )
 from tests.test_compression import compress_every_chunk
@@ -212,3 +218,80 @@ async def test_each_deletion_is_logged_with_what_it_removed(
 
 def test_keys_can_carry_the_delete_scope() -> None:
     assert parse_scopes("ingest,delete") == {Scope.INGEST, Scope.DELETE}
+
+
+async def _blocked_on_a_lock(sql: asyncpg.Connection, statement_part: str) -> None:
+    waiting = await sql.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND query LIKE $1",
+        f"%{statement_part}%",
+    )
+    assert waiting > 0
+
+
+async def test_a_deletion_and_a_stream_rewriting_its_range_both_succeed(
+    stub: Stub, sql: asyncpg.Connection
+) -> None:
+    # A stream overwrites a meter's stored readings (its row locks held while it waits for its
+    # next message) when a deletion of that range comes: the deletion waits for the stream,
+    # and the stream's catalog update must not then wait for the deletion.
+    await ingest(stub, batches(hourly_readings("m", "2025-01-01", 20_000, quantity_kwh=1.0), 5000))
+    release = asyncio.Event()
+
+    async def overwriting() -> AsyncIterator[pb.IngestReadingsRequest]:
+        yield pb.IngestReadingsRequest(readings=hourly_readings("m", "2025-01-01", 20_000, quantity_kwh=2.0))
+        await release.wait()
+        yield pb.IngestReadingsRequest(readings=hourly_readings("m", "2030-01-01", 1, quantity_kwh=3.0))
+
+    stream = asyncio.ensure_future(stub.IngestReadings(overwriting()))
+    await eventually(lambda: _has_waiting_transaction(sql), within=30)
+    deleting = asyncio.ensure_future(stub.DeleteReadings(deletion("2025-01-01", "2026-01-01", "m")))
+    await eventually(lambda: _blocked_on_a_lock(sql, "DELETE FROM readings"), within=10)
+    release.set()
+    response = await stream
+    assert response.readings_received == 20_001
+    assert (await deleting).deleted_count == 365 * 24
+    assert await sql.fetchval("SELECT count(*) FROM readings WHERE time < '2026-01-01'") == 0
+    await catalog_matches_readings(sql)
+
+
+async def _has_waiting_transaction(sql: asyncpg.Connection) -> None:
+    assert await service_transactions_waiting(sql) == 1
+
+
+async def test_streams_and_deletions_of_one_meter_at_once_are_never_aborted(
+    stub: Stub, sql: asyncpg.Connection
+) -> None:
+    # Overlapping rewrites and deletions of one dense meter, all at once: each stream is one
+    # chunk, so nothing but the order between a deletion and a stream can set them waiting on
+    # each other; whichever order the database picks, both complete.
+    minutes = [
+        reading("m", datetime(2025, 3, 1, tzinfo=UTC) + timedelta(minutes=i), 1.0) for i in range(6000)
+    ]
+    await ingest(stub, batches(minutes, 3000))
+
+    def rewrite(first: int, value: float) -> list[pb.IngestReadingsRequest]:
+        return batches(
+            [
+                pb.Reading(series_id="m", time=r.time, quantity_kwh=value)
+                for r in minutes[first : first + 1500]
+            ],
+            250,
+        )
+
+    calls: list[Awaitable[object]] = [
+        ingest(stub, rewrite(first, value)) for value, first in enumerate(range(0, 4500, 375))
+    ]
+    calls += [
+        stub.DeleteReadings(
+            deletion(
+                (datetime(2025, 3, 1, tzinfo=UTC) + timedelta(minutes=first)).isoformat(),
+                (datetime(2025, 3, 1, tzinfo=UTC) + timedelta(minutes=first + 400)).isoformat(),
+                "m",
+            )
+        )
+        for first in range(0, 6000, 750)
+    ]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert [outcome for outcome in outcomes if isinstance(outcome, BaseException)] == []
+    await catalog_matches_readings(sql)

@@ -8,8 +8,9 @@ from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import NO_DECOMPRESSION_LIMIT
 from timeseries_aggregation.storage.series_catalog import (
+    account_deletions,
     check_selected_series_exist,
-    delete_series_readings,
+    delete_series_ranges,
     list_series_statement,
 )
 
@@ -32,21 +33,23 @@ async def delete_readings(database: Database, deletion: ReadingsDeletion) -> Del
     finds its readings through the primary key everywhere); deletions are rare and their
     selectors small, so the round trips are cheap next to the work.
     """
-    series_count = deleted = 0
     async with database.write_connection() as connection, connection.transaction():
         if database.timescaledb:
             # A deletion in a compressed chunk decompresses what it deletes from; do not cap it.
             await connection.execute(NO_DECOMPRESSION_LIMIT)
         await check_selected_series_exist(connection, deletion.selector)
+        deleted: dict[str, int] = {}
+        series_count = 0
         after: str | None = None
         while True:
             sql, arguments = list_series_statement(deletion.selector, PageRequest(_SERIES_PER_READ, after))
             series_ids = [row["series_id"] for row in await connection.fetch(sql, *arguments)]
-            for series_id in series_ids[:_SERIES_PER_READ]:
-                deleted += await delete_series_readings(
-                    connection, series_id, deletion.start_time, deletion.end_time
-                )
-                series_count += 1
+            page = series_ids[:_SERIES_PER_READ]
+            deleted |= await delete_series_ranges(connection, page, deletion.start_time, deletion.end_time)
+            series_count += len(page)
             if len(series_ids) <= _SERIES_PER_READ:
-                return DeletionOutcome(series_count, deleted)
+                break
             after = series_ids[_SERIES_PER_READ - 1]
+        # Catalog rows last, as streams lock them: see storage/series_catalog.py.
+        await account_deletions(connection, deleted, deletion.start_time, deletion.end_time)
+        return DeletionOutcome(series_count, sum(deleted.values()))

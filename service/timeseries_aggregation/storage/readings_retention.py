@@ -20,7 +20,7 @@ from timeseries_aggregation.domain.readings import EARLIEST_TIME
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.policies import RETENTION_POLICY, keep_policy, policies_available
 from timeseries_aggregation.storage.rounds import rounds_running
-from timeseries_aggregation.storage.series_catalog import delete_series_readings
+from timeseries_aggregation.storage.series_catalog import account_deletions, delete_series_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,9 @@ async def delete_expired_readings(
                 rows = await connection.fetch(_EXPIRING_METERS, cutoff, after, meters_per_batch)
                 meters = [row["series_id"] for row in rows]
                 async with connection.transaction():
-                    for meter in meters:
-                        deleted += await delete_series_readings(connection, meter, EARLIEST_TIME, cutoff)
+                    expired = await delete_series_ranges(connection, meters, EARLIEST_TIME, cutoff)
+                    await account_deletions(connection, expired, EARLIEST_TIME, cutoff)
+                deleted += sum(expired.values())
                 if len(meters) < meters_per_batch:
                     break
                 after = meters[-1]

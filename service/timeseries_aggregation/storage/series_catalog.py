@@ -153,45 +153,52 @@ async def update_series(database: Database, update: SeriesUpdate) -> Series:
     return _series(row)
 
 
-# One series, one statement (routed to one worker on Citus, where both tables are co-located).
-# The subqueries see the readings as they were before the DELETE, so they look outside the
-# range for the first and last reading left.
-_DELETE_SERIES_READINGS = """
-    WITH removed AS (
-        DELETE FROM readings WHERE series_id = $1 AND time >= $2 AND time < $3 RETURNING time
-    ), lost AS (
-        SELECT count(*) AS readings FROM removed
-    )
+# Deletions take their locks in the order streams do, readings first and catalog rows after:
+# a stream holds the rows it wrote until it commits and updates its series' catalog rows last,
+# so a deletion that locked a catalog row before deleting readings the stream held would wait
+# on the stream while the stream waited on it. One series per statement, routed to one worker
+# on Citus (where both tables are co-located).
+_DELETE_RANGE = "DELETE FROM readings WHERE series_id = $1 AND time >= $2 AND time < $3"
+# After the series' catalog row is locked, the figures of what is left; a new statement, so it
+# sees every stream that committed before the lock (their readings and their reading counts).
+_ACCOUNT_DELETION = """
     UPDATE series SET
-        reading_count = series.reading_count - lost.readings,
-        first_reading_time = coalesce(
-            (SELECT min(time) FROM readings WHERE series_id = $1 AND time < $2),
-            (SELECT min(time) FROM readings WHERE series_id = $1 AND time >= $3)
-        ),
-        last_reading_time = coalesce(
-            (SELECT max(time) FROM readings WHERE series_id = $1 AND time >= $3),
-            (SELECT max(time) FROM readings WHERE series_id = $1 AND time < $2)
-        )
-    FROM lost
-    WHERE series.series_id = $1 AND lost.readings > 0
-    RETURNING lost.readings
+        reading_count = reading_count - $2,
+        first_reading_time = (SELECT min(time) FROM readings WHERE series_id = $1),
+        last_reading_time = (SELECT max(time) FROM readings WHERE series_id = $1)
+    WHERE series_id = $1
 """
 
 
-async def delete_series_readings(
-    connection: asyncpg.Connection, series_id: str, start_time: datetime, end_time: datetime
-) -> int:
-    """Delete a series' readings in [start_time, end_time) and update its figures, inside the
-    caller's transaction, with the rollups of the hours it deleted from; returns how many
-    readings went."""
-    # The series' catalog row first: a stream adding readings to the series waits at its
-    # catalog update until this transaction ends.
-    catalog = await lock_series(connection, series_id)
-    deleted: int | None = await connection.fetchval(_DELETE_SERIES_READINGS, series_id, start_time, end_time)
-    if deleted and catalog is not None and catalog["rolled_up"]:
-        span = hour_span(catalog["first_reading_time"], catalog["last_reading_time"], start_time, end_time)
-        await recompute_rollups(connection, {series_id: [span]})
-    return deleted or 0
+async def delete_series_ranges(
+    connection: asyncpg.Connection, series_ids: Sequence[str], start_time: datetime, end_time: datetime
+) -> dict[str, int]:
+    """Delete the readings of each series in [start_time, end_time), inside the caller's
+    transaction; returns how many went, per series that lost any. Then account_deletions."""
+    deleted: dict[str, int] = {}
+    for series_id in series_ids:
+        status = await connection.execute(_DELETE_RANGE, series_id, start_time, end_time)
+        count = int(status.rsplit(" ", 1)[-1])
+        if count:
+            deleted[series_id] = count
+    return deleted
+
+
+async def account_deletions(
+    connection: asyncpg.Connection, deleted: dict[str, int], start_time: datetime, end_time: datetime
+) -> None:
+    """Bring the catalog figures and rollups of the series delete_series_ranges deleted from up
+    to date, locking their catalog rows in series_id order (the order streams lock them in)."""
+    for series_id in sorted(deleted):
+        catalog = await lock_series(connection, series_id)
+        if catalog is None:
+            continue
+        await connection.execute(_ACCOUNT_DELETION, series_id, deleted[series_id])
+        if catalog["rolled_up"]:
+            span = hour_span(
+                catalog["first_reading_time"], catalog["last_reading_time"], start_time, end_time
+            )
+            await recompute_rollups(connection, {series_id: [span]})
 
 
 def list_series_statement(selector: SeriesSelector, page: PageRequest[str]) -> tuple[str, list[object]]:
