@@ -229,21 +229,23 @@ async def _stream_then_stop(stub: Stub, stop: str) -> None:
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+async def nothing_in_flight(database: Database) -> None:
+    """No connection but this one is busy on the test's database: every stream gave its back."""
+    async with database.query_connection() as connection:
+        busy = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state <> 'idle'"
+        )
+    assert busy == 0
+
+
 @pytest.mark.parametrize("stop", ["cancel", "deadline"])
 async def test_cancelled_or_expired_stream_stores_nothing_and_a_retry_works(
     stub: Stub, database: Database, stop: str
 ) -> None:
     await _stream_then_stop(stub, stop)
 
-    async def nothing_in_flight() -> None:
-        async with database.query_connection() as connection:
-            busy = await connection.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND state <> 'idle'"
-            )
-        assert busy == 0
-
-    await eventually(nothing_in_flight)
+    await eventually(lambda: nothing_in_flight(database))
     assert await count_all(database) == 0
     response = await ingest(stub, batches(hourly_readings("m1", "2025-01-01", 2_000), 1_000))
     assert response.readings_received == 2_000
@@ -491,13 +493,5 @@ async def test_streams_cancelled_at_any_moment_log_no_error(
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
             await call
 
-    async def every_connection_is_back() -> None:
-        async with database.query_connection() as connection:
-            busy = await connection.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND state <> 'idle'"
-            )
-        assert busy == 0
-
-    await eventually(every_connection_is_back)
+    await eventually(lambda: nothing_in_flight(database))
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []

@@ -71,11 +71,15 @@ async def test_serves_on_a_configured_database_and_never_logs_its_password(
     assert CANARY_PASSWORD not in output
 
 
-async def test_serves_on_an_embedded_database_without_configuration(
-    tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], cleanup_dirs: list[Path]
-) -> None:
+async def serve_embedded(
+    log: Path,
+    cleanup: list[subprocess.Popen[bytes]],
+    cleanup_dirs: list[Path],
+    environment: dict[str, str],
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """A server with no database configured, so on its embedded one, serving; and the folder
+    holding that database's data."""
     port = free_port()
-    log = tmp_path / "server.log"
     data_dir = Path(tempfile.mkdtemp(prefix="timeseries-aggregation-serve-"))  # see new_embedded_postgres()
     cleanup_dirs.append(data_dir)
     process = start(
@@ -83,11 +87,20 @@ async def test_serves_on_an_embedded_database_without_configuration(
             "TIMESERIES_AGGREGATION_DATA_DIR": str(data_dir),
             "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
             "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
+            **environment,
         },
         log,
     )
     cleanup.append(process)
     await wait_serving(port)
+    return process, data_dir
+
+
+async def test_serves_on_an_embedded_database_without_configuration(
+    tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], cleanup_dirs: list[Path]
+) -> None:
+    log = tmp_path / "server.log"
+    process, data_dir = await serve_embedded(log, cleanup, cleanup_dirs, {})
     assert (data_dir / "pgdata" / "postmaster.pid").exists()
     assert await stop(process) == 0
     output = log.read_text()
@@ -135,21 +148,9 @@ async def test_a_json_log_is_json_to_its_last_line(
 ) -> None:
     """From start to stop, with the embedded database: gRPC's own text lines (such as its fork
     handlers' note when the database stops) would break a reader of JSON lines."""
-    port = free_port()
     log = tmp_path / "server.log"
-    data_dir = Path(tempfile.mkdtemp(prefix="timeseries-aggregation-serve-"))  # see new_embedded_postgres()
-    cleanup_dirs.append(data_dir)
-    process = start(
-        {
-            "TIMESERIES_AGGREGATION_DATA_DIR": str(data_dir),
-            "TIMESERIES_AGGREGATION_LISTEN_ADDRESS": f"127.0.0.1:{port}",
-            "TIMESERIES_AGGREGATION_AUTH_MODE": "none",
-            "TIMESERIES_AGGREGATION_LOG_FORMAT": "json",
-        },
-        log,
-    )
-    cleanup.append(process)
-    await wait_serving(port)
+    json_log = {"TIMESERIES_AGGREGATION_LOG_FORMAT": "json"}
+    process, _ = await serve_embedded(log, cleanup, cleanup_dirs, json_log)
     assert await stop(process) == 0
     lines = log.read_text().splitlines()
     entries = [json.loads(line) for line in lines if line.startswith("{")]
