@@ -168,6 +168,16 @@ BAD_READINGS = [
         "readings[1].quantity_kwh",
         "finite",
     ),
+    (
+        pb.Reading(series_id="m1", time=ts("2025-01-01"), quantity_kwh=1.7e308),
+        "readings[1].quantity_kwh",
+        "is 1.7e+308 kWh; a reading lies within ±1e+12 kWh",
+    ),
+    (
+        pb.Reading(series_id="m1", time=ts("2025-01-01"), quantity_kwh=-1.000001e12),
+        "readings[1].quantity_kwh",
+        "is -1000001000000.0 kWh; a reading lies within ±1e+12 kWh",
+    ),
     (pb.Reading(series_id="m1", time=ts("1969-12-31T23:59:59"), quantity_kwh=1), "readings[1].time", "range"),
     (pb.Reading(series_id="m1", time=ts("2100-01-01"), quantity_kwh=1), "readings[1].time", "range"),
 ]
@@ -300,6 +310,7 @@ async def test_within_a_message_columns_come_after_rows(stub: Stub, database: Da
 BAD_COLUMNS = [
     (columns("", "2025-01-01", [1]), "series_readings[1].series_id", "empty"),
     (columns("m", "2025-01-01", [1, 2, math.nan]), "series_readings[1].quantity_kwh[2]", "finite"),
+    (columns("m", "2025-01-01", [1, 1e12, 2e12]), "series_readings[1].quantity_kwh[2]", "within ±1e+12 kWh"),
     (columns("m", "2099-12-31T23:00", [1, 2]), "series_readings[1].time_unix_micros[1]", "range"),
     (
         pb.SeriesReadings(series_id="m", time_unix_micros=[-1], quantity_kwh=[1]),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
+import numpy as np
 import pytest
 
 from tests.support import (
@@ -319,3 +321,81 @@ async def test_hourly_labels_skip_the_missing_hour_of_a_dst_spring_forward(stub:
         "2025-03-30T04:00",
     ]
     assert [b.end_time.seconds - b.start_time.seconds for b in response.buckets] == [3600] * 4
+
+
+def answers(buckets: list[pb.Bucket]) -> list[tuple[str, str, str, float, float, int]]:
+    """Buckets as comparable rows: totals and means by repr, so NaN equals NaN."""
+    return [
+        (
+            b.period,
+            repr(b.total_quantity_kwh),
+            repr(b.mean_quantity_kwh),
+            b.min_quantity_kwh,
+            b.max_quantity_kwh,
+            b.reading_count,
+        )
+        for b in buckets
+    ]
+
+
+@pytest.mark.parametrize(
+    ("legacy", "zone"),
+    [
+        ([1.7e308, 1.7e308], "UTC"),
+        ([1.7e308, 1.7e308], "Europe/Berlin"),
+        ([1.7e308, 1.7e308], "Asia/Kolkata"),
+        ([1.7e308, 1.7e308, -1.7e308, -1.7e308], "UTC"),
+        ([5e12], "Europe/Berlin"),
+    ],
+)
+async def test_readings_stored_beyond_the_bound_answer_nan_on_every_path(
+    stub: Stub, sql: asyncpg.Connection, legacy: list[float], zone: str
+) -> None:
+    # A quarter-hourly meter (so rolled up), whose hour 2025-01-02T10:00Z holds readings an
+    # older version accepted; its rollups hold what that version's ingest made of them (numpy's
+    # sum: inf where the readings overflow a double).
+    series_id = f"legacy-{len(legacy)}-{zone}"
+    first = datetime(2025, 1, 1, tzinfo=UTC)
+    quarter_hours = pb.SeriesReadings(
+        series_id=series_id,
+        time_unix_micros=[int((first + timedelta(minutes=15 * n)).timestamp() * 1e6) for n in range(4 * 72)],
+        quantity_kwh=[1.0] * (4 * 72),
+    )
+    await ingest(stub, [pb.IngestReadingsRequest(series_readings=[quarter_hours])])
+    hour = datetime(2025, 1, 2, 10, tzinfo=UTC)
+    for minutes, value in zip((0, 15, 30, 45), legacy, strict=False):
+        await sql.execute(
+            "UPDATE readings SET quantity_kwh = $3 WHERE series_id = $1 AND time = $2",
+            series_id,
+            hour + timedelta(minutes=minutes),
+            value,
+        )
+    stored = [*legacy, *[1.0] * (4 - len(legacy))]
+    with np.errstate(over="ignore"):
+        old_total = float(np.add.reduce(np.array(stored)))
+    # The day's other 92 readings are 1 kWh each.
+    for table, start, others in (("hourly_rollups", hour, 0), ("daily_rollups", hour.replace(hour=0), 92)):
+        await sql.execute(
+            f"UPDATE {table} SET total = $3, minimum = $4, maximum = $5 "
+            "WHERE series_id = $1 AND bucket_start = $2",
+            series_id,
+            start,
+            old_total + others,
+            min(stored),
+            max(stored),
+        )
+    for granularity in (HOURLY, DAILY, MONTHLY):
+        request = pb.QueryAggregatesRequest(series_id=series_id, granularity=granularity, time_zone=zone)
+        # The first query of a series reads its readings; from the second on, its rollups.
+        from_readings = answers(await query_all_pages(stub, request))
+        from_rollups = answers(await query_all_pages(stub, request))
+        selected = pb.QueryAggregatesRequest(
+            selector=pb.SeriesSelector(series_ids=[series_id]), granularity=granularity, time_zone=zone
+        )
+        portfolio = answers(await query_all_pages(stub, selected))
+        assert from_readings == from_rollups == portfolio
+        held = [row for row in from_readings if row[4] >= 5e12 or row[3] <= -5e12]
+        assert held
+        assert all(row[1] == row[2] == "nan" for row in held)
+        untouched = [row for row in from_readings if row not in held]
+        assert all(row[1] == repr(float(row[5])) for row in untouched)

@@ -188,6 +188,15 @@ class TestCsv:
 
         assert read_error(path) == f"row 3: Quantity kWh '{text}' is not a finite number"
 
+    @pytest.mark.parametrize("text", ["1.7e308", "-2e12"])
+    def test_number_beyond_the_bound_names_the_row_and_column(self, tmp_path: Path, text: str) -> None:
+        path = write_csv(tmp_path, HEADER + f"2025-01-01T00:00Z,1e12\n2025-01-01T01:00Z,{text}\n")
+
+        assert read_error(path) == (
+            f"row 3: Quantity kWh '{text}' is {float(text)} kWh; a reading lies within ±1e+12 kWh "
+            "(more than a year of a country's consumption)"
+        )
+
     def test_rows_already_read_are_returned_before_the_error(self, tmp_path: Path) -> None:
         rows = read_rows(write_csv(tmp_path, HEADER + "2025-01-01T00:00Z,1\nyesterday,2\n"))
 

@@ -7,6 +7,11 @@ limits (streams, pool sizes, timeouts) are settings, with their defaults in conf
 
 # A series id is 1 to this many printable characters.
 SERIES_ID_MAX_LENGTH = 128
+# A reading's quantity_kwh lies in [-QUANTITY_KWH_MAX_MAGNITUDE, QUANTITY_KWH_MAX_MAGNITUDE]:
+# 1e12 kWh (1,000 TWh) is more than a year of Germany's electricity consumption (about 500
+# TWh), so no meter comes near it, and sums of any number of such readings stay far inside a
+# double's range (2^63 readings of it make 9.2e30 kWh, where a double ends at 1.8e308).
+QUANTITY_KWH_MAX_MAGNITUDE = 1e12
 # Readings in one IngestReadingsRequest, whichever of its forms carries them.
 MAX_READINGS_PER_MESSAGE = 50_000
 # The largest message either side sends or accepts, unless the server is configured otherwise.

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Self
 
+from timeseries_aggregation.domain.readings import quantity_problem
 from timeseries_aggregation.limits import SERIES_ID_MAX_LENGTH
 
 if TYPE_CHECKING:
@@ -147,6 +148,9 @@ def _as_quantity(value: object, row_number: int, decimal_mark: str) -> float:
         raise ReadingFileError(f"row {row_number}: {QUANTITY_COLUMN} {value!r} is not a number") from None
     if not math.isfinite(quantity):
         raise ReadingFileError(f"row {row_number}: {QUANTITY_COLUMN} {value!r} is not a finite number")
+    problem = quantity_problem(quantity)
+    if problem is not None:
+        raise ReadingFileError(f"row {row_number}: {QUANTITY_COLUMN} {value!r} {problem}")
     return quantity
 
 

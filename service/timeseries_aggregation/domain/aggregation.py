@@ -2,6 +2,7 @@
 
 import enum
 import functools
+import math
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from timeseries_aggregation.domain.readings import (
 from timeseries_aggregation.domain.series import SERIES_ID_KEY, SeriesSelector, check_labels
 from timeseries_aggregation.domain.time_zones import check_time_zone
 from timeseries_aggregation.errors import InvalidArgumentError
-from timeseries_aggregation.limits import MAX_GROUP_BY
+from timeseries_aggregation.limits import MAX_GROUP_BY, QUANTITY_KWH_MAX_MAGNITUDE
 
 DEFAULT_TIME_ZONE = "UTC"
 
@@ -121,6 +122,21 @@ class Bucket(NamedTuple):
         if not self.reading_count:
             return 0.0
         return self.total_quantity_kwh / self.reading_count
+
+
+def credible_total(total: float | None, minimum: float, maximum: float) -> float:
+    """A bucket's total as answered: NaN where the bucket holds a reading beyond the bound of
+    limits.py (stored before ingest refused such readings), else the total summed.
+
+    Such readings can add up past a double, and whether they do depends on the order of the
+    additions, which differs between readings and rollups, plans and engines; the minimum and
+    maximum are exact everywhere, so deciding by them gives every path the same answer. The
+    minimum and maximum are answered as stored and show the reading.
+    """
+    if minimum >= -QUANTITY_KWH_MAX_MAGNITUDE and maximum <= QUANTITY_KWH_MAX_MAGNITUDE:
+        assert total is not None
+        return total
+    return math.nan
 
 
 @dataclass(frozen=True, slots=True)

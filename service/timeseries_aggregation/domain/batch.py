@@ -11,7 +11,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
+from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME, quantity_problem
+from timeseries_aggregation.limits import QUANTITY_KWH_MAX_MAGNITUDE
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EARLIEST_UNIX_MICROS = (EARLIEST_TIME - _EPOCH) // timedelta(microseconds=1)
@@ -91,9 +92,11 @@ def unix_micros_to_datetime(micros: int) -> datetime:
 def first_violation(
     time_unix_micros: npt.NDArray[np.int64], quantity_kwh: npt.NDArray[np.float64]
 ) -> Violation | None:
-    """The earliest reading whose time is out of range or whose quantity is not finite."""
+    """The earliest reading whose time is out of range or whose quantity is not finite or
+    beyond the bound (domain/readings.quantity_problem)."""
     bad_time = (time_unix_micros < EARLIEST_UNIX_MICROS) | (time_unix_micros >= LATEST_UNIX_MICROS)
-    bad_quantity = ~np.isfinite(quantity_kwh)
+    # NaN compares false, so it is caught here too.
+    bad_quantity = ~(np.abs(quantity_kwh) <= QUANTITY_KWH_MAX_MAGNITUDE)
     time_at = int(np.argmax(bad_time)) if bad_time.any() else None
     quantity_at = int(np.argmax(bad_quantity)) if bad_quantity.any() else None
     if time_at is not None and (quantity_at is None or time_at <= quantity_at):
@@ -106,8 +109,9 @@ def first_violation(
             f"[{EARLIEST_TIME.isoformat()}, {LATEST_TIME.isoformat()})",
         )
     if quantity_at is not None:
-        value = float(quantity_kwh[quantity_at])
-        return Violation(quantity_at, "quantity_kwh", f"must be a finite number, got {value}")
+        problem = quantity_problem(float(quantity_kwh[quantity_at]))
+        assert problem is not None
+        return Violation(quantity_at, "quantity_kwh", problem)
     return None
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from timeseries_aggregation.domain.characters import unprintable_character
 from timeseries_aggregation.errors import InvalidArgumentError
-from timeseries_aggregation.limits import SERIES_ID_MAX_LENGTH
+from timeseries_aggregation.limits import QUANTITY_KWH_MAX_MAGNITUDE, SERIES_ID_MAX_LENGTH
 
 # Readings and query bounds must fall inside [EARLIEST_TIME, LATEST_TIME): wide enough for
 # any metering history, narrow enough to catch unit mistakes (milliseconds sent as seconds).
@@ -45,7 +45,24 @@ def check_time(time: datetime, field: str) -> None:
         )
 
 
-def check_quantity(quantity_kwh: float, field: str) -> None:
-    """Raise InvalidArgumentError unless the quantity is a finite number."""
+def quantity_problem(quantity_kwh: float) -> str | None:
+    """Why a quantity is not acceptable (not finite, or beyond the bound of limits.py), or None.
+
+    The one wording of the rule: the server's vectorised check (domain/batch.py) reports its
+    first bad value with it, and the CLI's import checks each cell with it (no numpy there).
+    """
     if not math.isfinite(quantity_kwh):
-        raise InvalidArgumentError(field, f"must be a finite number, got {quantity_kwh}")
+        return f"must be a finite number, got {quantity_kwh}"
+    if abs(quantity_kwh) > QUANTITY_KWH_MAX_MAGNITUDE:
+        return (
+            f"is {quantity_kwh} kWh; a reading lies within "
+            f"±{QUANTITY_KWH_MAX_MAGNITUDE:g} kWh (more than a year of a country's consumption)"
+        )
+    return None
+
+
+def check_quantity(quantity_kwh: float, field: str) -> None:
+    """Raise InvalidArgumentError unless the quantity is a finite number within the bound."""
+    problem = quantity_problem(quantity_kwh)
+    if problem is not None:
+        raise InvalidArgumentError(field, problem)

@@ -18,6 +18,7 @@ hours that do are read as readings (see domain/rollups.py).
 import re
 
 from timeseries_aggregation.domain.rollups import RollupPlan, RollupTier
+from timeseries_aggregation.limits import QUANTITY_KWH_MAX_MAGNITUDE
 
 _EPOCH = "TIMESTAMPTZ 'epoch'"
 _READING_COLUMNS = (
@@ -35,11 +36,30 @@ _ROLLUP_SPANS = {
         ("hourly_rollups", "d2", "h2"),
     ),
 }
-# The grouping of source rows, where readings may be rollups.
-AGGREGATES = (
-    "sum(total) AS total, min(minimum) AS minimum, max(maximum) AS maximum,"
-    " sum(reading_count)::bigint AS reading_count"
-)
+_BOUND = f"{QUANTITY_KWH_MAX_MAGNITUDE!r}::float8"
+
+
+def summed(guarded: bool, total: str = "total", minimum: str = "minimum", maximum: str = "maximum") -> str:
+    """The sum of source rows' totals; `guarded` sums only the rows all of whose readings lie
+    within the bound a reading is refused beyond (limits.py).
+
+    PostgreSQL's float8 sum raises (22003) where finite values add up past a double; only
+    readings stored beyond the bound (before it was checked) come near that. A statement that
+    raised is asked again guarded: the totals of buckets holding such readings are not used
+    then (domain/aggregation.credible_total), every other bucket's is the same as unguarded.
+    The guard is not always on because it costs per row.
+    """
+    if not guarded:
+        return f"sum({total})"
+    return f"sum(CASE WHEN {minimum} >= -{_BOUND} AND {maximum} <= {_BOUND} THEN {total} END)"
+
+
+def aggregates(guarded: bool) -> str:
+    """The grouping of source rows, where readings may be rollups (see summed)."""
+    return (
+        f"{summed(guarded)} AS total, min(minimum) AS minimum, max(maximum) AS maximum,"
+        " sum(reading_count)::bigint AS reading_count"
+    )
 
 
 def _floor(unit: str, instant: str) -> str:

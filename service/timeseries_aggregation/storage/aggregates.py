@@ -16,6 +16,7 @@ from timeseries_aggregation.domain.aggregation import (
     FixedWidthBuckets,
     Granularity,
     TimeRange,
+    credible_total,
     fixed_width_buckets,
 )
 from timeseries_aggregation.domain.batch import unix_micros
@@ -28,11 +29,12 @@ from timeseries_aggregation.domain.series import SeriesSelector
 from timeseries_aggregation.errors import InvalidArgumentError, SeriesNotFoundError
 from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.aggregate_sources import (
-    AGGREGATES,
+    aggregates,
     cuts_sql,
     portfolio_source,
     rolled_up_spans,
     single_series_source,
+    summed,
 )
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.series_catalog import check_series_exist
@@ -144,6 +146,7 @@ def _aggregate_sql(
     continued: bool,
     records_history: bool,
     whole_range: bool,
+    guarded: bool,
 ) -> str:
     """One page of buckets, and (when `records_history`, on a query's first page) the history
     record of the query in the same statement.
@@ -169,7 +172,7 @@ def _aggregate_sql(
     scans of the readings fewer to plan.
 
     With a rollup `plan`, a rolled-up series' buckets are summed from its rollups where they
-    hold whole hours or days (see aggregate_sources).
+    hold whole hours or days (see aggregate_sources); `guarded` sums as aggregate_sources.summed says.
     """
     bucket_key, bucket_start = _bucket_key_and_start(granularity, fixed)
     if fixed is not None:
@@ -208,7 +211,7 @@ def _aggregate_sql(
         cuts = ""
         grouped = f"""
                     SELECT {bucket_key} AS bucket_key,
-                           sum(quantity_kwh) AS total,
+                           {summed(guarded, "quantity_kwh", "quantity_kwh", "quantity_kwh")} AS total,
                            min(quantity_kwh) AS minimum,
                            max(quantity_kwh) AS maximum,
                            count(*) AS reading_count
@@ -220,7 +223,7 @@ def _aggregate_sql(
         window = cuts_sql(first_time, scan_end, plan, "SELECT rolled_up FROM series WHERE series_id = $1")
         cuts = f"cuts AS ({window})"
         grouped = f"""
-                    SELECT {bucket_key} AS bucket_key, {AGGREGATES}
+                    SELECT {bucket_key} AS bucket_key, {aggregates(guarded)}
                     FROM ({single_series_source(plan, bucket_key if fixed else None)}) AS source
                     GROUP BY 1"""
     # One row more than the page tells whether another page follows.
@@ -314,11 +317,12 @@ def aggregate_statement(
     caller_name: str,
     records_history: bool = True,
     rollups: bool = True,
+    guarded: bool = False,
 ) -> tuple[str, list[object]]:
     """The statement that answers one page of `query`, with its arguments; on the first page it
     also records the query in the history unless `records_history` is false (a continued page
     never records), and reads the series' rollups where its buckets allow unless `rollups` is
-    false (then it reads readings only)."""
+    false (then it reads readings only); `guarded` as aggregate_sources.summed says."""
     records_history = records_history and page.after is None
     time_range = query.time_range
     arguments: list[object] = [
@@ -339,7 +343,9 @@ def aggregate_statement(
         arguments += [horizon, bucket_reach(query.granularity, 1)]
     fixed = fixed_width_buckets(query.granularity, query.time_zone)
     plan = rollup_plan(query.granularity, query.time_zone) if rollups else None
-    sql = _aggregate_sql(query.granularity, fixed, plan, page.after is not None, records_history, whole_range)
+    sql = _aggregate_sql(
+        query.granularity, fixed, plan, page.after is not None, records_history, whole_range, guarded
+    )
     return sql, arguments
 
 
@@ -380,12 +386,22 @@ async def query_aggregates(
     One statement does both, except on Citus: there a statement that reads a distributed
     table and writes a local one runs as several distributed steps with intermediate results,
     and the read and the insert as two statements of one transaction took 7.7 ms where the one
-    statement took 10.9 (one meter's year, daily buckets).
+    statement took 10.9 (one meter's year, daily buckets). A statement whose sum left a double
+    (readings stored beyond the bound) is asked again, guarded (aggregate_sources.summed).
     """
+    try:
+        return await _query_aggregates(database, query, page, caller_name, guarded=False)
+    except asyncpg.NumericValueOutOfRangeError:
+        return await _query_aggregates(database, query, page, caller_name, guarded=True)
+
+
+async def _query_aggregates(
+    database: Database, query: AggregateQuery, page: PageRequest[datetime], caller_name: str, guarded: bool
+) -> Page[Bucket]:
     first_page = page.after is None
     records_in_statement = first_page and database.citus_workers == 0
     rollups = query.series_id in _ROLLED_UP
-    sql, arguments = aggregate_statement(query, page, caller_name, records_in_statement, rollups)
+    sql, arguments = aggregate_statement(query, page, caller_name, records_in_statement, rollups, guarded)
     async with database.query_connection() as connection:
         try:
             with database_span("query page", _QUERY_SPAN_ATTRIBUTES):
@@ -423,7 +439,7 @@ def _single_series_page(
     interval = rows[0][7]
     if interval is None:
         buckets = [
-            Bucket(start, end, period, total, minimum, maximum, count)
+            Bucket(start, end, period, credible_total(total, minimum, maximum), minimum, maximum, count)
             for start, end, period, total, minimum, maximum, count, *_ in rows[: page.page_size]
         ]
     else:
@@ -433,7 +449,7 @@ def _single_series_page(
                 start,
                 end,
                 period,
-                total,
+                credible_total(total, minimum, maximum),
                 minimum,
                 maximum,
                 count,
@@ -514,8 +530,10 @@ def _portfolio_sql(
     group_by_series: tuple[bool, ...],
     by_id: bool,
     continued: bool,
+    guarded: bool,
 ) -> str:
-    """One page of the buckets of the selected series, in groups.
+    """One page of the buckets of the selected series, in groups; `guarded` as
+    aggregate_sources.summed says.
 
     Parameters: $1 the label pairs every series must carry, $2 zone, $3/$4 the readings'
     bounds (the lower one where the cursor's bucket starts, when one sequence goes on), $5
@@ -567,7 +585,7 @@ def _portfolio_sql(
                 SELECT {carried}{bucket_start} AS bucket_start, total, minimum, maximum,
                        reading_count, series_count
                 FROM (
-                    SELECT {carried}{bucket_key} AS bucket_key, {AGGREGATES},
+                    SELECT {carried}{bucket_key} AS bucket_key, {aggregates(guarded)},
                            count(DISTINCT series_id) AS series_count
                     FROM ({source}) AS source
                     GROUP BY {positions}bucket_key
@@ -638,7 +656,9 @@ _SELECTED_SPAN = _selected_span_sql(by_id=False)
 _SELECTED_SPAN_BY_ID = _selected_span_sql(by_id=True)
 
 
-def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition]) -> tuple[str, list[object]]:
+def portfolio_statement(
+    query: AggregateQuery, page: PageRequest[GroupPosition], guarded: bool = False
+) -> tuple[str, list[object]]:
     """The statement that answers one page of a query over selected series, with its arguments."""
     selector = query.members
     time_range = query.time_range
@@ -674,6 +694,7 @@ def portfolio_statement(query: AggregateQuery, page: PageRequest[GroupPosition])
         tuple(key == GROUP_BY_SERIES for key in query.group_by),
         selector.series_ids is not None,
         page.after is not None,
+        guarded,
     )
     return sql, arguments
 
@@ -686,8 +707,21 @@ async def query_portfolio(
     primary key probe each, first). One statement joins the catalog with the readings; on
     Citus both are co-located, so every worker aggregates its own series at once. The catalog
     also says what each group declares (coverage) and, for empty buckets, which groups there
-    are."""
-    sql, arguments = portfolio_statement(query, page)
+    are. A statement whose sum left a double is asked again, guarded (aggregate_sources.summed)."""
+    try:
+        return await _query_portfolio(database, query, page, caller_name, guarded=False)
+    except asyncpg.NumericValueOutOfRangeError:
+        return await _query_portfolio(database, query, page, caller_name, guarded=True)
+
+
+async def _query_portfolio(
+    database: Database,
+    query: AggregateQuery,
+    page: PageRequest[GroupPosition],
+    caller_name: str,
+    guarded: bool,
+) -> Page[Bucket]:
+    sql, arguments = portfolio_statement(query, page, guarded)
     intervals_sql, intervals_arguments = _group_intervals_statement(query)
     async with database.query_connection() as connection:
         try:
@@ -728,7 +762,8 @@ def _found_buckets(
 
 def _bucket(row: asyncpg.Record, group: tuple[str, ...], expected: int) -> Bucket:
     """A bucket from a row of the statement over selected series."""
-    return Bucket(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], group, expected)
+    total = credible_total(row[3], row[4], row[5])
+    return Bucket(row[0], row[1], row[2], total, row[4], row[5], row[6], row[7], group, expected)
 
 
 async def _empty_bucket_window(connection: asyncpg.Connection, query: AggregateQuery) -> TimeRange | None:
