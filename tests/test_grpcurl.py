@@ -159,7 +159,13 @@ async def test_health_check_is_serving(server: RunningServer, service_name: str)
 
 async def test_ingest_streams_every_json_message_on_stdin(server: RunningServer, database: Database) -> None:
     response = (await ingest(server.port)).json()
-    assert response == {"readings_received": "6", "messages_received": "3", "series_count": "2"}
+    assert response == {
+        "readings_received": "6",
+        "messages_received": "3",
+        "series_count": "2",
+        "keys_written": "6",
+        "keys_added": "6",
+    }
     async with database.query_connection() as connection:
         stored = await connection.fetch("SELECT series_id, count(*) FROM readings GROUP BY 1 ORDER BY 1")
     assert [tuple(row) for row in stored] == [("m1", 5), ("m2", 1)]
