@@ -16,9 +16,15 @@ import asyncpg
 
 from timeseries_aggregation.domain.batch import unix_micros
 from timeseries_aggregation.domain.rollups import HOUR_MICROS, HourFigures, StreamHours, day_runs
+from timeseries_aggregation.storage.aggregate_sources import summed
 from timeseries_aggregation.storage.database import Database
 
 Runs = dict[str, list[tuple[int, int]]]
+
+# Rollups are made of readings within the bound only: an hour holding a reading stored beyond
+# it (before the bound was checked) could overflow a sum, and its total is not used anyway
+# (domain/aggregation.credible_total answers by its minimum and maximum).
+_GUARDED_SUM = summed(True, "r.quantity_kwh", "r.quantity_kwh", "r.quantity_kwh")
 
 # Runs of hours (or days) per series, as parallel arrays of the series and the first and
 # past-the-end hour (or day) numbers since the Unix epoch.
@@ -37,7 +43,7 @@ _DELETE_RUNS = """
 _HOURS_FROM_READINGS = f"""
     INSERT INTO hourly_rollups (series_id, bucket_start, total, minimum, maximum, reading_count)
     SELECT run.series_id, date_bin(INTERVAL '1 hour', r.time, TIMESTAMPTZ 'epoch'),
-           sum(r.quantity_kwh), min(r.quantity_kwh), max(r.quantity_kwh), count(*)
+           {_GUARDED_SUM}, min(r.quantity_kwh), max(r.quantity_kwh), count(*)
     FROM ({_RUNS.format(seconds=3600)}) AS run
     JOIN readings AS r
       ON r.series_id = run.series_id AND r.time >= run.range_start AND r.time < run.range_end
@@ -239,7 +245,7 @@ class RollupMismatch:
 _CHECK = """
     WITH expected AS (
         SELECT date_bin(INTERVAL '1 {unit}', time, TIMESTAMPTZ 'epoch') AS bucket_start,
-               sum(quantity_kwh) AS total, min(quantity_kwh) AS minimum,
+               {guarded_sum} AS total, min(quantity_kwh) AS minimum,
                max(quantity_kwh) AS maximum, count(*) AS reading_count
         FROM readings WHERE series_id = $1 AND time >= $2 AND time < $3
         GROUP BY 1
@@ -257,8 +263,9 @@ _CHECK = """
        OR abs(s.total - e.total) > 1e-9 * greatest(abs(e.total), 1)
     ORDER BY 1
 """
-_CHECK_HOURS = _CHECK.format(unit="hour", table="hourly_rollups")
-_CHECK_DAYS = _CHECK.format(unit="day", table="daily_rollups")
+_CHECK_SUM = summed(True, "quantity_kwh", "quantity_kwh", "quantity_kwh")
+_CHECK_HOURS = _CHECK.format(unit="hour", table="hourly_rollups", guarded_sum=_CHECK_SUM)
+_CHECK_DAYS = _CHECK.format(unit="day", table="daily_rollups", guarded_sum=_CHECK_SUM)
 
 
 async def check_series_rollups(
