@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -30,6 +30,7 @@ from tests.support import (
     service_transactions_waiting,
     ts,
 )
+from tests.tcp_proxy import FreezableProxy
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import AggregateQuery, Granularity, TimeRange
 from timeseries_aggregation.domain.paging import PageRequest
@@ -218,6 +219,8 @@ async def test_a_query_over_selected_series_runs_on_every_worker_at_once(
 CALL_TIMEOUT_SECONDS = 5.0
 # The service's own message for an unavailable database: no host, port or database name.
 UNAVAILABLE_MESSAGE = "the database is unavailable; retry later"
+# What an ingest stream that failed so before its commit adds.
+NOTHING_STORED = "(nothing of this stream was stored; re-sending it is safe)"
 
 
 @asynccontextmanager
@@ -312,7 +315,7 @@ async def test_a_worker_that_goes_away_makes_its_series_unavailable_until_it_ret
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.IngestReadings(stream(), timeout=CALL_TIMEOUT_SECONDS)
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert raised.value.details() == UNAVAILABLE_MESSAGE
+        assert raised.value.details() == f"{UNAVAILABLE_MESSAGE} {NOTHING_STORED}"
 
         # A series on the remaining worker needs nothing of the one away.
         assert await daily_totals(stub, elsewhere[0]) == [24.0, 24.0]
@@ -323,3 +326,126 @@ async def test_a_worker_that_goes_away_makes_its_series_unavailable_until_it_ret
     assert await rows_per_worker(database_url, database) == stored_per_worker
     await ingest(stub, batches(many_series(3.0), 5_000))
     assert await stored_values(database) == {3.0: total}
+
+
+@pytest.fixture
+async def proxied_worker(
+    cluster: CitusCluster, database_url: str
+) -> AsyncIterator[tuple[tuple[str, int], FreezableProxy]]:
+    """The first worker, registered in the test's database behind a proxy the test can cut.
+
+    Only this database reaches the worker through the proxy; a cut is, to its coordinator
+    sessions, the worker's server dying (every connection to it closed, new ones refused), and
+    the cluster's other databases (other tests') never notice. Registered again at its own
+    address afterwards, so the database is as the next test expects it. Set up before the
+    service's pools, whose sessions then reach the worker only through the proxy.
+    """
+    worker = cluster.workers[0]
+    async with FreezableProxy(*worker).running() as proxy:
+        admin = await asyncpg.connect(database_url)
+        try:
+            node = await admin.fetchval("SELECT nodeid FROM pg_dist_node WHERE nodeport = $1", worker[1])
+            await admin.execute("SELECT citus_update_node($1, '127.0.0.1', $2)", node, proxy.port)
+            try:
+                yield worker, proxy
+            finally:
+                proxy.restore()
+                await admin.execute("SELECT citus_update_node($1, $2, $3)", node, *worker)
+        finally:
+            await admin.close()
+
+
+# The stream of the issue: two messages, 40 series x 1,000 readings, a COPY chunk each.
+LOST_SERIES = [f"lost-{number:02}" for number in range(40)]
+
+
+def lost_worker_stream(quantity_kwh: float) -> list[pb.IngestReadingsRequest]:
+    readings = [item for series_id in LOST_SERIES for item in hourly_readings(series_id, "2025-03-01", 1_000)]
+    for item in readings:
+        item.quantity_kwh = quantity_kwh
+    return batches(readings, len(readings) // 2)
+
+
+async def stored_state(sql: asyncpg.Connection) -> tuple[list[tuple[object, ...]], ...]:
+    """What the stream may change: readings by value, the catalog's rows, the rollups' figures."""
+    return (
+        [
+            tuple(row)
+            for row in await sql.fetch("SELECT quantity_kwh, count(*) FROM readings GROUP BY 1 ORDER BY 1")
+        ],
+        [tuple(row) for row in await sql.fetch("SELECT * FROM series ORDER BY series_id")],
+        [tuple(row) for row in await sql.fetch("SELECT count(*), sum(reading_count) FROM hourly_rollups")],
+        [tuple(row) for row in await sql.fetch("SELECT count(*), sum(reading_count) FROM daily_rollups")],
+    )
+
+
+class LostWorkerMoment(NamedTuple):
+    """Where the worker dies: when the coordinator (any session) was about to send it
+    `pattern`, or `then_bytes` later either way (the upsert's answer: its RETURNING rows);
+    with no pattern, before the stream or, `between_chunks`, while the stream's transaction
+    waits for its second message. `overwriting`: the first message's readings are stored
+    beforehand, so the stream meets a key conflict and goes on through the upsert path."""
+
+    pattern: bytes | None = None
+    then_bytes: int = 0
+    overwriting: bool = False
+    between_chunks: bool = False
+
+
+LOST_WORKER_MOMENTS = {
+    "before-the-stream": LostWorkerMoment(),
+    "mid-copy": LostWorkerMoment(b"COPY public.readings_", 30_000),
+    "between-chunks": LostWorkerMoment(between_chunks=True),
+    "upsert-path": LostWorkerMoment(b"INSERT INTO public.readings_", overwriting=True),
+    "upsert-answer": LostWorkerMoment(b"INSERT INTO public.readings_", 20_000, overwriting=True),
+    "catalog-and-rollups": LostWorkerMoment(b"INTO public.series_"),
+    "commit": LostWorkerMoment(b"PREPARE TRANSACTION"),
+}
+
+
+@pytest.mark.parametrize("moment", list(LOST_WORKER_MOMENTS))
+async def test_a_worker_lost_mid_stream_is_unavailable_and_stores_nothing(
+    moment: str,
+    proxied_worker: tuple[tuple[str, int], FreezableProxy],
+    stub: Stub,
+    sql: asyncpg.Connection,
+) -> None:
+    _, proxy = proxied_worker
+    lost = LOST_WORKER_MOMENTS[moment]
+    first, second = lost_worker_stream(2.0)
+    if lost.overwriting:
+        await ingest(stub, [lost_worker_stream(1.0)[0]])
+    before = await stored_state(sql)
+    if lost.pattern is not None:
+        proxy.cut_when(lost.pattern, lost.then_bytes)
+    elif not lost.between_chunks:
+        proxy.cut()
+
+    async def chunk_written() -> None:
+        assert await service_transactions_waiting(sql) == 1
+
+    async def stream() -> AsyncIterator[pb.IngestReadingsRequest]:
+        yield first
+        if lost.between_chunks:
+            await eventually(chunk_written)
+            proxy.cut()
+        yield second
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.IngestReadings(stream(), timeout=CALL_TIMEOUT_SECONDS)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()
+    assert "re-sending it is safe" in (raised.value.details() or "")
+
+    # A query needing the worker while it is away.
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await daily_totals(stub, LOST_SERIES[0])
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()
+
+    proxy.restore()
+    assert await stored_state(sql) == before
+    # Back: the same stream is stored whole (a client's retry of UNAVAILABLE).
+    response = await eventually(
+        lambda: stub.IngestReadings(iter([first, second]), timeout=CALL_TIMEOUT_SECONDS)
+    )
+    assert response.series_count == len(LOST_SERIES)
+    assert (await stored_state(sql))[0] == [(2.0, len(LOST_SERIES) * 1_000)]

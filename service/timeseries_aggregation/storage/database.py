@@ -35,11 +35,38 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     # a backend is terminated during a COPY): the connection is unusable.
     asyncpg.InternalClientError,
 )
+# Citus reports a lost connection to a worker as SQLSTATE 08006 where it notices it itself,
+# as 58030 where a COPY to the worker fails, and as an internal error (XX000) where it relays
+# the connection's own failure: then only the message tells (libpq's words, or Citus's once a
+# connection of the transaction has failed). A COPY relays every error the worker sends as
+# XX000 too, e.g. the worker's own shutdown.
+_LOST_WORKER_MESSAGES = (
+    "failure on connection marked as essential",
+    "server closed the connection unexpectedly",
+    "connection not open",
+    "could not receive data from server",
+    "could not send data to server",
+    "no connection to the server",
+    "SSL SYSCALL error",
+    "SSL connection has been closed unexpectedly",
+    "terminating connection",
+    "connection to the remote node",
+)
 # The database ended a transaction to let another proceed: nothing was stored, retrying is safe.
 _CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
 )
+
+
+def lost_the_database(error: BaseException) -> bool:
+    """Whether the error means the database, or a Citus worker behind it, is not there right
+    now (as opposed to a bug in a query or a conflict between transactions)."""
+    if isinstance(error, (*_UNAVAILABLE_ERRORS, asyncpg.exceptions.PostgresIOError)):
+        return True
+    if isinstance(error, asyncpg.InternalServerError):
+        return any(words in error.message for words in _LOST_WORKER_MESSAGES)
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +149,7 @@ class Database:
         try:
             yield connection
         except BaseException as error:
-            if isinstance(error, _UNAVAILABLE_ERRORS) or asyncio.current_task() in self._abandoned:
+            if lost_the_database(error) or asyncio.current_task() in self._abandoned:
                 # Closing politely would wait on a server that is not answering.
                 terminate(connection)
             raise
@@ -198,15 +225,19 @@ class Database:
             task.uncancel()
             await self._expire_connections()
             raise DatabaseUnavailableError("the database stopped answering; retry later") from None
-        except _UNAVAILABLE_ERRORS as error:
-            await self._expire_connections()
-            logger.warning("database unavailable: %s", type(error).__name__)
-            raise DatabaseUnavailableError("the database is unavailable; retry later") from error
         except _CONFLICT_ERRORS as error:
             raise ConcurrencyConflictError(
                 f"the database ended this transaction to resolve a conflict with another "
                 f"({type(error).__name__}); nothing of it was stored, retry"
             ) from error
+        except Exception as error:
+            if not lost_the_database(error):
+                raise
+            # Citus sessions keep their connections to the workers: after a worker's restart
+            # those of idle sessions are dead too, and a fresh session opens new ones.
+            await self._expire_connections()
+            logger.warning("database unavailable: %s", type(error).__name__)
+            raise DatabaseUnavailableError("the database is unavailable; retry later") from error
         finally:
             remaining = self._users.pop(task) - 1
             if remaining:

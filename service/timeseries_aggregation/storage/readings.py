@@ -58,13 +58,12 @@ _COLUMNS = ("series_id", "time", "quantity_kwh")
 # Errors after which a chunk's direct COPY is rolled back to its savepoint and the chunk (and
 # every one after it) goes through the staging upsert instead.
 _COPY_CONFLICTS: tuple[type[Exception], ...] = (asyncpg.UniqueViolationError,)
-# Citus passes a worker's unique violation on as an internal error (XX000); the upsert path
-# reports any other cause faithfully when it meets it again.
-_CITUS_COPY_CONFLICTS = (
-    *_COPY_CONFLICTS,
-    asyncpg.InternalServerError,
-    asyncpg.exceptions.DeadlockDetectedError,
-)
+_CITUS_COPY_CONFLICTS = (*_COPY_CONFLICTS, asyncpg.exceptions.DeadlockDetectedError)
+# Citus relays an error a worker sends during a COPY with its message and detail but without
+# its code, as an internal error (XX000). The worker's unique violation names the constraint,
+# readings' primary key as the shard has it (readings_pkey_102008), in any language; any other
+# relayed error (a worker that shut down, a lost connection) fails the stream.
+_CITUS_KEY_CONFLICT = '"readings_pkey_'
 
 # A COPY on Citus writes to all shards at once, so two streams copying the same new keys could
 # lock them on two workers in opposite orders; Citus would cancel one as a distributed deadlock,
@@ -142,6 +141,8 @@ class ReadingsWriter:
         citus = database.citus_workers > 0
         self._routed = database.timescaledb or citus
         self._copy_conflicts = _CITUS_COPY_CONFLICTS if citus else _COPY_CONFLICTS
+        # Citus relays a worker's unique violation during a COPY without its code.
+        self._copy_relays_worker_errors = citus
         self._locks_series = citus
         self._locked_series: set[str] = set()
         self._chunks_submitted = 0
@@ -259,6 +260,15 @@ class ReadingsWriter:
             raise self._task.exception()  # type: ignore[misc]
 
     async def _write_chunks(self) -> None:
+        try:
+            await self._write_chunks_in_transaction()
+        except DatabaseUnavailableError as error:
+            # Before the commit: the transaction was never committed, so nothing of it is stored.
+            raise DatabaseUnavailableError(
+                f"{error} (nothing of this stream was stored; re-sending it is safe)"
+            ) from error
+
+    async def _write_chunks_in_transaction(self) -> None:
         async with self._database.translate_errors():
             connection = await self._resources.enter_async_context(self._database.write_connection())
             self._connection = connection
@@ -290,7 +300,9 @@ class ReadingsWriter:
                     status = await connection.copy_to_table(
                         "readings", source=_single(encode_copy_rows(chunk)), columns=_COLUMNS, format="binary"
                     )
-            except self._copy_conflicts as error:
+            except Exception as error:
+                if not self._is_key_conflict(error):
+                    raise
                 logger.debug("%s: this stream continues through the upsert path", type(error).__name__)
                 if span is not None:
                     span.set_attribute("timeseries.continues_as_upsert", True)
@@ -299,6 +311,15 @@ class ReadingsWriter:
         self.tally.add_new_readings(chunk)
         self.hours.copied(chunk)
         return True
+
+    def _is_key_conflict(self, error: Exception) -> bool:
+        if isinstance(error, self._copy_conflicts):
+            return True
+        return (
+            self._copy_relays_worker_errors
+            and isinstance(error, asyncpg.InternalServerError)
+            and _CITUS_KEY_CONFLICT in error.message
+        )
 
     async def _merge(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
         with database_span("upsert chunk", _chunk_attributes("INSERT", chunk)):
