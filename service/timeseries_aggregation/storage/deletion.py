@@ -13,9 +13,10 @@ from timeseries_aggregation.storage.series_catalog import (
     delete_series_ranges,
     list_series_statement,
 )
+from timeseries_aggregation.storage.series_locks import lock_for_deletion
 
 # Series picked per catalog read: the selector is resolved a page at a time, in series_id order,
-# which is also the order their rows are locked in.
+# which is also the order their catalog rows are locked in.
 _SERIES_PER_READ = 1_000
 
 
@@ -38,18 +39,18 @@ async def delete_readings(database: Database, deletion: ReadingsDeletion) -> Del
             # A deletion in a compressed chunk decompresses what it deletes from; do not cap it.
             await connection.execute(NO_DECOMPRESSION_LIMIT)
         await check_selected_series_exist(connection, deletion.selector)
-        deleted: dict[str, int] = {}
-        series_count = 0
+        selected: list[str] = []
         after: str | None = None
         while True:
             sql, arguments = list_series_statement(deletion.selector, PageRequest(_SERIES_PER_READ, after))
             series_ids = [row["series_id"] for row in await connection.fetch(sql, *arguments)]
-            page = series_ids[:_SERIES_PER_READ]
-            deleted |= await delete_series_ranges(connection, page, deletion.start_time, deletion.end_time)
-            series_count += len(page)
+            selected += series_ids[:_SERIES_PER_READ]
             if len(series_ids) <= _SERIES_PER_READ:
                 break
             after = series_ids[_SERIES_PER_READ - 1]
-        # Catalog rows last, as streams lock them: see storage/series_catalog.py.
+        # The streams writing these series end first (storage/series_locks.py); then readings,
+        # and catalog rows last, in the order streams lock them (storage/series_catalog.py).
+        await lock_for_deletion(connection, selected)
+        deleted = await delete_series_ranges(connection, selected, deletion.start_time, deletion.end_time)
         await account_deletions(connection, deleted, deletion.start_time, deletion.end_time)
-        return DeletionOutcome(series_count, sum(deleted.values()))
+        return DeletionOutcome(len(selected), sum(deleted.values()))

@@ -35,6 +35,7 @@ from timeseries_aggregation.storage.copy_format import encode_copy_rows
 from timeseries_aggregation.storage.database import Database, terminate
 from timeseries_aggregation.storage.rollups import maintain_stream_rollups
 from timeseries_aggregation.storage.series_catalog import SeriesTally
+from timeseries_aggregation.storage.series_locks import lock_for_streaming
 from timeseries_aggregation.uncancellable import complete_despite_cancellation
 
 logger = logging.getLogger(__name__)
@@ -64,19 +65,6 @@ _CITUS_COPY_CONFLICTS = (*_COPY_CONFLICTS, asyncpg.exceptions.DeadlockDetectedEr
 # readings' primary key as the shard has it (readings_pkey_102008), in any language; any other
 # relayed error (a worker that shut down, a lost connection) fails the stream.
 _CITUS_KEY_CONFLICT = '"readings_pkey_'
-
-# A COPY on Citus writes to all shards at once, so two streams copying the same new keys could
-# lock them on two workers in opposite orders; Citus would cancel one as a distributed deadlock,
-# and the rollback to the savepoint after that cancel left a worker's transaction aborted now
-# and then (the stream then failed as INTERNAL). There each stream first takes a lock on the
-# coordinator for every series it writes, in one order, held until it ends: streams writing a
-# series in common take turns, and two that would wait on each other's series are ended by
-# PostgreSQL's own deadlock check (a retryable ABORTED) before either touches a shard.
-_SERIES_WRITE_LOCK_CLASS = 7_310_411
-_LOCK_SERIES_FOR_WRITING = """
-SELECT count(pg_advisory_xact_lock($1, key))
-FROM (SELECT DISTINCT hashtext(series_id) AS key FROM unnest($2::text[]) AS series_id ORDER BY 1) AS keys
-"""
 
 # A re-sent reading in a compressed chunk decompresses its meter's batch (up to 1,000 rows);
 # TimescaleDB's default cap of 100,000 such rows per statement would fail a correction of a
@@ -143,7 +131,7 @@ class ReadingsWriter:
         self._copy_conflicts = _CITUS_COPY_CONFLICTS if citus else _COPY_CONFLICTS
         # Citus relays a worker's unique violation during a COPY without its code.
         self._copy_relays_worker_errors = citus
-        self._locks_series = citus
+        self._citus = citus
         self._locked_series: set[str] = set()
         self._chunks_submitted = 0
         self._staging_created = False
@@ -277,8 +265,7 @@ class ReadingsWriter:
             if self._database.timescaledb:
                 await connection.execute(NO_DECOMPRESSION_LIMIT)
             while (chunk := await self._chunks.get()) is not None:
-                if self._locks_series:
-                    await self._lock_series(connection, chunk)
+                await self._lock_series(connection, chunk)
                 if self._direct and await self._copy_unless_conflict(connection, chunk):
                     continue
                 self._direct = False
@@ -288,10 +275,10 @@ class ReadingsWriter:
                 await maintain_stream_rollups(connection, self.hours, catalog, self.tally.added)
 
     async def _lock_series(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
+        """Take the stream's locks of the chunk's series it has not written yet (series_locks.py)."""
         unlocked = [series_id for series_id in chunk.series_ids if series_id not in self._locked_series]
-        if unlocked:
-            await connection.execute(_LOCK_SERIES_FOR_WRITING, _SERIES_WRITE_LOCK_CLASS, unlocked)
-            self._locked_series.update(unlocked)
+        await lock_for_streaming(connection, unlocked, self._citus)
+        self._locked_series.update(unlocked)
 
     async def _copy_unless_conflict(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> bool:
         with database_span("copy chunk", _chunk_attributes("COPY", chunk)) as span:

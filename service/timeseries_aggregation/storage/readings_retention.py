@@ -21,6 +21,7 @@ from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.policies import RETENTION_POLICY, keep_policy, policies_available
 from timeseries_aggregation.storage.rounds import rounds_running
 from timeseries_aggregation.storage.series_catalog import account_deletions, delete_series_ranges
+from timeseries_aggregation.storage.series_locks import lock_for_deletion
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ async def delete_expired_readings(
                 rows = await connection.fetch(_EXPIRING_METERS, cutoff, after, meters_per_batch)
                 meters = [row["series_id"] for row in rows]
                 async with connection.transaction():
+                    await lock_for_deletion(connection, meters)
                     expired = await delete_series_ranges(connection, meters, EARLIEST_TIME, cutoff)
                     await account_deletions(connection, expired, EARLIEST_TIME, cutoff)
                 deleted += sum(expired.values())
