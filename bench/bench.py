@@ -50,6 +50,7 @@ from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client import row_messages, series_messages
 from timeseries_aggregation.rollup_maintenance import rebuild_rollups
+from timeseries_aggregation.storage.engine import detect_capabilities
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
@@ -781,31 +782,25 @@ class Engine:
 
     key: str
     label: str
-    timescaledb: bool
-    citus: bool
     compressed: bool
 
 
 async def detect_engine(connection: asyncpg.Connection, compressed: bool) -> Engine:
-    version = await connection.fetchval("SHOW server_version")
-    timescale = await connection.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
-    citus = await connection.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'citus'")
-    if compressed and not (timescale and await connection.fetchval(COMPRESSION_ENABLED)):
+    capabilities = await detect_capabilities(connection)
+    if compressed and not capabilities.compression:
         raise SystemExit("--compressed needs TimescaleDB with compression (its community edition)")
-    if citus:
-        workers = await connection.fetchval("SELECT count(*) FROM citus_get_active_worker_nodes()")
-        return Engine("citus", f"Citus {citus}, {workers} workers", False, True, False)
-    if timescale:
+    if capabilities.distributed:
+        label = f"Citus {capabilities.citus_version}, {capabilities.worker_count} workers"
+        return Engine("citus", label, False)
+    if capabilities.hypertables:
         key = "timescaledb-compressed" if compressed else "timescaledb"
-        label = f"TimescaleDB {timescale}" + (", every chunk compressed" if compressed else "")
-        return Engine(key, label, True, False, compressed)
-    return Engine("postgresql", f"PostgreSQL {version}", False, False, False)
+        label = f"TimescaleDB {capabilities.timescaledb_version}" + (
+            ", every chunk compressed" if compressed else ""
+        )
+        return Engine(key, label, compressed)
+    return Engine("postgresql", f"PostgreSQL {capabilities.server_version}", False)
 
 
-COMPRESSION_ENABLED = """
-    SELECT coalesce(bool_or(compression_enabled), false) FROM timescaledb_information.hypertables
-    WHERE hypertable_name = 'readings'
-"""
 # Every chunk compressed, including chunks that got new rows after an earlier compression.
 COMPRESS_EVERY_CHUNK = "SELECT count(compress_chunk(chunk, true)) FROM show_chunks('readings') AS chunk"
 STORED_BYTES = {

@@ -23,12 +23,12 @@ import asyncpg
 # This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
 from bench import (
     COMPRESS_EVERY_CHUNK,
-    COMPRESSION_ENABLED,
     QUARTER_HOURLY_LOAD,
     bench_database,
     machine_description,
 )
 from timeseries_aggregation.domain.durations import format_duration, parse_duration
+from timeseries_aggregation.storage.engine import detect_capabilities
 from timeseries_aggregation.storage.schema import apply_migrations
 
 # Compressed batches (a compressed chunk's rows), as TimescaleDB's catalog counted them.
@@ -47,7 +47,7 @@ async def measure(server_url: str, meters: int, days: int, chunk_interval: timed
         connection = await asyncpg.connect(database_url)
         try:
             await apply_migrations(connection)
-            if not await connection.fetchval(COMPRESSION_ENABLED):
+            if not (await detect_capabilities(connection)).compression:
                 raise SystemExit(
                     "this server cannot compress readings (TimescaleDB community edition needed)"
                 )

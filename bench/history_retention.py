@@ -32,6 +32,7 @@ from bench import (
     postgres_server,
     query_clients,
 )
+from timeseries_aggregation.storage.engine import detect_capabilities
 from timeseries_aggregation.storage.schema import apply_migrations, migration_scripts
 
 RETENTION_VARIABLE = "TIMESERIES_AGGREGATION_HISTORY_RETENTION"
@@ -65,9 +66,9 @@ async def previous_release_with_history(connection: asyncpg.Connection, expired:
     await connection.execute("VACUUM ANALYZE query_history", timeout=3600)
 
 
-async def history_bytes(connection: asyncpg.Connection, timescaledb: bool) -> int:
+async def history_bytes(connection: asyncpg.Connection, hypertable: bool) -> int:
     """Table and index bytes of query_history (all chunks on TimescaleDB)."""
-    size_function = "hypertable_size" if timescaledb else "pg_total_relation_size"
+    size_function = "hypertable_size" if hypertable else "pg_total_relation_size"
     size: int = await connection.fetchval(f"SELECT {size_function}('query_history')")
     return size
 
@@ -148,22 +149,17 @@ async def run(arguments: argparse.Namespace) -> list[str]:
             connection = await asyncpg.connect(database_url)
             try:
                 report(*await machine_description(connection))
-                timescaledb = bool(
-                    await connection.fetchval(
-                        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') "
-                        "AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
-                    )
-                )
                 await previous_release_with_history(connection, arguments.expired)
                 started = time.perf_counter()
                 await apply_migrations(connection)
                 migration_seconds = time.perf_counter() - started
+                chunked = (await detect_capabilities(connection)).history_hypertable
                 report(
                     f"migration 0004 on {arguments.expired:,} history entries: {migration_seconds:.1f} s "
-                    f"({'hypertable, rows moved into chunks' if timescaledb else 'index on query_time'})"
+                    f"({'hypertable, rows moved into chunks' if chunked else 'index on query_time'})"
                 )
                 await connection.execute("ANALYZE query_history")
-                size = await history_bytes(connection, timescaledb)
+                size = await history_bytes(connection, chunked)
                 report(f"history size: {size / arguments.expired:,.0f} bytes per entry (table and indexes)")
                 await load_query_dataset(connection, Dataset(meters=METERS, hours=8_760))
                 clients = arguments.clients
@@ -174,7 +170,7 @@ async def run(arguments: argparse.Namespace) -> list[str]:
                 report(
                     f"backlog of {arguments.expired:,} expired entries gone {elapsed:.1f} s after the "
                     f"service started ({arguments.expired / elapsed:,.0f} entries/s, "
-                    f"{'retention policy' if timescaledb else 'batched deletes'})",
+                    f"{'retention policy' if chunked else 'batched deletes'})",
                     deleting.line(f"{clients} query clients meanwhile"),
                 )
             finally:

@@ -11,13 +11,11 @@ import math
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 
-from tests.databases import CitusCluster, throwaway_database
+from timeseries_aggregation.storage.database import Database
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 # Small enough for seconds per engine; every section runs.
@@ -43,30 +41,6 @@ SMALL_BENCH = [
 ]
 
 
-async def timescaledb_edition(server_url: str) -> str | None:
-    """The license of the TimescaleDB the service's migrations will enable on the server (its
-    community edition, "timescale", compresses), or None where they leave TimescaleDB off."""
-    connection = await asyncpg.connect(server_url)
-    try:
-        preloaded = await connection.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')"
-            " AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
-        )
-    finally:
-        await connection.close()
-    if not preloaded:
-        return None
-    # The license setting exists only in a database with the extension.
-    async with throwaway_database(server_url, f"timeseries_probe_{uuid.uuid4().hex[:16]}", None) as url:
-        probe = await asyncpg.connect(url)
-        try:
-            await probe.execute("CREATE EXTENSION timescaledb")
-            edition: str = await probe.fetchval("SELECT current_setting('timescaledb.license')")
-        finally:
-            await probe.close()
-    return edition
-
-
 def run_script(script: str, arguments: list[str]) -> str:
     """Run a bench script to its end; its standard output."""
     completed = subprocess.run(
@@ -81,18 +55,19 @@ def measured_numbers(text: str) -> list[float]:
 
 
 async def test_the_benchmark_measures_every_section_on_the_test_engine(
-    postgres_url: str, citus_cluster: CitusCluster | None, tmp_path: Path
+    postgres_url: str, database: Database, tmp_path: Path
 ) -> None:
-    edition = await timescaledb_edition(postgres_url)
-    compressed = edition == "timescale"
+    # The bench's database is migrated on the same server as this one, so it can do the same.
+    capabilities = database.capabilities
+    compressed = capabilities.compression
     arguments = [*SMALL_BENCH, f"--database-url={postgres_url}", f"--results-folder={tmp_path / 'results'}"]
     run_script("bench.py", [*arguments, "--compressed"] if compressed else arguments)
 
     [kept] = (tmp_path / "results").glob("*.json")
     record = json.loads(kept.read_text())
-    if citus_cluster:
+    if capabilities.distributed:
         expected_engine = "citus"
-    elif edition is None:
+    elif not capabilities.hypertables:
         expected_engine = "postgresql"
     else:
         expected_engine = "timescaledb-compressed" if compressed else "timescaledb"
@@ -152,9 +127,9 @@ async def test_the_call_path_script_times_every_stage(postgres_url: str) -> None
 
 
 async def test_the_scale_run_loads_compresses_and_queries_both_sizes(
-    postgres_url: str, tmp_path: Path
+    postgres_url: str, database: Database, tmp_path: Path
 ) -> None:
-    if await timescaledb_edition(postgres_url) != "timescale":
+    if not database.capabilities.compression:
         pytest.skip("the scale run is about compressed TimescaleDB; this server does not compress")
     run_script(
         "scale.py",

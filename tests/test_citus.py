@@ -92,11 +92,11 @@ async def test_readings_are_distributed_by_series_over_every_worker(
     assert await stored_values(database) == {2.0: total - 1, 3.0: 1}
 
     if citus_cluster is None:
-        assert database.citus_workers == 0
+        assert not database.capabilities.distributed
         return
-    assert database.citus_workers == len(citus_cluster.workers)
+    assert database.capabilities.worker_count == len(citus_cluster.workers)
     # Citus nodes do not preload TimescaleDB, so migration 0002 left readings a plain table.
-    assert not database.timescaledb
+    assert not database.capabilities.hypertables
     async with database.query_connection() as connection:
         distribution = await connection.fetchrow(
             "SELECT partmethod::text AS method, column_to_column_name(logicalrelid, partkey) AS column_name"

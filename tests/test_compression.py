@@ -21,6 +21,7 @@ from tests.support import SAMPLE_ZONES, batches, ingest, query_all_pages, readin
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.storage.compression import readings_compression
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.engine import detect_capabilities
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
@@ -38,15 +39,7 @@ COMPRESSION_LOGGER = "timeseries_aggregation.storage.compression"
 
 async def compressible(connection: asyncpg.Connection) -> bool:
     """Whether readings is a hypertable with compression enabled (migration 0006)."""
-    if not await connection.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
-    ):
-        return False
-    enabled: bool = await connection.fetchval(
-        "SELECT coalesce(bool_or(compression_enabled), false) FROM timescaledb_information.hypertables "
-        "WHERE hypertable_name = 'readings'"
-    )
-    return enabled
+    return (await detect_capabilities(connection)).compression
 
 
 async def compress_every_chunk(connection: asyncpg.Connection) -> int:

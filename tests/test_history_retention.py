@@ -50,8 +50,8 @@ RETENTION_LOGGER = "timeseries_aggregation.storage.history_retention"
 
 
 @pytest.fixture
-async def method(database: Database) -> RetentionMethod:
-    return await retention_method(database)
+def method(database: Database) -> RetentionMethod:
+    return retention_method(database.capabilities)
 
 
 async def insert_history(connection: asyncpg.Connection, series_id: str, age: timedelta) -> int:
@@ -146,7 +146,7 @@ async def test_zero_keeps_every_entry(database: Database, stub: Stub, sql: async
     async with history_retention(database, timedelta(0), round_interval_seconds=FAST_ROUNDS):
         await run_query(stub, "just-now")
         assert {entry.series_id for entry in await history(stub)} == {"a-century-old", "expired", "just-now"}
-        if database.timescaledb:
+        if database.capabilities.history_hypertable:
             assert await retention_policies(sql) == []
 
 

@@ -111,7 +111,7 @@ def rows_read_from_readings(plan: dict[str, Any]) -> int:
 async def test_a_first_page_of_an_unbounded_query_reads_what_it_returns(
     stub: Stub, database: Database
 ) -> None:
-    if database.timescaledb or database.citus_workers:
+    if not database.capabilities.plans_as_plain_postgresql:
         pytest.skip("counts the rows of the plan's scans of one table, as plain PostgreSQL plans them")
     hours = 24 * 731
     await ingest(stub, batches(hourly_readings("m1", "2024-01-01", hours), 5_000))

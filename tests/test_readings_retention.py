@@ -17,7 +17,8 @@ import pytest
 from tests.support import catalog_matches_readings, eventually
 from timeseries_aggregation.domain.batch import unix_micros
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.policies import RETENTION_POLICY, policies_available, policy_jobs
+from timeseries_aggregation.storage.engine import detect_capabilities
+from timeseries_aggregation.storage.policies import RETENTION_POLICY, policy_jobs
 from timeseries_aggregation.storage.readings_retention import readings_retention
 from timeseries_aggregation.storage.rollups import rebuild_series_rollups
 from timeseries_aggregation.storage.series_catalog import SeriesTally
@@ -58,9 +59,7 @@ async def meters_with_readings(connection: asyncpg.Connection) -> dict[str, int]
 
 async def retention_jobs(connection: asyncpg.Connection) -> list[asyncpg.Record]:
     """id and drop_after of each TimescaleDB job expiring readings."""
-    if not await connection.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
-    ):
+    if not (await detect_capabilities(connection)).job_scheduler:
         return []
     rows: list[asyncpg.Record] = await connection.fetch(
         "SELECT job_id, (config ->> 'drop_after')::interval AS drop_after FROM timescaledb_information.jobs "
@@ -123,7 +122,7 @@ async def test_zero_keeps_every_reading_and_removes_the_job(
 async def test_timescaledb_job_follows_the_retention_of_each_start(
     database: Database, sql: asyncpg.Connection
 ) -> None:
-    if database.timescaledb and await policies_available(sql):
+    if database.capabilities.job_scheduler:
         # What an earlier version set up: TimescaleDB's retention policy, which would drop
         # chunks behind the catalog's back.
         await sql.execute("SELECT add_retention_policy('readings', drop_after => INTERVAL '30 days')")

@@ -399,7 +399,7 @@ async def _query_aggregates(
     database: Database, query: AggregateQuery, page: PageRequest[datetime], caller_name: str, guarded: bool
 ) -> Page[Bucket]:
     first_page = page.after is None
-    records_in_statement = first_page and database.citus_workers == 0
+    records_in_statement = first_page and database.capabilities.reads_and_writes_in_one_statement
     rollups = query.series_id in _ROLLED_UP
     sql, arguments = aggregate_statement(query, page, caller_name, records_in_statement, rollups, guarded)
     async with database.query_connection() as connection:

@@ -13,34 +13,29 @@ from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.policies import COMPRESSION_POLICY, keep_policy, policies_available
+from timeseries_aggregation.storage.policies import COMPRESSION_POLICY, keep_policy
 
 logger = logging.getLogger(__name__)
 
 # Serialises replicas changing the policy at once; any number they share.
 _COMPRESSION_LOCK_KEY = 0x7453_6169
-_COMPRESSION_ENABLED = """
-    SELECT coalesce(bool_or(compression_enabled), false)
-    FROM timescaledb_information.hypertables
-    WHERE hypertable_schema = current_schema() AND hypertable_name = 'readings'
-"""
 
 
 async def keep_compression_in_step(database: Database, compress_after: timedelta) -> None:
     """Make the compression policy on readings match `compress_after` (zero: no policy)."""
-    if not database.timescaledb:
+    if not database.capabilities.hypertables:
         logger.info("compression: not available without TimescaleDB, readings are stored uncompressed")
+        return
+    if not (database.capabilities.job_scheduler and database.capabilities.compression):
+        # Said once per start; the server serves the same answers from uncompressed rows.
+        logger.log(
+            logging.WARNING if compress_after else logging.INFO,
+            "compression: this TimescaleDB (the Apache-2-only edition) has no compression; "
+            "readings are stored uncompressed",
+        )
         return
     async with database.query_connection() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _COMPRESSION_LOCK_KEY)
-        if not await policies_available(connection) or not await connection.fetchval(_COMPRESSION_ENABLED):
-            # Said once per start; the server serves the same answers from uncompressed rows.
-            logger.log(
-                logging.WARNING if compress_after else logging.INFO,
-                "compression: this TimescaleDB (the Apache-2-only edition) has no compression; "
-                "readings are stored uncompressed",
-            )
-            return
         await keep_policy(connection, COMPRESSION_POLICY, "readings", compress_after)
     logger.info(
         "compression: %s",

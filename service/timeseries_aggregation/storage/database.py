@@ -18,6 +18,7 @@ from timeseries_aggregation.errors import (
     StartupError,
 )
 from timeseries_aggregation.observability.tracing import database_span
+from timeseries_aggregation.storage.engine import EngineCapabilities, detect_capabilities
 from timeseries_aggregation.storage.schema import apply_migrations
 from timeseries_aggregation.wording import counted
 
@@ -103,8 +104,7 @@ class Database:
         write_pool: asyncpg.Pool,
         query_pool: asyncpg.Pool,
         settings: PoolSettings,
-        timescaledb: bool,
-        citus_workers: int = 0,
+        capabilities: EngineCapabilities,
     ) -> None:
         self._url = url
         # Health's own connection: a pool busy with calls must never read as an outage.
@@ -112,9 +112,7 @@ class Database:
         self._write_pool = write_pool
         self._query_pool = query_pool
         self._settings = settings
-        self.timescaledb = timescaledb
-        # Workers that readings is distributed over by Citus; 0 where it is a plain table.
-        self.citus_workers = citus_workers
+        self.capabilities = capabilities
         self._waiting = {"write": 0, "query": 0}
         # Tasks inside translate_errors(), i.e. waiting on the database; abandon_calls() ends them.
         self._users: dict[asyncio.Task[Any], int] = {}
@@ -312,34 +310,16 @@ async def _wait_for_pool(
 
 @asynccontextmanager
 async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Database]:
-    """Connect, migrate the schema, detect TimescaleDB and Citus; close the pools on exit."""
+    """Connect, migrate the schema, detect what the engine can do; close the pools on exit."""
     write_pool = await _wait_for_pool(url, settings, settings.write_max_size, synchronous_commit=True)
     try:
         query_pool = await _create_pool(url, settings, settings.max_size, synchronous_commit=False)
         try:
             async with write_pool.acquire() as connection:
                 await apply_migrations(connection)
-                timescaledb = await connection.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')"
-                )
-                citus_workers = await _citus_workers(connection)
-                server_version = await connection.fetchval("SHOW server_version")
-            logger.info(
-                "database ready: PostgreSQL %s, TimescaleDB %s, Citus %s",
-                server_version,
-                "enabled" if timescaledb else "not available (plain tables)",
-                f"enabled (readings distributed over {counted(citus_workers, 'worker')})"
-                if citus_workers
-                else "not in use",
-            )
-            database = Database(
-                url,
-                write_pool,
-                query_pool,
-                settings,
-                timescaledb=bool(timescaledb),
-                citus_workers=citus_workers,
-            )
+                capabilities = await detect_capabilities(connection)
+            logger.info("database ready: %s", capabilities.describe())
+            database = Database(url, write_pool, query_pool, settings, capabilities)
             try:
                 yield database
             finally:
@@ -348,19 +328,6 @@ async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Datab
             await _close(query_pool, settings)
     finally:
         await _close(write_pool, settings)
-
-
-async def _citus_workers(connection: asyncpg.Connection) -> int:
-    """The active Citus workers when readings is a Citus distributed table, else 0."""
-    if not await connection.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"):
-        return 0
-    workers: int = await connection.fetchval(
-        """
-        SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'readings'::regclass)
-               THEN (SELECT count(*) FROM citus_get_active_worker_nodes()) ELSE 0 END
-        """
-    )
-    return workers
 
 
 async def _close(pool: asyncpg.Pool, settings: PoolSettings) -> None:

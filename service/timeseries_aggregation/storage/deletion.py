@@ -35,7 +35,7 @@ async def delete_readings(database: Database, deletion: ReadingsDeletion) -> Del
     selectors small, so the round trips are cheap next to the work.
     """
     async with database.write_connection() as connection, connection.transaction():
-        if database.timescaledb:
+        if database.capabilities.decompresses_on_write:
             # A deletion in a compressed chunk decompresses what it deletes from; do not cap it.
             await connection.execute(NO_DECOMPRESSION_LIMIT)
         await check_selected_series_exist(connection, deletion.selector)

@@ -14,12 +14,8 @@ from datetime import timedelta
 
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.policies import (
-    POLICIES_AVAILABLE,
-    RETENTION_POLICY,
-    drop_expired_chunks,
-    policy_jobs,
-)
+from timeseries_aggregation.storage.engine import EngineCapabilities
+from timeseries_aggregation.storage.policies import RETENTION_POLICY, drop_expired_chunks, policy_jobs
 from timeseries_aggregation.storage.rounds import rounds_running
 
 logger = logging.getLogger(__name__)
@@ -47,13 +43,6 @@ _DELETE_EXPIRED_BATCH = """
         FOR UPDATE SKIP LOCKED
     )
 """
-_ENGINE = f"""
-    SELECT EXISTS (
-               SELECT 1 FROM timescaledb_information.hypertables
-               WHERE hypertable_schema = current_schema() AND hypertable_name = 'query_history'
-           ) AS hypertable,
-           {POLICIES_AVAILABLE} AS policies
-"""
 
 
 class RetentionMethod(enum.Enum):
@@ -64,15 +53,11 @@ class RetentionMethod(enum.Enum):
     DROP_CHUNKS = "drop_chunks"
 
 
-async def retention_method(database: Database) -> RetentionMethod:
+def retention_method(capabilities: EngineCapabilities) -> RetentionMethod:
     """The method the database allows: chunks on a hypertable, a policy where policies exist."""
-    if not database.timescaledb:
+    if not capabilities.history_hypertable:
         return RetentionMethod.DELETE_BATCHES
-    async with database.query_connection() as connection:
-        engine = await connection.fetchrow(_ENGINE)
-    if not engine["hypertable"]:
-        return RetentionMethod.DELETE_BATCHES
-    return RetentionMethod.RETENTION_POLICY if engine["policies"] else RetentionMethod.DROP_CHUNKS
+    return RetentionMethod.RETENTION_POLICY if capabilities.job_scheduler else RetentionMethod.DROP_CHUNKS
 
 
 async def delete_expired_history(
@@ -131,7 +116,7 @@ async def history_retention(
     batch_size: int = BATCH_SIZE,
 ) -> AsyncIterator[None]:
     """Keep query history entries for `retention` (zero: forever) while the block runs."""
-    method = await retention_method(database)
+    method = retention_method(database.capabilities)
     if method is not RetentionMethod.DELETE_BATCHES:
         await _keep_chunks_in_step(database, retention, policy=method is RetentionMethod.RETENTION_POLICY)
     if not retention:

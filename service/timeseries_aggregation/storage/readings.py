@@ -59,7 +59,7 @@ _COLUMNS = ("series_id", "time", "quantity_kwh")
 # Errors after which a chunk's direct COPY is rolled back to its savepoint and the chunk (and
 # every one after it) goes through the staging upsert instead.
 _COPY_CONFLICTS: tuple[type[Exception], ...] = (asyncpg.UniqueViolationError,)
-_CITUS_COPY_CONFLICTS = (*_COPY_CONFLICTS, asyncpg.exceptions.DeadlockDetectedError)
+_CONFLICTS_OR_DEADLOCKS = (*_COPY_CONFLICTS, asyncpg.exceptions.DeadlockDetectedError)
 # Citus relays an error a worker sends during a COPY with its message and detail but without
 # its code, as an internal error (XX000). The worker's unique violation names the constraint,
 # readings' primary key as the shard has it (readings_pkey_102008), in any language; any other
@@ -126,12 +126,10 @@ class ReadingsWriter:
         self._transaction: Transaction | None = None
         # Until the first key conflict, chunks are copied straight into readings.
         self._direct = True
-        citus = database.citus_workers > 0
-        self._routed = database.timescaledb or citus
-        self._copy_conflicts = _CITUS_COPY_CONFLICTS if citus else _COPY_CONFLICTS
-        # Citus relays a worker's unique violation during a COPY without its code.
-        self._copy_relays_worker_errors = citus
-        self._citus = citus
+        self._capabilities = database.capabilities
+        self._copy_conflicts = (
+            _CONFLICTS_OR_DEADLOCKS if self._capabilities.copy_conflicts_as_deadlocks else _COPY_CONFLICTS
+        )
         self._locked_series: set[str] = set()
         self._chunks_submitted = 0
         self._staging_created = False
@@ -162,7 +160,7 @@ class ReadingsWriter:
         return sum(self.tally.added.values())
 
     def _chunk_readings(self) -> int:
-        if self._routed and self._chunks_submitted >= ROUTED_AFTER_CHUNKS:
+        if self._capabilities.routes_copies and self._chunks_submitted >= ROUTED_AFTER_CHUNKS:
             return ROUTED_COPY_CHUNK_READINGS
         return COPY_CHUNK_READINGS
 
@@ -262,7 +260,7 @@ class ReadingsWriter:
             self._connection = connection
             self._transaction = connection.transaction()
             await self._transaction.start()
-            if self._database.timescaledb:
+            if self._capabilities.decompresses_on_write:
                 await connection.execute(NO_DECOMPRESSION_LIMIT)
             while (chunk := await self._chunks.get()) is not None:
                 await self._lock_series(connection, chunk)
@@ -277,7 +275,7 @@ class ReadingsWriter:
     async def _lock_series(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> None:
         """Take the stream's locks of the chunk's series it has not written yet (series_locks.py)."""
         unlocked = [series_id for series_id in chunk.series_ids if series_id not in self._locked_series]
-        await lock_for_streaming(connection, unlocked, self._citus)
+        await lock_for_streaming(connection, unlocked, self._capabilities.locks_series_on_workers)
         self._locked_series.update(unlocked)
 
     async def _copy_unless_conflict(self, connection: asyncpg.Connection, chunk: ReadingBatch) -> bool:
@@ -303,7 +301,7 @@ class ReadingsWriter:
         if isinstance(error, self._copy_conflicts):
             return True
         return (
-            self._copy_relays_worker_errors
+            self._capabilities.copy_relays_worker_errors
             and isinstance(error, asyncpg.InternalServerError)
             and _CITUS_KEY_CONFLICT in error.message
         )

@@ -18,7 +18,7 @@ from datetime import timedelta
 from timeseries_aggregation.domain.durations import format_duration
 from timeseries_aggregation.domain.readings import EARLIEST_TIME
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.policies import RETENTION_POLICY, keep_policy, policies_available
+from timeseries_aggregation.storage.policies import RETENTION_POLICY, keep_policy
 from timeseries_aggregation.storage.rounds import rounds_running
 from timeseries_aggregation.storage.series_catalog import account_deletions, delete_series_ranges
 from timeseries_aggregation.storage.series_locks import lock_for_deletion
@@ -90,11 +90,9 @@ async def expire_chunks_now(database: Database, retention: timedelta) -> None:
 
 
 async def _keep_job_in_step(database: Database, retention: timedelta) -> bool:
-    """Make the expiry job of readings match the setting; False where there is no job scheduler."""
+    """Make the expiry job of readings match the setting (the database has a job scheduler)."""
     async with database.query_connection() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _RETENTION_LOCK_KEY)
-        if not await policies_available(connection):
-            return False
         # Earlier versions used TimescaleDB's retention policy, which leaves the catalog behind.
         await keep_policy(connection, RETENTION_POLICY, "readings", timedelta(0))
         jobs = await connection.fetch(_EXPIRY_JOBS)
@@ -116,7 +114,7 @@ async def readings_retention(
     meters_per_batch: int = METERS_PER_BATCH,
 ) -> AsyncIterator[None]:
     """Keep readings for `retention` (zero: forever) while the block runs."""
-    scheduled = database.timescaledb and await _keep_job_in_step(database, retention)
+    scheduled = database.capabilities.job_scheduler and await _keep_job_in_step(database, retention)
     if not retention:
         logger.info("readings retention: off, readings are kept forever")
         yield
@@ -130,7 +128,7 @@ async def readings_retention(
         return
 
     async def remove_expired() -> None:
-        if database.timescaledb:
+        if database.capabilities.hypertables:
             await expire_chunks_now(database, retention)
         else:
             await delete_expired_readings(database, retention, meters_per_batch)
@@ -139,7 +137,7 @@ async def readings_retention(
         "readings retention: readings older than %s are removed every %g s by %s",
         format_duration(retention),
         round_interval_seconds,
-        "drop_chunks" if database.timescaledb else "deletes through the primary key",
+        "drop_chunks" if database.capabilities.hypertables else "deletes through the primary key",
     )
     async with rounds_running(
         remove_expired, round_interval_seconds, logger, "readings retention: removing expired readings"

@@ -40,12 +40,12 @@ _TAKE_SERIES = _LOCK.format(function="pg_advisory_xact_lock", key="hashtext(seri
 
 
 async def lock_for_streaming(
-    connection: asyncpg.Connection, series_ids: Collection[str], citus: bool
+    connection: asyncpg.Connection, series_ids: Collection[str], per_series: bool
 ) -> None:
     """Take what a stream holds, until it ends, before it writes these series."""
     if series_ids:
         await connection.execute(_SHARE_BUCKETS, _BUCKET_LOCK_CLASS, list(series_ids))
-        if citus:
+        if per_series:
             await connection.execute(_TAKE_SERIES, _CITUS_SERIES_LOCK_CLASS, list(series_ids))
 
 
