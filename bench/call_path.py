@@ -57,8 +57,9 @@ from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
 from timeseries_aggregation.config import AUTH_NONE, Config
-from timeseries_aggregation.domain.aggregation import Granularity, make_aggregate_query
+from timeseries_aggregation.domain.aggregation import make_aggregate_query
 from timeseries_aggregation.domain.paging import PageRequest
+from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.storage.aggregates import aggregate_statement, query_aggregates
 from timeseries_aggregation.storage.database import PoolSettings, open_database
 from timeseries_aggregation.transport.convert import buckets_response

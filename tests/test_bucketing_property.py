@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from tests.support import SAMPLE_ZONES, ingest, offset_changes_near, query_all_pages, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.domain.aggregation import Granularity
 from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing
 from timeseries_aggregation.domain.readings import EARLIEST_TIME
+from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.transport.convert import GRANULARITY_TO_PROTO
 
 if TYPE_CHECKING:

@@ -32,9 +32,10 @@ from tests.support import (
 )
 from tests.tcp_proxy import FreezableProxy
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.domain.aggregation import AggregateQuery, Granularity, TimeRange
+from timeseries_aggregation.domain.aggregation import AggregateQuery, TimeRange
 from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.domain.series import make_selector
+from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.storage.aggregates import aggregate_statement, portfolio_statement
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import COPY_CHUNK_READINGS

@@ -11,7 +11,6 @@ from tests.support import SAMPLE_ZONES
 from timeseries_aggregation.domain.aggregation import (
     AggregateQuery,
     FixedWidthBuckets,
-    Granularity,
     TimeRange,
     fixed_width_buckets,
     make_aggregate_query,
@@ -19,6 +18,7 @@ from timeseries_aggregation.domain.aggregation import (
 )
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.granularities import Granularity
 
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
 pytestmark = pytest.mark.any_engine

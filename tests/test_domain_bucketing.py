@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import offset_changes_near
-from timeseries_aggregation.domain.aggregation import Granularity
 from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing, bucket_reach
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
+from timeseries_aggregation.granularities import Granularity
 
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
 pytestmark = pytest.mark.any_engine

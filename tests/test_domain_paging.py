@@ -13,7 +13,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from timeseries_aggregation.domain.aggregation import AggregateQuery, Granularity, make_aggregate_query
+from timeseries_aggregation.domain.aggregation import AggregateQuery, make_aggregate_query
 from timeseries_aggregation.domain.paging import (
     PageRequest,
     buckets_next_page_token,
@@ -26,6 +26,7 @@ from timeseries_aggregation.domain.paging import (
 )
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.limits import (
     BUCKETS_DEFAULT_PAGE_SIZE,
     BUCKETS_MAX_PAGE_SIZE,

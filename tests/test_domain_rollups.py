@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from timeseries_aggregation.domain.aggregation import Granularity, zone_history
+from timeseries_aggregation.domain.aggregation import zone_history
 from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros
 from timeseries_aggregation.domain.rollups import (
     MAX_RUNS_PER_SERIES,
@@ -16,6 +16,7 @@ from timeseries_aggregation.domain.rollups import (
     day_runs,
     rollup_plan,
 )
+from timeseries_aggregation.granularities import Granularity
 
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
 pytestmark = pytest.mark.any_engine

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support import ingest, query_all_pages, reading, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.granularities import GRANULARITIES
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
@@ -108,3 +109,9 @@ async def test_new_granularities_page_and_continue(stub: Stub) -> None:
     found = await query_all_pages(stub, request)
     assert len(found) == 8
     assert [b.reading_count for b in found] == [15] * 8
+
+
+def test_the_granularity_table_numbers_every_granularity_as_the_proto_does() -> None:
+    assert {f"GRANULARITY_{info.granularity.name}": info.proto_value for info in GRANULARITIES} == {
+        name: value for name, value in pb.Granularity.items() if value
+    }

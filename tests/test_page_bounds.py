@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from tests.support import SAMPLE_ZONES, batches, hourly_readings, ingest, offset_changes_near, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.domain.aggregation import Granularity, make_aggregate_query
+from timeseries_aggregation.domain.aggregation import make_aggregate_query
 from timeseries_aggregation.domain.paging import PageRequest
+from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.storage.aggregates import aggregate_statement
 from timeseries_aggregation.storage.database import Database
 

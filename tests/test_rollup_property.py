@@ -22,7 +22,7 @@ from tests.support import (
 )
 from tests.test_bucketing_property import bucket_rows, first_instants
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.domain.aggregation import Granularity
+from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.transport.convert import GRANULARITY_TO_PROTO
 
 if TYPE_CHECKING:

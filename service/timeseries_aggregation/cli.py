@@ -46,6 +46,7 @@ from timeseries_aggregation.domain.durations import format_duration, parse_durat
 from timeseries_aggregation.domain.readings import check_series_id
 from timeseries_aggregation.domain.time_zones import check_time_zone
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.granularities import GRANULARITIES
 from timeseries_aggregation.limits import (
     BUCKETS_MAX_PAGE_SIZE,
     HISTORY_MAX_PAGE_SIZE,
@@ -66,16 +67,6 @@ from timeseries_aggregation.readers import (
 )
 from timeseries_aggregation.wording import counted
 
-GRANULARITIES = (
-    "quarter-hourly",
-    "half-hourly",
-    "hourly",
-    "daily",
-    "weekly",
-    "monthly",
-    "quarterly",
-    "yearly",
-)
 EXIT_OK, EXIT_CALL_FAILED, EXIT_USAGE, EXIT_BAD_FILE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 # What shells report for a command ended by Ctrl-C (128 + SIGINT) or by a closed pipe (SIGPIPE).
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
@@ -1120,7 +1111,7 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="a label key, or series_id: buckets per group, a column each; repeat for more",
     )
-    query.add_argument("--granularity", choices=GRANULARITIES, required=True)
+    query.add_argument("--granularity", choices=[info.name for info in GRANULARITIES], required=True)
     query.add_argument("--from", dest="date_from", type=_day, help="first day, inclusive (YYYY-MM-DD)")
     query.add_argument("--to", dest="date_to", type=_day, help="last day, inclusive (YYYY-MM-DD)")
     query.add_argument("--time-zone", type=_time_zone, default="UTC", help="IANA zone for buckets and dates")

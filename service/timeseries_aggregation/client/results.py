@@ -6,20 +6,10 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.granularities import GRANULARITY_BY_NAME, GRANULARITY_BY_PROTO
 
-# The names queries take for each granularity; the first name of a value is the one results carry.
-GRANULARITY_NAMES = {
-    "hourly": pb.GRANULARITY_HOURLY,
-    "daily": pb.GRANULARITY_DAY_OF_MONTH,
-    "day_of_month": pb.GRANULARITY_DAY_OF_MONTH,
-    "monthly": pb.GRANULARITY_MONTHLY,
-    "quarter-hourly": pb.GRANULARITY_QUARTER_HOURLY,
-    "half-hourly": pb.GRANULARITY_HALF_HOURLY,
-    "weekly": pb.GRANULARITY_WEEKLY,
-    "quarterly": pb.GRANULARITY_QUARTERLY,
-    "yearly": pb.GRANULARITY_YEARLY,
-}
-_GRANULARITY_BY_VALUE: dict[int, str] = {value: name for name, value in reversed(GRANULARITY_NAMES.items())}
+# The names queries take for each granularity (timeseries_aggregation/granularities.py).
+GRANULARITY_NAMES = {name: info.proto_value for name, info in GRANULARITY_BY_NAME.items()}
 
 
 def _utc(timestamp: Timestamp) -> datetime:
@@ -28,7 +18,8 @@ def _utc(timestamp: Timestamp) -> datetime:
 
 def granularity_name(value: int) -> str:
     """'hourly', 'daily', 'monthly' and so on; the number itself for a value newer than this client."""
-    return _GRANULARITY_BY_VALUE.get(value, str(value))
+    info = GRANULARITY_BY_PROTO.get(value)
+    return info.name if info else str(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,5 @@
 """The meaning of an aggregation query: granularity, range, time zone and bucket labels."""
 
-import enum
 import functools
 import math
 import zoneinfo
@@ -18,27 +17,10 @@ from timeseries_aggregation.domain.readings import (
 from timeseries_aggregation.domain.series import SERIES_ID_KEY, SeriesSelector, check_labels
 from timeseries_aggregation.domain.time_zones import check_time_zone
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.granularities import GRANULARITY_INFO, Granularity
 from timeseries_aggregation.limits import MAX_GROUP_BY, QUANTITY_KWH_MAX_MAGNITUDE
 
 DEFAULT_TIME_ZONE = "UTC"
-
-
-class Granularity(enum.Enum):
-    """Width of a bucket; buckets start at local boundaries of the query's time zone."""
-
-    HOURLY = "hourly"
-    DAY_OF_MONTH = "day_of_month"
-    MONTHLY = "monthly"
-    QUARTER_HOURLY = "quarter_hourly"
-    HALF_HOURLY = "half_hourly"
-    WEEKLY = "weekly"
-    QUARTERLY = "quarterly"
-    YEARLY = "yearly"
-
-
-# Granularities whose buckets are parts of a local hour: like hours, each also keeps one UTC
-# offset, so the two 02:15 quarters of a night when the clocks go back are two buckets.
-CLOCK_GRANULARITIES = frozenset({Granularity.QUARTER_HOURLY, Granularity.HALF_HOURLY, Granularity.HOURLY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +129,7 @@ class FixedWidthBuckets:
     origin_unix_seconds: int
 
 
-_HOUR = 3_600
 _DAY = 86_400
-# Lengths of the buckets that can be of one width, and where one starts in a zone at UTC: ISO
-# weeks start on Mondays, and 1970-01-05 was the first.
-_FIXED_WIDTHS = {
-    Granularity.QUARTER_HOURLY: (900, 0),
-    Granularity.HALF_HOURLY: (1_800, 0),
-    Granularity.HOURLY: (_HOUR, 0),
-    Granularity.DAY_OF_MONTH: (_DAY, 0),
-    Granularity.WEEKLY: (7 * _DAY, 4 * _DAY),
-}
 
 
 class ZoneHistory(NamedTuple):
@@ -211,9 +183,10 @@ def fixed_width_buckets(granularity: Granularity, time_zone: str) -> FixedWidthB
     buckets can be computed without any time zone arithmetic per reading. Months, quarters
     and years always vary.
     """
-    if granularity not in _FIXED_WIDTHS:
+    fixed_width = GRANULARITY_INFO[granularity].fixed_width
+    if fixed_width is None:
         return None
-    width, origin = _FIXED_WIDTHS[granularity]
+    width, origin = fixed_width
     phases = {(origin - offset) % width for offset in utc_offsets(time_zone)}
     if len(phases) != 1:
         return None

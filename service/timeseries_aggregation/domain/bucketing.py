@@ -18,19 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from timeseries_aggregation.domain.aggregation import CLOCK_GRANULARITIES, Granularity
+from timeseries_aggregation.granularities import GRANULARITY_INFO, Granularity, GranularityInfo
 
-_PERIOD_FORMATS = {
-    Granularity.QUARTER_HOURLY: "%Y-%m-%dT%H:%M",
-    Granularity.HALF_HOURLY: "%Y-%m-%dT%H:%M",
-    Granularity.HOURLY: "%Y-%m-%dT%H:00",
-    Granularity.DAY_OF_MONTH: "%Y-%m-%d",
-    Granularity.WEEKLY: "%G-W%V",
-    Granularity.MONTHLY: "%Y-%m",
-    Granularity.YEARLY: "%Y",
-}
-# Minutes in a bucket of the granularities shorter than an hour.
-_CLOCK_MINUTES = {Granularity.QUARTER_HOURLY: 15, Granularity.HALF_HOURLY: 30}
 # Offsets are looked up a year at a time, with this much on either side: more than any
 # bucket holding an instant of the year (a year at most) reaches beyond it.
 _YEAR_MARGIN = timedelta(days=370)
@@ -38,16 +27,6 @@ _YEAR_MARGIN = timedelta(days=370)
 # 24-hour local day) plus how far the zone's offset moved back meanwhile, which is at most the
 # width of all offsets, from UTC-12 to UTC+14, however many buckets and clock changes.
 _OFFSET_WIDTH = timedelta(hours=26)
-_LONGEST_LOCAL = {
-    Granularity.QUARTER_HOURLY: timedelta(minutes=15),
-    Granularity.HALF_HOURLY: timedelta(minutes=30),
-    Granularity.HOURLY: timedelta(hours=1),
-    Granularity.DAY_OF_MONTH: timedelta(days=1),
-    Granularity.WEEKLY: timedelta(days=7),
-    Granularity.MONTHLY: timedelta(days=31),
-    Granularity.QUARTERLY: timedelta(days=92),
-    Granularity.YEARLY: timedelta(days=366),
-}
 # Since 1970 no UTC offset of the tz database has lasted less than six days, so a daily probe
 # sees every change.
 _PROBE_STEP = timedelta(days=1)
@@ -76,7 +55,7 @@ class _OffsetPeriods:
 def bucket_reach(granularity: Granularity, buckets: int) -> timedelta:
     """An upper bound of the time from a bucket's start to the last reading of the bucket
     `buckets - 1` places after it, in every zone."""
-    return buckets * _LONGEST_LOCAL[granularity] + _OFFSET_WIDTH
+    return buckets * GRANULARITY_INFO[granularity].longest + _OFFSET_WIDTH
 
 
 def bucket_containing(instant: datetime, granularity: Granularity, zone: ZoneInfo) -> BucketSpan:
@@ -85,55 +64,39 @@ def bucket_containing(instant: datetime, granularity: Granularity, zone: ZoneInf
     periods = _offset_periods(zone, utc.year)
     index = bisect.bisect_right(periods.starts, utc) - 1
     offset = periods.offsets[index]
-    unit_start = _unit_start(utc.replace(tzinfo=None) + offset, granularity)
-    unit_end = _unit_end(unit_start, granularity)
-    if granularity in CLOCK_GRANULARITIES:
+    info = GRANULARITY_INFO[granularity]
+    unit_start = _unit_start(utc.replace(tzinfo=None) + offset, info)
+    unit_end = _unit_end(unit_start, info)
+    if info.clock:
         start = max(_instant(unit_start, offset), periods.starts[index])
         end = min(_instant(unit_end, offset), periods.ends[index])
     else:
         start = _calendar_start(periods, index, unit_start, unit_end)
         end = _calendar_end(periods, index, unit_start, unit_end)
-    return BucketSpan(start, end, _period(unit_start, granularity))
+    return BucketSpan(start, end, info.label(unit_start))
 
 
-def _period(unit_start: datetime, granularity: Granularity) -> str:
-    if granularity is Granularity.QUARTERLY:
-        return f"{unit_start.year:04}-Q{(unit_start.month - 1) // 3 + 1}"
-    return unit_start.strftime(_PERIOD_FORMATS[granularity])
-
-
-def _unit_start(local: datetime, granularity: Granularity) -> datetime:
+def _unit_start(local: datetime, info: GranularityInfo) -> datetime:
     """The start of the calendar unit (quarter hour to year) that holds a naive local time."""
-    if granularity in _CLOCK_MINUTES:
-        minutes = _CLOCK_MINUTES[granularity]
-        return local.replace(minute=local.minute - local.minute % minutes, second=0, microsecond=0)
+    if info.step_unit == "minutes":
+        return local.replace(minute=local.minute - local.minute % info.step, second=0, microsecond=0)
     hour = local.replace(minute=0, second=0, microsecond=0)
-    if granularity is Granularity.HOURLY:
+    if info.step_unit == "hours":
         return hour
     day = hour.replace(hour=0)
-    if granularity is Granularity.DAY_OF_MONTH:
+    if info.step_unit == "days":
         return day
-    if granularity is Granularity.WEEKLY:
+    if info.step_unit == "weeks":
         return day - timedelta(days=day.weekday())
-    if granularity is Granularity.MONTHLY:
-        return day.replace(day=1)
-    if granularity is Granularity.QUARTERLY:
-        return day.replace(month=day.month - (day.month - 1) % 3, day=1)
-    return day.replace(month=1, day=1)
+    # Months, quarters and years: whole groups of `step` months counted from January.
+    return day.replace(month=day.month - (day.month - 1) % info.step, day=1)
 
 
-def _unit_end(unit_start: datetime, granularity: Granularity) -> datetime:
+def _unit_end(unit_start: datetime, info: GranularityInfo) -> datetime:
     """The start of the calendar unit after the one starting at unit_start."""
-    if granularity in _CLOCK_MINUTES:
-        return unit_start + timedelta(minutes=_CLOCK_MINUTES[granularity])
-    if granularity is Granularity.HOURLY:
-        return unit_start + timedelta(hours=1)
-    if granularity is Granularity.DAY_OF_MONTH:
-        return unit_start + timedelta(days=1)
-    if granularity is Granularity.WEEKLY:
-        return unit_start + timedelta(weeks=1)
-    months = {Granularity.MONTHLY: 1, Granularity.QUARTERLY: 3, Granularity.YEARLY: 12}[granularity]
-    month_index = unit_start.month - 1 + months
+    if info.step_unit != "months":
+        return unit_start + timedelta(**{info.step_unit: info.step})
+    month_index = unit_start.month - 1 + info.step
     return unit_start.replace(year=unit_start.year + month_index // 12, month=month_index % 12 + 1)
 
 

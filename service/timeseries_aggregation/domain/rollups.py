@@ -10,13 +10,14 @@ that is always at UTC) from daily rollups.
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
-from timeseries_aggregation.domain.aggregation import Granularity, zone_history
+from timeseries_aggregation.domain.aggregation import zone_history
 from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros, unix_micros_to_datetime
+from timeseries_aggregation.granularities import GRANULARITY_INFO, Granularity
 
 HOUR_MICROS = 3_600_000_000
 DAY_MICROS = 24 * HOUR_MICROS
@@ -43,9 +44,6 @@ class RollupPlan:
     check_hours: bool
 
 
-_FINER_THAN_AN_HOUR = frozenset({Granularity.QUARTER_HOURLY, Granularity.HALF_HOURLY})
-
-
 def rollup_plan(granularity: Granularity, time_zone: str) -> RollupPlan | None:
     """How the query's buckets can be made of rollups, or None (of readings only).
 
@@ -57,7 +55,7 @@ def rollup_plan(granularity: Granularity, time_zone: str) -> RollupPlan | None:
     at 00:01 local time until 2006); there local hours are read from readings, and days and
     longer from hourly rollups with each hour checked.
     """
-    if granularity in _FINER_THAN_AN_HOUR:
+    if GRANULARITY_INFO[granularity].longest < timedelta(hours=1):
         return None
     history = zone_history(time_zone)
     on_the_hour = all(offset % 3600 == 0 for offset in history.offsets) and all(

@@ -3,6 +3,7 @@ query history: one entry per query, recorded in the transaction that answers its
 
 import functools
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -14,7 +15,6 @@ from timeseries_aggregation.domain.aggregation import (
     AggregateQuery,
     Bucket,
     FixedWidthBuckets,
-    Granularity,
     TimeRange,
     credible_total,
     fixed_width_buckets,
@@ -27,6 +27,7 @@ from timeseries_aggregation.domain.paging import GroupPosition, Page, PageReques
 from timeseries_aggregation.domain.rollups import CUT_NAMES, RollupPlan, rollup_plan, window_cuts
 from timeseries_aggregation.domain.series import SeriesSelector
 from timeseries_aggregation.errors import InvalidArgumentError, SeriesNotFoundError
+from timeseries_aggregation.granularities import GRANULARITIES, Granularity, GranularityInfo
 from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.aggregate_sources import (
     aggregates,
@@ -49,20 +50,33 @@ from timeseries_aggregation.storage.series_catalog import check_series_exist
 # - other days, and weeks, months, quarters and years: the local calendar unit (a timestamp
 #   without zone), converted to the first instant of that unit once per bucket.
 _LOCAL = "time AT TIME ZONE $2"
-_LOCAL_CLOCK_STARTS = {
-    granularity: f"time - (({_LOCAL}) - {local_start})"
-    for granularity, local_start in {
-        Granularity.QUARTER_HOURLY: f"date_bin(INTERVAL '15 minutes', {_LOCAL}, TIMESTAMP '2000-01-01')",
-        Granularity.HALF_HOURLY: f"date_bin(INTERVAL '30 minutes', {_LOCAL}, TIMESTAMP '2000-01-01')",
-        Granularity.HOURLY: f"date_trunc('hour', {_LOCAL})",
-    }.items()
+# date_trunc's name of the calendar unit a bucket is, by its local length (ISO weeks start on
+# Monday, as the domain's do).
+_TRUNCATED_TO = {
+    (1, "hours"): "hour",
+    (1, "days"): "day",
+    (1, "weeks"): "week",
+    (1, "months"): "month",
+    (3, "months"): "quarter",
+    (12, "months"): "year",
 }
+
+
+def _interval(info: GranularityInfo) -> str:
+    return f"INTERVAL '{info.step} {info.step_unit}'"
+
+
+def _local_clock_start(info: GranularityInfo) -> str:
+    if info.step_unit == "minutes":
+        local_start = f"date_bin({_interval(info)}, {_LOCAL}, TIMESTAMP '2000-01-01')"
+    else:
+        local_start = f"date_trunc('{_TRUNCATED_TO[info.step, info.step_unit]}', {_LOCAL})"
+    return f"time - (({_LOCAL}) - {local_start})"
+
+
+_LOCAL_CLOCK_STARTS = {info.granularity: _local_clock_start(info) for info in GRANULARITIES if info.clock}
 _CALENDAR_UNITS = {
-    Granularity.DAY_OF_MONTH: "day",
-    Granularity.WEEKLY: "week",  # ISO weeks: date_trunc starts them on Monday
-    Granularity.MONTHLY: "month",
-    Granularity.QUARTERLY: "quarter",
-    Granularity.YEARLY: "year",
+    info.granularity: _TRUNCATED_TO[info.step, info.step_unit] for info in GRANULARITIES if not info.clock
 }
 
 
@@ -92,37 +106,41 @@ def _bucket_key_and_start(granularity: Granularity, fixed: FixedWidthBuckets | N
     )
 
 
-_UNIT_LENGTHS = {
-    "day": "1 day",
-    "week": "7 days",
-    "month": "1 month",
-    "quarter": "3 months",
-    "year": "1 year",
-}
 # The next bucket's start, computed from a bucket start in local time.
 _BUCKET_ENDS = {
-    Granularity.QUARTER_HOURLY: "bucket_start + INTERVAL '15 minutes'",
-    Granularity.HALF_HOURLY: "bucket_start + INTERVAL '30 minutes'",
-    Granularity.HOURLY: "bucket_start + INTERVAL '1 hour'",
-    **{
-        granularity: _first_instant_of(
-            f"date_trunc('{unit}', (bucket_start AT TIME ZONE $2) + INTERVAL '{_UNIT_LENGTHS[unit]}')"
-        )
-        for granularity, unit in _CALENDAR_UNITS.items()
-    },
+    info.granularity: f"bucket_start + {_interval(info)}"
+    if info.clock
+    else _first_instant_of(
+        f"date_trunc('{_CALENDAR_UNITS[info.granularity]}', "
+        f"(bucket_start AT TIME ZONE $2) + {_interval(info)})"
+    )
+    for info in GRANULARITIES
 }
+# strftime's fields of the labels (granularities.py), as to_char patterns; letters are quoted.
+_TO_CHAR_FIELDS = {
+    "%Y": "YYYY",
+    "%m": "MM",
+    "%d": "DD",
+    "%H": "HH24",
+    "%M": "MI",
+    "%G": "IYYY",
+    "%V": "IW",
+    "%q": "Q",
+}
+
+
+def _to_char_pattern(label_format: str) -> str:
+    """The to_char pattern that labels as the strftime format does (2025-10-01T13:00, 2025-W40)."""
+    parts = re.split(r"(%.)", label_format)
+    return "".join(
+        _TO_CHAR_FIELDS[part] if part.startswith("%") else re.sub(r"([A-Za-z]+)", r'"\1"', part)
+        for part in parts
+    )
+
+
 # Period labels in the query's zone: 2025-10-01T13:15, 2025-10-01T13:00, 2025-10-01,
 # 2025-W40 (ISO week-numbering year and week), 2025-10, 2025-Q4, 2025.
-_PERIOD_PATTERNS = {
-    Granularity.QUARTER_HOURLY: 'YYYY-MM-DD"T"HH24:MI',
-    Granularity.HALF_HOURLY: 'YYYY-MM-DD"T"HH24:MI',
-    Granularity.HOURLY: 'YYYY-MM-DD"T"HH24:00',
-    Granularity.DAY_OF_MONTH: "YYYY-MM-DD",
-    Granularity.WEEKLY: 'IYYY-"W"IW',
-    Granularity.MONTHLY: "YYYY-MM",
-    Granularity.QUARTERLY: 'YYYY-"Q"Q',
-    Granularity.YEARLY: "YYYY",
-}
+_PERIOD_PATTERNS = {info.granularity: _to_char_pattern(info.label_format) for info in GRANULARITIES}
 
 
 # A history entry's columns, in the order both ways of recording a call give them.

@@ -3,13 +3,13 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.domain.aggregation import Bucket, Granularity
+from timeseries_aggregation.domain.aggregation import Bucket
 from timeseries_aggregation.domain.batch import ReadingBatch, first_violation
 from timeseries_aggregation.domain.deletion import ReadingsDeletion, make_deletion
 from timeseries_aggregation.domain.history import HistoryEntry
@@ -22,20 +22,13 @@ from timeseries_aggregation.domain.series import (
     make_series_update,
 )
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.granularities import GRANULARITIES
 from timeseries_aggregation.limits import MAX_READINGS_PER_MESSAGE
 from timeseries_aggregation.wording import counted
 
-GRANULARITY_FROM_PROTO = {
-    pb.GRANULARITY_HOURLY: Granularity.HOURLY,
-    pb.GRANULARITY_DAY_OF_MONTH: Granularity.DAY_OF_MONTH,
-    pb.GRANULARITY_MONTHLY: Granularity.MONTHLY,
-    pb.GRANULARITY_QUARTER_HOURLY: Granularity.QUARTER_HOURLY,
-    pb.GRANULARITY_HALF_HOURLY: Granularity.HALF_HOURLY,
-    pb.GRANULARITY_WEEKLY: Granularity.WEEKLY,
-    pb.GRANULARITY_QUARTERLY: Granularity.QUARTERLY,
-    pb.GRANULARITY_YEARLY: Granularity.YEARLY,
-}
-GRANULARITY_TO_PROTO = {value: key for key, value in GRANULARITY_FROM_PROTO.items()}
+# The table's proto values are the numbers of timeseries.v1.Granularity.
+GRANULARITY_TO_PROTO = {info.granularity: cast("pb.Granularity", info.proto_value) for info in GRANULARITIES}
+GRANULARITY_FROM_PROTO = {value: granularity for granularity, value in GRANULARITY_TO_PROTO.items()}
 
 
 def timestamp_to_datetime(timestamp: Timestamp, field: str) -> datetime:
