@@ -18,6 +18,7 @@ from grpc_status import rpc_status
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.series import make_series_update
+from timeseries_aggregation.domain.zone_offsets import offset_changes
 from timeseries_aggregation.storage.series_catalog import update_series
 
 if TYPE_CHECKING:
@@ -156,24 +157,9 @@ async def service_transactions_waiting(connection: asyncpg.Connection) -> int:
 
 
 def offset_changes_near(instant: datetime, zone: zoneinfo.ZoneInfo, days: int = 40) -> list[datetime]:
-    """The instants within `days` of instant at which the zone's UTC offset changes, found
-    by probing zoneinfo every six hours and bisecting to the second."""
-
-    def offset(moment: datetime) -> timedelta | None:
-        return moment.astimezone(zone).utcoffset()
-
-    changes = []
-    probe = instant.replace(microsecond=0) - timedelta(days=days)
-    while probe < instant + timedelta(days=days):
-        following = probe + timedelta(hours=6)
-        if offset(following) != offset(probe):
-            low, high = probe, following
-            while high - low > timedelta(seconds=1):
-                middle = low + (high - low) / 2
-                low, high = (middle, high) if offset(middle) == offset(low) else (low, middle)
-            changes.append(high)
-        probe = following
-    return changes
+    """The instants within `days` of instant at which the zone's UTC offset changes."""
+    around = timedelta(days=days)
+    return [change.instant for change in offset_changes(zone, instant - around, instant + around)]
 
 
 async def catalog_matches_readings(sql: asyncpg.Connection) -> None:

@@ -5,7 +5,7 @@ import math
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 from timeseries_aggregation.domain.readings import (
@@ -16,6 +16,7 @@ from timeseries_aggregation.domain.readings import (
 )
 from timeseries_aggregation.domain.series import SERIES_ID_KEY, SeriesSelector, check_labels
 from timeseries_aggregation.domain.time_zones import check_time_zone
+from timeseries_aggregation.domain.zone_offsets import offset_changes, utc_offset
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.granularities import GRANULARITY_INFO, Granularity
 from timeseries_aggregation.limits import MAX_GROUP_BY, QUANTITY_KWH_MAX_MAGNITUDE
@@ -129,9 +130,6 @@ class FixedWidthBuckets:
     origin_unix_seconds: int
 
 
-_DAY = 86_400
-
-
 class ZoneHistory(NamedTuple):
     """The UTC offsets (seconds) a zone uses in the supported range, and the instants (Unix
     seconds) at which it changes from one to another."""
@@ -142,31 +140,15 @@ class ZoneHistory(NamedTuple):
 
 @functools.cache
 def zone_history(time_zone: str) -> ZoneHistory:
-    """The zone's offsets, probed daily (no offset lasts less than a day), and its changes,
-    each found to the second between the two probes around it. About 50 ms, once per zone
-    and process."""
+    """The zone's offsets and their changes in the supported range (domain/zone_offsets.py).
+    About 50 ms, once per zone and process."""
     zone = zoneinfo.ZoneInfo(time_zone)
-
-    def offset_at(unix_seconds: int) -> int:
-        offset = (EARLIEST_TIME + timedelta(seconds=unix_seconds)).astimezone(zone).utcoffset()
-        assert offset is not None
-        return int(offset.total_seconds())
-
-    start = int(EARLIEST_TIME.timestamp()) + _DAY // 2
-    offsets = {offset_at(start)}
-    changes = []
-    previous = offset_at(start)
-    for probe in range(start + _DAY, int(LATEST_TIME.timestamp()), _DAY):
-        offset = offset_at(probe)
-        if offset != previous:
-            before, after = probe - _DAY, probe  # the change lies in (before, after]
-            while after - before > 1:
-                middle = (before + after) // 2
-                before, after = (middle, after) if offset_at(middle) == previous else (before, middle)
-            changes.append(after)
-            offsets.add(offset)
-            previous = offset
-    return ZoneHistory(frozenset(offsets), tuple(changes))
+    changes = offset_changes(zone, EARLIEST_TIME, LATEST_TIME)
+    offsets = {utc_offset(zone, EARLIEST_TIME), *(change.offset for change in changes)}
+    return ZoneHistory(
+        frozenset(int(offset.total_seconds()) for offset in offsets),
+        tuple(int(change.instant.timestamp()) for change in changes),
+    )
 
 
 def utc_offsets(time_zone: str) -> frozenset[int]:

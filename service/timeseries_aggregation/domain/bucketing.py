@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from timeseries_aggregation.domain.zone_offsets import offset_changes, utc_offset
 from timeseries_aggregation.granularities import GRANULARITY_INFO, Granularity, GranularityInfo
 
 # Offsets are looked up a year at a time, with this much on either side: more than any
@@ -27,9 +28,6 @@ _YEAR_MARGIN = timedelta(days=370)
 # 24-hour local day) plus how far the zone's offset moved back meanwhile, which is at most the
 # width of all offsets, from UTC-12 to UTC+14, however many buckets and clock changes.
 _OFFSET_WIDTH = timedelta(hours=26)
-# Since 1970 no UTC offset of the tz database has lasted less than six days, so a daily probe
-# sees every change.
-_PROBE_STEP = timedelta(days=1)
 _DISTANT_PAST = datetime.min.replace(tzinfo=UTC)
 _DISTANT_FUTURE = datetime.max.replace(tzinfo=UTC)
 
@@ -137,12 +135,6 @@ def _calendar_end(periods: _OffsetPeriods, index: int, unit_start: datetime, uni
         index += 1
 
 
-def _utc_offset(zone: ZoneInfo, instant: datetime) -> timedelta:
-    offset = instant.astimezone(zone).utcoffset()
-    assert offset is not None  # a ZoneInfo always has one
-    return offset
-
-
 @functools.cache
 def _offset_periods(zone: ZoneInfo, year: int) -> _OffsetPeriods:
     """The zone's UTC offsets and the instants they change at, from zoneinfo, around a year.
@@ -150,32 +142,11 @@ def _offset_periods(zone: ZoneInfo, year: int) -> _OffsetPeriods:
     The first and last periods reach into the distant past and future: nothing asked
     about the year depends on where they really begin or end.
     """
-    probe = datetime(year, 1, 1, tzinfo=UTC) - _YEAR_MARGIN
-    last = datetime(year + 1, 1, 1, tzinfo=UTC) + _YEAR_MARGIN
-    changes = [_DISTANT_PAST]
-    offsets = [_utc_offset(zone, probe)]
-    while probe < last:
-        following = probe + _PROBE_STEP
-        offset = _utc_offset(zone, following)
-        if offset != offsets[-1]:
-            changes.append(_offset_change(zone, probe, following))
-            offsets.append(offset)
-        probe = following
-    return _OffsetPeriods(tuple(changes), (*changes[1:], _DISTANT_FUTURE), tuple(offsets))
-
-
-def _offset_change(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
-    """The instant in (before, after] at which the zone's one offset change happens (whole
-    seconds, as the tz database records it)."""
-    old_offset = _utc_offset(zone, before)
-    low, high = int(before.timestamp()), int(after.timestamp())
-    while high - low > 1:
-        middle = (low + high) // 2
-        if _utc_offset(zone, datetime.fromtimestamp(middle, UTC)) == old_offset:
-            low = middle
-        else:
-            high = middle
-    return datetime.fromtimestamp(high, UTC)
+    first = datetime(year, 1, 1, tzinfo=UTC) - _YEAR_MARGIN
+    changes = offset_changes(zone, first, datetime(year + 1, 1, 1, tzinfo=UTC) + _YEAR_MARGIN)
+    starts = (_DISTANT_PAST, *(change.instant for change in changes))
+    offsets = (utc_offset(zone, first), *(change.offset for change in changes))
+    return _OffsetPeriods(starts, (*starts[1:], _DISTANT_FUTURE), offsets)
 
 
 def buckets_between(
