@@ -59,10 +59,3 @@ def quantity_problem(quantity_kwh: float) -> str | None:
             f"±{QUANTITY_KWH_MAX_MAGNITUDE:g} kWh (more than a year of a country's consumption)"
         )
     return None
-
-
-def check_quantity(quantity_kwh: float, field: str) -> None:
-    """Raise InvalidArgumentError unless the quantity is a finite number within the bound."""
-    problem = quantity_problem(quantity_kwh)
-    if problem is not None:
-        raise InvalidArgumentError(field, problem)

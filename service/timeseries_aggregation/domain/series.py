@@ -69,8 +69,6 @@ class SeriesSelector:
         return self.series_ids is None and not self.labels
 
 
-EVERY_SERIES = SeriesSelector(series_ids=None, labels={})
-
 UPDATE_PATHS = ("labels", "reading_interval")
 
 
