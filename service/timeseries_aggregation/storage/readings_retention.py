@@ -89,7 +89,7 @@ async def expire_chunks_now(database: Database, retention: timedelta) -> None:
         await connection.execute("CALL expire_readings(0, $1::jsonb)", config)
 
 
-async def _keep_job_in_step(database: Database, retention: timedelta) -> bool:
+async def _keep_job_in_step(database: Database, retention: timedelta) -> None:
     """Make the expiry job of readings match the setting (the database has a job scheduler)."""
     async with database.query_connection() as connection, connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock($1)", _RETENTION_LOCK_KEY)
@@ -97,12 +97,11 @@ async def _keep_job_in_step(database: Database, retention: timedelta) -> bool:
         await keep_policy(connection, RETENTION_POLICY, "readings", timedelta(0))
         jobs = await connection.fetch(_EXPIRY_JOBS)
         if [job["drop_after"] for job in jobs] == ([retention] if retention else []):
-            return True
+            return
         for job in jobs:
             await connection.execute("SELECT delete_job($1)", job["job_id"])
         if retention:
             await connection.execute(_ADD_EXPIRY_JOB, retention)
-        return True
 
 
 @contextlib.asynccontextmanager
@@ -114,7 +113,9 @@ async def readings_retention(
     meters_per_batch: int = METERS_PER_BATCH,
 ) -> AsyncIterator[None]:
     """Keep readings for `retention` (zero: forever) while the block runs."""
-    scheduled = database.capabilities.job_scheduler and await _keep_job_in_step(database, retention)
+    scheduled = database.capabilities.job_scheduler
+    if scheduled:
+        await _keep_job_in_step(database, retention)
     if not retention:
         logger.info("readings retention: off, readings are kept forever")
         yield
