@@ -110,7 +110,9 @@ async def run(arguments: argparse.Namespace) -> None:
             request = year_request(QUERY_METER, pb.GRANULARITY_DAY_OF_MONTH)
 
             async def service_statement() -> object:
-                if engine.citus:  # as query_aggregates does there: read and insert, one transaction
+                # As query_aggregates does where one statement cannot read and record: the read,
+                # then the insert, in one transaction.
+                if not database.capabilities.reads_and_writes_in_one_statement:
                     async with connection.transaction():
                         rows = await connection.fetch(bare, *bare_arguments)
                         await connection.execute("SELECT 1")  # the insert's round trip
