@@ -1,0 +1,5 @@
+import sys
+
+from timeseries_aggregation.cli import main
+
+sys.exit(main())
