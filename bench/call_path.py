@@ -36,23 +36,13 @@ import asyncpg
 import grpc
 import psutil
 
-# This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
-from bench import (
-    PLAIN_SQL,
-    QUERY_METER,
-    YEAR_2025,
-    YEAR_2026,
-    Dataset,
-    ServiceProcess,
-    bench_database,
-    detect_engine,
-    load_query_dataset,
-    machine_description,
-    percentile,
-    postgres_server,
-    settle,
-    year_request,
-)
+# This script's folder is on sys.path when it runs, so the benchmark's modules import by name.
+from data import YEAR_2025, YEAR_2026, Dataset, load_query_dataset
+from engine import detect_engine, settle
+from figures import percentile
+from harness import ServiceProcess, bench_database, machine_description, postgres_server
+from queries import PLAIN_SQL, QUERY_METER, year_request
+
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server

@@ -9,15 +9,12 @@ of the CLI, and how fast the client encodes columnar readings with and without n
 import argparse
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import venv
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.client_install import build_wheel, install
+from installs import build_wheel, install
 
 IMPORT_CLIENT = "import timeseries_aggregation.client"
 IMPORT_SERVER = "import timeseries_aggregation.app"

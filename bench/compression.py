@@ -20,13 +20,11 @@ from datetime import timedelta
 
 import asyncpg
 
-# This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
-from bench import (
-    COMPRESS_EVERY_CHUNK,
-    QUARTER_HOURLY_LOAD,
-    bench_database,
-    machine_description,
-)
+# This script's folder is on sys.path when it runs, so the benchmark's modules import by name.
+from data import QUARTER_HOURLY_LOAD
+from engine import COMPRESS_EVERY_CHUNK
+from harness import bench_database, machine_description
+
 from timeseries_aggregation.domain.durations import format_duration, parse_duration
 from timeseries_aggregation.storage.engine import detect_capabilities
 from timeseries_aggregation.storage.schema import apply_migrations

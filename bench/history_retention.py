@@ -21,17 +21,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
-# This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
-from bench import (
-    Dataset,
-    ServiceProcess,
-    bench_database,
-    load_query_dataset,
-    machine_description,
-    percentile,
-    postgres_server,
-    query_clients,
-)
+# This script's folder is on sys.path when it runs, so the benchmark's modules import by name.
+from data import Dataset, load_query_dataset
+from figures import percentile
+from harness import ServiceProcess, bench_database, machine_description, postgres_server
+from queries import query_clients
+
 from timeseries_aggregation.storage.engine import detect_capabilities
 from timeseries_aggregation.storage.schema import apply_migrations, migration_scripts
 

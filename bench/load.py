@@ -23,15 +23,11 @@ import asyncpg
 import grpc
 import numpy as np
 
-# This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
-from bench import (
-    Dataset,
-    ServiceProcess,
-    bench_database,
-    load_query_dataset,
-    percentile,
-    postgres_server,
-)
+# This script's folder is on sys.path when it runs, so the benchmark's modules import by name.
+from data import Dataset, load_query_dataset
+from figures import percentile
+from harness import ServiceProcess, bench_database, postgres_server
+
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client import series_messages

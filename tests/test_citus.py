@@ -20,7 +20,7 @@ import asyncpg
 import grpc
 import pytest
 
-from tests.databases import CitusCluster, with_node
+from bench.throwaway_databases import CitusCluster, with_node
 from tests.support import (
     batches,
     eventually,

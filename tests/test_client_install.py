@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client_install import build_wheel, install
+from bench.installs import build_wheel, install
 from timeseries_aggregation.app import RunningServer
 
 # Building and installing takes a while and depends on no storage engine: once, on the

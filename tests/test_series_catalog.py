@@ -14,7 +14,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from tests.databases import CitusCluster, throwaway_database
+from bench.throwaway_databases import CitusCluster, throwaway_database
 from tests.support import (
     batches,
     catalog_matches_readings,

@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from bench.otlp_receiver import Receiver, attribute_values, otlp_receiver
 from tests.conftest import server_config
-from tests.otlp_receiver import Receiver, attribute_values, otlp_receiver
 from tests.support import add_series, eventually, reading
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
