@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import grpc
 
-from timeseries_aggregation.cli.arguments import _parser
-from timeseries_aggregation.cli.calls import _call_failed
+from timeseries_aggregation.cli.arguments import build_parser
+from timeseries_aggregation.cli.calls import call_failed
 from timeseries_aggregation.cli.exit_codes import (
     EXIT_BAD_FILE,
     EXIT_BROKEN_PIPE,
@@ -39,7 +39,7 @@ _SERVER_COMMANDS = frozenset({"serve", "keys", "rollups"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = _parser().parse_args(argv)
+    arguments = build_parser().parse_args(argv)
     # The client commands' calls continue a trace the process was started in ($TRACEPARENT).
     server_side = arguments.command in _SERVER_COMMANDS
     traced = contextlib.nullcontext() if server_side else environment_trace_context()
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with traced:
             exit_code: int = arguments.run(arguments)
     except grpc.RpcError as error:
-        print(_call_failed(arguments, error), file=sys.stderr)
+        print(call_failed(arguments, error), file=sys.stderr)
         # A series that is not there is most often a typo: a script can tell it from a failure.
         return EXIT_NOT_FOUND if error.code() == grpc.StatusCode.NOT_FOUND else EXIT_CALL_FAILED
     except UsageError as error:

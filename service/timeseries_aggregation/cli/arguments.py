@@ -8,10 +8,16 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from timeseries_aggregation.cli.client_commands import _delete, _history, _list_series, _query, _update_series
+from timeseries_aggregation.cli.client_commands import (
+    delete_command,
+    history_command,
+    list_series_command,
+    query_command,
+    update_series_command,
+)
 from timeseries_aggregation.cli.exit_codes import EXIT_USAGE
-from timeseries_aggregation.cli.importing import _import
-from timeseries_aggregation.cli.server_commands import _generate_key, _rollups, _serve
+from timeseries_aggregation.cli.importing import import_command
+from timeseries_aggregation.cli.server_commands import generate_key_command, rollups_command, serve_command
 from timeseries_aggregation.client import (
     API_KEY_VARIABLE,
     DEFAULT_INGEST_TIMEOUT_SECONDS,
@@ -193,7 +199,7 @@ def _add_selector_options(
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="timeseries-aggregation",
         description="Power-consumption readings in, aggregates out, over gRPC.",
@@ -209,14 +215,14 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes sharing the port, one per core to use "
         "(default: $TIMESERIES_AGGREGATION_WORKERS, else 1)",
     )
-    serve.set_defaults(run=_serve)
+    serve.set_defaults(run=serve_command)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = key_commands.add_parser("generate", help="print a new API key and its key-file line")
     generate.add_argument("--name", required=True, help="who the key is for; recorded in the history")
     generate.add_argument("--scopes", required=True, help="comma-separated: ingest, query, delete")
-    generate.set_defaults(run=_generate_key)
+    generate.set_defaults(run=generate_key_command)
 
     rollups = commands.add_parser(
         "rollups",
@@ -254,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
             type=_day_or_time,
             help="last day, or the instant the range ends before, UTC (default: the last reading)",
         )
-        command.set_defaults(run=_rollups)
+        command.set_defaults(run=rollups_command)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(
@@ -319,7 +325,7 @@ def _parser() -> argparse.ArgumentParser:
         default=5_000,
         help=f"readings per message, 1 to {MAX_READINGS_PER_MESSAGE:,} (default 5,000)",
     )
-    ingest.set_defaults(run=_import)
+    ingest.set_defaults(run=import_command)
 
     query = client_command("query", help_text="print aggregates of one series, or of the series selected")
     _add_selector_options(
@@ -356,12 +362,12 @@ def _parser() -> argparse.ArgumentParser:
         help="add a coverage column: the readings as a share of those the declared reading "
         "intervals expect ('-' where no series declares one)",
     )
-    query.set_defaults(run=_query)
+    query.set_defaults(run=query_command)
 
     history = client_command("history", help_text="print the most recent queries")
     history.add_argument("--limit", type=_whole_number(1), default=10, help="how many, newest first")
     history.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    history.set_defaults(run=_history)
+    history.set_defaults(run=history_command)
 
     update_series = client_command(
         "update-series", help_text="set the labels or the reading interval of a series, creating it"
@@ -393,7 +399,7 @@ def _parser() -> argparse.ArgumentParser:
         "--clear-reading-interval", action="store_true", help="remove the declared reading interval"
     )
     update_series.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    update_series.set_defaults(run=_update_series)
+    update_series.set_defaults(run=update_series_command)
 
     series = client_command("series", help_text="list series with their labels, interval and freshness")
     _add_selector_options(series, series_help="only this series; repeat for more")
@@ -408,7 +414,7 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=_whole_number(1), help="how many at most, in series_id order (default: all)"
     )
     series.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    series.set_defaults(run=_list_series)
+    series.set_defaults(run=list_series_command)
 
     delete = client_command("delete", help_text="delete the readings of the selected series in a time range")
     _add_selector_options(delete, series_help="a series to delete from; repeat for more")
@@ -439,5 +445,5 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete without listing the series and asking first (needed when stdin is not a terminal)",
     )
-    delete.set_defaults(run=_delete)
+    delete.set_defaults(run=delete_command)
     return parser

@@ -23,7 +23,7 @@ HINTS = {
 }
 
 
-def _client(arguments: argparse.Namespace) -> TimeseriesClient:
+def open_client(arguments: argparse.Namespace) -> TimeseriesClient:
     if (arguments.tls_cert is None) != (arguments.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together (mutual TLS needs both)")
     if arguments.tls_cert is not None and arguments.tls_ca is None:
@@ -40,7 +40,7 @@ def _client(arguments: argparse.Namespace) -> TimeseriesClient:
     return TimeseriesClient(arguments.target, **options)
 
 
-def _call_failed(arguments: argparse.Namespace, error: grpc.RpcError) -> str:
+def call_failed(arguments: argparse.Namespace, error: grpc.RpcError) -> str:
     code = error.code()
     timeout = arguments.timeout or (
         DEFAULT_INGEST_TIMEOUT_SECONDS if arguments.command == "import" else DEFAULT_TIMEOUT_SECONDS

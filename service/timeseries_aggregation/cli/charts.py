@@ -2,17 +2,17 @@
 
 from collections.abc import Sequence
 
-from timeseries_aggregation.cli.rendering import _table_cell
+from timeseries_aggregation.cli.rendering import table_cell
 
 # The narrowest bar area a chart keeps, however narrow the terminal.
 MIN_BAR_COLUMNS = 10
 
 
-def _chart(labels: Sequence[str], values: Sequence[float], title: str, columns: int) -> str:
+def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, columns: int) -> str:
     """One horizontal bar per value, its label on the left and its value on the right, within
     `columns` characters: every label stays readable however many there are. Negative values
     (export) grow left of a zero line, positive ones right of it."""
-    texts = [_table_cell(value) for value in values]
+    texts = [table_cell(value) for value in values]
     label_width = max(map(len, labels))
     text_width = max(map(len, texts))
     area = max(columns - label_width - text_width - 2, MIN_BAR_COLUMNS)

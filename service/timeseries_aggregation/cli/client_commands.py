@@ -6,20 +6,20 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from timeseries_aggregation.cli.calls import _client
-from timeseries_aggregation.cli.charts import _chart
+from timeseries_aggregation.cli.calls import open_client
+from timeseries_aggregation.cli.charts import bar_chart
 from timeseries_aggregation.cli.exit_codes import EXIT_CALL_FAILED, EXIT_OK, UsageError
-from timeseries_aggregation.cli.ranges import _check_range, _query_range, _range_end, _range_start
+from timeseries_aggregation.cli.ranges import check_range, query_range, range_end, range_start
 from timeseries_aggregation.cli.rendering import (
     HISTORY_COLUMNS,
     SERIES_COLUMNS,
-    _bucket_columns,
-    _bucket_row,
-    _history_row,
-    _render,
-    _selector_text,
-    _series_row,
-    _timestamp_text,
+    bucket_columns,
+    bucket_row,
+    history_row,
+    render,
+    selector_text,
+    series_row,
+    timestamp_text,
 )
 from timeseries_aggregation.limits import (
     HISTORY_MAX_PAGE_SIZE,
@@ -45,7 +45,7 @@ def _group_by(keys: Sequence[str] | None) -> list[str]:
     return group_by
 
 
-def _query(arguments: argparse.Namespace) -> int:
+def query_command(arguments: argparse.Namespace) -> int:
     series_ids, labels = _selector(arguments)
     if not series_ids and not labels:
         raise UsageError("name the series to query: give --series-id, --label or both")
@@ -56,10 +56,10 @@ def _query(arguments: argparse.Namespace) -> int:
         )
     if arguments.chart and arguments.coverage:
         raise UsageError("--chart draws the totals alone: leave out --coverage, or use --format")
-    start, end = _query_range(arguments)
+    start, end = query_range(arguments)
     # One --series-id alone is the query of one series it always was; more, or a label, select.
     series_id = series_ids[0] if len(series_ids) == 1 and not labels else None
-    with _client(arguments) as client:
+    with open_client(arguments) as client:
         buckets = list(
             client.query(
                 series_id,
@@ -78,30 +78,30 @@ def _query(arguments: argparse.Namespace) -> int:
         queried = (
             f"series {series_id!r}"
             if series_id is not None
-            else f"the series of {_selector_text(series_ids, labels)}"
+            else f"the series of {selector_text(series_ids, labels)}"
         )
         print(f"no readings of {queried} {_range_text(arguments)} ({arguments.time_zone})")
     elif arguments.chart:
-        queried = series_id if series_id is not None else _selector_text(series_ids, labels)
+        queried = series_id if series_id is not None else selector_text(series_ids, labels)
         title = f"{queried}: {arguments.granularity} kWh ({arguments.time_zone})"
         periods = [bucket.period for bucket in buckets]
         totals = [bucket.total_quantity_kwh for bucket in buckets]
-        print(_chart(periods, totals, title, shutil.get_terminal_size().columns))
+        print(bar_chart(periods, totals, title, shutil.get_terminal_size().columns))
     else:
-        columns = _bucket_columns(group_by, series_id is None, arguments.coverage, arguments.format)
-        rows = [_bucket_row(bucket, group_by, arguments.format) for bucket in buckets]
+        columns = bucket_columns(group_by, series_id is None, arguments.coverage, arguments.format)
+        rows = [bucket_row(bucket, group_by, arguments.format) for bucket in buckets]
         print(
-            _render([{column: row[column] for column in columns} for row in rows], columns, arguments.format)
+            render([{column: row[column] for column in columns} for row in rows], columns, arguments.format)
         )
     return EXIT_OK
 
 
-def _history(arguments: argparse.Namespace) -> int:
-    with _client(arguments) as client:
+def history_command(arguments: argparse.Namespace) -> int:
+    with open_client(arguments) as client:
         entries = list(
             client.history(page_size=min(arguments.limit, HISTORY_MAX_PAGE_SIZE), limit=arguments.limit)
         )
-    print(_render([_history_row(entry) for entry in entries], HISTORY_COLUMNS, arguments.format))
+    print(render([history_row(entry) for entry in entries], HISTORY_COLUMNS, arguments.format))
     return EXIT_OK
 
 
@@ -114,7 +114,7 @@ def _labels(pairs: Sequence[tuple[str, str]] | None) -> dict[str, str]:
     return labels
 
 
-def _update_series(arguments: argparse.Namespace) -> int:
+def update_series_command(arguments: argparse.Namespace) -> int:
     labels = _labels(arguments.labels) if arguments.labels else None
     if arguments.clear_labels:
         labels = {}
@@ -123,15 +123,15 @@ def _update_series(arguments: argparse.Namespace) -> int:
         raise UsageError(
             "nothing to update: give --label, --clear-labels, --reading-interval or --clear-reading-interval"
         )
-    with _client(arguments) as client:
+    with open_client(arguments) as client:
         series = client.update_series(
             arguments.series_id,
             labels=labels,
             reading_interval=arguments.reading_interval,
             clear_reading_interval=arguments.clear_reading_interval,
         )
-    row = _series_row(series, datetime.now(UTC), arguments.format)
-    print(_render([row], SERIES_COLUMNS, arguments.format))
+    row = series_row(series, datetime.now(UTC), arguments.format)
+    print(render([row], SERIES_COLUMNS, arguments.format))
     return EXIT_OK
 
 
@@ -151,12 +151,12 @@ def _selector_options(series_ids: Sequence[str], labels: dict[str, str]) -> str:
     return " and ".join(given)
 
 
-def _list_series(arguments: argparse.Namespace) -> int:
+def list_series_command(arguments: argparse.Namespace) -> int:
     series_ids, labels = _selector(arguments)
     page_size = arguments.page_size
     if not page_size and arguments.limit is not None:
         page_size = min(arguments.limit, SERIES_MAX_PAGE_SIZE)
-    with _client(arguments) as client:
+    with open_client(arguments) as client:
         listed = list(
             client.list_series(
                 series_ids=series_ids, labels=labels, page_size=page_size, limit=arguments.limit
@@ -168,8 +168,8 @@ def _list_series(arguments: argparse.Namespace) -> int:
         return EXIT_OK
     # One instant for every row, so that their freshness compares.
     now = datetime.now(UTC)
-    rows = [_series_row(series, now, arguments.format) for series in listed]
-    print(_render(rows, SERIES_COLUMNS, arguments.format))
+    rows = [series_row(series, now, arguments.format) for series in listed]
+    print(render(rows, SERIES_COLUMNS, arguments.format))
     return EXIT_OK
 
 
@@ -177,18 +177,18 @@ def _list_series(arguments: argparse.Namespace) -> int:
 CONFIRMATION_MAX_SERIES = 20
 
 
-def _delete(arguments: argparse.Namespace) -> int:
+def delete_command(arguments: argparse.Namespace) -> int:
     series_ids, labels = _selector(arguments)
     if not series_ids and not labels:
         raise UsageError("name the series to delete from: give --series-id, --label or both")
     zone = arguments.time_zone
-    start, end = _range_start(arguments.date_from, zone), _range_end(arguments.date_to, zone)
-    _check_range(arguments, start, end)
+    start, end = range_start(arguments.date_from, zone), range_end(arguments.date_to, zone)
+    check_range(arguments, start, end)
     if not arguments.yes and not (sys.stdin is not None and sys.stdin.isatty()):
         # A script must not hang on a question nobody sees.
         raise UsageError("delete asks before it deletes, and stdin is not a terminal: pass --yes")
-    span = f"[{_timestamp_text(start)}, {_timestamp_text(end)})"
-    with _client(arguments) as client:
+    span = f"[{timestamp_text(start)}, {timestamp_text(end)})"
+    with open_client(arguments) as client:
         if not arguments.yes:
             selected = [
                 series.series_id

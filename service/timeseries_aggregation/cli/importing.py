@@ -13,7 +13,7 @@ import grpc
 from tqdm import tqdm
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.cli.calls import _client
+from timeseries_aggregation.cli.calls import open_client
 from timeseries_aggregation.cli.exit_codes import EXIT_BAD_FILE, EXIT_OK, UsageError
 from timeseries_aggregation.client import (
     unix_micros,
@@ -103,7 +103,7 @@ def _show_progress(progress: "tqdm[NoReturn]", table: ReadingTable) -> None:
     progress.refresh()
 
 
-def _import(arguments: argparse.Namespace) -> int:
+def import_command(arguments: argparse.Namespace) -> int:
     path: Path = arguments.file
     if not path.is_file():
         print(f"error: {path}: no such file", file=sys.stderr)
@@ -130,7 +130,7 @@ def _import(arguments: argparse.Namespace) -> int:
         # gRPC logs the cancelled stream's traceback; the message below says all that matters.
         logging.getLogger("grpc._channel").setLevel(logging.CRITICAL)
         started = time.monotonic()
-        with _client(arguments) as client, _progress(table) as progress:
+        with open_client(arguments) as client, _progress(table) as progress:
             try:
                 result = client.ingest_messages(messages(progress))
             except grpc.RpcError:

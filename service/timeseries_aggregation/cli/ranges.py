@@ -32,21 +32,21 @@ def _local_instant(moment: datetime, zone_name: str, option: str) -> datetime:
     return first
 
 
-def _range_start(moment: date | datetime, zone_name: str) -> datetime:
+def range_start(moment: date | datetime, zone_name: str) -> datetime:
     """Where --from starts the range: at the local start of a date, or at a date-time."""
     if isinstance(moment, datetime):
         return _local_instant(moment, zone_name, "--from")
     return _day_start(moment, zone_name)
 
 
-def _range_end(moment: date | datetime, zone_name: str) -> datetime:
+def range_end(moment: date | datetime, zone_name: str) -> datetime:
     """Where --to ends the range (exclusive): after the whole local date, or at a date-time."""
     if isinstance(moment, datetime):
         return _local_instant(moment, zone_name, "--to")
     return _day_start(moment + timedelta(days=1), zone_name)
 
 
-def _check_range(arguments: argparse.Namespace, start: datetime | None, end: datetime | None) -> None:
+def check_range(arguments: argparse.Namespace, start: datetime | None, end: datetime | None) -> None:
     """A usage error, naming --from and --to, when [start, end) holds no instant."""
     if start is None or end is None or start < end:
         return
@@ -56,10 +56,10 @@ def _check_range(arguments: argparse.Namespace, start: datetime | None, end: dat
     raise UsageError(f"--to {date_to} is before --from {date_from}")
 
 
-def _query_range(arguments: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+def query_range(arguments: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
     """The instants of the inclusive local dates --from and --to: [start of --from, end of --to)."""
     zone = arguments.time_zone
-    start = _range_start(arguments.date_from, zone) if arguments.date_from else None
-    end = _range_end(arguments.date_to, zone) if arguments.date_to else None
-    _check_range(arguments, start, end)
+    start = range_start(arguments.date_from, zone) if arguments.date_from else None
+    end = range_end(arguments.date_to, zone) if arguments.date_to else None
+    check_range(arguments, start, end)
     return start, end

@@ -16,7 +16,7 @@ from timeseries_aggregation.client import (
 from timeseries_aggregation.domain.durations import format_duration
 
 
-def _timestamp_text(moment: datetime) -> str:
+def timestamp_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -49,7 +49,7 @@ def _group_column(key: str) -> str:
     return f"{GROUP_OBJECT}.{key}" if key in FIXED_COLUMNS else key
 
 
-def _bucket_columns(
+def bucket_columns(
     group_by: Sequence[str], over_selector: bool, coverage: bool, output_format: str
 ) -> list[str]:
     """The columns of a query's output, in order: groups, the bucket, series, coverage."""
@@ -65,8 +65,8 @@ def _bucket_columns(
     ]
 
 
-def _bucket_row(bucket: Bucket, group_by: Sequence[str], output_format: str) -> dict[str, object]:
-    """Every column a bucket can fill; _bucket_columns picks those a query shows."""
+def bucket_row(bucket: Bucket, group_by: Sequence[str], output_format: str) -> dict[str, object]:
+    """Every column a bucket can fill; bucket_columns picks those a query shows."""
     completeness = bucket.completeness
     # None where nothing is expected: '-' in a table, null in JSON, an empty cell in CSV.
     coverage = (
@@ -76,8 +76,8 @@ def _bucket_row(bucket: Bucket, group_by: Sequence[str], output_format: str) -> 
         GROUP_OBJECT: {key: bucket.group[key] for key in group_by},
         **{_group_column(key): bucket.group[key] for key in group_by},
         "period": bucket.period,
-        "start_time": _timestamp_text(bucket.start_time),
-        "end_time": _timestamp_text(bucket.end_time),
+        "start_time": timestamp_text(bucket.start_time),
+        "end_time": timestamp_text(bucket.end_time),
         "total_kwh": bucket.total_quantity_kwh,
         "min_kwh": bucket.min_quantity_kwh,
         "max_kwh": bucket.max_quantity_kwh,
@@ -94,7 +94,7 @@ def _labels_text(labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
-def _selector_text(series_ids: Sequence[str], labels: Mapping[str, str]) -> str:
+def selector_text(series_ids: Sequence[str], labels: Mapping[str, str]) -> str:
     """'m1,m2', 'site=berlin-01' or 'm1,m2 site=berlin-01': the series ids and labels that select."""
     return " ".join(part for part in (",".join(series_ids), _labels_text(labels)) if part)
 
@@ -102,18 +102,18 @@ def _selector_text(series_ids: Sequence[str], labels: Mapping[str, str]) -> str:
 def _queried_series(entry: HistoryEntry) -> str:
     """What a recorded query aggregated: its series_id or its selector, and ' by KEY,...' when
     it grouped; a query of one series without groups shows its series_id alone, as ever."""
-    series = entry.series_id or _selector_text(entry.selector_series_ids, entry.selector_labels)
+    series = entry.series_id or selector_text(entry.selector_series_ids, entry.selector_labels)
     return f"{series} by {','.join(entry.group_by)}" if entry.group_by else series
 
 
-def _history_row(entry: HistoryEntry) -> dict[str, object]:
+def history_row(entry: HistoryEntry) -> dict[str, object]:
     return {
-        "ran_at": _timestamp_text(entry.query_time),
+        "ran_at": timestamp_text(entry.query_time),
         "caller": entry.caller_name,
         "series_id": _queried_series(entry),
         "granularity": entry.granularity,
-        "start_time": _timestamp_text(entry.start_time) if entry.start_time else "",
-        "end_time": _timestamp_text(entry.end_time) if entry.end_time else "",
+        "start_time": timestamp_text(entry.start_time) if entry.start_time else "",
+        "end_time": timestamp_text(entry.end_time) if entry.end_time else "",
         "time_zone": entry.time_zone,
         "buckets": entry.bucket_count,
     }
@@ -134,7 +134,7 @@ def _meaningful(value: object) -> object:
     return value
 
 
-def _render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_format: str) -> str:
+def render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_format: str) -> str:
     if output_format in ("json", "csv"):
         rows = [{column: _meaningful(value) for column, value in row.items()} for row in rows]
     if output_format == "json":
@@ -145,7 +145,7 @@ def _render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_fo
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue().rstrip("\n")
-    cells = [[_table_cell(row[column]) for column in columns] for row in rows]
+    cells = [[table_cell(row[column]) for column in columns] for row in rows]
     widths = [max([len(title), *(len(line[i]) for line in cells)]) for i, title in enumerate(columns)]
     lines = ["  ".join(title.ljust(width) for title, width in zip(columns, widths, strict=True)).rstrip()]
     lines += [
@@ -154,7 +154,7 @@ def _render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_fo
     return "\n".join(lines)
 
 
-def _table_cell(value: object) -> str:
+def table_cell(value: object) -> str:
     if value is None:
         return "-"
     return f"{value:,.3f}" if isinstance(value, float) else str(value)
@@ -197,7 +197,7 @@ def _age(age: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _series_row(series: Series, now: datetime, output_format: str) -> dict[str, object]:
+def series_row(series: Series, now: datetime, output_format: str) -> dict[str, object]:
     # None where a series has nothing to show: '-' in a table, null in JSON, empty in CSV.
     first, last = series.first_reading_time, series.last_reading_time
     # JSON gives the labels as an object ({} for none), as query gives a group; the others as text.
@@ -208,8 +208,8 @@ def _series_row(series: Series, now: datetime, output_format: str) -> dict[str, 
         "series_id": series.series_id,
         "labels": labels,
         "interval": format_duration(series.reading_interval) if series.reading_interval else None,
-        "first_reading": _timestamp_text(first) if first else None,
-        "last_reading": _timestamp_text(last) if last else None,
+        "first_reading": timestamp_text(first) if first else None,
+        "last_reading": timestamp_text(last) if last else None,
         "readings": series.reading_count,
         "freshness": _age(now - last) if last else None,
     }

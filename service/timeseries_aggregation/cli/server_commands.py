@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from timeseries_aggregation.cli.exit_codes import EXIT_CALL_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-from timeseries_aggregation.cli.ranges import _check_range, _range_end, _range_start
+from timeseries_aggregation.cli.ranges import check_range, range_end, range_start
 
 DISTRIBUTION = "timeseries-aggregation"
 SERVER_EXTRA = "server"
@@ -42,7 +42,7 @@ def _require_server(command: str) -> None:
         )
 
 
-def _serve(arguments: argparse.Namespace) -> int:
+def serve_command(arguments: argparse.Namespace) -> int:
     _require_server("serve")
     # The embedded server's library warns, on import, that a per-user runtime directory is
     # missing where none is needed (containers, CI); it falls back to /tmp, which is fine.
@@ -75,7 +75,7 @@ def _serve(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _generate_key(arguments: argparse.Namespace) -> int:
+def generate_key_command(arguments: argparse.Namespace) -> int:
     # Only this command needs the key rules; the client commands stay free of the service's code.
     from timeseries_aggregation.domain.api_keys import key_file_line, new_key, parse_scopes
 
@@ -92,7 +92,7 @@ def _generate_key(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _rollups(arguments: argparse.Namespace) -> int:
+def rollups_command(arguments: argparse.Namespace) -> int:
     # A server-side command: it talks to the database, not to the service.
     _require_server(f"rollups {arguments.rollups_command}")
     from timeseries_aggregation.config import ConfigError, database_url
@@ -110,9 +110,9 @@ def _rollups(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    start = None if arguments.date_from is None else _range_start(arguments.date_from, "UTC")
-    end = None if arguments.date_to is None else _range_end(arguments.date_to, "UTC")
-    _check_range(arguments, start, end)
+    start = None if arguments.date_from is None else range_start(arguments.date_from, "UTC")
+    end = None if arguments.date_to is None else range_end(arguments.date_to, "UTC")
+    check_range(arguments, start, end)
     run = rebuild_rollups if arguments.rollups_command == "rebuild" else check_rollups
     try:
         failures = asyncio.run(run(url, arguments.series_ids, start, end, sys.stdout))
