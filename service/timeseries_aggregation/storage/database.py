@@ -246,6 +246,11 @@ class Database:
         await self._query_pool.expire_connections()
 
 
+def row_count(status: str) -> int:
+    """The row count of a command status such as 'COPY 20000', 'INSERT 0 17' or 'DELETE 3'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 def terminate(connection: asyncpg.Connection) -> None:
     """Close a connection without a word to the server; asyncpg may have released a pool
     connection whose server end vanished, and then there is nothing left to close."""

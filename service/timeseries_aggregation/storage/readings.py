@@ -32,7 +32,7 @@ from timeseries_aggregation.domain.rollups import StreamHours
 from timeseries_aggregation.errors import DatabaseUnavailableError
 from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.copy_format import encode_copy_rows
-from timeseries_aggregation.storage.database import Database, terminate
+from timeseries_aggregation.storage.database import Database, row_count, terminate
 from timeseries_aggregation.storage.rollups import maintain_stream_rollups
 from timeseries_aggregation.storage.series_catalog import SeriesTally
 from timeseries_aggregation.storage.series_locks import lock_for_streaming
@@ -292,7 +292,7 @@ class ReadingsWriter:
                 if span is not None:
                     span.set_attribute("timeseries.continues_as_upsert", True)
                 return False
-        self.rows_written += _row_count(status)
+        self.rows_written += row_count(status)
         self.tally.add_new_readings(chunk)
         self.hours.copied(chunk)
         return True
@@ -336,11 +336,6 @@ def _chunk_attributes(operation: str, chunk: ReadingBatch) -> dict[str, str | in
         "timeseries.readings": len(chunk),
         "timeseries.series_count": len(chunk.series_ids),
     }
-
-
-def _row_count(status: str) -> int:
-    """The row count of a command status such as 'COPY 20000' or 'INSERT 0 17'."""
-    return int(status.rsplit(" ", 1)[-1])
 
 
 @asynccontextmanager

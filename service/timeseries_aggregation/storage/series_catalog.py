@@ -13,7 +13,7 @@ from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros_to_dat
 from timeseries_aggregation.domain.paging import Page, PageRequest
 from timeseries_aggregation.domain.series import Series, SeriesSelector, SeriesUpdate
 from timeseries_aggregation.errors import SeriesNotFoundError
-from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.database import Database, row_count
 from timeseries_aggregation.storage.rollups import CatalogFigures, hour_span, lock_series, recompute_rollups
 
 _COLUMNS = "series_id, labels, reading_interval_seconds, first_reading_time, last_reading_time, reading_count"
@@ -177,8 +177,7 @@ async def delete_series_ranges(
     transaction; returns how many went, per series that lost any. Then account_deletions."""
     deleted: dict[str, int] = {}
     for series_id in series_ids:
-        status = await connection.execute(_DELETE_RANGE, series_id, start_time, end_time)
-        count = int(status.rsplit(" ", 1)[-1])
+        count = row_count(await connection.execute(_DELETE_RANGE, series_id, start_time, end_time))
         if count:
             deleted[series_id] = count
     return deleted
