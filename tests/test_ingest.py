@@ -365,14 +365,19 @@ async def test_the_first_bad_reading_of_a_message_is_reported(stub: Stub, databa
     assert "reading 1 of the stream" in (raised.value.details() or "")
 
 
+def two_fresh_meters() -> list[pb.IngestReadingsRequest]:
+    """Messages of 20,000 new hourly readings of m0 and of m1 (a chunk each), all 1 kWh."""
+    return [
+        pb.IngestReadingsRequest(series_readings=[columns(f"m{n}", "2020-01-01", [1.0] * 20_000)])
+        for n in range(2)
+    ]
+
+
 async def test_conflicts_after_fresh_chunks_still_last_write_wins(stub: Stub, database: Database) -> None:
     # 40,000 fresh readings go straight into the table; then a stored key and a key of this
     # stream come again, which moves the rest of the stream to the upsert path.
     await ingest(stub, [pb.IngestReadingsRequest(readings=[reading("old", "2025-01-01", 1)])])
-    fresh = [
-        pb.IngestReadingsRequest(series_readings=[columns(f"m{n}", "2020-01-01", [1.0] * 20_000)])
-        for n in range(2)
-    ]
+    fresh = two_fresh_meters()
     again = pb.IngestReadingsRequest(
         readings=[reading("old", "2025-01-01", 2), reading("m0", "2020-01-01T05:00", 7)],
         series_readings=[columns("m1", "2020-01-01", [3.0] * 25_000)],
@@ -412,10 +417,7 @@ async def test_the_response_counts_the_keys_written_and_those_that_were_new(
     # repeats keys of its own (in later chunks, which the database writes a second time)
     # and the stored one, one of them twice in a message.
     await ingest(stub, [pb.IngestReadingsRequest(readings=[reading("old", "2025-01-01", 1)])])
-    fresh = [
-        pb.IngestReadingsRequest(series_readings=[columns(f"m{n}", "2020-01-01", [1.0] * 20_000)])
-        for n in range(2)
-    ]
+    fresh = two_fresh_meters()
     again = pb.IngestReadingsRequest(
         readings=[reading("old", "2025-01-01", 2), reading("m0", "2020-01-01T05:00", 7)],
         series_readings=[
