@@ -36,7 +36,8 @@ from timeseries_aggregation.domain.aggregation import AggregateQuery, TimeRange
 from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.domain.series import make_selector
 from timeseries_aggregation.granularities import Granularity
-from timeseries_aggregation.storage.aggregates import aggregate_statement, portfolio_statement
+from timeseries_aggregation.query_pages import portfolio_page_plan, series_page_plan
+from timeseries_aggregation.storage.aggregate_sql import portfolio_page_sql, series_page_sql
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import COPY_CHUNK_READINGS
 
@@ -167,9 +168,8 @@ async def test_a_query_of_one_series_runs_on_the_one_worker_holding_it(
             # statement there) and its arguments, explained on a connection of the service's
             # own pool.
             query = AggregateQuery(series_id, granularity, TimeRange(start, end), time_zone)
-            statement, arguments = aggregate_statement(
-                query, PageRequest(100, start if continued else None), "explain", records_history=False
-            )
+            plan = await series_page_plan(database, query, PageRequest(100, start if continued else None))
+            statement, arguments = series_page_sql(plan, None, rollups=True, guarded=False)
             async with database.query_connection() as connection:
                 rows = await connection.fetch("EXPLAIN " + statement, *arguments)
             counts, nodes = plan_tasks([row[0] for row in rows])
@@ -198,7 +198,8 @@ async def test_a_query_over_selected_series_runs_on_every_worker_at_once(
         selector=make_selector((), {"site": "berlin-01"}),
         group_by=("customer",),
     )
-    statement, arguments = portfolio_statement(query, PageRequest(100, None))
+    plan = await portfolio_page_plan(database, query, PageRequest(100, None))
+    statement, arguments = portfolio_page_sql(plan, guarded=False)
     async with database.query_connection() as connection:
         await connection.execute("SET citus.explain_all_tasks TO on")
         try:

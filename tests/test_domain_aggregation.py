@@ -10,12 +10,11 @@ from hypothesis import strategies as st
 from tests.support import SAMPLE_ZONES
 from timeseries_aggregation.domain.aggregation import (
     AggregateQuery,
-    FixedWidthBuckets,
     TimeRange,
-    fixed_width_buckets,
     make_aggregate_query,
     resolve_time_zone,
 )
+from timeseries_aggregation.domain.bucket_grid import FixedWidthBuckets, fixed_width_buckets
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.granularities import Granularity
@@ -191,6 +190,9 @@ def test_names_that_are_not_iana_zones_are_rejected(name: str) -> None:
         (Granularity.DAY_OF_MONTH, "Europe/Berlin", None),
         (Granularity.HOURLY, "Asia/Kathmandu", None),  # +05:30 until 1986, +05:45 since
         (Granularity.HOURLY, "Australia/Lord_Howe", None),  # half-hour DST
+        # +12:45 and +13:45 are of one phase, but the change at 02:45 cuts an hour.
+        (Granularity.HOURLY, "Pacific/Chatham", None),
+        (Granularity.QUARTER_HOURLY, "Pacific/Chatham", FixedWidthBuckets(900, 0)),
         (Granularity.MONTHLY, "UTC", None),
     ],
 )

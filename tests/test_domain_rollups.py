@@ -1,69 +1,20 @@
-"""Which rollups a query can use, zone by zone, and which hours a stream touched."""
+"""Which hours a stream touched, and what its readings add to them."""
 
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from timeseries_aggregation.domain.aggregation import zone_history
 from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros
 from timeseries_aggregation.domain.rollups import (
     MAX_RUNS_PER_SERIES,
     HourlyAdditions,
-    RollupPlan,
-    RollupTier,
     TouchedHours,
     day_runs,
-    rollup_plan,
 )
-from timeseries_aggregation.granularities import Granularity
 
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
 pytestmark = pytest.mark.any_engine
-
-HOURS = RollupPlan(RollupTier.HOURS, check_hours=False)
-CHECKED_HOURS = RollupPlan(RollupTier.HOURS, check_hours=True)
-DAYS = RollupPlan(RollupTier.DAYS, check_hours=False)
-
-
-@pytest.mark.parametrize(
-    ("zone", "granularity", "plan"),
-    [
-        # Always at UTC: days, and everything made of days, from daily rollups.
-        ("UTC", Granularity.DAY_OF_MONTH, DAYS),
-        ("Atlantic/Reykjavik", Granularity.MONTHLY, DAYS),
-        ("UTC", Granularity.HOURLY, HOURS),
-        # Whole-hour offsets changed on whole hours: hours fit in every bucket.
-        ("Europe/Berlin", Granularity.DAY_OF_MONTH, HOURS),
-        ("America/New_York", Granularity.YEARLY, HOURS),
-        ("Etc/GMT-5", Granularity.WEEKLY, HOURS),
-        # Offsets with minutes, or changes at 00:01: days from checked hours; hours from readings.
-        ("Asia/Kolkata", Granularity.DAY_OF_MONTH, CHECKED_HOURS),
-        ("Asia/Kolkata", Granularity.HOURLY, None),
-        ("America/Moncton", Granularity.MONTHLY, CHECKED_HOURS),
-        ("America/Moncton", Granularity.HOURLY, None),
-        ("Australia/Lord_Howe", Granularity.HOURLY, None),
-        # Buckets shorter than an hour: readings.
-        ("UTC", Granularity.QUARTER_HOURLY, None),
-        ("Europe/Berlin", Granularity.HALF_HOURLY, None),
-    ],
-)
-def test_the_rollups_a_query_reads_depend_on_its_zone_and_granularity(
-    zone: str, granularity: Granularity, plan: RollupPlan | None
-) -> None:
-    assert rollup_plan(granularity, zone) == plan
-
-
-def test_a_zones_changes_are_found_to_the_second() -> None:
-    history = zone_history("Europe/Berlin")
-    assert history.offsets == frozenset({3600, 7200})
-    # Summer time of 2025: from 01:00 UTC on March 30 to 01:00 UTC on October 26.
-    assert int(datetime(2025, 3, 30, 1, tzinfo=UTC).timestamp()) in history.changes
-    assert int(datetime(2025, 10, 26, 1, tzinfo=UTC).timestamp()) in history.changes
-    # Moncton changed at 00:01 local time until 2006.
-    assert (
-        int(datetime(2006, 10, 29, 3, 1, tzinfo=UTC).timestamp()) in zone_history("America/Moncton").changes
-    )
 
 
 def batch(*readings: tuple[str, str]) -> ReadingBatch:

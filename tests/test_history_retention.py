@@ -25,13 +25,13 @@ from tests.support import eventually
 from tests.test_database_outage import postmaster_pid, start_again, stop_immediately
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.paging import PageRequest
-from timeseries_aggregation.storage.aggregates import list_history
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.history_retention import (
     RetentionMethod,
     history_retention,
     retention_method,
 )
+from timeseries_aggregation.storage.query_history import list_history
 from timeseries_aggregation.storage.schema import apply_migrations, migration_scripts
 
 if TYPE_CHECKING:

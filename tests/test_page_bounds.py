@@ -17,7 +17,8 @@ from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import make_aggregate_query
 from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.granularities import Granularity
-from timeseries_aggregation.storage.aggregates import aggregate_statement
+from timeseries_aggregation.query_pages import series_page_plan
+from timeseries_aggregation.storage.aggregate_sql import series_page_sql
 from timeseries_aggregation.storage.database import Database
 
 if TYPE_CHECKING:
@@ -118,7 +119,8 @@ async def test_a_first_page_of_an_unbounded_query_reads_what_it_returns(
     await ingest(stub, batches(hourly_readings("m1", "2024-01-01", hours), 5_000))
     query = make_aggregate_query("m1", Granularity.HOURLY, None, None, "Europe/Berlin")
     for after in (None, datetime(2025, 6, 1, tzinfo=UTC)):
-        sql, arguments = aggregate_statement(query, PageRequest(24, after), "test", records_history=False)
+        plan = await series_page_plan(database, query, PageRequest(24, after))
+        sql, arguments = series_page_sql(plan, None, rollups=False, guarded=False)
         async with database.query_connection() as connection:
             explained = await connection.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *arguments)
         read = rows_read_from_readings(json.loads(explained)[0]["Plan"])

@@ -1,6 +1,5 @@
 """The meaning of an aggregation query: granularity, range, time zone and bucket labels."""
 
-import functools
 import math
 import zoneinfo
 from collections.abc import Sequence
@@ -16,9 +15,8 @@ from timeseries_aggregation.domain.readings import (
 )
 from timeseries_aggregation.domain.series import SERIES_ID_KEY, SeriesSelector, check_labels
 from timeseries_aggregation.domain.time_zones import check_time_zone
-from timeseries_aggregation.domain.zone_offsets import offset_changes, utc_offset
 from timeseries_aggregation.errors import InvalidArgumentError
-from timeseries_aggregation.granularities import GRANULARITY_INFO, Granularity
+from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.limits import MAX_GROUP_BY, QUANTITY_KWH_MAX_MAGNITUDE
 
 DEFAULT_TIME_ZONE = "UTC"
@@ -120,59 +118,6 @@ def credible_total(total: float | None, minimum: float, maximum: float) -> float
         assert total is not None
         return total
     return math.nan
-
-
-@dataclass(frozen=True, slots=True)
-class FixedWidthBuckets:
-    """Buckets of one width everywhere: each starts a whole number of widths after origin."""
-
-    width_seconds: int
-    origin_unix_seconds: int
-
-
-class ZoneHistory(NamedTuple):
-    """The UTC offsets (seconds) a zone uses in the supported range, and the instants (Unix
-    seconds) at which it changes from one to another."""
-
-    offsets: frozenset[int]
-    changes: tuple[int, ...]
-
-
-@functools.cache
-def zone_history(time_zone: str) -> ZoneHistory:
-    """The zone's offsets and their changes in the supported range (domain/zone_offsets.py).
-    About 50 ms, once per zone and process."""
-    zone = zoneinfo.ZoneInfo(time_zone)
-    changes = offset_changes(zone, EARLIEST_TIME, LATEST_TIME)
-    offsets = {utc_offset(zone, EARLIEST_TIME), *(change.offset for change in changes)}
-    return ZoneHistory(
-        frozenset(int(offset.total_seconds()) for offset in offsets),
-        tuple(int(change.instant.timestamp()) for change in changes),
-    )
-
-
-def utc_offsets(time_zone: str) -> frozenset[int]:
-    """Every UTC offset (seconds) the zone uses in the supported range."""
-    return zone_history(time_zone).offsets
-
-
-def fixed_width_buckets(granularity: Granularity, time_zone: str) -> FixedWidthBuckets | None:
-    """The width and phase of the query's buckets when they never vary, else None.
-
-    Local hours (and their quarters and halves) are all alike when the zone's offsets agree
-    modulo the width (true of every whole-hour zone, DST or not, and of nearly every zone for
-    quarter hours); local days and weeks only when the zone never changes its offset. Such
-    buckets can be computed without any time zone arithmetic per reading. Months, quarters
-    and years always vary.
-    """
-    fixed_width = GRANULARITY_INFO[granularity].fixed_width
-    if fixed_width is None:
-        return None
-    width, origin = fixed_width
-    phases = {(origin - offset) % width for offset in utc_offsets(time_zone)}
-    if len(phases) != 1:
-        return None
-    return FixedWidthBuckets(width_seconds=width, origin_unix_seconds=phases.pop())
 
 
 def resolve_time_zone(name: str) -> str:

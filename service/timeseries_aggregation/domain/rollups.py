@@ -8,16 +8,12 @@ readings, and one made of whole UTC days (days, weeks, months, quarters and year
 that is always at UTC) from daily rollups.
 """
 
-import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
 
-from timeseries_aggregation.domain.aggregation import zone_history
-from timeseries_aggregation.domain.batch import ReadingBatch, unix_micros, unix_micros_to_datetime
-from timeseries_aggregation.granularities import GRANULARITY_INFO, Granularity
+from timeseries_aggregation.domain.batch import ReadingBatch
 
 HOUR_MICROS = 3_600_000_000
 DAY_MICROS = 24 * HOUR_MICROS
@@ -25,47 +21,6 @@ DAY_MICROS = 24 * HOUR_MICROS
 # overall span: a bound on memory for streams of scattered corrections, at the price of
 # recomputing the hours between them.
 MAX_RUNS_PER_SERIES = 4_096
-
-
-class RollupTier(enum.Enum):
-    """The coarsest rollup a query's buckets are made of."""
-
-    HOURS = "hours"
-    DAYS = "days"
-
-
-@dataclass(frozen=True, slots=True)
-class RollupPlan:
-    """How a query reads rollups: the coarsest tier its buckets are made of, and whether each
-    hour must be checked to lie in one bucket (the readings of one that straddles two are read
-    instead)."""
-
-    tier: RollupTier
-    check_hours: bool
-
-
-def rollup_plan(granularity: Granularity, time_zone: str) -> RollupPlan | None:
-    """How the query's buckets can be made of rollups, or None (of readings only).
-
-    Days come whole from daily rollups only in a zone that is always at UTC. Where the zone's
-    offsets are whole hours and it changes them on whole UTC hours, every UTC hour lies in one
-    local hour, day, week and so on, and hourly rollups serve every granularity of an hour or
-    more. Elsewhere some hours straddle two buckets: in a zone whose offset has minutes
-    (Asia/Kolkata's days start at 18:30 UTC), or that changes it inside an hour (America/Moncton
-    at 00:01 local time until 2006); there local hours are read from readings, and days and
-    longer from hourly rollups with each hour checked.
-    """
-    if GRANULARITY_INFO[granularity].longest < timedelta(hours=1):
-        return None
-    history = zone_history(time_zone)
-    on_the_hour = all(offset % 3600 == 0 for offset in history.offsets) and all(
-        change % 3600 == 0 for change in history.changes
-    )
-    if granularity is Granularity.HOURLY:
-        return RollupPlan(RollupTier.HOURS, check_hours=False) if on_the_hour else None
-    if history.offsets == frozenset({0}):
-        return RollupPlan(RollupTier.DAYS, check_hours=False)
-    return RollupPlan(RollupTier.HOURS, check_hours=not on_the_hour)
 
 
 @dataclass(slots=True)
@@ -275,21 +230,3 @@ def day_runs(hour_runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The UTC days (day numbers since the epoch) that hold the hours of `hour_runs` (runs in
     order), as runs."""
     return _merged_runs([(start // 24, -(-end // 24)) for start, end in hour_runs])
-
-
-# The instants a window [lo, hi) is cut at (see storage/aggregate_sources.py): [h1, h2) holds
-# its whole UTC hours and, where days come from daily rollups, [d1, d2) the whole UTC days
-# among them.
-CUT_NAMES = {RollupTier.HOURS: ("h1", "h2"), RollupTier.DAYS: ("h1", "h2", "d1", "d2")}
-
-
-def window_cuts(lo: datetime, hi: datetime, tier: RollupTier) -> tuple[datetime, ...]:
-    """The cuts of [lo, hi) that `tier` reads, in the order of CUT_NAMES[tier]."""
-    lo_micros, hi_micros = unix_micros(lo), unix_micros(hi)
-    h1 = min(-(-lo_micros // HOUR_MICROS) * HOUR_MICROS, hi_micros)
-    h2 = max(hi_micros // HOUR_MICROS * HOUR_MICROS, h1)
-    cuts = [h1, h2]
-    if tier is RollupTier.DAYS:
-        d1 = min(-(-h1 // DAY_MICROS) * DAY_MICROS, h2)
-        cuts += [d1, max(h2 // DAY_MICROS * DAY_MICROS, d1)]
-    return tuple(unix_micros_to_datetime(micros) for micros in cuts)

@@ -16,7 +16,7 @@ import asyncpg
 
 from timeseries_aggregation.domain.batch import unix_micros
 from timeseries_aggregation.domain.rollups import HOUR_MICROS, HourFigures, StreamHours, day_runs
-from timeseries_aggregation.storage.aggregate_sources import summed
+from timeseries_aggregation.storage.aggregate_sql import summed
 from timeseries_aggregation.storage.database import Database
 
 Runs = dict[str, list[tuple[int, int]]]

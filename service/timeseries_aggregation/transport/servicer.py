@@ -19,9 +19,10 @@ from timeseries_aggregation.domain.paging import (
     series_page_request,
 )
 from timeseries_aggregation.errors import InvalidArgumentError, StreamIdleError
-from timeseries_aggregation.storage.aggregates import list_history, query_aggregates, query_portfolio
+from timeseries_aggregation.query_pages import query_portfolio_page, query_series_page
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.deletion import delete_readings
+from timeseries_aggregation.storage.query_history import list_history
 from timeseries_aggregation.storage.readings import ingest_stream
 from timeseries_aggregation.storage.series_catalog import list_series, update_series
 from timeseries_aggregation.transport.call_record import current_call
@@ -147,7 +148,7 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         next_token = ""
         if query.is_portfolio:
             group_page_request = group_buckets_page_request(query, request.page_size, request.page_token)
-            page = await query_portfolio(self._database, query, group_page_request, caller)
+            page = await query_portfolio_page(self._database, query, group_page_request, caller)
             if page.has_more:
                 last = page.items[-1]
                 last_start = datetime.fromtimestamp(last.start_unix_seconds, tz=UTC)
@@ -155,7 +156,7 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
             record.trace_attributes["timeseries.bucket_count"] = len(page.items)
             return buckets_response(page.items, next_token, query.group_by)
         page_request = buckets_page_request(query, request.page_size, request.page_token)
-        page = await query_aggregates(self._database, query, page_request, caller)
+        page = await query_series_page(self._database, query, page_request, caller)
         if page.has_more:
             last_start = datetime.fromtimestamp(page.items[-1].start_unix_seconds, tz=UTC)
             next_token = buckets_next_page_token(query, last_start)
