@@ -50,7 +50,9 @@ from timeseries_aggregation.config import AUTH_NONE, Config
 from timeseries_aggregation.domain.aggregation import make_aggregate_query
 from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.granularities import Granularity
-from timeseries_aggregation.storage.aggregates import aggregate_statement, query_aggregates
+from timeseries_aggregation.domain.query_plan import PagePlan, plan_series_page
+from timeseries_aggregation.query_pages import query_series_page
+from timeseries_aggregation.storage.aggregate_sql import series_page_sql
 from timeseries_aggregation.storage.database import PoolSettings, open_database
 from timeseries_aggregation.transport.convert import buckets_response
 
@@ -95,8 +97,11 @@ async def run(arguments: argparse.Namespace) -> None:
             in_process_stub, process_stub = (pb_grpc.TimeseriesAggregationServiceStub(c) for c in channels)
 
             plain = PLAIN_SQL.format(unit="day")
-            bare, bare_arguments = aggregate_statement(query, page, "bench", records_history=False)
-            recorded, recorded_arguments = aggregate_statement(query, page, "bench", records_history=True)
+            # A year of days is one page: planned without a probe.
+            plan = plan_series_page(query, page)
+            assert isinstance(plan, PagePlan)
+            bare, bare_arguments = series_page_sql(plan, None, rollups=True, guarded=False)
+            recorded, recorded_arguments = series_page_sql(plan, "bench", rollups=True, guarded=False)
             request = year_request(QUERY_METER, pb.GRANULARITY_DAY_OF_MONTH)
 
             async def service_statement() -> object:
@@ -113,7 +118,7 @@ async def run(arguments: argparse.Namespace) -> None:
                 "1 plain SQL": lambda: connection.fetch(plain, QUERY_METER, YEAR_2025, YEAR_2026),
                 "2 service statement, no history": lambda: connection.fetch(bare, *bare_arguments),
                 "3 service statement with history": service_statement,
-                "4 storage call on the service's pool": lambda: query_aggregates(
+                "4 storage call on the service's pool": lambda: query_series_page(
                     database, query, page, "bench"
                 ),
                 "5 gRPC, server in this process": lambda: in_process_stub.QueryAggregates(
@@ -121,7 +126,7 @@ async def run(arguments: argparse.Namespace) -> None:
                 ),
             }
             latencies = await measure(stages, arguments.iterations)
-            buckets = (await query_aggregates(database, query, page, "bench")).items
+            buckets = (await query_series_page(database, query, page, "bench")).items
             building = []
             for _ in range(arguments.iterations):
                 began = time.perf_counter()
