@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: readings, ingest calls, status inspection and polling."""
+"""Helpers shared by the test modules, a section for each concern."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ SAMPLE_ZONES = [
 ]
 
 
+# Readings, series and the calls that carry them.
 def ts(value: datetime | str) -> Timestamp:
     """A Timestamp from an aware datetime or an ISO string (naive strings are UTC)."""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
@@ -97,6 +98,14 @@ async def query_all_pages(
         page.page_token = response.next_page_token
 
 
+async def add_series(database: Database, *series_ids: str) -> None:
+    """Series in the catalog, without labels or readings: a query of one answers no buckets
+    (where a series the catalog lacks is NOT_FOUND)."""
+    for series_id in series_ids:
+        await update_series(database, make_series_update(series_id, {}, None, []))
+
+
+# What a failed call says.
 def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
     """The fields named by the google.rpc.BadRequest detail of an error."""
     status = rpc_status.from_call(error)
@@ -107,13 +116,6 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
         if detail.Unpack(bad_request):
             fields.extend(violation.field for violation in bad_request.field_violations)
     return fields
-
-
-async def add_series(database: Database, *series_ids: str) -> None:
-    """Series in the catalog, without labels or readings: a query of one answers no buckets
-    (where a series the catalog lacks is NOT_FOUND)."""
-    for series_id in series_ids:
-        await update_series(database, make_series_update(series_id, {}, None, []))
 
 
 def missing_series(error: grpc.aio.AioRpcError) -> list[str]:
@@ -130,6 +132,7 @@ def missing_series(error: grpc.aio.AioRpcError) -> list[str]:
     return names
 
 
+# Polling.
 async def eventually(
     check: Callable[[], Awaitable[Result]], within: float = 10.0, interval: float = 0.1
 ) -> Result:
@@ -144,6 +147,7 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+# The database as the service uses it.
 async def service_transactions_waiting(connection: asyncpg.Connection) -> int:
     """How many ingest streams of the service hold a transaction on this database that has
     written whole chunks and waits for more: idle, their last statement one that ends a chunk
@@ -156,12 +160,14 @@ async def service_transactions_waiting(connection: asyncpg.Connection) -> int:
     return count
 
 
+# Time zones.
 def offset_changes_near(instant: datetime, zone: zoneinfo.ZoneInfo, days: int = 40) -> list[datetime]:
     """The instants within `days` of instant at which the zone's UTC offset changes."""
     around = timedelta(days=days)
     return [change.instant for change in offset_changes(zone, instant - around, instant + around)]
 
 
+# Stored figures against the readings they come from.
 async def catalog_matches_readings(sql: asyncpg.Connection) -> None:
     """Every series' figures, and the rollups of those rolled up, are those of its stored
     readings."""
