@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.series import make_series_update
 from timeseries_aggregation.domain.zone_offsets import offset_changes
+from timeseries_aggregation.storage.engine import detect_capabilities
 from timeseries_aggregation.storage.series_catalog import update_series
 
 if TYPE_CHECKING:
@@ -165,6 +166,25 @@ async def service_transactions_waiting(connection: asyncpg.Connection) -> int:
         "AND (query LIKE 'RELEASE SAVEPOINT%' OR query LIKE 'TRUNCATE ingest_staging%')"
     )
     return count
+
+
+async def compressible(connection: asyncpg.Connection) -> bool:
+    """Whether readings is a hypertable with compression enabled (migration 0006)."""
+    return (await detect_capabilities(connection)).compression
+
+
+async def compress_every_chunk(connection: asyncpg.Connection) -> int:
+    """Compress every chunk of readings now, where the engine can; returns how many are compressed."""
+    if not await compressible(connection):
+        return 0
+    await connection.execute(
+        "SELECT compress_chunk(chunk, if_not_compressed => true) FROM show_chunks('readings') AS chunk"
+    )
+    compressed: int = await connection.fetchval(
+        "SELECT count(*) FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'readings' AND is_compressed"
+    )
+    return compressed
 
 
 # A PostgreSQL server of a test's own, stopped and started for real. That happens while gRPC
