@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -113,7 +114,7 @@ async def add_series(database: Database, *series_ids: str) -> None:
         await update_series(database, make_series_update(series_id, {}, None, []))
 
 
-# What a failed call says.
+# What a failed call, or a failed server's log, says.
 def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
     """The fields named by the google.rpc.BadRequest detail of an error."""
     status = rpc_status.from_call(error)
@@ -138,6 +139,16 @@ def missing_series(error: grpc.aio.AioRpcError) -> list[str]:
             assert resource.resource_type == "timeseries.v1.Series"
             names.append(resource.resource_name)
     return names
+
+
+def the_one_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The message of the only ERROR entry of a server's JSON log, which holds nothing but entries."""
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("{") for line in lines), result.stderr  # no traceback, no stray output
+    errors = [entry["message"] for entry in map(json.loads, lines) if entry["level"] == "ERROR"]
+    assert len(errors) == 1, result.stderr
+    message: str = errors[0]
+    return message
 
 
 # Polling.
