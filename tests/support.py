@@ -23,6 +23,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
 from timeseries_aggregation.domain.series import make_series_update
 from timeseries_aggregation.domain.zone_offsets import offset_changes
 from timeseries_aggregation.storage.engine import detect_capabilities
@@ -112,6 +114,32 @@ async def add_series(database: Database, *series_ids: str) -> None:
     (where a series the catalog lacks is NOT_FOUND)."""
     for series_id in series_ids:
         await update_series(database, make_series_update(series_id, {}, None, []))
+
+
+# API keys: a key file of three callers, the metadata that presents a key, and a call to present it on.
+INGESTER = new_key()
+READER = new_key()
+ADMIN = new_key()
+KEY_FILE = "\n".join(
+    [
+        "# name scopes digest",
+        key_file_line("ingester", frozenset({Scope.INGEST}), INGESTER),
+        key_file_line("reader", frozenset({Scope.QUERY}), READER),
+        "",
+        key_file_line("admin", frozenset({Scope.INGEST, Scope.QUERY, Scope.DELETE}), ADMIN),
+    ]
+)
+
+
+def bearer(key: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+def service(channel: grpc.aio.Channel) -> TimeseriesAggregationServiceAsyncStub:
+    return pb_grpc.TimeseriesAggregationServiceStub(channel)
+
+
+QUERY = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_DAY_OF_MONTH)
 
 
 # What a failed call, or a failed server's log, says.

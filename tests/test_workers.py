@@ -17,8 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.server_process import SERVE_COMMAND, free_port, run_to_exit, server_env, start, stop, wait_serving
-from tests.support import eventually, the_one_error
-from tests.test_auth import ADMIN, KEY_FILE, QUERY, READER, bearer, service
+from tests.support import ADMIN, KEY_FILE, QUERY, READER, bearer, eventually, service, the_one_error
 from tests.test_metrics import HISTORY, scrape
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
