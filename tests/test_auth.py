@@ -19,9 +19,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import server_config
 from tests.server_process import serve_on, stop
-from tests.support import add_series, eventually, hourly_readings, ts
+from tests.support import (
+    ADMIN,
+    INGESTER,
+    KEY_FILE,
+    QUERY,
+    READER,
+    add_series,
+    bearer,
+    eventually,
+    hourly_readings,
+    service,
+    ts,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
 from timeseries_aggregation.cli import main
 from timeseries_aggregation.config import AUTH_API_KEY
@@ -44,23 +55,6 @@ if TYPE_CHECKING:
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
 pytestmark = pytest.mark.any_engine
 
-INGESTER = new_key()
-READER = new_key()
-ADMIN = new_key()
-KEY_FILE = "\n".join(
-    [
-        "# name scopes digest",
-        key_file_line("ingester", frozenset({Scope.INGEST}), INGESTER),
-        key_file_line("reader", frozenset({Scope.QUERY}), READER),
-        "",
-        key_file_line("admin", frozenset({Scope.INGEST, Scope.QUERY, Scope.DELETE}), ADMIN),
-    ]
-)
-
-
-def bearer(key: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {key}"),)
-
 
 @pytest.fixture
 async def channel_with_auth(database: Database, tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
@@ -74,13 +68,6 @@ async def channel_with_auth(database: Database, tmp_path: Path) -> AsyncIterator
         grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
     ):
         yield channel
-
-
-def service(channel: grpc.aio.Channel) -> TimeseriesAggregationServiceAsyncStub:
-    return pb_grpc.TimeseriesAggregationServiceStub(channel)
-
-
-QUERY = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_DAY_OF_MONTH)
 
 
 async def call_all(

@@ -17,11 +17,19 @@ import asyncpg
 import grpc
 import pytest
 
-from tests.support import SAMPLE_ZONES, batches, ingest, query_all_pages, reading, ts
+from tests.support import (
+    SAMPLE_ZONES,
+    batches,
+    compress_every_chunk,
+    compressible,
+    ingest,
+    query_all_pages,
+    reading,
+    ts,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.storage.compression import readings_compression
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.engine import detect_capabilities
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
@@ -35,25 +43,6 @@ WEEK = 7 * 96
 # TimescaleDB lets one transaction decompress by default (100,000).
 METERS = 160
 COMPRESSION_LOGGER = "timeseries_aggregation.storage.compression"
-
-
-async def compressible(connection: asyncpg.Connection) -> bool:
-    """Whether readings is a hypertable with compression enabled (migration 0006)."""
-    return (await detect_capabilities(connection)).compression
-
-
-async def compress_every_chunk(connection: asyncpg.Connection) -> int:
-    """Compress every chunk of readings now, where the engine can; returns how many are compressed."""
-    if not await compressible(connection):
-        return 0
-    await connection.execute(
-        "SELECT compress_chunk(chunk, if_not_compressed => true) FROM show_chunks('readings') AS chunk"
-    )
-    compressed: int = await connection.fetchval(
-        "SELECT count(*) FROM timescaledb_information.chunks "
-        "WHERE hypertable_name = 'readings' AND is_compressed"
-    )
-    return compressed
 
 
 async def rows_outside_the_columnstore(connection: asyncpg.Connection) -> int:

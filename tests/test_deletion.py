@@ -16,6 +16,7 @@ import pytest
 from tests.support import (
     batches,
     catalog_matches_readings,
+    compress_every_chunk,
     eventually,
     field_violations,
     hourly_readings,
@@ -25,7 +26,6 @@ from tests.support import (
     service_transactions_waiting,
     ts,
 )
-from tests.test_compression import compress_every_chunk
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.api_keys import Scope, parse_scopes
 from timeseries_aggregation.storage.database import Database

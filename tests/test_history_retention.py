@@ -21,8 +21,7 @@ import pytest
 
 from tests.conftest import TEST_POOL, new_embedded_postgres
 from tests.server_process import serve_on, stop
-from tests.support import eventually
-from tests.test_database_outage import postmaster_pid, start_again, stop_immediately
+from tests.support import eventually, postmaster_pid, start_again, stop_immediately
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.storage.database import Database, open_database

@@ -12,9 +12,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TEST_POOL, server_config
-from tests.support import batches, eventually, hourly_readings, service_transactions_waiting
+from tests.support import (
+    INGEST_LABELS,
+    batches,
+    eventually,
+    hourly_readings,
+    metrics_port,
+    scrape,
+    service_transactions_waiting,
+)
 from tests.tcp_proxy import FreezableProxy
-from tests.test_metrics import INGEST, metrics_port, scrape
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import grpc_server
@@ -96,7 +103,7 @@ async def test_streams_that_have_written_nothing_hold_no_connection(database_url
 
         async def all_started() -> None:
             scraped = await scrape(metrics_port(running))
-            assert scraped.value("grpc_server_started_total", **INGEST) == len(idlers)
+            assert scraped.value("grpc_server_started_total", **INGEST_LABELS) == len(idlers)
 
         await eventually(all_started, within=10)
         response = await stub.IngestReadings(iter(batches(hourly_readings("m1", "2025-01-01", 24), 24)))

@@ -9,16 +9,24 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEST_POOL, server_config
-from tests.support import eventually, hourly_readings, ingest, reading
+from tests.support import (
+    HISTORY_LABELS,
+    INGEST_LABELS,
+    QUERY_LABELS,
+    eventually,
+    hourly_readings,
+    ingest,
+    metrics_port,
+    reading,
+    scrape,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
@@ -34,37 +42,6 @@ if TYPE_CHECKING:
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
 pytestmark = pytest.mark.any_engine
 
-SERVICE = "timeseries.v1.TimeseriesAggregationService"
-INGEST = {"grpc_service": SERVICE, "grpc_method": "IngestReadings", "grpc_type": "client_stream"}
-QUERY = {"grpc_service": SERVICE, "grpc_method": "QueryAggregates", "grpc_type": "unary"}
-HISTORY = {"grpc_service": SERVICE, "grpc_method": "ListQueryHistory", "grpc_type": "unary"}
-
-
-@dataclass(frozen=True)
-class Scrape:
-    """The samples of one scrape, by name and labels."""
-
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-    def value(self, name: str, **labels: str) -> float:
-        """The sample's value; 0 for a labelled sample not (yet) exported, as Prometheus treats it."""
-        return self.samples.get((name, frozenset(labels.items())), 0.0)
-
-
-async def scrape(port: int) -> Scrape:
-    def fetch() -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            assert response.status == 200
-            text: str = response.read().decode()
-            return text
-
-    samples = {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(await asyncio.to_thread(fetch))
-        for sample in family.samples
-    }
-    return Scrape(samples)
-
 
 @pytest.fixture
 async def metered(database: Database) -> AsyncIterator[RunningServer]:
@@ -76,11 +53,6 @@ async def metered(database: Database) -> AsyncIterator[RunningServer]:
 async def metered_stub(metered: RunningServer) -> AsyncIterator[Stub]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{metered.port}") as channel:
         yield pb_grpc.TimeseriesAggregationServiceStub(channel)
-
-
-def metrics_port(running: RunningServer) -> int:
-    assert running.metrics_port is not None
-    return running.metrics_port
 
 
 async def test_calls_move_the_rpc_and_ingest_metrics(metered: RunningServer, metered_stub: Stub) -> None:
@@ -106,16 +78,16 @@ async def test_calls_move_the_rpc_and_ingest_metrics(metered: RunningServer, met
     def moved(name: str, **labels: str) -> float:
         return after.value(name, **labels) - before.value(name, **labels)
 
-    assert moved("grpc_server_started_total", **INGEST) == 1
-    assert moved("grpc_server_handled_total", **INGEST, grpc_code="OK") == 1
-    assert moved("grpc_server_started_total", **QUERY) == 2
-    assert moved("grpc_server_handled_total", **QUERY, grpc_code="OK") == 1
-    assert moved("grpc_server_handled_total", **QUERY, grpc_code="INVALID_ARGUMENT") == 1
-    assert moved("grpc_server_handled_total", **HISTORY, grpc_code="OK") == 1
-    assert moved("grpc_server_handling_seconds_count", **QUERY) == 2
-    assert moved("grpc_server_handling_seconds_count", **INGEST) == 1
-    assert moved("grpc_server_handling_seconds_sum", **QUERY) > 0
-    assert moved("grpc_server_handling_seconds_bucket", **QUERY, le="+Inf") == 2
+    assert moved("grpc_server_started_total", **INGEST_LABELS) == 1
+    assert moved("grpc_server_handled_total", **INGEST_LABELS, grpc_code="OK") == 1
+    assert moved("grpc_server_started_total", **QUERY_LABELS) == 2
+    assert moved("grpc_server_handled_total", **QUERY_LABELS, grpc_code="OK") == 1
+    assert moved("grpc_server_handled_total", **QUERY_LABELS, grpc_code="INVALID_ARGUMENT") == 1
+    assert moved("grpc_server_handled_total", **HISTORY_LABELS, grpc_code="OK") == 1
+    assert moved("grpc_server_handling_seconds_count", **QUERY_LABELS) == 2
+    assert moved("grpc_server_handling_seconds_count", **INGEST_LABELS) == 1
+    assert moved("grpc_server_handling_seconds_sum", **QUERY_LABELS) > 0
+    assert moved("grpc_server_handling_seconds_bucket", **QUERY_LABELS, le="+Inf") == 2
     assert moved("timeseries_aggregation_readings_ingested_total") == 5
     assert moved("timeseries_aggregation_rows_written_total") == 5
     assert moved("timeseries_aggregation_ingest_message_readings_count") == 2
@@ -137,7 +109,7 @@ async def test_a_failed_stream_counts_its_messages_but_ingests_nothing(
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     after = await scrape(port)
 
-    assert after.value("grpc_server_handled_total", **INGEST, grpc_code="INVALID_ARGUMENT") == 1
+    assert after.value("grpc_server_handled_total", **INGEST_LABELS, grpc_code="INVALID_ARGUMENT") == 1
     assert after.value("timeseries_aggregation_readings_ingested_total") == before.value(
         "timeseries_aggregation_readings_ingested_total"
     )
@@ -179,7 +151,7 @@ async def test_a_stream_that_wrote_and_went_idle_holds_its_connection_until_it_t
         after = await scrape(port)
 
     assert after.value("timeseries_aggregation_db_pool_connections_in_use", pool="write") == 0
-    assert after.value("grpc_server_handled_total", **INGEST, grpc_code="DEADLINE_EXCEEDED") == 1
+    assert after.value("grpc_server_handled_total", **INGEST_LABELS, grpc_code="DEADLINE_EXCEEDED") == 1
     assert after.value("timeseries_aggregation_readings_ingested_total") == 0
 
 
@@ -224,9 +196,11 @@ async def test_servers_in_one_process_count_apart(database: Database, metered: R
         other_port = metrics_port(other)
         assert other_port != metrics_port(metered)
         await pb_grpc.TimeseriesAggregationServiceStub(channel).ListQueryHistory(pb.ListQueryHistoryRequest())
-        assert (await scrape(other_port)).value("grpc_server_handled_total", **HISTORY, grpc_code="OK") == 1
+        assert (await scrape(other_port)).value(
+            "grpc_server_handled_total", **HISTORY_LABELS, grpc_code="OK"
+        ) == 1
         assert (await scrape(metrics_port(metered))).value(
-            "grpc_server_handled_total", **HISTORY, grpc_code="OK"
+            "grpc_server_handled_total", **HISTORY_LABELS, grpc_code="OK"
         ) == 0
 
 

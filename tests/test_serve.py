@@ -22,6 +22,7 @@ from tests.server_process import (
     stop,
     wait_serving,
 )
+from tests.support import the_one_error
 from timeseries_aggregation.app import RunningServer
 from timeseries_aggregation.config import DEFAULT_LISTEN_ADDRESS, ENV_PREFIX, split_host_port
 
@@ -162,16 +163,6 @@ async def test_bad_configuration_exits_with_a_message_naming_the_variable() -> N
     result = await run_to_exit({"TIMESERIES_AGGREGATION_POOL_MAX_SIZE": "many"})
     assert result.returncode == 2
     assert "TIMESERIES_AGGREGATION_POOL_MAX_SIZE" in result.stderr
-
-
-def the_one_error(result: subprocess.CompletedProcess[str]) -> str:
-    """The message of the only ERROR entry of a server's JSON log, which holds nothing but entries."""
-    lines = result.stderr.splitlines()
-    assert all(line.startswith("{") for line in lines), result.stderr  # no traceback, no stray output
-    errors = [entry["message"] for entry in map(json.loads, lines) if entry["level"] == "ERROR"]
-    assert len(errors) == 1, result.stderr
-    message: str = errors[0]
-    return message
 
 
 async def test_a_second_server_on_a_served_port_exits_instead_of_sharing_it(

@@ -17,10 +17,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.server_process import SERVE_COMMAND, free_port, run_to_exit, server_env, start, stop, wait_serving
-from tests.support import eventually
-from tests.test_auth import ADMIN, KEY_FILE, QUERY, READER, bearer, service
-from tests.test_metrics import HISTORY, scrape
-from tests.test_serve import the_one_error
+from tests.support import (
+    ADMIN,
+    HISTORY_LABELS,
+    KEY_FILE,
+    QUERY,
+    READER,
+    bearer,
+    eventually,
+    scrape,
+    service,
+    the_one_error,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.domain.api_keys import Scope, key_file_line
@@ -90,7 +98,7 @@ async def test_workers_share_the_port_and_each_serves_with_its_own_metrics(
 
     # The kernel spreads connections over the workers; each counts its own calls.
     counts = [
-        (await scrape(metrics + index)).value("grpc_server_handled_total", **HISTORY, grpc_code="OK")
+        (await scrape(metrics + index)).value("grpc_server_handled_total", **HISTORY_LABELS, grpc_code="OK")
         for index in range(WORKERS)
     ]
     assert sum(counts) == 40
