@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.support import SAMPLE_ZONES, ingest, offset_changes_near, query_all_pages, ts
+from tests.support import SAMPLE_ZONES, BucketRow, bucket_rows, first_instants, ingest, query_all_pages, ts
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing
 from timeseries_aggregation.domain.readings import EARLIEST_TIME
@@ -23,8 +23,6 @@ from timeseries_aggregation.transport.convert import GRANULARITY_TO_PROTO
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
 
-
-BucketRow = tuple[object, object, str, float, float, float, int]
 
 # Where the SQL is known to bucket differently from the rule (see
 # test_known_differences_from_the_rule); the property leaves these out.
@@ -48,21 +46,6 @@ def expected_buckets(
     return [
         (ts(span.start), ts(span.end), span.period, sum(values), min(values), max(values), len(values))
         for span, values in sorted(grouped.items(), key=lambda item: item[0].start)
-    ]
-
-
-def bucket_rows(buckets: list[pb.Bucket]) -> list[BucketRow]:
-    return [
-        (
-            b.start_time,
-            b.end_time,
-            b.period,
-            b.total_quantity_kwh,
-            b.min_quantity_kwh,
-            b.max_quantity_kwh,
-            b.reading_count,
-        )
-        for b in buckets
     ]
 
 
@@ -91,20 +74,6 @@ async def ingest_and_query(
             page_size=page_size,
         ),
     )
-
-
-@st.composite
-def first_instants(draw: st.DrawFn, zone_name: str) -> datetime:
-    """Where a test's readings begin: anywhere in the supported range, or often three hours
-    before one of the zone's clock changes."""
-    instant = draw(
-        st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2099, 10, 1), timezones=st.just(UTC))
-    ).replace(second=0, microsecond=0)
-    changes = offset_changes_near(instant, ZoneInfo(zone_name))
-    near_a_change = draw(st.booleans())
-    if changes and near_a_change:
-        return max(draw(st.sampled_from(changes)) - timedelta(hours=3), datetime(1970, 1, 1, tzinfo=UTC))
-    return instant
 
 
 readings_strategy = st.lists(
