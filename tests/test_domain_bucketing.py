@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import zoneinfo
 from collections import Counter
 from collections.abc import Hashable
@@ -12,7 +13,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import offset_changes_near
-from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing, bucket_reach
+from tests.zone_reference import (
+    ACCEPTED_ZONES,
+    HISTORICAL_YEARS,
+    Stretch,
+    reference_buckets,
+    stretch_holding,
+    windows,
+)
+from timeseries_aggregation.domain.bucketing import (
+    BucketSpan,
+    bucket_containing,
+    bucket_reach,
+    buckets_between,
+)
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
 from timeseries_aggregation.granularities import Granularity
 
@@ -393,3 +407,56 @@ def test_buckets_never_span_more_than_their_reach(zone_name: str, near: str) -> 
                 for _ in range(count - 1):
                     last = bucket_containing(last.end, granularity, zone)
                 assert last.end - first.start <= bucket_reach(granularity, count), (granularity, count)
+
+
+def _shown(stretch: Stretch | BucketSpan, zone: zoneinfo.ZoneInfo) -> str:
+    """A bucket as its local start and end, and its label."""
+    label = stretch.label if isinstance(stretch, Stretch) else stretch.period
+    return (
+        f"[{stretch.start.astimezone(zone).isoformat()}, {stretch.end.astimezone(zone).isoformat()}) {label}"
+    )
+
+
+def differences_from_the_reference(zone_name: str, year: int) -> list[str]:
+    """Where buckets_between and bucket_containing put bounds or labels other than the
+    independent reference's, around the zone's clock changes of a year."""
+    zone = zoneinfo.ZoneInfo(zone_name)
+    found: list[str] = []
+    for window in windows(zone_name, year):
+        for granularity, stretches in reference_buckets(zone_name, window.start, window.end).items():
+            ruled = list(buckets_between(window.start, window.end, granularity, zone))
+            if [Stretch(span.start, span.end, span.period) for span in ruled] != list(stretches):
+                found.append(
+                    f"{granularity.value} buckets of [{window.start.isoformat()}, {window.end.isoformat()}):"
+                    f" rule {[_shown(span, zone) for span in ruled]},"
+                    f" reference {[_shown(stretch, zone) for stretch in stretches]}"
+                )
+            # The first, a middle and the last instant of each bucket, bucketed alone.
+            for instant in itertools.chain.from_iterable(
+                (
+                    stretch.start,
+                    stretch.start + (stretch.end - stretch.start) / 2,
+                    stretch.end - ONE_MICROSECOND,
+                )
+                for stretch in stretches
+            ):
+                span = bucket_containing(instant, granularity, zone)
+                expected = stretch_holding(stretches, instant)
+                if Stretch(span.start, span.end, span.period) != expected:
+                    found.append(
+                        f"{granularity.value} bucket of {instant.isoformat()}: rule {_shown(span, zone)},"
+                        f" reference {_shown(expected, zone)}"
+                    )
+    return found
+
+
+@pytest.mark.parametrize("zone_name", ACCEPTED_ZONES)
+def test_buckets_around_the_clock_changes_of_2025_are_the_reference_buckets(zone_name: str) -> None:
+    assert differences_from_the_reference(zone_name, 2025) == []
+
+
+@pytest.mark.parametrize(("zone_name", "year"), HISTORICAL_YEARS)
+def test_buckets_around_clock_changes_of_other_kinds_are_the_reference_buckets(
+    zone_name: str, year: int
+) -> None:
+    assert differences_from_the_reference(zone_name, year) == []

@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 
 from tests.support import (
     SAMPLE_ZONES,
+    bucket_rows,
     catalog_matches_readings,
+    first_instants,
     ingest,
     query_all_pages,
     ts,
 )
-from tests.test_bucketing_property import bucket_rows, first_instants
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.transport.convert import GRANULARITY_TO_PROTO
