@@ -87,11 +87,13 @@ class TimeseriesAggregationServiceServicer:
         """QueryAggregates returns per-bucket statistics of one series, or of the
         series a selector picks (optionally in groups), over a time range, in time
         order (group by group), one page at a time. Buckets without readings are
-        omitted. Every successful query is recorded in the query history once, by
-        its first page; continued pages (with a page_token) add no entry. A series
-        id that the catalog lacks (series_id, or one of selector.series_ids) is
-        NOT_FOUND, on every page, with a google.rpc.ResourceInfo per missing
-        series (up to 10); labels that match no series give no buckets.
+        omitted unless include_empty_buckets is set. Buckets follow the local
+        clock of the query's time zone (see Granularity). Every successful query
+        is recorded in the query history once, by its first page; continued pages
+        (with a page_token) add no entry. A series id that the catalog lacks
+        (series_id, or one of selector.series_ids) is NOT_FOUND, on every page,
+        with a google.rpc.ResourceInfo per missing series (up to 10); labels that
+        match no series give no buckets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

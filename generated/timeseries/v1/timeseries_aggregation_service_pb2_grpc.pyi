@@ -45,11 +45,13 @@ class TimeseriesAggregationServiceStub:
     """QueryAggregates returns per-bucket statistics of one series, or of the
     series a selector picks (optionally in groups), over a time range, in time
     order (group by group), one page at a time. Buckets without readings are
-    omitted. Every successful query is recorded in the query history once, by
-    its first page; continued pages (with a page_token) add no entry. A series
-    id that the catalog lacks (series_id, or one of selector.series_ids) is
-    NOT_FOUND, on every page, with a google.rpc.ResourceInfo per missing
-    series (up to 10); labels that match no series give no buckets.
+    omitted unless include_empty_buckets is set. Buckets follow the local
+    clock of the query's time zone (see Granularity). Every successful query
+    is recorded in the query history once, by its first page; continued pages
+    (with a page_token) add no entry. A series id that the catalog lacks
+    (series_id, or one of selector.series_ids) is NOT_FOUND, on every page,
+    with a google.rpc.ResourceInfo per missing series (up to 10); labels that
+    match no series give no buckets.
     """
     ListQueryHistory: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]
     """ListQueryHistory returns the recorded queries, newest first: one entry per
@@ -94,11 +96,13 @@ class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
     """QueryAggregates returns per-bucket statistics of one series, or of the
     series a selector picks (optionally in groups), over a time range, in time
     order (group by group), one page at a time. Buckets without readings are
-    omitted. Every successful query is recorded in the query history once, by
-    its first page; continued pages (with a page_token) add no entry. A series
-    id that the catalog lacks (series_id, or one of selector.series_ids) is
-    NOT_FOUND, on every page, with a google.rpc.ResourceInfo per missing
-    series (up to 10); labels that match no series give no buckets.
+    omitted unless include_empty_buckets is set. Buckets follow the local
+    clock of the query's time zone (see Granularity). Every successful query
+    is recorded in the query history once, by its first page; continued pages
+    (with a page_token) add no entry. A series id that the catalog lacks
+    (series_id, or one of selector.series_ids) is NOT_FOUND, on every page,
+    with a google.rpc.ResourceInfo per missing series (up to 10); labels that
+    match no series give no buckets.
     """
     ListQueryHistory: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]  # type: ignore[assignment]
     """ListQueryHistory returns the recorded queries, newest first: one entry per
@@ -152,11 +156,13 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         """QueryAggregates returns per-bucket statistics of one series, or of the
         series a selector picks (optionally in groups), over a time range, in time
         order (group by group), one page at a time. Buckets without readings are
-        omitted. Every successful query is recorded in the query history once, by
-        its first page; continued pages (with a page_token) add no entry. A series
-        id that the catalog lacks (series_id, or one of selector.series_ids) is
-        NOT_FOUND, on every page, with a google.rpc.ResourceInfo per missing
-        series (up to 10); labels that match no series give no buckets.
+        omitted unless include_empty_buckets is set. Buckets follow the local
+        clock of the query's time zone (see Granularity). Every successful query
+        is recorded in the query history once, by its first page; continued pages
+        (with a page_token) add no entry. A series id that the catalog lacks
+        (series_id, or one of selector.series_ids) is NOT_FOUND, on every page,
+        with a google.rpc.ResourceInfo per missing series (up to 10); labels that
+        match no series give no buckets.
         """
 
     @_abc_1.abstractmethod
