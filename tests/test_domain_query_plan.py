@@ -34,7 +34,7 @@ def year_query(zone: str, granularity: Granularity, year: int = 2025) -> Aggrega
 
 
 def series_plan(query: AggregateQuery, page_size: int = 10_000) -> PagePlan:
-    page = PageRequest(page_size, None)
+    page: PageRequest[datetime] = PageRequest(page_size, None)
     plan = plan_series_page(query, page)
     if isinstance(plan, FirstReadingProbe):  # readings from the range's start, every minute
         plan = plan_series_page(query, page, FirstReading(True, plan.start, timedelta(minutes=1)))

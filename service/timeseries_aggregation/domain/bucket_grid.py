@@ -9,11 +9,10 @@ number of boundaries at or before it (SQL's width_bucket over a timestamptz[]).
 
 import bisect
 import functools
-import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing, buckets_between
@@ -142,11 +141,26 @@ def grid_for(granularity: Granularity, time_zone: str, start: datetime, end: dat
     return ExplicitGrid(tuple(spans_between(granularity, time_zone, start, end)))
 
 
-def explicit_bucket_count(
-    granularity: Granularity, time_zone: str, start: datetime, end: datetime, at_most: int
-) -> int:
-    """How many buckets hold an instant of [start, end), counted up to at_most + 1."""
-    return sum(1 for _ in itertools.islice(spans_between(granularity, time_zone, start, end), at_most + 1))
+# The shortest local length of a bucket that no clock change touches, by unit.
+_SHORTEST_UNIT = {
+    "minutes": timedelta(minutes=1),
+    "hours": timedelta(hours=1),
+    "days": timedelta(days=1),
+    "weeks": timedelta(days=7),
+    "months": timedelta(days=28),
+}
+
+
+def bucket_count_bound(granularity: Granularity, time_zone: str, start: datetime, end: datetime) -> int:
+    """At least as many as the buckets holding an instant of [start, end), without listing them:
+    a bucket no clock change touches is as long as its local unit, and each change makes at
+    most three more (it can cut one in two and bring back a stretch of another)."""
+    info = GRANULARITY_INFO[granularity]
+    shortest = _SHORTEST_UNIT[info.step_unit] * info.step
+    changes = zone_history(time_zone).changes
+    first, last = start.timestamp(), end.timestamp()
+    inside = bisect.bisect_right(changes, last) - bisect.bisect_left(changes, first)
+    return math.ceil((end - start) / shortest) + 3 * inside + 2
 
 
 def spans_between(

@@ -25,8 +25,8 @@ from timeseries_aggregation.domain.bucket_grid import (
     BucketGrid,
     ExplicitGrid,
     FixedGrid,
+    bucket_count_bound,
     bucket_end,
-    explicit_bucket_count,
     fixed_width_buckets,
     grid_for,
     spans_between,
@@ -214,7 +214,9 @@ def plan_portfolio_page(
     start, end = time_range.lower_bound, time_range.upper_bound
     open_side = time_range.start_time is None or time_range.end_time is None
     listed = fixed_width_buckets(query.granularity, query.time_zone) is None
-    if (query.include_empty_buckets and open_side) or (listed and _too_many(query, start, end)):
+    # Listed buckets of an open range would reach over the whole supported range (47,000 days):
+    # they are listed from where the selected series' readings begin to where they end.
+    if ((query.include_empty_buckets or listed) and open_side) or (listed and _too_many(query, start, end)):
         if selected_span is None:
             return SelectedSpanProbe(query)
         first, last = selected_span.first, selected_span.last
@@ -262,9 +264,8 @@ def _bucket_count(grid: BucketGrid, start: datetime, end: datetime) -> int:
 
 
 def _too_many(query: AggregateQuery, start: datetime, end: datetime) -> bool:
-    """Whether [start, end) holds more buckets than a statement is given."""
-    count = explicit_bucket_count(query.granularity, query.time_zone, start, end, MAX_EXPLICIT_BUCKETS)
-    return count > MAX_EXPLICIT_BUCKETS
+    """Whether [start, end) may hold more buckets than a statement is given."""
+    return bucket_count_bound(query.granularity, query.time_zone, start, end) > MAX_EXPLICIT_BUCKETS
 
 
 def _cursor_number(grid: BucketGrid, start: datetime) -> int:
