@@ -49,8 +49,8 @@ from timeseries_aggregation.app import grpc_server
 from timeseries_aggregation.config import AUTH_NONE, Config
 from timeseries_aggregation.domain.aggregation import make_aggregate_query
 from timeseries_aggregation.domain.paging import PageRequest
-from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.domain.query_plan import PagePlan, plan_series_page
+from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.query_pages import query_series_page
 from timeseries_aggregation.storage.aggregate_sql import series_page_sql
 from timeseries_aggregation.storage.database import PoolSettings, open_database

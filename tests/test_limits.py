@@ -173,8 +173,14 @@ async def test_a_statement_over_the_timeout_is_cancelled_and_reported(
             "INSERT INTO readings SELECT 'm1', t, 1.0 FROM generate_series("
             "'2015-01-01'::timestamptz, '2024-12-31 23:00', '1 hour') AS t"
         )
-    # 20 ms is plenty for the start-up statements and far too short for ten years of hourly
-    # buckets: the query is cancelled in the database and the caller told to retry.
+        # Its catalog row, as ingest would have written it: without one the query is NOT_FOUND
+        # before any statement is slow.
+        await connection.execute(
+            "INSERT INTO series (series_id, first_reading_time, last_reading_time, reading_count)"
+            " SELECT series_id, min(time), max(time), count(*) FROM readings GROUP BY series_id"
+        )
+    # 20 ms is plenty for the start-up statements and far too short for a statement that waits:
+    # the query is cancelled in the database and the caller told to retry.
     impatient = dataclasses.replace(TEST_POOL, statement_timeout_seconds=0.02)
     hourly = pb.QueryAggregatesRequest(series_id="m1", granularity=pb.GRANULARITY_HOURLY, page_size=10_000)
     async with (
@@ -184,8 +190,12 @@ async def test_a_statement_over_the_timeout_is_cancelled_and_reported(
     ):
         stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
         hourly.time_zone = "Europe/Berlin"
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.QueryAggregates(hourly)
+        # A page reads no more than it returns, which can take less than 20 ms: a writer holding
+        # the table makes the query's statement wait, as long as any slow statement runs.
+        async with database.query_connection() as blocker, blocker.transaction():
+            await blocker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.QueryAggregates(hourly)
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     async with database.query_connection() as connection:
         assert await connection.fetchval("SELECT count(*) FROM query_history") == 0
