@@ -41,7 +41,7 @@ class GranularityInfo:
     # The local length of the longest bucket (a month of 31 days).
     longest: timedelta
     # Seconds in every bucket and Unix seconds at which one starts, in a zone at UTC, where
-    # the buckets can be all of one width (see domain.aggregation.fixed_width_buckets).
+    # the buckets can be all of one width (see domain.bucket_grid.fixed_width_buckets).
     fixed_width: tuple[int, int] | None
     # strftime format of the label of a bucket from its local start; %q is the quarter (1-4).
     label_format: str
