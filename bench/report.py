@@ -6,19 +6,26 @@ runs, one server at a time, still appear in one table.
 
     .venv/bin/python bench/report.py      # rebuild RESULTS.md from bench/results/*.json
 
-A change is measured before and after in a comparison, a folder of its own that the side-by-side
-table never reads (it takes results/*.json only):
+A change is measured in a comparison: a folder of its own, which the side-by-side table and the
+engines' sections never read (they take results/*.json, not its subfolders):
 
     results/comparisons/NAME/
-        description.md      first line: the title; the rest, as it is: what changed, the commands
-        before/ENGINE.json  one run of bench.py on the code before the change
-        after/ENGINE.json   one run on the code after it: same engine, same arguments, next
+        description.md      first line: the title; the rest, copied as it is: what changed and
+                            the commands that measured it
+        before/ENGINE.json  a run of bench.py on the code before the change
+        after/ENGINE.json   a run on the code after it: same engine, same arguments, right after
 
-Each side is a run with `--results-folder results/comparisons/NAME/before` (or `after`) and the
-same `--sections`; the run keeps its figures there and rebuilds RESULTS.md from the results
-folder holding the comparison, whose figures it leaves as they are. RESULTS.md then shows, per
-comparison and engine, each row before and after, the ratio of after to before and the row's own
-ratio on each side.
+Each side is one run with the same `--sections` on the same server, the side's folder its
+`--results-folder`, for example:
+
+    make bench BENCH_ARGS="--database-url URL --sections query,portfolio,pages,rollups \\
+        --results-folder bench/results/comparisons/NAME/before"    # the code before the change
+    make bench BENCH_ARGS="--database-url URL --sections query,portfolio,pages,rollups \\
+        --results-folder bench/results/comparisons/NAME/after"     # the code after it
+
+A run kept in a side leaves results/*.json as they are and rebuilds RESULTS.md (the report of the
+results folder holding the comparison), which shows per comparison and engine each row before and
+after, after/before of their first figures (the p50 of a "p50 / p99") and each side's own ratio.
 """
 
 from __future__ import annotations
@@ -110,8 +117,9 @@ def add_results_folder_argument(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=RESULTS_FOLDER,
         help=(
-            "where the figures are kept, as ENGINE.json; RESULTS.md is rebuilt beside it, or for "
-            f"a comparison's side ({COMPARISONS}/NAME/before or after) beside the folder holding it"
+            "where the figures are kept, as ENGINE.json; RESULTS.md is rebuilt beside it, or for a "
+            f"comparison's side ({COMPARISONS}/NAME/before or after) beside the results folder "
+            "holding it; never bench/RESULTS.md from any folder but bench/results"
         ),
     )
 
@@ -135,7 +143,7 @@ def publish(results: Results, folder: Path) -> None:
     kept = write_engine_results(results, folder)
     report_folder = reporting_folder(folder)
     if report_folder is None:
-        print(f"kept in {kept}; RESULTS.md left as it is, since it shows {RESULTS_FOLDER} alone")
+        print(f"kept in {kept}; bench/RESULTS.md left as it is: it shows bench/results alone")
     else:
         print(f"kept in {kept}; report rebuilt in {write_report(report_folder)}")
 
