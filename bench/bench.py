@@ -9,7 +9,9 @@ Every figure is printed next to the ceiling it is held against (asyncpg on the s
 database, same engine, same data, same run) and the ratio. The service runs as its own
 process, as in production, so its RSS can be read and it does not share the client's
 interpreter. Each engine's figures are kept in bench/results/ENGINE.json, and
-bench/RESULTS.md shows every engine measured so far side by side (bench/report.py).
+bench/RESULTS.md shows every engine measured so far side by side (bench/report.py). A change is
+measured before and after by two runs with the same --sections, kept with --results-folder
+bench/results/comparisons/NAME/before and .../after; RESULTS.md then shows them row by row.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The benchmark scripts, run small on the test server, so that `make bench` keeps working on
 every engine CI tests. The figures themselves are not judged here (timing belongs to the
 benchmarks); what is checked is that every section ran, on the engine it says, and that each
-figure and ratio is a measured number.
+figure and ratio is a measured number. The report is checked on small kept figures of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from bench.report import (
+    REPOSITORY,
+    RESULTS_FOLDER,
+    Results,
+    Row,
+    publish,
+    reporting_folder,
+    shown_command,
+    write_engine_results,
+    write_report,
+)
 from timeseries_aggregation.storage.database import Database
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -153,3 +164,85 @@ async def test_the_scale_run_loads_compresses_and_queries_both_sizes(
     growth = [row for row in record["rows"] if row["section"] == "growth"]
     assert len(growth) == 3
     assert all(float(row["ratio"]) > 0 for row in growth)
+
+
+def keep(folder: Path, *rows: Row) -> None:
+    write_engine_results(Results("postgresql", "PostgreSQL 18", "make bench", rows=list(rows)), folder)
+
+
+DAILY = "daily, one meter's year: p50 / p99"
+ROLLUPS_INGEST = "ingest of minute readings with rollups"
+
+
+@pytest.mark.any_engine
+def test_a_comparison_shows_each_row_before_and_after_and_the_ratio_of_their_figures(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "results"
+    keep(results, Row("4 query", DAILY, "9.00 ms / 12.00 ms", "3.00 ms / 4.00 ms", "3.00", summary="daily"))
+    comparison = results / "comparisons" / "query-path"
+    comparison.mkdir(parents=True)
+    (comparison / "description.md").write_text("# Query path: one plan\n\nThe plan is rendered once.\n")
+    keep(
+        comparison / "before",
+        Row("4 query", DAILY, "4.00 ms / 6.00 ms", "2.00 ms / 3.00 ms", "2.00", summary="daily"),
+        Row("7 portfolio", "rollups rebuilt for 100 meters", "10.0 s"),
+        Row("9 rollups", ROLLUPS_INGEST, "800,000 readings/s", "1,000,000 readings/s", "0.80"),
+    )
+    keep(
+        comparison / "after",
+        Row("4 query", DAILY, "3.00 ms / 7.00 ms", "2.00 ms / 3.00 ms", "1.50", summary="daily"),
+        Row("7 portfolio", "daily totals: p50 / p99", "5.00 ms / 6.00 ms", "50.00 ms / 60.00 ms", "0.10"),
+        Row("9 rollups", ROLLUPS_INGEST, "1,000,000 readings/s", "1,000,000 readings/s", "1.00"),
+    )
+
+    report = write_report(results).read_text()
+
+    side_by_side = report.split("## Side by side\n")[1].split("\n## ")[0]
+    assert [line for line in side_by_side.splitlines() if line.startswith("| daily")] == [
+        "| daily | 9.00 ms / 12.00 ms (3.00x) |"
+    ]
+    section = report.split("## Query path: one plan\n")[1].split("\n## ")[0]
+    assert "The plan is rendered once." in section
+    assert "### PostgreSQL 18\n" in section
+    assert [line for line in section.splitlines() if line.startswith("| ")] == [
+        "| section | measurement | before | after | after/before | ratio before | ratio after |",
+        f"| 4 query | {DAILY} | 4.00 ms / 6.00 ms | 3.00 ms / 7.00 ms | 0.75 | 2.00 | 1.50 |",
+        "| 7 portfolio | rollups rebuilt for 100 meters | 10.0 s |  |  |  |  |",
+        "| 7 portfolio | daily totals: p50 / p99 |  | 5.00 ms / 6.00 ms |  |  | 0.10 |",
+        f"| 9 rollups | {ROLLUPS_INGEST} | 800,000 readings/s | 1,000,000 readings/s | 1.25 | 0.80 | 1.00 |",
+    ]
+
+
+@pytest.mark.any_engine
+def test_a_run_kept_in_a_comparison_rebuilds_the_report_of_the_results_folder_holding_it(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "results"
+    keep(results, Row("4 query", DAILY, "9.00 ms / 12.00 ms", summary="daily"))
+    after = results / "comparisons" / "query-path" / "after"
+
+    publish(
+        Results("postgresql", "PostgreSQL 18", "make bench", rows=[Row("4 query", DAILY, "3.00 ms")]), after
+    )
+
+    assert (after / "postgresql.json").exists()
+    assert not (after.parent / "RESULTS.md").exists()
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "| daily | 9.00 ms / 12.00 ms |" in report
+    assert f"| 4 query | {DAILY} |  | 3.00 ms |  |  |  |" in report
+    # bench/RESULTS.md shows bench/results alone: figures kept beside it rebuild no report.
+    assert reporting_folder(RESULTS_FOLDER.parent / "before") is None
+    assert reporting_folder(RESULTS_FOLDER / "comparisons" / "query-path" / "before") == RESULTS_FOLDER
+
+
+@pytest.mark.any_engine
+def test_the_command_shown_names_no_database_and_no_folder_of_the_machine(tmp_path: Path) -> None:
+    side = REPOSITORY / "bench" / "results" / "comparisons" / "plan" / "before"
+    argv = ["--database-url=postgresql://user:secret@host/db", "--results-folder", str(side)]
+    assert shown_command("make bench", argv, make_variable="BENCH_ARGS") == (
+        'make bench BENCH_ARGS="--database-url=URL --results-folder bench/results/comparisons/plan/before"'
+    )
+    assert shown_command("bench/scale.py", [f"--results-folder={tmp_path}"]) == (
+        "bench/scale.py --results-folder=DIR"
+    )
