@@ -34,10 +34,20 @@ from tests.tcp_proxy import FreezableProxy
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.aggregation import AggregateQuery, TimeRange
 from timeseries_aggregation.domain.paging import PageRequest
+from timeseries_aggregation.domain.query_plan import (
+    FirstReading,
+    FirstReadingProbe,
+    PagePlan,
+    plan_series_page,
+)
 from timeseries_aggregation.domain.series import make_selector
 from timeseries_aggregation.granularities import Granularity
-from timeseries_aggregation.query_pages import portfolio_page_plan, series_page_plan
-from timeseries_aggregation.storage.aggregate_sql import portfolio_page_sql, series_page_sql
+from timeseries_aggregation.query_pages import portfolio_page_plan
+from timeseries_aggregation.storage.aggregate_sql import (
+    first_reading_sql,
+    portfolio_page_sql,
+    series_page_sql,
+)
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.readings import COPY_CHUNK_READINGS
 
@@ -168,14 +178,22 @@ async def test_a_query_of_one_series_runs_on_the_one_worker_holding_it(
             # statement there) and its arguments, explained on a connection of the service's
             # own pool.
             query = AggregateQuery(series_id, granularity, TimeRange(start, end), time_zone)
-            plan = await series_page_plan(database, query, PageRequest(100, start if continued else None))
-            statement, arguments = series_page_sql(plan, None, rollups=True, guarded=False)
-            async with database.query_connection() as connection:
-                rows = await connection.fetch("EXPLAIN " + statement, *arguments)
-            counts, nodes = plan_tasks([row[0] for row in rows])
-            # The readings scan is one task, on the series' worker, and there is nothing else.
-            assert counts == [1], (granularity, continued, counts)
-            assert nodes == [worker], (granularity, continued, nodes)
+            page = PageRequest(100, start if continued else None)
+            planned = plan_series_page(query, page)
+            statements = []
+            if isinstance(planned, FirstReadingProbe):
+                # A month of more buckets than a page: its first reading is asked for first.
+                statements.append(first_reading_sql(planned))
+                planned = plan_series_page(query, page, FirstReading(True, planned.start, None))
+            assert isinstance(planned, PagePlan)
+            statements.append(series_page_sql(planned, None, rollups=True, guarded=False))
+            for statement, arguments in statements:
+                async with database.query_connection() as connection:
+                    rows = await connection.fetch("EXPLAIN " + statement, *arguments)
+                counts, nodes = plan_tasks([row[0] for row in rows])
+                # The readings scan is one task, on the series' worker, and there is nothing else.
+                assert counts == [1], (granularity, continued, counts)
+                assert nodes == [worker], (granularity, continued, nodes)
 
     # A statement over every series fans out to every shard, on every worker.
     await sql.execute("SET citus.explain_all_tasks TO on")
