@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from timeseries_aggregation.domain.aggregation import AggregateQuery, TimeRange
-from timeseries_aggregation.domain.bucket_grid import ExplicitGrid, FixedGrid, zone_history
+from timeseries_aggregation.domain.bucket_grid import ExplicitGrid, FixedGrid, grid_for, zone_history
 from timeseries_aggregation.domain.bucketing import buckets_between
 from timeseries_aggregation.domain.paging import PageRequest
 from timeseries_aggregation.domain.query_plan import (
@@ -174,3 +174,22 @@ def test_a_zones_changes_are_found_to_the_second() -> None:
     assert (
         int(datetime(2006, 10, 29, 3, 1, tzinfo=UTC).timestamp()) in zone_history("America/Moncton").changes
     )
+
+
+@pytest.mark.parametrize(
+    ("zone", "granularity"),
+    [
+        ("Europe/Berlin", Granularity.HOURLY),
+        ("Asia/Kolkata", Granularity.QUARTER_HOURLY),
+        ("Asia/Kolkata", Granularity.DAY_OF_MONTH),
+        ("America/New_York", Granularity.HALF_HOURLY),
+        ("Etc/GMT+5", Granularity.WEEKLY),
+    ],
+)
+def test_many_buckets_of_one_width_are_labelled_as_each_is(zone: str, granularity: Granularity) -> None:
+    start = datetime(2025, 3, 29, tzinfo=UTC)
+    grid = grid_for(granularity, zone, start, start + timedelta(days=240))
+    assert isinstance(grid, FixedGrid)
+    # Both clock changes of 2025 lie in these buckets.
+    numbers = list(range(grid.number(start), grid.number(start + timedelta(days=240))))
+    assert grid.spans_of(numbers) == [grid.span(number) for number in numbers]

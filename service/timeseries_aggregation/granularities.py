@@ -7,6 +7,7 @@ the generated enum.
 """
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -53,8 +54,25 @@ class GranularityInfo:
         return self.step_unit in ("minutes", "hours")
 
     def label(self, local_start: datetime) -> str:
-        """The label of the bucket starting at a naive local time."""
+        """The label of the bucket starting at a local time (naive, or aware in its zone)."""
+        labeller = _LABELLERS.get(self.label_format)
+        if labeller is not None:
+            return labeller(local_start)
         return local_start.strftime(self.label_format.replace("%q", str((local_start.month - 1) // 3 + 1)))
+
+
+# The label formats below, written out: a page labels up to 10,000 buckets, and strftime takes
+# three times as long as isoformat. Each gives what strftime gives for years 1000 to 9999, of a
+# naive or an aware local time.
+_LABELLERS: dict[str, Callable[[datetime], str]] = {
+    "%Y-%m-%dT%H:%M": lambda d: d.isoformat()[:16],
+    "%Y-%m-%dT%H:00": lambda d: d.isoformat()[:13] + ":00",
+    "%Y-%m-%d": lambda d: d.isoformat()[:10],
+    "%G-W%V": lambda d: "{:04d}-W{:02d}".format(*d.isocalendar()[:2]),
+    "%Y-%m": lambda d: d.isoformat()[:7],
+    "%Y-Q%q": lambda d: f"{d.year:04d}-Q{(d.month - 1) // 3 + 1}",
+    "%Y": lambda d: d.isoformat()[:4],
+}
 
 
 _HOUR = 3_600

@@ -10,10 +10,13 @@ number of boundaries at or before it (SQL's width_bucket over a timestamptz[]).
 import bisect
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
+
+import numpy as np
 
 from timeseries_aggregation.domain.bucketing import BucketSpan, bucket_containing, buckets_between
 from timeseries_aggregation.domain.readings import EARLIEST_TIME, LATEST_TIME
@@ -40,6 +43,8 @@ class ZoneHistory:
 
     offsets: frozenset[int]
     changes: tuple[int, ...]
+    # The offset in force before the first change, then after each.
+    offsets_in_order: tuple[int, ...]
 
 
 @functools.cache
@@ -52,6 +57,10 @@ def zone_history(time_zone: str) -> ZoneHistory:
     return ZoneHistory(
         frozenset(int(offset.total_seconds()) for offset in offsets),
         tuple(int(change.instant.timestamp()) for change in changes),
+        tuple(
+            int(offset.total_seconds())
+            for offset in (utc_offset(zone, EARLIEST_TIME), *(change.offset for change in changes))
+        ),
     )
 
 
@@ -103,9 +112,27 @@ class FixedGrid:
     def span(self, number: int) -> tuple[int, int, str]:
         """Start and end (Unix seconds) and label of bucket `number`: every start is a local
         unit's start, so the label is that of the local time there."""
-        start = self.start_seconds(number)
-        local = datetime.fromtimestamp(start, self.zone).replace(tzinfo=None)
+        start = self.origin_unix_seconds + number * self.width_seconds
+        local = datetime.fromtimestamp(start, self.zone)
         return start, start + self.width_seconds, GRANULARITY_INFO[self.granularity].label(local)
+
+    def spans_of(self, numbers: Sequence[int]) -> list[tuple[int, int, str]]:
+        """span() of many buckets at once: the local times by array arithmetic, and labels of
+        hours and their parts, and of days, as numpy writes dates (as the labels are written)."""
+        unit = _NUMPY_LABEL_UNITS.get(GRANULARITY_INFO[self.granularity].label_format)
+        if unit is None:
+            return [self.span(number) for number in numbers]
+        starts = self.origin_unix_seconds + np.asarray(numbers, dtype=np.int64) * self.width_seconds
+        history = zone_history(self.zone.key)
+        periods = np.searchsorted(np.asarray(history.changes, dtype=np.int64), starts, side="right")
+        local = starts + np.asarray(history.offsets_in_order, dtype=np.int64)[periods]
+        numpy_unit, suffix = unit
+        labels = np.datetime_as_string(local.astype("datetime64[s]"), unit=numpy_unit)
+        width = self.width_seconds
+        return [
+            (start, start + width, label + suffix)
+            for start, label in zip(starts.tolist(), labels.tolist(), strict=True)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +155,18 @@ class ExplicitGrid:
         span = self.spans[number]
         return int(span.start.timestamp()), int(span.end.timestamp()), span.period
 
+    def spans_of(self, numbers: Sequence[int]) -> list[tuple[int, int, str]]:
+        return [self.span(number) for number in numbers]
+
 
 BucketGrid = FixedGrid | ExplicitGrid
+
+# Label formats numpy writes a datetime64 in (its unit), and what follows it.
+_NUMPY_LABEL_UNITS: dict[str, tuple[Literal["m", "h", "D"], str]] = {
+    "%Y-%m-%dT%H:%M": ("m", ""),
+    "%Y-%m-%dT%H:00": ("h", ":00"),
+    "%Y-%m-%d": ("D", ""),
+}
 
 
 def grid_for(granularity: Granularity, time_zone: str, start: datetime, end: datetime) -> BucketGrid:

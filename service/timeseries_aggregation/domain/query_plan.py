@@ -369,24 +369,26 @@ def assemble_page(plan: PagePlan, rows: PageRows) -> Page[Bucket]:
     if plan.empty_buckets_window is not None:
         buckets = _with_empty_buckets(plan, rows, range_start, range_end)
     else:
+        found = rows.buckets[: plan.page_size + 1]
+        spans = plan.grid.spans_of([row[0] for row in found])
         buckets = [
-            _bucket(plan.grid, row, rows.intervals.get(row[1], ()), range_start, range_end)
-            for row in rows.buckets[: plan.page_size + 1]
+            _bucket(span, row, rows.intervals.get(row[1], ()), range_start, range_end)
+            for span, row in zip(spans, found, strict=True)
         ]
     has_more = len(buckets) > plan.page_size or rows.readings_beyond
     return Page(buckets[: plan.page_size], has_more=has_more)
 
 
 def _bucket(
-    grid: BucketGrid,
+    span: tuple[int, int, str],
     row: BucketRow,
     intervals: Sequence[IntervalCount],
     range_start: int,
     range_end: int,
 ) -> Bucket:
-    number, group, total, minimum, maximum, count, series_count = row
-    start, end, period = grid.span(number)
-    expected = expected_reading_count(start, end, range_start, range_end, intervals)
+    _, group, total, minimum, maximum, count, series_count = row
+    start, end, period = span
+    expected = expected_reading_count(start, end, range_start, range_end, intervals) if intervals else 0
     return Bucket(
         start,
         end,
@@ -425,7 +427,7 @@ def _with_empty_buckets(plan: PagePlan, rows: PageRows, range_start: int, range_
                 first = max(first, after_number + 1)
         for number in range(first, last_number + 1):
             row = found.get((group, number), (number, group, 0.0, 0.0, 0.0, 0, 0))
-            buckets.append(_bucket(grid, row, rows.intervals[group], range_start, range_end))
+            buckets.append(_bucket(grid.span(number), row, rows.intervals[group], range_start, range_end))
             if len(buckets) > plan.page_size:
                 return buckets
     return buckets
