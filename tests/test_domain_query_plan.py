@@ -22,6 +22,7 @@ from timeseries_aggregation.domain.query_plan import (
     plan_series_page,
 )
 from timeseries_aggregation.domain.series import SeriesSelector
+from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.granularities import Granularity
 
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
@@ -193,3 +194,21 @@ def test_many_buckets_of_one_width_are_labelled_as_each_is(zone: str, granularit
     # Both clock changes of 2025 lie in these buckets.
     numbers = list(range(grid.number(start), grid.number(start + timedelta(days=240))))
     assert grid.spans_of(numbers) == [grid.span(number) for number in numbers]
+
+
+def test_listed_buckets_beyond_a_statements_worth_are_refused_naming_the_range() -> None:
+    selector = SeriesSelector(series_ids=None, labels={"site": "a"})
+    query = AggregateQuery(
+        "", Granularity.HOURLY, TimeRange(None, None), "Pacific/Chatham", selector=selector
+    )
+    page: PageRequest[tuple[tuple[str, ...], datetime]] = PageRequest(100, None)
+    assert isinstance(plan_portfolio_page(query, page), SelectedSpanProbe)
+    # Chatham's hours are listed (its clocks change at 02:45): ten years of them are too many.
+    readings = SelectedSpan(datetime(2015, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+    with pytest.raises(InvalidArgumentError) as raised:
+        plan_portfolio_page(query, page, readings)
+    assert raised.value.field == "start_time"
+    # A year of them is planned.
+    plan = plan_portfolio_page(query, page, SelectedSpan(readings.first, datetime(2016, 1, 1, tzinfo=UTC)))
+    assert isinstance(plan, PagePlan)
+    assert isinstance(plan.grid, ExplicitGrid)
