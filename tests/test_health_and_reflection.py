@@ -31,6 +31,17 @@ async def test_health_reports_serving_for_the_server_and_the_service(channel: gr
     }
 
 
+async def test_an_unknown_service_is_not_found_with_a_bounded_message(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    name = "no.such.Service" + "z" * (1024 * 1024)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await health.Check(health_pb2.HealthCheckRequest(service=name))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND, raised.value
+    message = raised.value.details() or ""
+    assert message.startswith("service: unknown service 'no.such.Service")
+    assert len(message.encode()) < 1024
+
+
 def reflection_client(channel: grpc.aio.Channel, service: str) -> Ask:
     """One request, one response, on the given reflection service. v1 differs from v1alpha only
     in its package name, so the v1alpha messages encode v1 requests and decode v1 responses."""

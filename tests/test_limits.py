@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from tests.conftest import TEST_POOL, server_config
 from tests.support import (
     INGEST_LABELS,
     batches,
     eventually,
+    field_violations,
     hourly_readings,
     metrics_port,
     scrape,
@@ -163,6 +166,61 @@ async def test_undecodable_requests_are_invalid_argument(
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "is not a valid timeseries.v1." in (raised.value.details() or "")
     assert await stored_count(database) == 0
+
+
+# Status messages and details travel in trailing metadata, which gRPC clients cap at 8 KiB by
+# default; a refusal of a huge value must name the field and stay far below that.
+ERROR_BUDGET_BYTES = 4 * 1024
+
+
+def error_size(error: grpc.aio.AioRpcError) -> int:
+    """The bytes an error's message and google.rpc.Status details take."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "the error carries no google.rpc.Status"
+    size: int = status.ByteSize()
+    return len((error.details() or "").encode()) + size
+
+
+async def test_a_huge_invalid_time_zone_is_refused_with_a_bounded_error(
+    stub: TimeseriesAggregationServiceAsyncStub,
+) -> None:
+    time_zone = "Mars/" + "x" * (1024 * 1024)
+    request = pb.QueryAggregatesRequest(
+        series_id="m1", granularity=pb.GRANULARITY_DAY_OF_MONTH, time_zone=time_zone
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.QueryAggregates(request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+    assert field_violations(raised.value) == ["time_zone"]
+    assert "'Mars/xxx" in (raised.value.details() or "")
+    assert f"({len(time_zone):,} characters)" in (raised.value.details() or "")
+    assert error_size(raised.value) < ERROR_BUDGET_BYTES
+
+
+async def test_a_huge_update_mask_path_is_refused_with_a_bounded_error(
+    stub: TimeseriesAggregationServiceAsyncStub,
+) -> None:
+    path = "labels." + "y" * (4 * 1024 * 1024)
+    request = pb.UpdateSeriesRequest(series=pb.Series(series_id="m1"), update_mask=FieldMask(paths=[path]))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.UpdateSeries(request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+    assert field_violations(raised.value) == ["update_mask.paths[0]"]
+    assert "'labels.yyy" in (raised.value.details() or "")
+    assert error_size(raised.value) < ERROR_BUDGET_BYTES
+
+
+async def test_a_huge_invalid_label_key_is_refused_with_a_bounded_error(
+    stub: TimeseriesAggregationServiceAsyncStub,
+) -> None:
+    key = "K" * (1024 * 1024)
+    request = pb.UpdateSeriesRequest(series=pb.Series(series_id="m1", labels={key: "v"}))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.UpdateSeries(request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+    [field] = field_violations(raised.value)
+    assert field.startswith("series.labels['KKK")
+    assert error_size(raised.value) < ERROR_BUDGET_BYTES
 
 
 async def test_a_statement_over_the_timeout_is_cancelled_and_reported(

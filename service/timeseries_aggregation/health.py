@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2
 
 from timeseries_aggregation.errors import DatabaseUnavailableError
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.wording import counted
+from timeseries_aggregation.wording import counted, quoted
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ class HealthService:
     ) -> health_pb2.HealthCheckResponse:
         status = self._statuses.get(request.service)
         if status is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"service: unknown service {request.service!r}")
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"service: unknown service {quoted(request.service)}"
+            )
         return health_pb2.HealthCheckResponse(status=status)
 
     async def List(

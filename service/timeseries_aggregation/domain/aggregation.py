@@ -18,6 +18,7 @@ from timeseries_aggregation.domain.time_zones import check_time_zone
 from timeseries_aggregation.errors import InvalidArgumentError
 from timeseries_aggregation.granularities import Granularity
 from timeseries_aggregation.limits import MAX_GROUP_BY, QUANTITY_KWH_MAX_MAGNITUDE
+from timeseries_aggregation.wording import quoted
 
 DEFAULT_TIME_ZONE = "UTC"
 
@@ -138,13 +139,14 @@ def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     for position, key in enumerate(group_by):
         field = f"group_by[{position}]"
         if key in group_by[:position]:
-            raise InvalidArgumentError(field, f"{key!r} is there already")
+            raise InvalidArgumentError(field, f"{quoted(key)} is there already")
         if key != GROUP_BY_SERIES:
             try:
                 check_labels({key: ""}, field)
             except InvalidArgumentError:
                 raise InvalidArgumentError(
-                    field, f"{key!r} is neither a label key (a-z, 0-9 and _, from a letter) nor 'series_id'"
+                    field,
+                    f"{quoted(key)} is neither a label key (a-z, 0-9 and _, from a letter) nor 'series_id'",
                 ) from None
     return tuple(group_by)
 

@@ -21,6 +21,7 @@ from timeseries_aggregation.limits import (
     READING_INTERVAL_MIN_SECONDS,
     SELECTOR_MAX_SERIES_IDS,
 )
+from timeseries_aggregation.wording import quoted
 
 # The name under which a series' own id is grouped by (and shown in a bucket's group): reserved,
 # so that no label can take it.
@@ -79,26 +80,26 @@ def check_labels(labels: Labels, field: str, max_labels: int = MAX_LABELS) -> di
     for key in sorted(labels):
         if key == SERIES_ID_KEY:
             raise InvalidArgumentError(
-                f"{field}[{key!r}]",
+                f"{field}[{quoted(key)}]",
                 f"is a reserved key: {SERIES_ID_KEY!r} means the series' own id (as in group_by), so no "
                 "label may use it; pick series by id with series_ids",
             )
         if not _LABEL_KEY.fullmatch(key):
             raise InvalidArgumentError(
-                f"{field}[{key!r}]",
+                f"{field}[{quoted(key)}]",
                 f"is not a valid label key: 1 to {LABEL_KEY_MAX_LENGTH} characters of a-z, 0-9 and _, "
                 "starting with a letter",
             )
         value = labels[key]
         if len(value) > LABEL_VALUE_MAX_LENGTH:
             raise InvalidArgumentError(
-                f"{field}[{key!r}]",
+                f"{field}[{quoted(key)}]",
                 f"is {len(value)} characters long; the maximum is {LABEL_VALUE_MAX_LENGTH}",
             )
         unprintable = unprintable_character(value)
         if unprintable is not None:
             raise InvalidArgumentError(
-                f"{field}[{key!r}]", f"holds {unprintable}; only printable characters are allowed"
+                f"{field}[{quoted(key)}]", f"holds {unprintable}; only printable characters are allowed"
             )
     return dict(labels)
 
@@ -134,7 +135,8 @@ def make_series_update(
         if path not in UPDATE_PATHS:
             raise InvalidArgumentError(
                 f"update_mask.paths[{position}]",
-                f"{path!r} is not a field that can be updated; use {' or '.join(map(repr, UPDATE_PATHS))}",
+                f"{quoted(path)} is not a field that can be updated; "
+                f"use {' or '.join(map(repr, UPDATE_PATHS))}",
             )
     new_labels = check_labels(labels, "series.labels") if "labels" in paths else None
     interval = None

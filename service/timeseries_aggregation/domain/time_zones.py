@@ -8,6 +8,7 @@ import functools
 import zoneinfo
 
 from timeseries_aggregation.errors import InvalidArgumentError
+from timeseries_aggregation.wording import quoted
 
 
 @functools.cache
@@ -26,11 +27,13 @@ READ_AS_FIXED_ABBREVIATIONS = frozenset({"CET", "EET", "MET", "WET"})
 def check_time_zone(name: str, field: str) -> str:
     """Return name if it is an IANA zone the service buckets by, else raise InvalidArgumentError."""
     if name not in _known_time_zones():
-        raise InvalidArgumentError(field, f"{name!r} is not a known IANA time zone (e.g. 'Europe/Berlin')")
+        raise InvalidArgumentError(
+            field, f"{quoted(name)} is not a known IANA time zone (e.g. 'Europe/Berlin')"
+        )
     if name in READ_AS_FIXED_ABBREVIATIONS:
         raise InvalidArgumentError(
             field,
-            f"{name!r} is read by the database as a fixed-offset abbreviation, without daylight "
+            f"{quoted(name)} is read by the database as a fixed-offset abbreviation, without daylight "
             "saving; use the zone of a place instead (e.g. 'Europe/Berlin')",
         )
     return name

@@ -21,6 +21,7 @@ from timeseries_aggregation.errors import (
     UnauthenticatedError,
 )
 from timeseries_aggregation.transport.wire import MalformedMessage
+from timeseries_aggregation.wording import clipped
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +38,30 @@ _STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 )
 
 
-async def abort_invalid_argument(context: Context, error: InvalidArgumentError) -> NoReturn:
-    """Abort with INVALID_ARGUMENT and a google.rpc.BadRequest naming the field."""
-    violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.description)
+# Bounds on what a status carries, in characters. Every message the service words quotes at most
+# a bounded prefix of the caller's input (wording.quoted), so they cut nothing of ours: they are
+# the second line of defence for a message that forgot to. A status's message travels twice, in
+# the grpc-message header and again inside the google.rpc.Status details, and gRPC clients accept
+# 8 KiB of such metadata by default: a 256-character field and a 1,024-character description make
+# at most about 5 KB of ASCII on the wire.
+FIELD_MAX_CHARACTERS = 256
+MESSAGE_MAX_CHARACTERS = 1_024
+
+
+def bad_request_status(error: InvalidArgumentError) -> status_pb2.Status:
+    """INVALID_ARGUMENT with a google.rpc.BadRequest naming the field, both bounded in size."""
+    field = clipped(error.field, FIELD_MAX_CHARACTERS)
+    description = clipped(error.description, MESSAGE_MAX_CHARACTERS)
+    violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
-    status = rpc_status.to_status(
-        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error), details=[detail])
-    )
+    message = f"{field}: {description}"
+    return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail])
+
+
+async def abort_invalid_argument(context: Context, error: InvalidArgumentError) -> NoReturn:
+    """Abort with INVALID_ARGUMENT and a google.rpc.BadRequest naming the field."""
+    status = rpc_status.to_status(bad_request_status(error))
     await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("context.abort() returned")  # pragma: no cover
 
@@ -81,7 +98,7 @@ async def abort_for(context: Context, error: Exception, handler_name: str) -> No
         await abort_series_not_found(context, error)
     for error_type, code in _STATUS_CODES:
         if isinstance(error, error_type):
-            await context.abort(code, str(error))
+            await context.abort(code, clipped(str(error), MESSAGE_MAX_CHARACTERS))
     # Details stay in the log: they may name tables or values the caller must not see.
     logger.error("unexpected error in %s", handler_name, exc_info=error)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
