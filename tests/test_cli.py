@@ -200,6 +200,36 @@ async def test_query_chart_scales_bars_to_values_and_draws_negative_ones_left_of
     assert bars[0].index("█") == bars[2].index("█") == zero  # ... where the others start
 
 
+async def test_csv_text_that_a_spreadsheet_would_run_as_a_formula_is_quoted_and_numbers_stay_numbers(
+    server: RunningServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    target = f"127.0.0.1:{server.port}"
+    formula = "=cmd|' /C calc'!A0"
+    readings = tmp_path / "net.csv"
+    readings.write_text("Time (UTC),Quantity kWh\n2025-06-01T12:00Z,-3.5\n")
+    code, _, _ = await run_cli(capsys, "import", str(readings), "--series-id", formula, "--target", target)
+    assert code == 0
+    code, out, _ = await run_cli(
+        capsys, "query", "--series-id", formula, "--group-by", "series_id", "--granularity", "daily",
+        "--from", "2025-06-01", "--to", "2025-06-01", "--format", "csv", "--target", target,
+    )  # fmt: skip
+    assert code == 0
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert row["series_id"] == "'" + formula
+    assert (row["total_kwh"], row["min_kwh"]) == ("-3.5", "-3.5")
+    code, out, _ = await run_cli(
+        capsys, "series", "--series-id", formula, "--format", "csv", "--target", target
+    )
+    assert code == 0
+    [listed] = list(csv.DictReader(io.StringIO(out)))
+    assert (listed["series_id"], listed["readings"]) == ("'" + formula, "1")
+    code, out, _ = await run_cli(
+        capsys, "series", "--series-id", formula, "--format", "json", "--target", target
+    )
+    assert code == 0
+    assert json.loads(out)[0]["series_id"] == formula  # JSON is not a spreadsheet: as stored
+
+
 async def test_query_without_readings_says_so(
     server: RunningServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -134,6 +134,19 @@ def _meaningful(value: object) -> object:
     return value
 
 
+# A text cell starting with one of these is run as a formula by spreadsheets that open the CSV
+# (OWASP's "CSV injection": a series id "=cmd|' /C calc'!A0"); a leading ' makes it plain text.
+# Only text cells: numbers are written as numbers, so -3.5 stays a number.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula with ' before it; anything else as it is."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_format: str) -> str:
     if output_format in ("json", "csv"):
         rows = [{column: _meaningful(value) for column, value in row.items()} for row in rows]
@@ -143,7 +156,7 @@ def render(rows: Sequence[dict[str, object]], columns: Sequence[str], output_for
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({column: _inert(value) for column, value in row.items()} for row in rows)
         return buffer.getvalue().rstrip("\n")
     cells = [[table_cell(row[column]) for column in columns] for row in rows]
     widths = [max([len(title), *(len(line[i]) for line in cells)]) for i, title in enumerate(columns)]
