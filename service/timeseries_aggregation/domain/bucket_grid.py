@@ -42,10 +42,13 @@ class ZoneHistory:
     """The UTC offsets (seconds) a zone uses in the supported range, and the instants (Unix
     seconds) at which it changes from one to another."""
 
-    offsets: frozenset[int]
     changes: tuple[int, ...]
     # The offset in force before the first change, then after each.
     offsets_in_order: tuple[int, ...]
+
+    @property
+    def offsets(self) -> frozenset[int]:
+        return frozenset(self.offsets_in_order)
 
 
 @functools.cache
@@ -54,14 +57,10 @@ def zone_history(time_zone: str) -> ZoneHistory:
     About 50 ms, once per zone and process."""
     zone = ZoneInfo(time_zone)
     changes = offset_changes(zone, EARLIEST_TIME, LATEST_TIME)
-    offsets = {utc_offset(zone, EARLIEST_TIME), *(change.offset for change in changes)}
+    offsets = (utc_offset(zone, EARLIEST_TIME), *(change.offset for change in changes))
     return ZoneHistory(
-        frozenset(int(offset.total_seconds()) for offset in offsets),
         tuple(int(change.instant.timestamp()) for change in changes),
-        tuple(
-            int(offset.total_seconds())
-            for offset in (utc_offset(zone, EARLIEST_TIME), *(change.offset for change in changes))
-        ),
+        tuple(int(offset.total_seconds()) for offset in offsets),
     )
 
 
@@ -104,16 +103,13 @@ class FixedGrid:
         """The number of the bucket holding an instant."""
         return (math.floor(instant.timestamp()) - self.origin_unix_seconds) // self.width_seconds
 
-    def number_of_start(self, start_unix_seconds: int) -> int:
-        return (start_unix_seconds - self.origin_unix_seconds) // self.width_seconds
-
     def start_seconds(self, number: int) -> int:
         return self.origin_unix_seconds + number * self.width_seconds
 
     def span(self, number: int) -> tuple[int, int, str]:
         """Start and end (Unix seconds) and label of bucket `number`: every start is a local
         unit's start, so the label is that of the local time there."""
-        start = self.origin_unix_seconds + number * self.width_seconds
+        start = self.start_seconds(number)
         local = datetime.fromtimestamp(start, self.zone)
         return start, start + self.width_seconds, GRANULARITY_INFO[self.granularity].label(local)
 

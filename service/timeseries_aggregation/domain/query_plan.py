@@ -87,11 +87,17 @@ class PagePlan:
     rollups: RollupCuts | None
     beyond_end: datetime | None = None
     cursor: tuple[tuple[str, ...], int] | None = None
-    # Every bucket of this window is returned for every group, with readings or not.
-    empty_buckets_window: tuple[datetime, datetime] | None = None
-    # How many buckets that window holds.
-    buckets_per_group: int = 0
     records_history: bool = False
+
+    @property
+    def fills_empty_buckets(self) -> bool:
+        """Whether every bucket of the window is returned for every group, with readings or not."""
+        return self.query.include_empty_buckets and self.window_start < self.window_end
+
+    @property
+    def buckets_per_group(self) -> int:
+        """How many buckets the window holds."""
+        return self.grid.number(self.window_end - _ONE_MICROSECOND) - self.grid.number(self.window_start) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +132,6 @@ class SelectedSpan:
 
     first: datetime | None
     last: datetime | None
-
-
-Probe = FirstReadingProbe | SelectedSpanProbe
-ProbeAnswer = FirstReading | SelectedSpan
 
 
 def plan_series_page(
@@ -239,12 +241,11 @@ def plan_portfolio_page(
         # One sequence: a bucket after the cursor's holds only readings after its start.
         start = max(start, page.after[1])
     start = min(start, end)
-    empty_window = (start, end) if query.include_empty_buckets and start < end else None
     grid = grid_for(query.granularity, query.time_zone, start, max(end, start + _ONE_MICROSECOND))
     cursor = None
     if page.after is not None:
         group, after_start = page.after
-        cursor = (group, _cursor_number(grid, after_start))
+        cursor = (group, grid.number(after_start))
     return PagePlan(
         query=query,
         page_size=page.page_size,
@@ -253,26 +254,13 @@ def plan_portfolio_page(
         window_end=end,
         rollups=rollup_cuts(query, grid, start, end, across_series=True),
         cursor=cursor,
-        empty_buckets_window=empty_window,
-        buckets_per_group=_bucket_count(grid, *empty_window) if empty_window else 0,
         records_history=page.after is None,
     )
-
-
-def _bucket_count(grid: BucketGrid, start: datetime, end: datetime) -> int:
-    return grid.number(end - _ONE_MICROSECOND) - grid.number(start) + 1
 
 
 def _too_many(query: AggregateQuery, start: datetime, end: datetime) -> bool:
     """Whether [start, end) may hold more buckets than a statement is given."""
     return bucket_count_bound(query.granularity, query.time_zone, start, end) > MAX_EXPLICIT_BUCKETS
-
-
-def _cursor_number(grid: BucketGrid, start: datetime) -> int:
-    """The number of the cursor's bucket in the grid (-1 for one before the grid's first)."""
-    if isinstance(grid, FixedGrid):
-        return grid.number(start)
-    return grid.number(start) if grid.spans and start >= grid.spans[0].start else -1
 
 
 def rollup_cuts(
@@ -366,7 +354,7 @@ def assemble_page(plan: PagePlan, rows: PageRows) -> Page[Bucket]:
         unix_micros(plan.query.time_range.lower_bound),
         unix_micros(plan.query.time_range.upper_bound),
     )
-    if plan.empty_buckets_window is not None:
+    if plan.fills_empty_buckets:
         buckets = _with_empty_buckets(plan, rows, range_start, range_end)
     else:
         found = rows.buckets[: plan.page_size + 1]
@@ -410,11 +398,9 @@ def _with_empty_buckets(plan: PagePlan, rows: PageRows, range_start: int, range_
     The statement returns the first page_size + 1 buckets with readings after the cursor, so
     it holds every bucket with readings among the first page_size + 1 of all.
     """
-    assert plan.empty_buckets_window is not None
-    window_start, window_end = plan.empty_buckets_window
     grid = plan.grid
-    first_number = grid.number(window_start)
-    last_number = grid.number(window_end - _ONE_MICROSECOND)
+    first_number = grid.number(plan.window_start)
+    last_number = first_number + plan.buckets_per_group - 1
     found = {(row[1], row[0]): row for row in rows.buckets}
     buckets: list[Bucket] = []
     for group in sorted(rows.intervals):

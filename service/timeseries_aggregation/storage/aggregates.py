@@ -178,7 +178,7 @@ async def _fetch_portfolio_page(
 def _bucket_count(plan: PagePlan, rows: list[asyncpg.Record], interval_rows: list[asyncpg.Record]) -> int:
     """The buckets of a first page, as the history records it: with empty buckets, every
     bucket of the window for every group, up to a page."""
-    if plan.empty_buckets_window is None:
+    if not plan.fills_empty_buckets:
         return min(len(rows), plan.page_size)
     groups = len({tuple(row["group_values"]) for row in interval_rows})
     return min(groups * plan.buckets_per_group, plan.page_size)
