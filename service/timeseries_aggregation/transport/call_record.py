@@ -9,6 +9,8 @@ from collections import Counter
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from timeseries_aggregation.domain.quotas import KeyLimits
+
 
 @dataclass(slots=True)
 class CallRecord:
@@ -16,6 +18,8 @@ class CallRecord:
 
     # The API key's name; empty while unknown or with authentication off.
     caller: str = ""
+    # The key's limits in force (transport.quotas); None with authentication off.
+    limits: KeyLimits | None = None
     # Ingest: messages and readings read so far, and how many messages carried how many readings.
     messages: int = 0
     readings: int = 0

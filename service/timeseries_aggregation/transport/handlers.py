@@ -1,7 +1,7 @@
 """Rebuilding a gRPC method handler around new behaviour, for the server's interceptors."""
 
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
@@ -30,3 +30,26 @@ def rewrap_handler(handler: Handler, unary_response: Wrap, streaming_response: W
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), parse, serialize)
     return handler
+
+
+def refusing_handler(handler: Handler, refuse: Callable[[Any], Awaitable[None]]) -> Handler:
+    """A handler for the same method that calls `refuse(context)` (which aborts) without ever
+    reading the request.
+
+    It takes the request as a stream whatever the method's kind: gRPC reads a single request
+    in full before calling a handler, but reads a stream only as the handler iterates it, so a
+    refused caller's body is never received into memory.
+    """
+    serialize = handler.response_serializer
+
+    async def refused(request_iterator: Any, context: Any) -> None:
+        await refuse(context)
+
+    async def refused_stream(request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        await refuse(context)
+        return
+        yield  # pragma: no cover (makes this an async generator)
+
+    if handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refused_stream, None, serialize)
+    return grpc.stream_unary_rpc_method_handler(refused, None, serialize)

@@ -1,0 +1,178 @@
+"""Admission control by class of call, decided before authentication.
+
+gRPC's own `maximum_concurrent_rpcs` counts every call alike, so idle health Watch streams
+could take every slot and lock out the API and the probes alike. Here each class has its own
+limit: the API's calls; health checks (Check, List); and the streams of health and reflection
+(Watch, ServerReflectionInfo), which are also capped per peer address and end after a maximum
+age (a Watch ends cleanly with OK; its client watches again). A call over a limit is refused
+RESOURCE_EXHAUSTED, with google.rpc.RetryInfo, without its request being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from timeseries_aggregation.domain.quotas import Holdings
+from timeseries_aggregation.errors import LimitReachedError
+from timeseries_aggregation.observability.refusals import Reason, Refusals
+from timeseries_aggregation.transport.handlers import Behaviour, Handler, refusing_handler, rewrap_handler
+from timeseries_aggregation.transport.status import Context, abort_for
+
+# What a caller refused for a full class is told to wait: slots free as calls end, which the
+# server cannot foresee, so a short pause and a retry with backoff.
+RETRY_AFTER_SECONDS = 1.0
+_PROBE_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+)
+
+
+class CallClass(enum.Enum):
+    API = "API calls"
+    PROBE = "health checks"
+    PROBE_STREAM = "health and reflection streams"
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionLimits:
+    """How many calls of each class may run at once, and how long a probe stream may last."""
+
+    api_calls: int = 256
+    probe_calls: int = 64
+    probe_streams: int = 64
+    probe_streams_per_peer: int = 8
+    probe_stream_max_age_seconds: float = 300.0
+
+
+_REASONS = {
+    CallClass.API: Reason.API_CALLS,
+    CallClass.PROBE: Reason.PROBE_CALLS,
+    CallClass.PROBE_STREAM: Reason.PROBE_STREAMS,
+}
+
+
+def call_class(method: str, handler: Handler) -> CallClass:
+    service = method.lstrip("/").rpartition("/")[0]
+    if service not in _PROBE_SERVICES:
+        return CallClass.API
+    streaming = handler.request_streaming or handler.response_streaming
+    return CallClass.PROBE_STREAM if streaming else CallClass.PROBE
+
+
+def peer_host(peer: str) -> str:
+    """'ipv4:10.0.0.1:5000' or 'ipv6:[::1]:5000' to the address without the port: one machine's
+    connections count together, however many it opens."""
+    address = peer.partition(":")[2] or peer
+    host = address.rpartition(":")[0] if address.count(":") == 1 or address.startswith("[") else address
+    return host or peer
+
+
+class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+    """Admits each call within its class's limit; install it before authentication."""
+
+    def __init__(self, limits: AdmissionLimits, refusals: Refusals) -> None:
+        self._limits = limits
+        self._refusals = refusals
+        self._maximum = {
+            CallClass.API: limits.api_calls,
+            CallClass.PROBE: limits.probe_calls,
+            CallClass.PROBE_STREAM: limits.probe_streams,
+        }
+        self._running: Counter[CallClass] = Counter()
+        self._streams_per_peer = Holdings()
+
+    def running(self, kind: CallClass) -> int:
+        return self._running[kind]
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        kind = call_class(method, handler)
+        if self._running[kind] >= self._maximum[kind]:
+            # Refused before gRPC reads the request; the check is repeated when the call starts,
+            # since calls admitted together may fill the class in between.
+            error = self._full(kind, method)
+            return refusing_handler(handler, lambda context: abort_for(context, error, method))
+        max_age = self._limits.probe_stream_max_age_seconds if kind is CallClass.PROBE_STREAM else None
+
+        def unary_response(behaviour: Behaviour) -> Behaviour:
+            async def admitted(request: Any, context: Context) -> Any:
+                async with self._admission(kind, method, context):
+                    response = behaviour(request, context)
+                    return await response if inspect.isawaitable(response) else response
+
+            return admitted
+
+        def streaming_response(behaviour: Behaviour) -> Behaviour:
+            async def admitted(request: Any, context: Context) -> AsyncIterator[Any]:
+                async with self._admission(kind, method, context):
+                    responses = aiter(behaviour(request, context))
+                    deadline = None if max_age is None else asyncio.get_running_loop().time() + max_age
+                    while True:
+                        try:
+                            async with asyncio.timeout_at(deadline):
+                                response = await anext(responses)
+                        except StopAsyncIteration:
+                            return
+                        except TimeoutError:
+                            # Old enough: end with OK; a watcher watches again, on a connection
+                            # the server may meanwhile have asked it to replace.
+                            await responses.aclose()
+                            return
+                        yield response
+
+            return admitted
+
+        return rewrap_handler(handler, unary_response, streaming_response)
+
+    def _full(self, kind: CallClass, method: str) -> LimitReachedError:
+        self._refusals.record(_REASONS[kind], method)
+        maximum = self._maximum[kind]
+        return LimitReachedError(
+            _REASONS[kind].value,
+            "server",
+            f"the server runs at most {maximum} {kind.value} at once, and that many are running",
+            RETRY_AFTER_SECONDS,
+        )
+
+    @asynccontextmanager
+    async def _admission(self, kind: CallClass, method: str, context: Context) -> AsyncIterator[None]:
+        """Hold the call's slot of its class (and a probe stream's slot of its peer) while it runs."""
+        if self._running[kind] >= self._maximum[kind]:
+            await abort_for(context, self._full(kind, method), method)
+        peer = peer_host(context.peer() or "") if kind is CallClass.PROBE_STREAM else None
+        per_peer = self._limits.probe_streams_per_peer
+        if peer is not None and not self._streams_per_peer.try_take(peer, per_peer):
+            self._refusals.record(Reason.PROBE_STREAMS_PER_PEER, method)
+            error = LimitReachedError(
+                Reason.PROBE_STREAMS_PER_PEER.value,
+                "peer",
+                f"one peer address may hold at most {per_peer} {kind.value} at once, and this one does",
+                RETRY_AFTER_SECONDS,
+            )
+            await abort_for(context, error, method)
+        self._running[kind] += 1
+        try:
+            yield
+        finally:
+            self._running[kind] -= 1
+            if peer is not None:
+                self._streams_per_peer.give_back(peer)

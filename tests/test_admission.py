@@ -1,0 +1,119 @@
+"""Admission control by class of call, before authentication: probes cannot lock out the API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import server_config
+from tests.support import KEY_FILE, QUERY, READER, add_series, bearer, service
+from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
+from timeseries_aggregation.app import RunningServer, grpc_server
+from timeseries_aggregation.config import AUTH_API_KEY, Config
+from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.transport.admission import peer_host
+
+pytestmark = pytest.mark.any_engine
+
+WATCHES = 300
+
+
+async def serving(database: Database, tmp_path: Path, config: Config) -> AsyncIterator[RunningServer]:
+    keys = tmp_path / "keys"
+    keys.write_text(KEY_FILE)
+    await add_series(database, "m1")
+    async with grpc_server(database, config) as running:
+        yield running
+
+
+@pytest.fixture
+async def server_with_auth(database: Database, tmp_path: Path) -> AsyncIterator[RunningServer]:
+    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=tmp_path / "keys")
+    async for running in serving(database, tmp_path, config):
+        yield running
+
+
+async def start_watch(health: health_pb2_grpc.HealthStub, calls: list[object]) -> grpc.StatusCode | None:
+    """None while the watch stays open (it sent its first status), else the code it ended with."""
+    call = health.Watch(health_pb2.HealthCheckRequest())
+    calls.append(call)
+    try:
+        response = await call.read()
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    if response is grpc.aio.EOF:
+        code: grpc.StatusCode = await call.code()
+        return code
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+    return None
+
+
+async def test_idle_health_watches_leave_the_api_and_health_checks_answered(
+    server_with_auth: RunningServer,
+) -> None:
+    address = f"127.0.0.1:{server_with_auth.port}"
+    calls: list[object] = []
+    async with grpc.aio.insecure_channel(address) as flood, grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(flood)
+        try:
+            outcomes = [await start_watch(health, calls) for _ in range(WATCHES)]
+            # One peer address holds its share of watches; the rest are refused at once, not queued.
+            assert outcomes.count(None) == 8
+            assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == WATCHES - 8
+            response = await service(channel).QueryAggregates(QUERY, metadata=bearer(READER), timeout=5)
+            assert list(response.buckets) == []
+            check = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            for call in calls:
+                call.cancel()  # type: ignore[attr-defined]
+
+
+async def test_a_watch_ends_cleanly_at_its_maximum_age(database: Database, tmp_path: Path) -> None:
+    config = server_config(probe_stream_max_age_seconds=0.3)
+    async with (
+        grpc_server(database, config) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=5)
+        first = await call.read()
+        assert first is not grpc.aio.EOF
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        assert await call.read() is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_an_unauthenticated_request_is_refused_before_its_body_is_read(
+    database: Database, tmp_path: Path
+) -> None:
+    # The body is bigger than the server accepts: read, it would be RESOURCE_EXHAUSTED.
+    config = server_config(
+        auth_mode=AUTH_API_KEY, api_keys_file=tmp_path / "keys", max_message_bytes=64 * 1024
+    )
+    oversized = pb.QueryAggregatesRequest(series_id="m1", time_zone="x" * (1024 * 1024))
+    async for running in serving(database, tmp_path, config):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = service(channel)
+            for metadata in ((), bearer("tsa_not-a-key")):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.QueryAggregates(oversized, metadata=metadata, timeout=5)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            # A known caller's body is read, and its size checked.
+            with pytest.raises(grpc.aio.AioRpcError) as too_big:
+                await stub.QueryAggregates(oversized, metadata=bearer(READER), timeout=5)
+            assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # The handler never ran for the refused calls: no query made it into the history.
+            history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(), metadata=bearer(READER))
+            assert list(history.entries) == []
+
+
+def test_peers_count_by_address_not_port() -> None:
+    assert peer_host("ipv4:127.0.0.1:50000") == "127.0.0.1"
+    assert peer_host("ipv6:[::1]:50000") == "[::1]"
+    assert peer_host("unix:/tmp/socket") == "/tmp/socket"
