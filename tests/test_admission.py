@@ -30,13 +30,6 @@ async def serving(database: Database, tmp_path: Path, config: Config) -> AsyncIt
         yield running
 
 
-@pytest.fixture
-async def server_with_auth(database: Database, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=tmp_path / "keys")
-    async for running in serving(database, tmp_path, config):
-        yield running
-
-
 async def start_watch(health: health_pb2_grpc.HealthStub, calls: list[object]) -> grpc.StatusCode | None:
     """None while the watch stays open (it sent its first status), else the code it ended with."""
     call = health.Watch(health_pb2.HealthCheckRequest())
@@ -52,27 +45,33 @@ async def start_watch(health: health_pb2_grpc.HealthStub, calls: list[object]) -
     return None
 
 
+# Defaults: one peer address holds 8 watches. Without that cap (1,000 per peer), the class's
+# limit of 64 holds them, and the API's calls and the health checks have limits of their own.
+@pytest.mark.parametrize(("per_peer", "held"), [(None, 8), (1_000, 64)])
 async def test_idle_health_watches_leave_the_api_and_health_checks_answered(
-    server_with_auth: RunningServer,
+    database: Database, tmp_path: Path, per_peer: int | None, held: int
 ) -> None:
-    address = f"127.0.0.1:{server_with_auth.port}"
+    limits = {} if per_peer is None else {"probe_max_streams_per_peer": per_peer}
+    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=tmp_path / "keys", **limits)
     calls: list[object] = []
-    async with grpc.aio.insecure_channel(address) as flood, grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(flood)
-        try:
-            outcomes = [await start_watch(health, calls) for _ in range(WATCHES)]
-            # One peer address holds its share of watches; the rest are refused at once, not queued.
-            assert outcomes.count(None) == 8
-            assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == WATCHES - 8
-            response = await service(channel).QueryAggregates(QUERY, metadata=bearer(READER), timeout=5)
-            assert list(response.buckets) == []
-            check = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=5
-            )
-            assert check.status == health_pb2.HealthCheckResponse.SERVING
-        finally:
-            for call in calls:
-                call.cancel()  # type: ignore[attr-defined]
+    async for running in serving(database, tmp_path, config):
+        address = f"127.0.0.1:{running.port}"
+        async with grpc.aio.insecure_channel(address) as flood, grpc.aio.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(flood)
+            try:
+                outcomes = [await start_watch(health, calls) for _ in range(WATCHES)]
+                response = await service(channel).QueryAggregates(QUERY, metadata=bearer(READER), timeout=5)
+                assert list(response.buckets) == []
+                check = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
+                assert check.status == health_pb2.HealthCheckResponse.SERVING
+                # The watches over the limits were refused at once, not queued.
+                assert outcomes.count(None) == held
+                assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == WATCHES - held
+            finally:
+                for call in calls:
+                    call.cancel()  # type: ignore[attr-defined]
 
 
 async def test_a_watch_ends_cleanly_at_its_maximum_age(database: Database, tmp_path: Path) -> None:
