@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import server_config
-from tests.support import KEY_FILE, QUERY, READER, add_series, bearer, service
+from tests.support import KEY_FILE, QUERY, READER, add_series, bearer, eventually, service
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.config import AUTH_API_KEY, Config
@@ -116,3 +116,22 @@ def test_peers_count_by_address_not_port() -> None:
     assert peer_host("ipv4:127.0.0.1:50000") == "127.0.0.1"
     assert peer_host("ipv6:[::1]:50000") == "[::1]"
     assert peer_host("unix:/tmp/socket") == "/tmp/socket"
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [{"connection_idle_seconds": 1.0}, {"connection_max_age_seconds": 1.0, "stream_max_age_seconds": 1.0}],
+)
+async def test_idle_and_old_connections_are_closed(database: Database, limit: dict[str, float]) -> None:
+    # gRPC's smallest idle time and age is a second.
+    async with (
+        grpc_server(database, server_config(**limit)) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+
+        async def went_away() -> None:
+            assert channel.get_state() == grpc.ChannelConnectivity.IDLE
+
+        await eventually(went_away, within=10)

@@ -68,6 +68,9 @@ async def test_refusals_are_counted_by_reason_and_method(database: Database, tmp
         assert scraped.value(REFUSED, reason="unauthenticated", **history) == 2
         assert scraped.value(REFUSED, reason="permission_denied", **history) == 1
         assert scraped.value(REFUSED, reason="key_rate", **history) == 1
+        # Refused before its request is read, a unary call is still counted as one.
+        handled = "grpc_server_handled_total"
+        assert scraped.value(handled, grpc_type="unary", grpc_code="UNAUTHENTICATED", **history) == 2
         assert (
             scraped.value(
                 REFUSED, reason="unauthenticated", grpc_service=SERVICE, grpc_method="QueryAggregates"

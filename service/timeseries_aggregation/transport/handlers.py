@@ -21,6 +21,12 @@ def rewrap_handler(handler: Handler, unary_response: Wrap, streaming_response: W
         wrap = unary_response if inspect.iscoroutinefunction(behaviour) else streaming_response
         return wrap(behaviour)
 
+    if isinstance(handler, RefusingHandler):
+        refusal = handler.stream_stream or handler.stream_unary
+        assert refusal is not None
+        wrapped = streaming(refusal) if handler.response_streaming else unary_response(refusal)
+        return RefusingHandler(handler.declared, wrapped)
+
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), parse, serialize)
     if handler.stream_unary is not None:
@@ -32,15 +38,34 @@ def rewrap_handler(handler: Handler, unary_response: Wrap, streaming_response: W
     return handler
 
 
+class RefusingHandler(grpc.RpcMethodHandler):  # type: ignore[type-arg]
+    """A refused call's handler: it takes the request as a stream, and never reads it.
+
+    gRPC reads a single request in full before calling a handler, but reads a stream only as
+    the handler iterates it, so a refused caller's body is never received into memory.
+    `declared` is the method's own handler, whose kind (unary, ...) the metrics report.
+    """
+
+    def __init__(self, declared: Handler, behaviour: Behaviour) -> None:
+        self.declared = declared
+        self.request_streaming = True
+        self.response_streaming = declared.response_streaming
+        self.request_deserializer = None
+        self.response_serializer = declared.response_serializer
+        self.unary_unary = None
+        self.unary_stream = None
+        self.stream_unary = None if declared.response_streaming else behaviour
+        self.stream_stream = behaviour if declared.response_streaming else None
+
+
+def declared_handler(handler: Handler) -> Handler:
+    """The method's own handler, also when the call is refused."""
+    return handler.declared if isinstance(handler, RefusingHandler) else handler
+
+
 def refusing_handler(handler: Handler, refuse: Callable[[Any], Awaitable[None]]) -> Handler:
     """A handler for the same method that calls `refuse(context)` (which aborts) without ever
-    reading the request.
-
-    It takes the request as a stream whatever the method's kind: gRPC reads a single request
-    in full before calling a handler, but reads a stream only as the handler iterates it, so a
-    refused caller's body is never received into memory.
-    """
-    serialize = handler.response_serializer
+    reading the request."""
 
     async def refused(request_iterator: Any, context: Any) -> None:
         await refuse(context)
@@ -50,6 +75,4 @@ def refusing_handler(handler: Handler, refuse: Callable[[Any], Awaitable[None]])
         return
         yield  # pragma: no cover (makes this an async generator)
 
-    if handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refused_stream, None, serialize)
-    return grpc.stream_unary_rpc_method_handler(refused, None, serialize)
+    return RefusingHandler(handler, refused_stream if handler.response_streaming else refused)
