@@ -13,7 +13,18 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from tests.conftest import TEST_POOL, server_config
-from tests.support import QUERY, add_series, batches, bearer, eventually, hourly_readings, service
+from tests.support import (
+    INGEST_LABELS,
+    QUERY,
+    add_series,
+    batches,
+    bearer,
+    eventually,
+    hourly_readings,
+    metrics_port,
+    scrape,
+    service,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.app import grpc_server
 from timeseries_aggregation.config import AUTH_API_KEY
@@ -65,7 +76,12 @@ async def test_a_greedy_key_keeps_to_its_share_and_another_key_is_served(
 ) -> None:
     # Two write connections: by default a key may write with half of them, one.
     two_writers = dataclasses.replace(TEST_POOL, write_max_size=2, acquire_timeout_seconds=0.5)
-    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=key_file(tmp_path), pool=two_writers)
+    config = server_config(
+        auth_mode=AUTH_API_KEY,
+        api_keys_file=key_file(tmp_path),
+        pool=two_writers,
+        metrics_address="127.0.0.1:0",
+    )
     async with (
         open_database(database_url, two_writers) as database,
         grpc_server(database, config) as running,
@@ -85,25 +101,24 @@ async def test_a_greedy_key_keeps_to_its_share_and_another_key_is_served(
         ]
         await eventually(lambda: write_connections_in_use(database, 1), within=10)
 
-        async def one_more(readings: int) -> grpc.aio.AioRpcError:
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.IngestReadings(
-                    iter(batches(hourly_readings("greedy", "2021-01-01", readings), CHUNK)),
-                    metadata=bearer(GREEDY),
-                    timeout=10,
-                )
-            return refused.value
+        async def both_started() -> None:
+            # A stream takes its share when it starts, in the same step as it is counted here.
+            scraped = await scrape(metrics_port(running))
+            assert scraped.value("grpc_server_started_total", **INGEST_LABELS) == 2
 
-        async def third_refused() -> None:
-            error = await one_more(1)
-            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "'greedy'" in (error.details() or "")
-            assert "streams=2" in (error.details() or "")
-            assert "retry in" in (error.details() or "")
-            assert retry_delay(error) > 0
-
-        # Until both slow streams have been admitted, a third might slip in before them.
-        await eventually(third_refused, within=10)
+        await eventually(both_started, within=10)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.IngestReadings(
+                iter(batches(hourly_readings("greedy", "2021-01-01", 1), 1)),
+                metadata=bearer(GREEDY),
+                timeout=10,
+            )
+        error = refused.value
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "'greedy'" in (error.details() or "")
+        assert "streams=2" in (error.details() or "")
+        assert "retry in" in (error.details() or "")
+        assert retry_delay(error) > 0
 
         # The other key's import is served, on the connection the greedy key must leave free.
         response = await stub.IngestReadings(
