@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.server_process import free_port, start, wait_serving
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
@@ -36,19 +37,24 @@ async def sample_peak(process: psutil.Process, stop: asyncio.Event) -> int:
 
 
 async def one_round(
-    address: str, process: psutil.Process, calls: int, body_bytes: int
+    address: str, process: psutil.Process, calls: int, body_bytes: int, health: bool
 ) -> tuple[int, int, str]:
     """(peak RSS, RSS after, the codes the calls ended with)."""
-    request = pb.QueryAggregatesRequest(series_id="m1", time_zone="x" * body_bytes)
     stop = asyncio.Event()
     sampler = asyncio.ensure_future(sample_peak(process, stop))
     codes: dict[str, int] = {}
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        probe = health_pb2_grpc.HealthStub(channel)
 
         async def call() -> None:
             try:
-                await stub.QueryAggregates(request, timeout=60)
+                if health:
+                    await probe.Check(health_pb2.HealthCheckRequest(service="x" * body_bytes), timeout=60)
+                else:
+                    await stub.QueryAggregates(
+                        pb.QueryAggregatesRequest(series_id="m1", time_zone="x" * body_bytes), timeout=60
+                    )
                 code = "OK"
             except grpc.aio.AioRpcError as error:
                 code = error.code().name
@@ -61,7 +67,7 @@ async def one_round(
     return peak, process.memory_info().rss, ", ".join(f"{count} {code}" for code, count in codes.items())
 
 
-async def measure(rounds: list[int], megabytes: int) -> None:
+async def measure(rounds: list[int], megabytes: int, health: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="pre-auth-body-") as directory:
         keys = Path(directory) / "keys"
         keys.write_text(key_file_line("bench", frozenset({Scope.QUERY}), new_key()) + "\n")
@@ -78,12 +84,13 @@ async def measure(rounds: list[int], megabytes: int) -> None:
             await wait_serving(port)
             process = psutil.Process(server.pid)
             body = megabytes * MIB - 1024  # within the default 16 MiB message limit
-            print(f"server pid {server.pid}, bodies of {body:,} bytes, unauthenticated")
+            target = "health Check (open to all)" if health else "QueryAggregates without a key"
+            print(f"server pid {server.pid}, bodies of {body:,} bytes, {target}")
             print(f"RSS at start: {process.memory_info().rss / MIB:.1f} MiB")
             for calls in rounds:
                 before = process.memory_info().rss
                 started = time.perf_counter()
-                peak, after, codes = await one_round(f"127.0.0.1:{port}", process, calls, body)
+                peak, after, codes = await one_round(f"127.0.0.1:{port}", process, calls, body, health)
                 print(
                     f"{calls:3d} concurrent calls: RSS before {before / MIB:.1f} MiB, "
                     f"peak {peak / MIB:.1f} MiB (+{(peak - before) / MIB:.1f}), after {after / MIB:.1f} MiB; "
@@ -98,8 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", default="1,8,32", help="concurrent calls per round, comma-separated")
     parser.add_argument("--megabytes", type=int, default=16, help="body size in MiB")
+    parser.add_argument("--health", action="store_true", help="send health checks instead (no key needed)")
     arguments = parser.parse_args()
-    asyncio.run(measure([int(part) for part in arguments.calls.split(",")], arguments.megabytes))
+    calls = [int(part) for part in arguments.calls.split(",")]
+    asyncio.run(measure(calls, arguments.megabytes, arguments.health))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ async def start_watch(health: health_pb2_grpc.HealthStub, calls: list[object]) -
 async def test_idle_health_watches_leave_the_api_and_health_checks_answered(
     database: Database, tmp_path: Path, per_peer: int | None, held: int
 ) -> None:
-    limits = {} if per_peer is None else {"probe_max_streams_per_peer": per_peer}
+    limits = {} if per_peer is None else {"probe_max_calls_per_peer": per_peer}
     config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=tmp_path / "keys", **limits)
     calls: list[object] = []
     async for running in serving(database, tmp_path, config):
@@ -110,6 +110,24 @@ async def test_an_unauthenticated_request_is_refused_before_its_body_is_read(
             # The handler never ran for the refused calls: no query made it into the history.
             history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(), metadata=bearer(READER))
             assert list(history.entries) == []
+
+
+async def test_a_call_over_its_class_limit_is_refused_before_its_body_is_read(database: Database) -> None:
+    config = server_config(max_message_bytes=64 * 1024, probe_max_calls_per_peer=1)
+    async with (
+        grpc_server(database, config) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        # Read, this request would be refused for its size; it is refused for the peer's limit.
+        oversized = health.Watch(health_pb2.HealthCheckRequest(service="x" * (1024 * 1024)), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await oversized.read()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "one peer address may have at most 1" in (refused.value.details() or "")
+        watch.cancel()
 
 
 def test_peers_count_by_address_not_port() -> None:

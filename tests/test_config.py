@@ -293,7 +293,7 @@ class TestSecurityVariables:
             env(
                 PROBE_MAX_CONCURRENT_RPCS="5",
                 PROBE_MAX_STREAMS="6",
-                PROBE_MAX_STREAMS_PER_PEER="2",
+                PROBE_MAX_CALLS_PER_PEER="2",
                 PROBE_STREAM_MAX_AGE_SECONDS="60",
                 STREAM_MAX_AGE_SECONDS="120",
                 CONNECTION_IDLE_SECONDS="30",
@@ -305,7 +305,7 @@ class TestSecurityVariables:
             )
         )
         assert (config.probe_max_concurrent_rpcs, config.probe_max_streams) == (5, 6)
-        assert (config.probe_max_streams_per_peer, config.probe_stream_max_age_seconds) == (2, 60.0)
+        assert (config.probe_max_calls_per_peer, config.probe_stream_max_age_seconds) == (2, 60.0)
         assert (config.stream_max_age_seconds, config.connection_idle_seconds) == (120.0, 30.0)
         assert config.connection_max_age_seconds == 900.0
         assert (config.key_max_streams, config.key_max_writes, config.key_rate, config.key_burst) == (

@@ -33,7 +33,7 @@ async def test_refusals_are_counted_by_reason_and_method(database: Database, tmp
         metrics_address="127.0.0.1:0",
         key_rate=0.001,
         key_burst=1,
-        probe_max_streams_per_peer=1,
+        probe_max_calls_per_peer=1,
     )
     async with (
         grpc_server(database, config) as running,

@@ -92,7 +92,7 @@ def admission_limits(config: Config) -> AdmissionLimits:
         api_calls=config.max_concurrent_rpcs,
         probe_calls=config.probe_max_concurrent_rpcs,
         probe_streams=config.probe_max_streams,
-        probe_streams_per_peer=config.probe_max_streams_per_peer,
+        probe_calls_per_peer=config.probe_max_calls_per_peer,
         probe_stream_max_age_seconds=config.probe_stream_max_age_seconds,
     )
 

@@ -53,11 +53,12 @@ class Config:
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     # Admission control (transport.admission): API calls at once; health checks at once; health
-    # and reflection streams at once, per peer address, and how long one may last.
+    # and reflection streams at once; of each of the last two, how many one peer address may
+    # have; and how long a stream may last.
     max_concurrent_rpcs: int = 256
-    probe_max_concurrent_rpcs: int = 64
+    probe_max_concurrent_rpcs: int = 32
     probe_max_streams: int = 64
-    probe_max_streams_per_peer: int = 8
+    probe_max_calls_per_peer: int = 8
     probe_stream_max_age_seconds: float = 300.0
     stream_idle_timeout_seconds: float = 30.0
     # The longest an ingest stream may stay open, however steadily it sends.
@@ -278,8 +279,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
             env, "PROBE_MAX_CONCURRENT_RPCS", defaults.probe_max_concurrent_rpcs
         ),
         probe_max_streams=_at_least_one(env, "PROBE_MAX_STREAMS", defaults.probe_max_streams),
-        probe_max_streams_per_peer=_at_least_one(
-            env, "PROBE_MAX_STREAMS_PER_PEER", defaults.probe_max_streams_per_peer
+        probe_max_calls_per_peer=_at_least_one(
+            env, "PROBE_MAX_CALLS_PER_PEER", defaults.probe_max_calls_per_peer
         ),
         probe_stream_max_age_seconds=_parsed(
             env, "PROBE_STREAM_MAX_AGE_SECONDS", float, defaults.probe_stream_max_age_seconds

@@ -25,6 +25,7 @@ class Reason(enum.Enum):
 
     API_CALLS = "api_calls"
     PROBE_CALLS = "probe_calls"
+    PROBE_CALLS_PER_PEER = "probe_calls_per_peer"
     PROBE_STREAMS = "probe_streams"
     PROBE_STREAMS_PER_PEER = "probe_streams_per_peer"
     UNAUTHENTICATED = "unauthenticated"

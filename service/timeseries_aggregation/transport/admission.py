@@ -3,9 +3,11 @@
 gRPC's own `maximum_concurrent_rpcs` counts every call alike, so idle health Watch streams
 could take every slot and lock out the API and the probes alike. Here each class has its own
 limit: the API's calls; health checks (Check, List); and the streams of health and reflection
-(Watch, ServerReflectionInfo), which are also capped per peer address and end after a maximum
-age (a Watch ends cleanly with OK; its client watches again). A call over a limit is refused
-RESOURCE_EXHAUSTED, with google.rpc.RetryInfo, without its request being read.
+(Watch, ServerReflectionInfo), which end after a maximum age (a Watch ends cleanly with OK; its
+client watches again). Health and reflection need no key, so each of their classes is also
+capped per peer address. A call's slot is taken before its request is read, so the limits
+bound the bodies being received too; a call over a limit is refused RESOURCE_EXHAUSTED, with
+google.rpc.RetryInfo, without its request being read.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import grpc
 from timeseries_aggregation.domain.quotas import Holdings
 from timeseries_aggregation.errors import LimitReachedError
 from timeseries_aggregation.observability.refusals import Reason, Refusals
-from timeseries_aggregation.transport.handlers import Behaviour, Handler, refusing_handler, rewrap_handler
+from timeseries_aggregation.transport.handlers import (
+    Behaviour,
+    Handler,
+    declared_handler,
+    refusing_handler,
+    request_as_stream,
+    rewrap_handler,
+)
 from timeseries_aggregation.transport.status import Context, abort_for
 
 # What a caller refused for a full class is told to wait: slots free as calls end, which the
@@ -50,9 +59,9 @@ class AdmissionLimits:
     """How many calls of each class may run at once, and how long a probe stream may last."""
 
     api_calls: int = 256
-    probe_calls: int = 64
+    probe_calls: int = 32
     probe_streams: int = 64
-    probe_streams_per_peer: int = 8
+    probe_calls_per_peer: int = 8
     probe_stream_max_age_seconds: float = 300.0
 
 
@@ -60,6 +69,10 @@ _REASONS = {
     CallClass.API: Reason.API_CALLS,
     CallClass.PROBE: Reason.PROBE_CALLS,
     CallClass.PROBE_STREAM: Reason.PROBE_STREAMS,
+}
+_PER_PEER_REASONS = {
+    CallClass.PROBE: Reason.PROBE_CALLS_PER_PEER,
+    CallClass.PROBE_STREAM: Reason.PROBE_STREAMS_PER_PEER,
 }
 
 
@@ -91,7 +104,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             CallClass.PROBE_STREAM: limits.probe_streams,
         }
         self._running: Counter[CallClass] = Counter()
-        self._streams_per_peer = Holdings()
+        self._per_peer = Holdings()
 
     def running(self, kind: CallClass) -> int:
         return self._running[kind]
@@ -105,7 +118,10 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        kind = call_class(method, handler)
+        kind = call_class(method, declared_handler(handler))
+        # The slot is taken before the request is read: a class's limit bounds the bodies
+        # being received at once too, not only the calls running.
+        handler = request_as_stream(handler)
         if self._running[kind] >= self._maximum[kind]:
             # Refused before gRPC reads the request; the check is repeated when the call starts,
             # since calls admitted together may fill the class in between.
@@ -155,17 +171,19 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
     @asynccontextmanager
     async def _admission(self, kind: CallClass, method: str, context: Context) -> AsyncIterator[None]:
-        """Hold the call's slot of its class (and a probe stream's slot of its peer) while it runs."""
+        """Hold the call's slot of its class (and a probe's slot of its peer) while it runs."""
         if self._running[kind] >= self._maximum[kind]:
             await abort_for(context, self._full(kind, method), method)
-        peer = peer_host(context.peer() or "") if kind is CallClass.PROBE_STREAM else None
-        per_peer = self._limits.probe_streams_per_peer
-        if peer is not None and not self._streams_per_peer.try_take(peer, per_peer):
-            self._refusals.record(Reason.PROBE_STREAMS_PER_PEER, method)
+        # Probes need no key, so nothing but its address tells one caller from another.
+        peer = f"{kind.name} {peer_host(context.peer() or '')}" if kind in _PER_PEER_REASONS else None
+        per_peer = self._limits.probe_calls_per_peer
+        if peer is not None and not self._per_peer.try_take(peer, per_peer):
+            reason = _PER_PEER_REASONS[kind]
+            self._refusals.record(reason, method)
             error = LimitReachedError(
-                Reason.PROBE_STREAMS_PER_PEER.value,
+                reason.value,
                 "peer",
-                f"one peer address may hold at most {per_peer} {kind.value} at once, and this one does",
+                f"one peer address may have at most {per_peer} {kind.value} at once, and this one does",
                 RETRY_AFTER_SECONDS,
             )
             await abort_for(context, error, method)
@@ -175,4 +193,4 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         finally:
             self._running[kind] -= 1
             if peer is not None:
-                self._streams_per_peer.give_back(peer)
+                self._per_peer.give_back(peer)

@@ -2,7 +2,7 @@
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import grpc
 
@@ -21,11 +21,11 @@ def rewrap_handler(handler: Handler, unary_response: Wrap, streaming_response: W
         wrap = unary_response if inspect.iscoroutinefunction(behaviour) else streaming_response
         return wrap(behaviour)
 
-    if isinstance(handler, RefusingHandler):
-        refusal = handler.stream_stream or handler.stream_unary
-        assert refusal is not None
-        wrapped = streaming(refusal) if handler.response_streaming else unary_response(refusal)
-        return RefusingHandler(handler.declared, wrapped)
+    if isinstance(handler, RequestStreamHandler):
+        behaviour = handler.stream_stream or handler.stream_unary
+        assert behaviour is not None
+        wrapped = streaming(behaviour) if handler.response_streaming else unary_response(behaviour)
+        return RequestStreamHandler(handler.declared, wrapped)
 
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), parse, serialize)
@@ -38,19 +38,20 @@ def rewrap_handler(handler: Handler, unary_response: Wrap, streaming_response: W
     return handler
 
 
-class RefusingHandler(grpc.RpcMethodHandler):  # type: ignore[type-arg]
-    """A refused call's handler: it takes the request as a stream, and never reads it.
+class RequestStreamHandler(grpc.RpcMethodHandler):  # type: ignore[type-arg]
+    """A method's handler that takes the request as a stream, whatever the method's kind.
 
-    gRPC reads a single request in full before calling a handler, but reads a stream only as
-    the handler iterates it, so a refused caller's body is never received into memory.
-    `declared` is the method's own handler, whose kind (unary, ...) the metrics report.
+    gRPC reads a single request in full before it calls a handler, but reads a stream only as
+    the handler iterates it: so the interceptors can admit or refuse a call (and count it
+    against a limit) before its body is received into memory. `declared` is the method's own
+    handler, whose kind (unary, ...) the metrics report.
     """
 
     def __init__(self, declared: Handler, behaviour: Behaviour) -> None:
         self.declared = declared
         self.request_streaming = True
         self.response_streaming = declared.response_streaming
-        self.request_deserializer = None
+        self.request_deserializer = declared.request_deserializer
         self.response_serializer = declared.response_serializer
         self.unary_unary = None
         self.unary_stream = None
@@ -59,8 +60,44 @@ class RefusingHandler(grpc.RpcMethodHandler):  # type: ignore[type-arg]
 
 
 def declared_handler(handler: Handler) -> Handler:
-    """The method's own handler, also when the call is refused."""
-    return handler.declared if isinstance(handler, RefusingHandler) else handler
+    """The method's own handler, also when its request is taken as a stream."""
+    return handler.declared if isinstance(handler, RequestStreamHandler) else handler
+
+
+async def _the_request(request_iterator: AsyncIterator[Any], context: Any) -> Any:
+    async for request in request_iterator:
+        return request
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request: the call carried no request message")
+
+
+def request_as_stream(handler: Handler) -> Handler:
+    """The same method, reading its single request only when its behaviour runs (a method that
+    takes a stream already is returned as it is)."""
+    if handler.request_streaming:
+        return handler
+    if handler.unary_unary is not None:
+        respond = handler.unary_unary
+
+        async def unary(request_iterator: AsyncIterator[Any], context: Any) -> Any:
+            response = respond(await _the_request(request_iterator, context), context)
+            return await response if inspect.isawaitable(response) else response
+
+        return RequestStreamHandler(handler, unary)
+    stream = handler.unary_stream
+    assert stream is not None
+    if inspect.iscoroutinefunction(stream):
+        # Writes its responses with context.write().
+        async def written(request_iterator: AsyncIterator[Any], context: Any) -> None:
+            await stream(await _the_request(request_iterator, context), context)
+
+        return RequestStreamHandler(handler, written)
+
+    async def streaming(request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        responses = cast(AsyncIterator[Any], stream(await _the_request(request_iterator, context), context))
+        async for response in responses:
+            yield response
+
+    return RequestStreamHandler(handler, streaming)
 
 
 def refusing_handler(handler: Handler, refuse: Callable[[Any], Awaitable[None]]) -> Handler:
@@ -75,4 +112,6 @@ def refusing_handler(handler: Handler, refuse: Callable[[Any], Awaitable[None]])
         return
         yield  # pragma: no cover (makes this an async generator)
 
-    return RefusingHandler(handler, refused_stream if handler.response_streaming else refused)
+    return RequestStreamHandler(
+        declared_handler(handler), refused_stream if handler.response_streaming else refused
+    )
