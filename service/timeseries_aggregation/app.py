@@ -156,7 +156,8 @@ async def grpc_server(
     add_service(server, servicer)
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    if config.reflection:
+        enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     database_health = DatabaseHealth(database, health_servicer, ["", SERVICE_NAME])
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
