@@ -18,7 +18,7 @@ from timeseries_aggregation.config import AUTH_API_KEY, ENV_PREFIX, Config, spli
 from timeseries_aggregation.domain.api_keys import KeyFileError
 from timeseries_aggregation.errors import StartupError
 from timeseries_aggregation.health import DatabaseHealth, HealthService
-from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor
+from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor, TracingInterceptor
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
 from timeseries_aggregation.observability.tracing import tracing
 from timeseries_aggregation.storage.compression import readings_compression
@@ -147,6 +147,8 @@ async def grpc_server(
     authenticator = authenticator or authenticator_for(config)
     if authenticator is not None:
         interceptors.append(AuthInterceptor(authenticator))
+    # Last: only the calls authentication let through are traced.
+    interceptors.append(TracingInterceptor())
     server = grpc.aio.server(
         interceptors=interceptors,
         options=_server_options(config, share_port),

@@ -5,6 +5,10 @@ aborted with (read back from the context), CANCELLED or DEADLINE_EXCEEDED when t
 cancelled, DEADLINE_EXCEEDED as well when a handler answers after the deadline (gRPC can
 cancel a handler only while it waits), UNKNOWN when a handler raises. It opens the call's
 record before anything else runs and reports what authentication and the handler wrote into it.
+
+The call's trace span is started by a second interceptor, installed after authentication, so
+that only the calls it lets through are traced: a refused caller can neither make the server
+export spans nor choose their trace id.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -35,6 +40,9 @@ REQUEST_ID_METADATA = "x-request-id"
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 # Probes call these every few seconds: their access logs are DEBUG, not INFO.
 _QUIET_SERVICES = frozenset({"grpc.health.v1.Health"})
+# Only the service's calls are traced: health probes every few seconds would bury them, and
+# reflection is a tool's question about the API.
+_TRACED_PREFIX = f"/{SERVICE_NAME}/"
 # Codes that say the server, not the caller, has a problem: logged as warnings.
 _SERVER_FAULTS = frozenset(
     {
@@ -98,15 +106,16 @@ class _Call:
         self._quiet = service in _QUIET_SERVICES
         self.request_id = _request_id(context)
         self.record = open_call_record()
-        tracer = active_tracer()
-        # Probes are not traced: a trace every few seconds per probe would bury the calls.
-        self._span = (
-            ServerSpan(tracer, method, context.invocation_metadata() or ())
-            if tracer is not None and not self._quiet
-            else None
-        )
+        self._span: ServerSpan | None = None
+        _observed.set(self)
         interceptor.metrics.rpcs_started.labels(**self._labels).inc()
         self._started = time.perf_counter()
+
+    def start_span(self) -> None:
+        """Trace the call from here on, when tracing is on and the call is the service's."""
+        tracer = active_tracer()
+        if tracer is not None and self._span is None and self._method.startswith(_TRACED_PREFIX):
+            self._span = ServerSpan(tracer, self._method, self._context.invocation_metadata() or ())
 
     def finish_after_deadline(self) -> None:
         """Account for a handler that returned once the deadline had passed: no answer reaches
@@ -179,6 +188,10 @@ class _Call:
         )
 
 
+# The call being observed in this task (gRPC runs each call in one), for TracingInterceptor.
+_observed: ContextVar[_Call | None] = ContextVar("timeseries_aggregation_observed_call", default=None)
+
+
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every call into the metrics and writes one access log line per call.
 
@@ -232,5 +245,45 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 call.finish(None)
 
             return observed
+
+        return rewrap_handler(handler, unary_response, streaming_response)
+
+
+class TracingInterceptor(grpc.aio.ServerInterceptor):
+    """Starts the trace span of each call that reaches its handler.
+
+    Install it after ObservabilityInterceptor (which finishes the span with the call's status)
+    and after authentication, so that calls refused there are not traced.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or active_tracer() is None:
+            return handler
+
+        def start_span() -> None:
+            call = _observed.get()
+            if call is not None:
+                call.start_span()
+
+        def unary_response(behaviour: Behaviour) -> Behaviour:
+            async def traced(request: Any, context: Context) -> Any:
+                start_span()
+                response = behaviour(request, context)
+                return await response if inspect.isawaitable(response) else response
+
+            return traced
+
+        def streaming_response(behaviour: Behaviour) -> Behaviour:
+            async def traced(request: Any, context: Context) -> AsyncIterator[Any]:
+                start_span()
+                async for response in behaviour(request, context):
+                    yield response
+
+            return traced
 
         return rewrap_handler(handler, unary_response, streaming_response)
