@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from timeseries_aggregation.config import AUTH_API_KEY, ENV_PREFIX, Config, split_host_port
 from timeseries_aggregation.domain.api_keys import KeyFileError
 from timeseries_aggregation.errors import StartupError
-from timeseries_aggregation.health import DatabaseHealth, HealthService
+from timeseries_aggregation.health import DatabaseHealth, HealthService, Readiness
 from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor, TracingInterceptor
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
 from timeseries_aggregation.observability.tracing import tracing
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 # How often a worker checks that its supervisor is still there.
 ORPHAN_CHECK_SECONDS = 1.0
+# What health reports while the key file did not reload (see Authenticator.reload).
+KEY_FILE_NOT_RELOADED = "API key file not reloaded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +50,15 @@ class RunningServer:
     # None when authentication is off.
     authenticator: Authenticator | None
     metrics: ServiceMetrics
+    readiness: Readiness
     # The port of the /metrics endpoint; None when METRICS_ADDRESS is not set.
     metrics_port: int | None = None
+
+    async def reload(self) -> None:
+        """What SIGHUP does: re-read the key file. A key file that does not load leaves no key
+        in force and health NOT_SERVING until one does."""
+        if self.authenticator is not None:
+            await self.readiness.report(KEY_FILE_NOT_RELOADED, not self.authenticator.reload())
 
 
 def _server_options(config: Config, share_port: bool) -> list[tuple[str, int]]:
@@ -160,7 +169,8 @@ async def grpc_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
-    database_health = DatabaseHealth(database, health_servicer, ["", SERVICE_NAME])
+    readiness = Readiness(health_servicer, ["", SERVICE_NAME])
+    database_health = DatabaseHealth(database, readiness)
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
     try:
@@ -182,7 +192,9 @@ async def grpc_server(
         await server.start()
         monitor = asyncio.create_task(database_health.watch(config.health_check_interval_seconds))
         try:
-            yield RunningServer(server, port, health_servicer, authenticator, metrics, metrics_port)
+            yield RunningServer(
+                server, port, health_servicer, authenticator, metrics, readiness, metrics_port
+            )
         finally:
             # Watches get NOT_SERVING and end, so the drain waits only for the service's calls.
             await health_servicer.enter_graceful_shutdown()
@@ -208,6 +220,32 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     return stop
+
+
+@asynccontextmanager
+async def _reload_on_sighup(running: RunningServer) -> AsyncIterator[None]:
+    """Reload on SIGHUP while the block runs; signals that arrive during a reload make one more.
+
+    Installed whatever is configured: SIGHUP's default action would end the process.
+    """
+    loop = asyncio.get_running_loop()
+    requested = asyncio.Event()
+
+    async def reload_when_asked() -> None:
+        while True:
+            await requested.wait()
+            requested.clear()
+            await running.reload()
+
+    reloads = asyncio.create_task(reload_when_asked())
+    loop.add_signal_handler(signal.SIGHUP, requested.set)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        reloads.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloads
 
 
 def _log_serving(config: Config, port: int, metrics_port: int | None) -> None:
@@ -244,9 +282,7 @@ async def serve(config: Config) -> None:
         if config.workers > 1:
             await _supervise(config, url, stop)
             return
-        async with grpc_server(database, config, authenticator) as running:
-            if running.authenticator is not None:
-                loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
+        async with grpc_server(database, config, authenticator) as running, _reload_on_sighup(running):
             _log_serving(config, running.port, running.metrics_port)
             await stop.wait()
             logger.info("shutting down: draining calls for up to %g s", config.shutdown_grace_seconds)
@@ -285,9 +321,8 @@ async def _serve_as_worker(config: Config, role: WorkerRole) -> None:
     async with (
         open_database(config.database_url, config.pool) as database,
         grpc_server(database, config, share_port=True) as running,
+        _reload_on_sighup(running),
     ):
-        if running.authenticator is not None:
-            loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
         _log_serving(config, running.port, running.metrics_port)
         report_ready(role)
         # A supervisor killed outright cannot stop its workers: they notice they were orphaned.
