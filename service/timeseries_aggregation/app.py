@@ -30,6 +30,7 @@ from timeseries_aggregation.transport.auth import Authenticator, AuthInterceptor
 from timeseries_aggregation.transport.reflection import enable_reflection
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
 from timeseries_aggregation.transport.servicer import TimeseriesAggregationServicer
+from timeseries_aggregation.transport.tls import CertificateError, CertificateFiles, ServerCertificates
 from timeseries_aggregation.workers import WorkerRole, report_ready, worker_processes, worker_role
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,16 @@ class RunningServer:
     authenticator: Authenticator | None
     metrics: ServiceMetrics
     readiness: Readiness
+    # None when the server speaks plaintext.
+    certificates: ServerCertificates | None
     # The port of the /metrics endpoint; None when METRICS_ADDRESS is not set.
     metrics_port: int | None = None
 
     async def reload(self) -> None:
-        """What SIGHUP does: re-read the key file. A key file that does not load leaves no key
-        in force and health NOT_SERVING until one does."""
+        """What SIGHUP does: re-read the TLS certificate and the key file. A key file that does
+        not load leaves no key in force and health NOT_SERVING until one does."""
+        if self.certificates is not None:
+            self.certificates.reload()
         if self.authenticator is not None:
             await self.readiness.report(KEY_FILE_NOT_RELOADED, not self.authenticator.reload())
 
@@ -116,17 +121,23 @@ def _check_can_listen(address: str) -> None:
         raise _listen_error(address, "no network interface of this machine has that address")
 
 
-def _bind(server: grpc.aio.Server, config: Config) -> int:
-    """Listen with TLS when a certificate is configured (mutual TLS with a client CA)."""
+def certificates_for(config: Config) -> ServerCertificates | None:
+    """The configured TLS certificate (None for plaintext); raises StartupError naming the file."""
     if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    try:
+        return ServerCertificates(
+            CertificateFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        )
+    except CertificateError as error:
+        raise StartupError(f"{ENV_PREFIX}TLS_CERT_FILE, _KEY_FILE, _CLIENT_CA_FILE: {error}") from None
+
+
+def _bind(server: grpc.aio.Server, config: Config, certificates: ServerCertificates | None) -> int:
+    """Listen with TLS when a certificate is configured (mutual TLS with a client CA)."""
+    if certificates is None:
         return server.add_insecure_port(config.listen_address)
-    client_ca = config.tls_client_ca_file.read_bytes() if config.tls_client_ca_file else None
-    credentials = grpc.ssl_server_credentials(
-        [(config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
-    return server.add_secure_port(config.listen_address, credentials)
+    return server.add_secure_port(config.listen_address, certificates.credentials())
 
 
 def authenticator_for(config: Config) -> Authenticator | None:
@@ -173,8 +184,9 @@ async def grpc_server(
     database_health = DatabaseHealth(database, readiness)
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
+    certificates = certificates_for(config)
     try:
-        port = _bind(server, config)
+        port = _bind(server, config, certificates)
     except RuntimeError:
         # gRPC's message says only that binding failed (its own log line says why).
         raise _listen_error(
@@ -193,7 +205,7 @@ async def grpc_server(
         monitor = asyncio.create_task(database_health.watch(config.health_check_interval_seconds))
         try:
             yield RunningServer(
-                server, port, health_servicer, authenticator, metrics, readiness, metrics_port
+                server, port, health_servicer, authenticator, metrics, readiness, certificates, metrics_port
             )
         finally:
             # Watches get NOT_SERVING and end, so the drain waits only for the service's calls.
