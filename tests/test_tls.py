@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.certificates import CertificateAuthority, Credentials, install, presented_common_name
 from tests.conftest import server_config
-from tests.server_process import free_port, server_env, start, stop
-from tests.support import eventually
+from tests.server_process import free_port, run_to_exit, server_env, start, stop
+from tests.support import eventually, the_one_error
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
@@ -199,6 +199,29 @@ async def test_a_certificate_that_does_not_match_its_key_stops_the_start(
     with pytest.raises(StartupError, match=f"{server.certificate} and {other.key} are not"):
         async with tls_server(database, Credentials(server.certificate, other.key)):
             pass
+
+
+async def test_a_broken_certificate_stops_the_server_before_the_database_with_one_log_line(
+    database_url: str, authority: CertificateAuthority, tmp_path: Path
+) -> None:
+    certificate = authority.issue("localhost", server=True).certificate
+    key = tmp_path / "server.key"
+    key.write_text("not a key")
+    result = await run_to_exit(
+        server_env(
+            database_url,
+            free_port(),
+            LOG_FORMAT="json",
+            TLS_CERT_FILE=str(certificate),
+            TLS_KEY_FILE=str(key),
+        )
+    )
+    assert result.returncode == 1
+    assert the_one_error(result) == (
+        f"TIMESERIES_AGGREGATION_TLS_CERT_FILE, _KEY_FILE, _CLIENT_CA_FILE: {certificate} and {key} are "
+        "not a PEM certificate chain and its private key"
+    )
+    assert "database" not in result.stderr
 
 
 async def test_sighup_renews_the_certificate_of_every_worker(

@@ -153,11 +153,16 @@ def authenticator_for(config: Config) -> Authenticator | None:
 
 @asynccontextmanager
 async def grpc_server(
-    database: Database, config: Config, authenticator: Authenticator | None = None, share_port: bool = False
+    database: Database,
+    config: Config,
+    authenticator: Authenticator | None = None,
+    share_port: bool = False,
+    certificates: ServerCertificates | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Serve the API, health, reflection and metrics; on exit report NOT_SERVING, drain, and stop.
 
     authenticator: the keys in force, read from the configured file when not given.
+    certificates: the TLS certificate in force, read from the configured files when not given.
     share_port: listen with SO_REUSEPORT, as the workers of `serve --workers N` do.
     """
     metrics = ServiceMetrics()
@@ -184,7 +189,7 @@ async def grpc_server(
     database_health = DatabaseHealth(database, readiness)
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
-    certificates = certificates_for(config)
+    certificates = certificates or certificates_for(config)
     try:
         port = _bind(server, config, certificates)
     except RuntimeError:
@@ -282,6 +287,7 @@ async def serve(config: Config) -> None:
     await asyncio.to_thread(_check_can_listen, config.listen_address)
     # Checked before the database starts, like the address: a start that cannot succeed fails fast.
     authenticator = authenticator_for(config)
+    certificates = certificates_for(config)
     loop = asyncio.get_running_loop()
     stop = _stop_on_signals(loop)
     async with (
@@ -294,7 +300,10 @@ async def serve(config: Config) -> None:
         if config.workers > 1:
             await _supervise(config, url, stop)
             return
-        async with grpc_server(database, config, authenticator) as running, _reload_on_sighup(running):
+        async with (
+            grpc_server(database, config, authenticator, certificates=certificates) as running,
+            _reload_on_sighup(running),
+        ):
             _log_serving(config, running.port, running.metrics_port)
             await stop.wait()
             logger.info("shutting down: draining calls for up to %g s", config.shutdown_grace_seconds)
