@@ -93,17 +93,16 @@ class ServerCertificates:
             require_client_authentication=self._files.client_ca is not None,
         )
 
-    def reload(self) -> bool:
-        """Re-read the files; a broken one leaves the certificate in force. Whether it loaded."""
+    def reload(self) -> None:
+        """Re-read the files; a broken one is logged and leaves the certificate in force."""
         try:
             checked = _checked(self._files)
         except CertificateError as error:
             logger.error("TLS certificate not reloaded, keeping the one in force: %s", error)
-            return False
+            return
         with self._lock:
             self._pending = checked
         logger.info("TLS certificate reloaded from %s", self._files.certificate)
-        return True
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """Called by gRPC, on one of its threads, before each handshake: the new configuration
