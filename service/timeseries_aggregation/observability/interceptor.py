@@ -8,7 +8,7 @@ record before anything else runs and reports what authentication and the handler
 
 The call's trace span is started by a second interceptor, installed after authentication, so
 that only the calls it lets through are traced: a refused caller can neither make the server
-export spans nor choose their trace id.
+export spans nor place its calls in a trace of its choosing (its traceparent is not logged).
 """
 
 from __future__ import annotations
@@ -107,14 +107,20 @@ class _Call:
         self.request_id = _request_id(context)
         self.record = open_call_record()
         self._span: ServerSpan | None = None
+        # Whether the call is the service's and reached its handler, past authentication.
+        self._admitted = False
         _observed.set(self)
         interceptor.metrics.rpcs_started.labels(**self._labels).inc()
         self._started = time.perf_counter()
 
-    def start_span(self) -> None:
-        """Trace the call from here on, when tracing is on and the call is the service's."""
+    def admit(self) -> None:
+        """The call reaches its handler: if it is the service's, trace it from here on (with
+        tracing on) and log its caller's trace id."""
+        if not self._method.startswith(_TRACED_PREFIX):
+            return
+        self._admitted = True
         tracer = active_tracer()
-        if tracer is not None and self._span is None and self._method.startswith(_TRACED_PREFIX):
+        if tracer is not None and self._span is None:
             self._span = ServerSpan(tracer, self._method, self._context.invocation_metadata() or ())
 
     def finish_after_deadline(self) -> None:
@@ -168,11 +174,11 @@ class _Call:
             "peer": self._context.peer(),
             "request_id": self.request_id,
         }
-        trace_id = (
-            self._span.trace_id
-            if self._span is not None
-            else caller_trace_id(self._context.invocation_metadata() or ())
-        )
+        trace_id: str | None = None
+        if self._span is not None:
+            trace_id = self._span.trace_id
+        elif self._admitted:  # a refused caller's traceparent would put its line in any trace
+            trace_id = caller_trace_id(self._context.invocation_metadata() or ())
         if trace_id is not None:
             fields["trace_id"] = trace_id
         if self.record.caller:
@@ -250,7 +256,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
 
 class TracingInterceptor(grpc.aio.ServerInterceptor):
-    """Starts the trace span of each call that reaches its handler.
+    """Admits each call that reaches its handler: only those are traced, and only their caller's
+    trace id is logged.
 
     Install it after ObservabilityInterceptor (which finishes the span with the call's status)
     and after authentication, so that calls refused there are not traced.
@@ -262,17 +269,17 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        if handler is None or active_tracer() is None:
-            return handler
+        if handler is None:
+            return None
 
-        def start_span() -> None:
+        def admit() -> None:
             call = _observed.get()
             if call is not None:
-                call.start_span()
+                call.admit()
 
         def unary_response(behaviour: Behaviour) -> Behaviour:
             async def traced(request: Any, context: Context) -> Any:
-                start_span()
+                admit()
                 response = behaviour(request, context)
                 return await response if inspect.isawaitable(response) else response
 
@@ -280,7 +287,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
 
         def streaming_response(behaviour: Behaviour) -> Behaviour:
             async def traced(request: Any, context: Context) -> AsyncIterator[Any]:
-                start_span()
+                admit()
                 async for response in behaviour(request, context):
                     yield response
 
