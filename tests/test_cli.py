@@ -969,21 +969,23 @@ async def test_series_commands_present_the_api_key_and_need_their_scopes(
     database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(API_KEY_VARIABLE, raising=False)
-    reader, ingester = new_key(), new_key()
+    reader, ingester, cataloguer = new_key(), new_key(), new_key()
     keys = tmp_path / "keys"
     keys.write_text(
         f"{key_file_line('reader', frozenset({Scope.QUERY}), reader)}\n"
         f"{key_file_line('ingester', frozenset({Scope.INGEST}), ingester)}\n"
+        f"{key_file_line('cataloguer', frozenset({Scope.CATALOG}), cataloguer)}\n"
     )
     async with grpc_server(database, server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys)) as running:
         target = ("--target", f"127.0.0.1:{running.port}")
+        for key in (reader, ingester):
+            code, _, err = await run_cli(
+                capsys, "update-series", "m", "--clear-labels", "--api-key", key, *target
+            )
+            assert code == EXIT_CALL_FAILED
+            assert "(PERMISSION_DENIED); ask for a key with the scope this command needs" in err
         code, _, err = await run_cli(
-            capsys, "update-series", "m", "--clear-labels", "--api-key", reader, *target
-        )
-        assert code == EXIT_CALL_FAILED
-        assert "(PERMISSION_DENIED); ask for a key with the scope this command needs" in err
-        code, _, err = await run_cli(
-            capsys, "update-series", "m", "--label", "site=a", "--api-key", ingester, *target
+            capsys, "update-series", "m", "--label", "site=a", "--api-key", cataloguer, *target
         )
         assert code == 0, err
         code, out, err = await run_cli(capsys, "series", "--format", "json", "--api-key", reader, *target)
