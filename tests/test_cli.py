@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from tests.conftest import server_config
-from tests.support import EXAMPLE_XLSX, eventually
+from tests.support import EXAMPLE_XLSX, add_series, eventually
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.cli import (
     EXIT_BAD_FILE,
@@ -608,6 +608,21 @@ async def test_history_shows_the_selector_and_groups_of_a_query(
         ["s1", "site=x", "daily"],
         ["customer=acme,site=x", "by", "series_id"],
     ]
+
+
+async def test_history_says_how_many_selector_ids_its_entry_left_out(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    series_ids = [f"meter-{number:02}" for number in range(11)]
+    await add_series(database, *series_ids)
+    async with grpc_server(database, server_config()) as running:
+        target = ("--target", f"127.0.0.1:{running.port}")
+        selector = [option for series_id in series_ids for option in ("--series-id", series_id)]
+        code, _, err = await run_cli(capsys, "query", *selector, *OCTOBER_1, *target)
+        assert code == 0, err
+        code, out, _ = await run_cli(capsys, "history", "--format", "json", *target)
+    kept = ",".join(series_ids[:8])
+    assert [entry["series_id"] for entry in json.loads(out)] == [f"{kept} (and 3 more series ids)"]
 
 
 SERIES_HEADER = ["series_id", "labels", "interval", "first_reading", "last_reading", "readings", "freshness"]
