@@ -253,6 +253,19 @@ async def test_a_callers_history_pages_through_its_own_entries_only(
     )
     assert [entry.series_id for entry in rest.entries] == ["meter-1"]
     assert rest.next_page_token == ""
+    # A token is a position, not a permission: the admin's first page's token, passed by the
+    # reader, continues the reader's own entries from there.
+    admins_first = await keyed_stub.ListQueryHistory(
+        pb.ListQueryHistoryRequest(page_size=4), metadata=bearer(ADMIN)
+    )
+    continued = await keyed_stub.ListQueryHistory(
+        pb.ListQueryHistoryRequest(page_token=admins_first.next_page_token), metadata=bearer(READER)
+    )
+    assert [(entry.caller_name, entry.series_id) for entry in continued.entries] == [
+        ("reader", "meter-7"),
+        ("reader", "meter-4"),
+        ("reader", "meter-1"),
+    ]
     # Page by page and in one page alike, the admin's own entries, newest first.
     admin = [("admin", f"meter-{number}") for number in (1, 12, 11, 9, 8, 6, 5, 3, 2, 0)]
     assert await listed(keyed_stub, ADMIN, page_size=2) == admin

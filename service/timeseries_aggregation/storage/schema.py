@@ -93,7 +93,9 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
                     applied_now.append(version)
                     logger.info("applied migration %s", version)
     finally:
-        await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+        # A lost connection took the lock with it, and its error is the one to report.
+        if not connection.is_closed():
+            await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
     return applied_now
 
 
