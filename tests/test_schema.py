@@ -5,7 +5,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from timeseries_aggregation.storage.schema import apply_migrations, migration_scripts
+from tests.support import eventually
+from timeseries_aggregation.storage.schema import MIGRATION_LOCK_KEY, apply_migrations, migration_scripts
 
 # These apply the migrations themselves, to a database that has none.
 pytestmark = pytest.mark.fresh_database
@@ -84,3 +85,29 @@ async def test_an_index_build_cut_short_is_dropped_and_built_again(database_url:
         assert await connection.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == 0
     finally:
         await connection.close()
+
+
+async def test_a_replica_waiting_for_the_lock_does_not_hold_up_an_index_build(database_url: str) -> None:
+    builder, waiter = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(builder)
+        # The builder holds the migration lock, as a replica building an index does, and the
+        # other replica starts meanwhile. A concurrent build waits for every transaction older
+        # than itself: one that waited for the lock inside a statement would wait for it in turn.
+        await builder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        waiter_pid = waiter.get_server_pid()
+        waiting = asyncio.create_task(apply_migrations(waiter))
+
+        async def asked_for_the_lock() -> None:
+            query = await builder.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", waiter_pid)
+            assert "advisory" in query
+
+        await eventually(asked_for_the_lock)
+        await builder.execute(
+            "CREATE INDEX CONCURRENTLY extra_history_index ON query_history (time_zone)", timeout=8
+        )
+        await builder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        assert await asyncio.wait_for(waiting, timeout=8) == []
+    finally:
+        await builder.close()
+        await waiter.close()

@@ -10,7 +10,7 @@ import asyncpg
 logger = logging.getLogger(__name__)
 
 # Any fixed number shared by all replicas: the advisory lock that serialises migrations.
-_MIGRATION_LOCK_KEY = 0x7453_6167  # "tSag"
+MIGRATION_LOCK_KEY = 0x7453_6167  # "tSag"
 # How often a replica asks for the lock while another one migrates.
 _LOCK_POLL_SECONDS = 0.2
 
@@ -62,7 +62,7 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
     build waits for every transaction whose snapshot is older than its own, and a replica
     blocked on the lock inside one would wait for the build in turn.
     """
-    while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", _MIGRATION_LOCK_KEY):  # noqa: ASYNC110
+    while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK_KEY):  # noqa: ASYNC110
         await asyncio.sleep(_LOCK_POLL_SECONDS)
     try:
         await connection.execute(
@@ -95,7 +95,7 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
     finally:
         # A lost connection took the lock with it, and its error is the one to report.
         if not connection.is_closed():
-            await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+            await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     return applied_now
 
 
