@@ -87,6 +87,19 @@ async def test_an_index_build_cut_short_is_dropped_and_built_again(database_url:
         await connection.close()
 
 
+async def test_an_index_built_but_not_recorded_counts_as_built(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(connection)
+        # The replica stopped between the build and recording it.
+        version = "0012_query_history_by_caller"
+        await connection.execute("DELETE FROM schema_migrations WHERE version = $1", version)
+        assert await apply_migrations(connection) == [version]
+        assert await connection.fetchval("SELECT to_regclass('query_history_by_caller') IS NOT NULL")
+    finally:
+        await connection.close()
+
+
 async def test_a_replica_waiting_for_the_lock_does_not_hold_up_an_index_build(database_url: str) -> None:
     builder, waiter = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     try:
