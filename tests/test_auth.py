@@ -21,6 +21,8 @@ from tests.conftest import server_config
 from tests.server_process import serve_on, stop
 from tests.support import (
     ADMIN,
+    AUDITOR,
+    CATALOGUER,
     INGESTER,
     KEY_FILE,
     QUERY,
@@ -163,7 +165,7 @@ def test_a_reload_that_finds_no_keys_takes_every_key_out_of_force(
     assert "holds no key" in record.getMessage()
     keys.write_text(KEY_FILE)
     assert authenticator.reload() is True
-    assert authenticator.caller(bearer(ADMIN), Scope.QUERY) == "admin"
+    assert authenticator.caller(bearer(ADMIN), Scope.QUERY).name == "admin"
 
 
 def test_a_reload_counts_the_keys_it_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -261,7 +263,9 @@ async def test_scopes_decide_what_a_key_may_do(
     assert await call_all(stub, bearer(READER)) == [denied, ok, ok, denied, ok, denied]
     async with database.query_connection() as connection:
         assert await connection.fetchval("SELECT count(*) FROM readings") == 0
-    assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied, ok, denied, denied]
+    # UpdateSeries creates series and shows their labels and counts: catalog, not ingest.
+    assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied, denied, denied, denied]
+    assert await call_all(stub, bearer(CATALOGUER)) == [ok, denied, denied, ok, denied, denied]
     assert await call_all(stub, bearer(ADMIN)) == [ok, ok, ok, ok, ok, ok]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.QueryAggregates(QUERY, metadata=bearer(INGESTER))
@@ -273,8 +277,24 @@ async def test_history_records_the_callers_key_name(channel_with_auth: grpc.aio.
     stub = service(channel_with_auth)
     await stub.QueryAggregates(QUERY, metadata=bearer(READER))
     await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
-    history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(), metadata=bearer(READER))
+    history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(), metadata=bearer(AUDITOR))
     assert [entry.caller_name for entry in history.entries] == ["admin", "reader"]
+
+
+async def test_an_ingest_key_cannot_update_series_and_a_catalog_key_can(
+    channel_with_auth: grpc.aio.Channel, database: Database
+) -> None:
+    stub = service(channel_with_auth)
+    update = pb.UpdateSeriesRequest(series=pb.Series(series_id="new-meter", labels={"customer": "acme"}))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.UpdateSeries(update, metadata=bearer(INGESTER))
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "'catalog' scope" in (raised.value.details() or "")
+    async with database.query_connection() as connection:
+        # Refused before the handler ran: the series was not created.
+        assert await connection.fetchval("SELECT count(*) FROM series WHERE series_id = 'new-meter'") == 0
+    series = await stub.UpdateSeries(update, metadata=bearer(CATALOGUER))
+    assert (series.series_id, dict(series.labels)) == ("new-meter", {"customer": "acme"})
 
 
 async def test_health_and_reflection_need_no_key(channel_with_auth: grpc.aio.Channel) -> None:

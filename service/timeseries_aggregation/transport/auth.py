@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.domain.api_keys import KeyFileError, Keyring, Scope, parse_key_file
+from timeseries_aggregation.domain.api_keys import ApiKey, KeyFileError, Keyring, Scope, parse_key_file
 from timeseries_aggregation.errors import KeysUnavailableError, PermissionDeniedError, UnauthenticatedError
 from timeseries_aggregation.transport.call_record import current_call
 from timeseries_aggregation.transport.handlers import Behaviour, Handler, rewrap_handler
@@ -33,8 +33,8 @@ METHOD_SCOPES: dict[str, Scope] = {
     f"/{_SERVICE}/IngestReadings": Scope.INGEST,
     f"/{_SERVICE}/QueryAggregates": Scope.QUERY,
     f"/{_SERVICE}/ListQueryHistory": Scope.QUERY,
-    # Labels and intervals describe what ingest stores, so whoever may ingest may set them.
-    f"/{_SERVICE}/UpdateSeries": Scope.INGEST,
+    # Setting labels creates series and reveals a series' labels and counts: not an ingest power.
+    f"/{_SERVICE}/UpdateSeries": Scope.CATALOG,
     f"/{_SERVICE}/ListSeries": Scope.QUERY,
     # Removing readings is its own power: a loader's or a dashboard's key cannot.
     f"/{_SERVICE}/DeleteReadings": Scope.DELETE,
@@ -98,8 +98,8 @@ class Authenticator:
         logger.info("API keys reloaded: %s", counted(len(keyring), "key"))
         return True
 
-    def caller(self, metadata: Iterable[tuple[str, str | bytes]], scope: Scope | None) -> str:
-        """The name of the key the metadata presents, or raise Unauthenticated/PermissionDeniedError.
+    def caller(self, metadata: Iterable[tuple[str, str | bytes]], scope: Scope | None) -> ApiKey:
+        """The key the metadata presents, or raise Unauthenticated/PermissionDeniedError.
 
         scope None: the method has no scope, and no key may call it. Raises KeysUnavailableError
         while no key is in force.
@@ -126,7 +126,7 @@ class Authenticator:
         if scope is None or scope not in api_key.scopes:
             needed = f"the {scope.value!r} scope" if scope else "a scope no key has"
             raise PermissionDeniedError(f"the API key {api_key.name!r} does not have {needed}")
-        return api_key.name
+        return api_key
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -167,6 +167,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def _authorize(self, context: Context, scope: Scope | None, method: str) -> None:
         try:
-            current_call().caller = self.authenticator.caller(context.invocation_metadata() or (), scope)
+            api_key = self.authenticator.caller(context.invocation_metadata() or (), scope)
         except (UnauthenticatedError, PermissionDeniedError) as error:
             await abort_for(context, error, method)
+        record = current_call()
+        record.caller, record.scopes = api_key.name, api_key.scopes
