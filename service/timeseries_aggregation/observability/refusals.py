@@ -29,6 +29,8 @@ class Reason(enum.Enum):
     PROBE_STREAMS = "probe_streams"
     PROBE_STREAMS_PER_PEER = "probe_streams_per_peer"
     UNAUTHENTICATED = "unauthenticated"
+    # The key file did not reload, so no key can be checked (UNAVAILABLE).
+    KEYS_UNAVAILABLE = "keys_unavailable"
     PERMISSION_DENIED = "permission_denied"
     KEY_RATE = "key_rate"
     KEY_STREAMS = "key_streams"
@@ -66,5 +68,5 @@ class Refusals:
             name,
             reason.value,
             counted(count, "refusal"),
-            extra={"reason": reason.value, "method": method, "refusals": count},
+            extra={"reason": reason.value, "refused_method": method, "refusals": count},
         )
