@@ -97,6 +97,25 @@ async def test_refusals_are_counted_by_reason_and_method(database: Database, tmp
         }
 
 
+async def test_calls_while_no_key_is_in_force_are_counted_apart(database: Database, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(KEY_FILE)
+    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys, metrics_address="127.0.0.1:0")
+    async with (
+        grpc_server(database, config) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        keys.write_text("broken")
+        await running.reload()  # what SIGHUP does
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await service(channel).QueryAggregates(QUERY, metadata=bearer(READER), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        scraped = await scrape(metrics_port(running))
+        query = {"grpc_service": SERVICE, "grpc_method": "QueryAggregates"}
+        assert scraped.value(REFUSED, reason="keys_unavailable", **query) == 1
+        assert scraped.value(REFUSED, reason="unauthenticated", **query) == 0
+
+
 def test_a_flood_of_refusals_logs_one_line_per_reason_and_interval(caplog: pytest.LogCaptureFixture) -> None:
     now = [1000.0]
     refusals = Refusals(ServiceMetrics(), interval_seconds=10.0, clock=lambda: now[0])
