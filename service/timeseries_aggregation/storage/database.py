@@ -295,12 +295,24 @@ async def _wait_for_pool(
     while True:
         try:
             return await _create_pool(url, settings, max_size, synchronous_commit)
+        except (ValueError, asyncpg.ClientConfigurationError) as error:
+            # The driver's message and traceback would quote the URL's parts (the password too).
+            raise StartupError(
+                f"the database URL cannot be used ({type(error).__name__}): check its form, "
+                "postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with special characters percent-encoded"
+            ) from None
         except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError) as error:
             # Waiting cannot help; asyncpg's own message would name the user.
             raise StartupError(
                 f"the database refused the connection ({type(error).__name__}): check the user name, "
                 "password and database name in the database URL"
             ) from error
+        except asyncpg.PostgresError as error:
+            # Most often a NAME=VALUE after '?' that the server has no setting for.
+            raise StartupError(
+                f"the database refused the connection ({type(error).__name__}): check the "
+                "parameters after '?' in the database URL"
+            ) from None
         except _UNAVAILABLE_ERRORS as error:
             if loop.time() + delay > deadline:
                 raise DatabaseUnavailableError(
