@@ -17,6 +17,7 @@ from timeseries_aggregation.cli.client_commands import (
     update_series_command,
 )
 from timeseries_aggregation.cli.exit_codes import EXIT_USAGE
+from timeseries_aggregation.cli.health_command import health_command
 from timeseries_aggregation.cli.importing import import_command
 from timeseries_aggregation.cli.server_commands import generate_key_command, rollups_command, serve_command
 from timeseries_aggregation.client import (
@@ -234,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $TIMESERIES_AGGREGATION_WORKERS, else 1)",
     )
     serve.set_defaults(run=serve_command)
+
+    health = commands.add_parser(
+        "health",
+        help="exit 0 when the server this environment configures is SERVING (over TLS when it "
+        "speaks TLS); what the container's HEALTHCHECK runs",
+    )
+    health.add_argument("--timeout", type=_seconds, default=3.0, help="seconds to wait (default 3)")
+    health.set_defaults(run=health_command)
 
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
