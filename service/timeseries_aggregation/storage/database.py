@@ -307,12 +307,6 @@ async def _wait_for_pool(
                 f"the database refused the connection ({type(error).__name__}): check the user name, "
                 "password and database name in the database URL"
             ) from error
-        except asyncpg.PostgresError as error:
-            # Most often a NAME=VALUE after '?' that the server has no setting for.
-            raise StartupError(
-                f"the database refused the connection ({type(error).__name__}): check the "
-                "parameters after '?' in the database URL"
-            ) from None
         except _UNAVAILABLE_ERRORS as error:
             if loop.time() + delay > deadline:
                 raise DatabaseUnavailableError(
@@ -323,6 +317,14 @@ async def _wait_for_pool(
             logger.info("waiting for the database (%s)", type(error).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+        except asyncpg.PostgresError as error:
+            # Whatever else the server refuses, waiting would not cure (those it would, such as
+            # a server still starting up, are caught above): most often a NAME=VALUE after '?'
+            # that the server has no setting for.
+            raise StartupError(
+                f"the database refused the connection ({type(error).__name__}): check the "
+                "parameters after '?' in the database URL"
+            ) from None
 
 
 @asynccontextmanager
