@@ -1,5 +1,7 @@
 """A throwaway certificate authority, server and client certificates for TLS tests."""
 
+import socket
+import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
@@ -81,3 +83,26 @@ class CertificateAuthority:
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
             )
         return _write(self.folder, common_name, builder.sign(self._key, hashes.SHA256()), key)
+
+
+def presented_common_name(port: int) -> str:
+    """The common name of the certificate the server on the loopback port presents to a new
+    TLS connection (not checked against any CA: the tests compare names)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])  # gRPC servers refuse a handshake without it
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as connection,
+        context.wrap_socket(connection) as tls,
+    ):
+        presented = tls.getpeercert(binary_form=True)
+    assert presented is not None
+    [name] = x509.load_der_x509_certificate(presented).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(name.value)
+
+
+def install(credentials: Credentials, certificate: Path, key: Path) -> None:
+    """Put credentials where a server reads its certificate and key, as an operator would."""
+    certificate.write_bytes(credentials.certificate.read_bytes())
+    key.write_bytes(credentials.key.read_bytes())

@@ -121,17 +121,21 @@ async def add_series(database: Database, *series_ids: str) -> None:
         await update_series(database, make_series_update(series_id, {}, None, []))
 
 
-# API keys: a key file of three callers, the metadata that presents a key, and a call to present it on.
+# API keys: a key file of five callers, the metadata that presents a key, and a call to present it on.
 INGESTER = new_key()
 READER = new_key()
 ADMIN = new_key()
+CATALOGUER = new_key()
+AUDITOR = new_key()
 KEY_FILE = "\n".join(
     [
         "# name scopes digest",
         key_file_line("ingester", frozenset({Scope.INGEST}), INGESTER),
         key_file_line("reader", frozenset({Scope.QUERY}), READER),
         "",
-        key_file_line("admin", frozenset({Scope.INGEST, Scope.QUERY, Scope.DELETE}), ADMIN),
+        key_file_line("admin", frozenset({Scope.INGEST, Scope.QUERY, Scope.CATALOG, Scope.DELETE}), ADMIN),
+        key_file_line("cataloguer", frozenset({Scope.INGEST, Scope.CATALOG}), CATALOGUER),
+        key_file_line("auditor", frozenset({Scope.QUERY, Scope.HISTORY_ALL}), AUDITOR),
     ]
 )
 

@@ -21,6 +21,8 @@ from tests.conftest import server_config
 from tests.server_process import serve_on, stop
 from tests.support import (
     ADMIN,
+    AUDITOR,
+    CATALOGUER,
     INGESTER,
     KEY_FILE,
     QUERY,
@@ -45,9 +47,10 @@ from timeseries_aggregation.domain.api_keys import (
     new_key,
     parse_key_file,
 )
-from timeseries_aggregation.errors import PermissionDeniedError
+from timeseries_aggregation.errors import KeysUnavailableError, PermissionDeniedError
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.transport.auth import METHOD_SCOPES, Authenticator
+from timeseries_aggregation.transport.registration import SERVICE_NAME
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import TimeseriesAggregationServiceAsyncStub
@@ -147,18 +150,22 @@ def test_a_key_file_without_keys_is_refused_at_start(tmp_path: Path, text: str) 
         Authenticator(keys)
 
 
-def test_a_reload_that_finds_no_keys_keeps_the_keys_in_force(
+def test_a_reload_that_finds_no_keys_takes_every_key_out_of_force(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     keys = tmp_path / "keys"
     keys.write_text(KEY_FILE)
     authenticator = Authenticator(keys)
     keys.write_text("")  # what a reader sees halfway through a non-atomic rewrite
-    authenticator.reload()
-    assert authenticator.caller(bearer(ADMIN), Scope.QUERY) == "admin"
+    assert authenticator.reload() is False
+    with pytest.raises(KeysUnavailableError, match="could not be reloaded"):
+        authenticator.caller(bearer(ADMIN), Scope.QUERY)
     [record] = [record for record in caplog.records if "not reloaded" in record.getMessage()]
     assert record.levelno == logging.ERROR
     assert "holds no key" in record.getMessage()
+    keys.write_text(KEY_FILE)
+    assert authenticator.reload() is True
+    assert authenticator.caller(bearer(ADMIN), Scope.QUERY).name == "admin"
 
 
 def test_a_reload_counts_the_keys_it_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -172,9 +179,79 @@ def test_a_reload_counts_the_keys_it_read(tmp_path: Path, caplog: pytest.LogCapt
     authenticator.reload()
     assert [record.getMessage() for record in caplog.records] == [
         "API keys reloaded: 1 key",
-        "API keys not reloaded, keeping 1 key in force: line 1: expected 'NAME SCOPES sha256:HEX', "
-        "found 2 fields",
+        "API keys not reloaded, no key is in force: line 1: expected 'NAME SCOPES sha256:HEX', "
+        "found 2 fields; every call of the service fails UNAVAILABLE until the file is fixed and "
+        "SIGHUP sent again",
     ]
+
+
+async def test_a_revocation_with_a_typo_leaves_no_key_working_and_health_not_serving(
+    database: Database, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(KEY_FILE)
+    await add_series(database, "m1")
+    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys)
+    async with (
+        grpc_server(database, config) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = service(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        await stub.QueryAggregates(QUERY, metadata=bearer(READER))
+        # Meant to revoke the reader's key; a stray character breaks the admin's line.
+        without_reader = KEY_FILE.replace(key_file_line("reader", frozenset({Scope.QUERY}), READER), "")
+        keys.write_text(without_reader.replace("admin ingest", "admin ingest;"))
+        await running.reload()  # what SIGHUP does
+        for key in (READER, ADMIN, "tsa_unknown"):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.QueryAggregates(QUERY, metadata=bearer(key))
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "key file could not be reloaded" in (raised.value.details() or "")
+        for name in ("", SERVICE_NAME):
+            checked = await health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert checked.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        keys.write_text(without_reader)
+        await running.reload()
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.QueryAggregates(QUERY, metadata=bearer(READER))
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
+        for name in ("", SERVICE_NAME):
+            checked = await health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert checked.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_group_writable_key_file_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(KEY_FILE)
+    keys.chmod(0o660)
+    authenticator = Authenticator(keys)
+    [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert f"{keys} is writable by its group (mode 0660)" in warning.getMessage()
+    assert authenticator.reload() is True
+    assert len([record for record in caplog.records if record.levelno == logging.WARNING]) == 2
+    keys.chmod(0o644)  # readable by all is fine: the file holds digests only
+    caplog.clear()
+    Authenticator(keys)
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+def test_a_world_writable_key_file_is_refused_at_start_and_on_reload(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(KEY_FILE)
+    keys.chmod(0o666)
+    with pytest.raises(KeyFileError, match=rf"{keys} is writable by every user \(mode 0666\)"):
+        Authenticator(keys)
+    keys.chmod(0o600)
+    authenticator = Authenticator(keys)
+    keys.chmod(0o602)
+    assert authenticator.reload() is False
+    with pytest.raises(KeysUnavailableError):
+        authenticator.caller(bearer(ADMIN), Scope.QUERY)
 
 
 async def test_scopes_decide_what_a_key_may_do(
@@ -186,7 +263,9 @@ async def test_scopes_decide_what_a_key_may_do(
     assert await call_all(stub, bearer(READER)) == [denied, ok, ok, denied, ok, denied]
     async with database.query_connection() as connection:
         assert await connection.fetchval("SELECT count(*) FROM readings") == 0
-    assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied, ok, denied, denied]
+    # UpdateSeries creates series and shows their labels and counts: catalog, not ingest.
+    assert await call_all(stub, bearer(INGESTER)) == [ok, denied, denied, denied, denied, denied]
+    assert await call_all(stub, bearer(CATALOGUER)) == [ok, denied, denied, ok, denied, denied]
     assert await call_all(stub, bearer(ADMIN)) == [ok, ok, ok, ok, ok, ok]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.QueryAggregates(QUERY, metadata=bearer(INGESTER))
@@ -198,8 +277,24 @@ async def test_history_records_the_callers_key_name(channel_with_auth: grpc.aio.
     stub = service(channel_with_auth)
     await stub.QueryAggregates(QUERY, metadata=bearer(READER))
     await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
-    history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(), metadata=bearer(READER))
+    history = await stub.ListQueryHistory(pb.ListQueryHistoryRequest(), metadata=bearer(AUDITOR))
     assert [entry.caller_name for entry in history.entries] == ["admin", "reader"]
+
+
+async def test_an_ingest_key_cannot_update_series_and_a_catalog_key_can(
+    channel_with_auth: grpc.aio.Channel, database: Database
+) -> None:
+    stub = service(channel_with_auth)
+    update = pb.UpdateSeriesRequest(series=pb.Series(series_id="new-meter", labels={"customer": "acme"}))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.UpdateSeries(update, metadata=bearer(INGESTER))
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "'catalog' scope" in (raised.value.details() or "")
+    async with database.query_connection() as connection:
+        # Refused before the handler ran: the series was not created.
+        assert await connection.fetchval("SELECT count(*) FROM series WHERE series_id = 'new-meter'") == 0
+    series = await stub.UpdateSeries(update, metadata=bearer(CATALOGUER))
+    assert (series.series_id, dict(series.labels)) == ("new-meter", {"customer": "acme"})
 
 
 async def test_health_and_reflection_need_no_key(channel_with_auth: grpc.aio.Channel) -> None:
@@ -255,7 +350,7 @@ async def test_keys_generate_prints_a_key_and_its_line(capsys: pytest.CaptureFix
     assert main(["keys", "generate", "--name", "x", "--scopes", "everything"]) == 2
 
 
-async def test_sighup_reloads_the_key_file_and_keeps_the_old_keys_if_it_is_broken(
+async def test_sighup_reloads_the_key_file_and_refuses_every_key_while_it_is_broken(
     database_url: str, sql: asyncpg.Connection, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
 ) -> None:
     await sql.execute("INSERT INTO series (series_id) VALUES ('m1')")  # the series QUERY names
@@ -266,6 +361,7 @@ async def test_sighup_reloads_the_key_file_and_keeps_the_old_keys_if_it_is_broke
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = service(channel)
+        health = health_pb2_grpc.HealthStub(channel)
         await stub.QueryAggregates(QUERY, metadata=bearer(READER))
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
@@ -281,13 +377,22 @@ async def test_sighup_reloads_the_key_file_and_keeps_the_old_keys_if_it_is_broke
         keys.write_text("this is not a key file")
         os.kill(process.pid, signal.SIGHUP)
 
-        async def reload_refused() -> None:
-            assert "API keys not reloaded" in (tmp_path / "server.log").read_text()
+        async def not_serving() -> None:
+            response = await health.Check(health_pb2.HealthCheckRequest())
+            assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
-        await eventually(reload_refused, within=5)
-        await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
+        await eventually(not_serving, within=5)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.QueryAggregates(QUERY, metadata=bearer(ADMIN))
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        keys.write_text(KEY_FILE)
+        os.kill(process.pid, signal.SIGHUP)
+        await eventually(admin_accepted, within=5)
+        response = await health.Check(health_pb2.HealthCheckRequest())
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
     assert await stop(process) == 0
     log = (tmp_path / "server.log").read_text()
+    assert "API keys not reloaded" in log
     assert READER not in log
     assert ADMIN not in log
 

@@ -137,6 +137,15 @@ async def test_the_call_path_script_times_every_stage(postgres_url: str) -> None
     assert re.search(r"building the response of 365 buckets: p50 \d+\.\d+ ms", output), output
 
 
+async def test_the_history_by_caller_script_shows_each_callers_page_read_through_its_index(
+    postgres_url: str,
+) -> None:
+    output = run_script("history_by_caller.py", [f"--database-url={postgres_url}", "--entries=20000"])
+    rows = re.findall(r"^\| service's \| (\w+) \| (\w+) \| ([^|]+) \|", output, flags=re.MULTILINE)
+    assert len(rows) == 4, output
+    assert all("query_history_by_caller" in index for _, _, index in rows), output
+
+
 async def test_the_scale_run_loads_compresses_and_queries_both_sizes(
     postgres_url: str, database: Database, tmp_path: Path
 ) -> None:

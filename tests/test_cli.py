@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from tests.conftest import server_config
-from tests.support import EXAMPLE_XLSX, eventually
+from tests.support import EXAMPLE_XLSX, add_series, eventually
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.cli import (
     EXIT_BAD_FILE,
@@ -610,6 +610,21 @@ async def test_history_shows_the_selector_and_groups_of_a_query(
     ]
 
 
+async def test_history_says_how_many_selector_ids_its_entry_left_out(
+    database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    series_ids = [f"meter-{number:02}" for number in range(11)]
+    await add_series(database, *series_ids)
+    async with grpc_server(database, server_config()) as running:
+        target = ("--target", f"127.0.0.1:{running.port}")
+        selector = [option for series_id in series_ids for option in ("--series-id", series_id)]
+        code, _, err = await run_cli(capsys, "query", *selector, *OCTOBER_1, *target)
+        assert code == 0, err
+        code, out, _ = await run_cli(capsys, "history", "--format", "json", *target)
+    kept = ",".join(series_ids[:8])
+    assert [entry["series_id"] for entry in json.loads(out)] == [f"{kept} (and 3 more series ids)"]
+
+
 SERIES_HEADER = ["series_id", "labels", "interval", "first_reading", "last_reading", "readings", "freshness"]
 
 
@@ -976,21 +991,23 @@ async def test_series_commands_present_the_api_key_and_need_their_scopes(
     database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(API_KEY_VARIABLE, raising=False)
-    reader, ingester = new_key(), new_key()
+    reader, ingester, cataloguer = new_key(), new_key(), new_key()
     keys = tmp_path / "keys"
     keys.write_text(
         f"{key_file_line('reader', frozenset({Scope.QUERY}), reader)}\n"
         f"{key_file_line('ingester', frozenset({Scope.INGEST}), ingester)}\n"
+        f"{key_file_line('cataloguer', frozenset({Scope.CATALOG}), cataloguer)}\n"
     )
     async with grpc_server(database, server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys)) as running:
         target = ("--target", f"127.0.0.1:{running.port}")
+        for key in (reader, ingester):
+            code, _, err = await run_cli(
+                capsys, "update-series", "m", "--clear-labels", *key_file(tmp_path, key), *target
+            )
+            assert code == EXIT_CALL_FAILED
+            assert "(PERMISSION_DENIED); ask for a key with the scope this command needs" in err
         code, _, err = await run_cli(
-            capsys, "update-series", "m", "--clear-labels", *key_file(tmp_path, reader), *target
-        )
-        assert code == EXIT_CALL_FAILED
-        assert "(PERMISSION_DENIED); ask for a key with the scope this command needs" in err
-        code, _, err = await run_cli(
-            capsys, "update-series", "m", "--label", "site=a", *key_file(tmp_path, ingester), *target
+            capsys, "update-series", "m", "--label", "site=a", *key_file(tmp_path, cataloguer), *target
         )
         assert code == 0, err
         code, out, err = await run_cli(

@@ -274,6 +274,17 @@ class TestSecurityVariables:
     def test_unknown_auth_mode_is_rejected(self) -> None:
         assert config_error(env(AUTH_MODE="open")).startswith(PREFIX + "AUTH_MODE: must be")
 
+    @pytest.mark.parametrize(
+        ("value", "served"), [("", True), ("on", True), ("OFF", False), (" off ", False)]
+    )
+    def test_reflection_is_on_unless_turned_off(self, value: str, served: bool) -> None:
+        assert load_config(env(REFLECTION=value)).reflection is served
+
+    def test_reflection_is_on_or_off_and_nothing_else(self) -> None:
+        assert config_error(env(REFLECTION="false")) == (
+            f"{PREFIX}REFLECTION: must be 'on' or 'off', got 'false'"
+        )
+
     def test_tls_certificate_and_key_go_together(self, tmp_path: Path) -> None:
         assert "TLS_KEY_FILE go together" in config_error(env(TLS_CERT_FILE=str(tmp_path / "crt")))
         assert "go together" in config_error(env(TLS_KEY_FILE=str(tmp_path / "key")))

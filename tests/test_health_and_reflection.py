@@ -9,6 +9,10 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
+from tests.conftest import server_config
+from timeseries_aggregation.app import grpc_server
+from timeseries_aggregation.storage.database import Database
+
 # Nothing here depends on the storage engine: CI runs it on the embedded server only.
 pytestmark = pytest.mark.any_engine
 
@@ -87,3 +91,19 @@ async def test_reflection_describes_both_reflection_services(channel: grpc.aio.C
         assert [service.name for service in files[0].service] == ["ServerReflection"]
         messages = {message.name for message in files[0].message_type}
         assert {"ServerReflectionRequest", "ServerReflectionResponse"} <= messages
+
+
+async def test_reflection_turned_off_is_unimplemented_and_health_stays(database: Database) -> None:
+    async with (
+        grpc_server(database, server_config(reflection=False)) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        for service in (REFLECTION_V1, REFLECTION_V1ALPHA):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await reflection_client(channel, service)(
+                    reflection_pb2.ServerReflectionRequest(list_services="")
+                )
+            assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        health = health_pb2_grpc.HealthStub(channel)
+        response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING

@@ -339,7 +339,7 @@ async def test_migration_keeps_existing_history_its_ids_and_paging(database_url:
         listed: list[int] = []
         after: int | None = None
         while True:
-            page = await list_history(database, PageRequest(page_size=7, after=after))
+            page = await list_history(database, PageRequest(page_size=7, after=after), None)
             listed.extend(entry.id for entry in page.items)
             if not page.has_more:
                 break

@@ -4,6 +4,7 @@ import errno
 import ipaddress
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -280,3 +281,15 @@ async def test_a_key_file_without_keys_is_one_log_line_before_the_database_start
         "`timeseries-aggregation keys generate`"
     )
     assert "database" not in result.stderr
+
+
+async def test_sighup_with_nothing_to_reload_leaves_the_server_serving(
+    database_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]]
+) -> None:
+    # Without API keys or TLS: SIGHUP's default action would end the process.
+    process, port = await serve_on(database_url, tmp_path / "server.log", cleanup)
+    process.send_signal(signal.SIGHUP)
+    process.send_signal(signal.SIGHUP)
+    await wait_serving(port)
+    assert process.poll() is None
+    assert await stop(process) == 0

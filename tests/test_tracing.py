@@ -16,6 +16,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -343,3 +345,93 @@ def test_an_untraced_server_logs_only_a_well_formed_callers_trace_id(
     traceparent: str, logged: str | None
 ) -> None:
     assert caller_trace_id([("traceparent", traceparent)]) == logged
+
+
+async def test_only_calls_that_pass_authentication_are_traced(
+    database: Database,
+    receiver: tuple[Receiver, int],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    collected, port = receiver
+    _otel_environment(monkeypatch, port)
+    keys = tmp_path / "keys"
+    keys.write_text(key_file_line("dashboard", frozenset({Scope.QUERY}), KEY) + "\n")
+    config = server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys, tracing=True)
+    chosen = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = ("traceparent", f"00-{chosen}-00f067aa0ba902b7-01")
+    granted, guessed = ("authorization", f"Bearer {KEY}"), ("authorization", "Bearer tsa_guessed")
+    await add_series(database, "m")
+    caplog.set_level(logging.DEBUG, logger="timeseries_aggregation.access")
+    async with (
+        grpc_server(database, config) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+        query = pb.QueryAggregatesRequest(series_id="m", granularity=pb.GRANULARITY_MONTHLY)
+        delete = pb.DeleteReadingsRequest(selector=pb.SeriesSelector(series_ids=["m"]))
+        for refused, code in (
+            (stub.QueryAggregates(query, metadata=(traceparent,)), grpc.StatusCode.UNAUTHENTICATED),
+            (stub.QueryAggregates(query, metadata=(traceparent, guessed)), grpc.StatusCode.UNAUTHENTICATED),
+            (stub.DeleteReadings(delete, metadata=(traceparent, granted)), grpc.StatusCode.PERMISSION_DENIED),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await refused
+            assert raised.value.code() == code
+        # Probes and tools, open to all, are not traced either.
+        await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), metadata=(traceparent,)
+        )
+        reflection = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        listing = reflection(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=(traceparent,)
+        )
+        assert [response async for response in listing]
+        await stub.QueryAggregates(query, metadata=(granted,))
+    # Leaving the server flushed its spans to the receiver: those of the one accepted call.
+    spans = [span for _, span in collected.spans]
+    [server] = [span for span in spans if span.kind == Span.SPAN_KIND_SERVER]
+    assert server.name == f"{SERVICE}/QueryAggregates"
+    assert attribute_values(server.attributes)["timeseries.caller"] == "dashboard"
+    assert {span.trace_id for span in spans} == {server.trace_id}
+    assert server.trace_id.hex() != chosen
+    # Nor does the access log put a refused call in the trace it named.
+    logged = [(getattr(each, "status", ""), getattr(each, "trace_id", None)) for each in caplog.records]
+    assert sorted(logged, key=str) == sorted(
+        [
+            ("UNAUTHENTICATED", None),
+            ("UNAUTHENTICATED", None),
+            ("PERMISSION_DENIED", None),
+            ("OK", None),  # health, open to all
+            ("OK", None),  # reflection, open to all
+            ("OK", server.trace_id.hex()),
+        ],
+        key=str,
+    )
+
+
+async def test_an_untraced_server_logs_the_trace_id_of_authenticated_calls_only(
+    database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(key_file_line("dashboard", frozenset({Scope.QUERY}), KEY) + "\n")
+    chosen = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = ("traceparent", f"00-{chosen}-00f067aa0ba902b7-01")
+    await add_series(database, "m")
+    query = pb.QueryAggregatesRequest(series_id="m", granularity=pb.GRANULARITY_MONTHLY)
+    with caplog.at_level(logging.INFO, logger="timeseries_aggregation.access"):
+        async with (
+            grpc_server(database, server_config(auth_mode=AUTH_API_KEY, api_keys_file=keys)) as running,
+            grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+        ):
+            stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.QueryAggregates(query, metadata=(traceparent,))
+            await stub.QueryAggregates(query, metadata=(traceparent, ("authorization", f"Bearer {KEY}")))
+    logged = [(getattr(each, "status", ""), getattr(each, "trace_id", None)) for each in caplog.records]
+    assert logged == [("UNAUTHENTICATED", None), ("OK", chosen)]

@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from timeseries_aggregation.config import AUTH_API_KEY, ENV_PREFIX, Config, split_host_port
 from timeseries_aggregation.domain.api_keys import KeyFileError
 from timeseries_aggregation.errors import StartupError
-from timeseries_aggregation.health import DatabaseHealth, HealthService
-from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor
+from timeseries_aggregation.health import DatabaseHealth, HealthService, Readiness
+from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor, TracingInterceptor
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
 from timeseries_aggregation.observability.tracing import tracing
 from timeseries_aggregation.storage.compression import readings_compression
@@ -30,12 +30,15 @@ from timeseries_aggregation.transport.auth import Authenticator, AuthInterceptor
 from timeseries_aggregation.transport.reflection import enable_reflection
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
 from timeseries_aggregation.transport.servicer import TimeseriesAggregationServicer
+from timeseries_aggregation.transport.tls import CertificateError, CertificateFiles, ServerCertificates
 from timeseries_aggregation.workers import WorkerRole, report_ready, worker_processes, worker_role
 
 logger = logging.getLogger(__name__)
 
 # How often a worker checks that its supervisor is still there.
 ORPHAN_CHECK_SECONDS = 1.0
+# What health reports while the key file did not reload (see Authenticator.reload).
+KEY_FILE_NOT_RELOADED = "API key file not reloaded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +51,19 @@ class RunningServer:
     # None when authentication is off.
     authenticator: Authenticator | None
     metrics: ServiceMetrics
+    readiness: Readiness
+    # None when the server speaks plaintext.
+    certificates: ServerCertificates | None
     # The port of the /metrics endpoint; None when METRICS_ADDRESS is not set.
     metrics_port: int | None = None
+
+    async def reload(self) -> None:
+        """What SIGHUP does: re-read the TLS certificate and the key file. A key file that does
+        not load leaves no key in force and health NOT_SERVING until one does."""
+        if self.certificates is not None:
+            self.certificates.reload()
+        if self.authenticator is not None:
+            await self.readiness.report(KEY_FILE_NOT_RELOADED, not self.authenticator.reload())
 
 
 def _server_options(config: Config, share_port: bool) -> list[tuple[str, int]]:
@@ -107,17 +121,23 @@ def _check_can_listen(address: str) -> None:
         raise _listen_error(address, "no network interface of this machine has that address")
 
 
-def _bind(server: grpc.aio.Server, config: Config) -> int:
-    """Listen with TLS when a certificate is configured (mutual TLS with a client CA)."""
+def certificates_for(config: Config) -> ServerCertificates | None:
+    """The configured TLS certificate (None for plaintext); raises StartupError naming the file."""
     if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    try:
+        return ServerCertificates(
+            CertificateFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
+        )
+    except CertificateError as error:
+        raise StartupError(f"{ENV_PREFIX}TLS_CERT_FILE, _KEY_FILE, _CLIENT_CA_FILE: {error}") from None
+
+
+def _bind(server: grpc.aio.Server, config: Config, certificates: ServerCertificates | None) -> int:
+    """Listen with TLS when a certificate is configured (mutual TLS with a client CA)."""
+    if certificates is None:
         return server.add_insecure_port(config.listen_address)
-    client_ca = config.tls_client_ca_file.read_bytes() if config.tls_client_ca_file else None
-    credentials = grpc.ssl_server_credentials(
-        [(config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
-    return server.add_secure_port(config.listen_address, credentials)
+    return server.add_secure_port(config.listen_address, certificates.credentials())
 
 
 def authenticator_for(config: Config) -> Authenticator | None:
@@ -133,11 +153,16 @@ def authenticator_for(config: Config) -> Authenticator | None:
 
 @asynccontextmanager
 async def grpc_server(
-    database: Database, config: Config, authenticator: Authenticator | None = None, share_port: bool = False
+    database: Database,
+    config: Config,
+    authenticator: Authenticator | None = None,
+    share_port: bool = False,
+    certificates: ServerCertificates | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Serve the API, health, reflection and metrics; on exit report NOT_SERVING, drain, and stop.
 
     authenticator: the keys in force, read from the configured file when not given.
+    certificates: the TLS certificate in force, read from the configured files when not given.
     share_port: listen with SO_REUSEPORT, as the workers of `serve --workers N` do.
     """
     metrics = ServiceMetrics()
@@ -147,6 +172,8 @@ async def grpc_server(
     authenticator = authenticator or authenticator_for(config)
     if authenticator is not None:
         interceptors.append(AuthInterceptor(authenticator))
+    # Last: only the calls authentication let through are traced.
+    interceptors.append(TracingInterceptor())
     server = grpc.aio.server(
         interceptors=interceptors,
         options=_server_options(config, share_port),
@@ -156,12 +183,15 @@ async def grpc_server(
     add_service(server, servicer)
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
-    database_health = DatabaseHealth(database, health_servicer, ["", SERVICE_NAME])
+    if config.reflection:
+        enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    readiness = Readiness(health_servicer, ["", SERVICE_NAME])
+    database_health = DatabaseHealth(database, readiness)
     # Known before the first call arrives, so a probe never sees an unknown status.
     await database_health.update()
+    certificates = certificates or certificates_for(config)
     try:
-        port = _bind(server, config)
+        port = _bind(server, config, certificates)
     except RuntimeError:
         # gRPC's message says only that binding failed (its own log line says why).
         raise _listen_error(
@@ -179,7 +209,9 @@ async def grpc_server(
         await server.start()
         monitor = asyncio.create_task(database_health.watch(config.health_check_interval_seconds))
         try:
-            yield RunningServer(server, port, health_servicer, authenticator, metrics, metrics_port)
+            yield RunningServer(
+                server, port, health_servicer, authenticator, metrics, readiness, certificates, metrics_port
+            )
         finally:
             # Watches get NOT_SERVING and end, so the drain waits only for the service's calls.
             await health_servicer.enter_graceful_shutdown()
@@ -207,6 +239,32 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
     return stop
 
 
+@asynccontextmanager
+async def _reload_on_sighup(running: RunningServer) -> AsyncIterator[None]:
+    """Reload on SIGHUP while the block runs; signals that arrive during a reload make one more.
+
+    Installed whatever is configured: SIGHUP's default action would end the process.
+    """
+    loop = asyncio.get_running_loop()
+    requested = asyncio.Event()
+
+    async def reload_when_asked() -> None:
+        while True:
+            await requested.wait()
+            requested.clear()
+            await running.reload()
+
+    reloads = asyncio.create_task(reload_when_asked())
+    loop.add_signal_handler(signal.SIGHUP, requested.set)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        reloads.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloads
+
+
 def _log_serving(config: Config, port: int, metrics_port: int | None) -> None:
     logger.info(
         "serving %s on %s (port %d, %s, authentication %s)",
@@ -229,6 +287,7 @@ async def serve(config: Config) -> None:
     await asyncio.to_thread(_check_can_listen, config.listen_address)
     # Checked before the database starts, like the address: a start that cannot succeed fails fast.
     authenticator = authenticator_for(config)
+    certificates = certificates_for(config)
     loop = asyncio.get_running_loop()
     stop = _stop_on_signals(loop)
     async with (
@@ -241,9 +300,10 @@ async def serve(config: Config) -> None:
         if config.workers > 1:
             await _supervise(config, url, stop)
             return
-        async with grpc_server(database, config, authenticator) as running:
-            if running.authenticator is not None:
-                loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
+        async with (
+            grpc_server(database, config, authenticator, certificates=certificates) as running,
+            _reload_on_sighup(running),
+        ):
             _log_serving(config, running.port, running.metrics_port)
             await stop.wait()
             logger.info("shutting down: draining calls for up to %g s", config.shutdown_grace_seconds)
@@ -282,9 +342,8 @@ async def _serve_as_worker(config: Config, role: WorkerRole) -> None:
     async with (
         open_database(config.database_url, config.pool) as database,
         grpc_server(database, config, share_port=True) as running,
+        _reload_on_sighup(running),
     ):
-        if running.authenticator is not None:
-            loop.add_signal_handler(signal.SIGHUP, running.authenticator.reload)
         _log_serving(config, running.port, running.metrics_port)
         report_ready(role)
         # A supervisor killed outright cannot stop its workers: they notice they were orphaned.

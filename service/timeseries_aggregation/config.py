@@ -73,6 +73,8 @@ class Config:
     workers: int = 1
     # Export trace spans over OTLP (observability/tracing.py), as the OTEL_* variables say.
     tracing: bool = False
+    # Serve gRPC reflection, which grpcurl and similar tools use to list and describe the API.
+    reflection: bool = True
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -262,6 +264,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         readings_retention=_duration(env, "READINGS_RETENTION", defaults.readings_retention),
         workers=workers,
         tracing=tracing_requested(env),
+        reflection=_on_off(env, "REFLECTION", defaults.reflection),
     )
 
 
@@ -294,6 +297,16 @@ def tracing_requested(environ: Mapping[str, str]) -> bool:
 def check_workers(workers: int, name: str) -> None:
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"{name}: must be from 1 to {MAX_WORKERS}, got {workers}")
+
+
+def _on_off(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(ENV_PREFIX + name)
+    if not raw:
+        return default
+    value = raw.strip().lower()
+    if value not in ("on", "off"):
+        raise ConfigError(f"{ENV_PREFIX}{name}: must be 'on' or 'off', got {raw!r}")
+    return value == "on"
 
 
 def _path(environ: Mapping[str, str], name: str) -> Path | None:

@@ -58,6 +58,12 @@ class UnauthenticatedError(Exception):
     """The call carries no valid credentials."""
 
 
+class KeysUnavailableError(UnauthenticatedError):
+    """No key can be checked: the key file did not reload. A kind of UnauthenticatedError, so
+    that whatever refuses unauthenticated calls refuses these too, but the server's fault:
+    UNAVAILABLE, not UNAUTHENTICATED."""
+
+
 class PermissionDeniedError(Exception):
     """The caller is known but may not make this call."""
 

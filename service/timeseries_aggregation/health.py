@@ -92,38 +92,63 @@ class HealthService:
         return self._statuses.get(service, SERVICE_UNKNOWN)
 
 
+class Readiness:
+    """SERVING for the named services while no fault stands, NOT_SERVING while any does (the
+    database unreachable, the key file not reloaded), so each fault clears on its own."""
+
+    def __init__(self, health: HealthService, service_names: Iterable[str]) -> None:
+        self._health = health
+        self._names = list(service_names)
+        self._faults: set[str] = set()
+        self._published: int | None = None
+        # Reports come from the database monitor and from SIGHUP: one publishes at a time.
+        self._publishing = asyncio.Lock()
+
+    async def report(self, fault: str, present: bool) -> None:
+        """Say whether the fault (worded for the log) stands; publish the status if it changed."""
+        async with self._publishing:
+            if present:
+                self._faults.add(fault)
+            else:
+                self._faults.discard(fault)
+            status = NOT_SERVING if self._faults else SERVING
+            if status == self._published:
+                return
+            if self._published is not None:
+                logger.warning(
+                    "health: %s",
+                    "SERVING" if status == SERVING else f"NOT_SERVING ({', '.join(sorted(self._faults))})",
+                )
+            for name in self._names:
+                await self._health.set(name, status)
+            self._published = status
+
+
+DATABASE_UNREACHABLE = "database unreachable"
+
+
 class DatabaseHealth:
-    """Reports SERVING while the database answers a ping and NOT_SERVING while it does not.
+    """Reports the database unreachable while it does not answer a ping.
 
     Each failed ping also ends the calls waiting on the database with UNAVAILABLE, so a
     database that freezes costs a call a few seconds, not its statement timeout.
     """
 
-    def __init__(self, database: Database, health: HealthService, service_names: Iterable[str]) -> None:
+    def __init__(self, database: Database, readiness: Readiness) -> None:
         self._database = database
-        self._health = health
-        self._names = list(service_names)
-        self._current: int | None = None
+        self._readiness = readiness
 
     async def update(self) -> None:
-        """Ping once and publish the result if it changed."""
+        """Ping once and report the result."""
         try:
             await self._database.ping(PING_TIMEOUT_SECONDS)
-            status = SERVING
+            reachable = True
         except DatabaseUnavailableError:
-            status = NOT_SERVING
+            reachable = False
             abandoned = self._database.abandon_calls()
             if abandoned:
                 logger.warning("database not answering: ended %s waiting on it", counted(abandoned, "call"))
-        if status == self._current:
-            return
-        if self._current is not None:
-            logger.warning(
-                "health: %s", "SERVING" if status == SERVING else "NOT_SERVING (database unreachable)"
-            )
-        for name in self._names:
-            await self._health.set(name, status)
-        self._current = status
+        await self._readiness.report(DATABASE_UNREACHABLE, not reachable)
 
     async def watch(self, interval_seconds: float) -> None:
         """Update every interval; runs until cancelled."""

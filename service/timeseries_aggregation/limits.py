@@ -23,6 +23,13 @@ BUCKETS_MAX_PAGE_SIZE = 10_000
 # ListQueryHistory, likewise.
 HISTORY_DEFAULT_PAGE_SIZE = 10
 HISTORY_MAX_PAGE_SIZE = 1_000
+# What a history entry keeps of a query's selector, so that an entry stays under
+# HISTORY_ENTRY_MAX_BYTES whatever the request: the first series ids (in code point order) and
+# label pairs (by key), each id and label value cut to its first characters.
+HISTORY_MAX_SERIES_IDS = 8
+HISTORY_MAX_LABELS = 8
+HISTORY_TEXT_MAX_LENGTH = 32
+HISTORY_ENTRY_MAX_BYTES = 4_096
 
 # The series catalog: labels per series, the shape of their keys and values, and the
 # declared reading interval (whole seconds).

@@ -213,7 +213,7 @@ class ListQueryHistoryRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class QueryHistoryEntry(_message.Message):
-    __slots__ = ("id", "query_time", "series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "continued_page", "bucket_count", "caller_name", "selector", "group_by", "include_empty_buckets")
+    __slots__ = ("id", "query_time", "series_id", "granularity", "start_time", "end_time", "time_zone", "page_size", "continued_page", "bucket_count", "caller_name", "selector", "group_by", "include_empty_buckets", "selector_truncated", "omitted_series_id_count", "omitted_label_count")
     ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_TIME_FIELD_NUMBER: _ClassVar[int]
     SERIES_ID_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +228,9 @@ class QueryHistoryEntry(_message.Message):
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EMPTY_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_SERIES_ID_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_LABEL_COUNT_FIELD_NUMBER: _ClassVar[int]
     id: int
     query_time: _timestamp_pb2.Timestamp
     series_id: str
@@ -242,7 +245,10 @@ class QueryHistoryEntry(_message.Message):
     selector: SeriesSelector
     group_by: _containers.RepeatedScalarFieldContainer[str]
     include_empty_buckets: bool
-    def __init__(self, id: _Optional[int] = ..., query_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., continued_page: _Optional[bool] = ..., bucket_count: _Optional[int] = ..., caller_name: _Optional[str] = ..., selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ..., include_empty_buckets: _Optional[bool] = ...) -> None: ...
+    selector_truncated: bool
+    omitted_series_id_count: int
+    omitted_label_count: int
+    def __init__(self, id: _Optional[int] = ..., query_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., series_id: _Optional[str] = ..., granularity: _Optional[_Union[Granularity, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_zone: _Optional[str] = ..., page_size: _Optional[int] = ..., continued_page: _Optional[bool] = ..., bucket_count: _Optional[int] = ..., caller_name: _Optional[str] = ..., selector: _Optional[_Union[SeriesSelector, _Mapping]] = ..., group_by: _Optional[_Iterable[str]] = ..., include_empty_buckets: _Optional[bool] = ..., selector_truncated: _Optional[bool] = ..., omitted_series_id_count: _Optional[int] = ..., omitted_label_count: _Optional[int] = ...) -> None: ...
 
 class ListQueryHistoryResponse(_message.Message):
     __slots__ = ("entries", "next_page_token")

@@ -101,7 +101,13 @@ class TimeseriesAggregationServiceServicer:
 
     def ListQueryHistory(self, request, context):
         """ListQueryHistory returns the recorded queries, newest first: one entry per
-        query, written by its first page.
+        query, written by its first page. A key sees the entries of its own
+        queries (those whose caller_name is its name); a key with the history-all
+        scope sees every caller's, and so does everyone when authentication is
+        off. Needs the query scope. An entry keeps at most 8 of a selector's
+        series ids and 8 of its labels, each id and label value cut to 32
+        characters, so that an entry takes at most 4 KiB in the database whatever
+        the query (see QueryHistoryEntry.selector_truncated).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,7 +117,8 @@ class TimeseriesAggregationServiceServicer:
         """UpdateSeries sets the labels and the declared reading interval of a series
         in the catalog (AIP-134, with allow_missing behaviour: a series_id the
         catalog does not hold yet is created). Returns the series as stored. Needs
-        the ingest scope.
+        the catalog scope: labels name customers and sites, and a call reveals a
+        series' labels and counts, so an ingest key alone may not.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

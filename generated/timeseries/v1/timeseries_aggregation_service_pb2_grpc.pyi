@@ -55,13 +55,20 @@ class TimeseriesAggregationServiceStub:
     """
     ListQueryHistory: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]
     """ListQueryHistory returns the recorded queries, newest first: one entry per
-    query, written by its first page.
+    query, written by its first page. A key sees the entries of its own
+    queries (those whose caller_name is its name); a key with the history-all
+    scope sees every caller's, and so does everyone when authentication is
+    off. Needs the query scope. An entry keeps at most 8 of a selector's
+    series ids and 8 of its labels, each id and label value cut to 32
+    characters, so that an entry takes at most 4 KiB in the database whatever
+    the query (see QueryHistoryEntry.selector_truncated).
     """
     UpdateSeries: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.UpdateSeriesRequest, _timeseries_aggregation_service_pb2.Series]
     """UpdateSeries sets the labels and the declared reading interval of a series
     in the catalog (AIP-134, with allow_missing behaviour: a series_id the
     catalog does not hold yet is created). Returns the series as stored. Needs
-    the ingest scope.
+    the catalog scope: labels name customers and sites, and a call reveals a
+    series' labels and counts, so an ingest key alone may not.
     """
     ListSeries: _grpc.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListSeriesRequest, _timeseries_aggregation_service_pb2.ListSeriesResponse]
     """ListSeries returns the series of the catalog that match a selector, ordered
@@ -106,13 +113,20 @@ class TimeseriesAggregationServiceAsyncStub(TimeseriesAggregationServiceStub):
     """
     ListQueryHistory: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListQueryHistoryRequest, _timeseries_aggregation_service_pb2.ListQueryHistoryResponse]  # type: ignore[assignment]
     """ListQueryHistory returns the recorded queries, newest first: one entry per
-    query, written by its first page.
+    query, written by its first page. A key sees the entries of its own
+    queries (those whose caller_name is its name); a key with the history-all
+    scope sees every caller's, and so does everyone when authentication is
+    off. Needs the query scope. An entry keeps at most 8 of a selector's
+    series ids and 8 of its labels, each id and label value cut to 32
+    characters, so that an entry takes at most 4 KiB in the database whatever
+    the query (see QueryHistoryEntry.selector_truncated).
     """
     UpdateSeries: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.UpdateSeriesRequest, _timeseries_aggregation_service_pb2.Series]  # type: ignore[assignment]
     """UpdateSeries sets the labels and the declared reading interval of a series
     in the catalog (AIP-134, with allow_missing behaviour: a series_id the
     catalog does not hold yet is created). Returns the series as stored. Needs
-    the ingest scope.
+    the catalog scope: labels name customers and sites, and a call reveals a
+    series' labels and counts, so an ingest key alone may not.
     """
     ListSeries: _aio.UnaryUnaryMultiCallable[_timeseries_aggregation_service_pb2.ListSeriesRequest, _timeseries_aggregation_service_pb2.ListSeriesResponse]  # type: ignore[assignment]
     """ListSeries returns the series of the catalog that match a selector, ordered
@@ -172,7 +186,13 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_timeseries_aggregation_service_pb2.ListQueryHistoryResponse, _abc.Awaitable[_timeseries_aggregation_service_pb2.ListQueryHistoryResponse]]:
         """ListQueryHistory returns the recorded queries, newest first: one entry per
-        query, written by its first page.
+        query, written by its first page. A key sees the entries of its own
+        queries (those whose caller_name is its name); a key with the history-all
+        scope sees every caller's, and so does everyone when authentication is
+        off. Needs the query scope. An entry keeps at most 8 of a selector's
+        series ids and 8 of its labels, each id and label value cut to 32
+        characters, so that an entry takes at most 4 KiB in the database whatever
+        the query (see QueryHistoryEntry.selector_truncated).
         """
 
     @_abc_1.abstractmethod
@@ -184,7 +204,8 @@ class TimeseriesAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         """UpdateSeries sets the labels and the declared reading interval of a series
         in the catalog (AIP-134, with allow_missing behaviour: a series_id the
         catalog does not hold yet is created). Returns the series as stored. Needs
-        the ingest scope.
+        the catalog scope: labels name customers and sites, and a call reveals a
+        series' labels and counts, so an ingest key alone may not.
         """
 
     @_abc_1.abstractmethod

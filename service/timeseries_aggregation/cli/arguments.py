@@ -248,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = key_commands.add_parser("generate", help="print a new API key and its key-file line")
     generate.add_argument("--name", required=True, help="who the key is for; recorded in the history")
-    generate.add_argument("--scopes", required=True, help="comma-separated: ingest, query, delete")
+    generate.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: ingest (send readings), query (aggregates, series and the key's own "
+        "history), catalog (update-series: labels and intervals), history-all (every key's history), "
+        "delete (remove readings)",
+    )
     generate.set_defaults(run=generate_key_command)
 
     rollups = commands.add_parser(
@@ -406,13 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     query.set_defaults(run=query_command)
 
-    history = client_command("history", help_text="print the most recent queries")
+    history = client_command(
+        "history", help_text="print the most recent queries of the key (of every key with history-all)"
+    )
     history.add_argument("--limit", type=_whole_number(1), default=10, help="how many, newest first")
     history.add_argument("--format", choices=("table", "csv", "json"), default="table")
     history.set_defaults(run=history_command)
 
     update_series = client_command(
-        "update-series", help_text="set the labels or the reading interval of a series, creating it"
+        "update-series",
+        help_text="set the labels or the reading interval of a series, creating it (needs the catalog scope)",
     )
     update_series.add_argument(
         "series_id",

@@ -14,6 +14,7 @@ from timeseries_aggregation.client import (
     Series,
 )
 from timeseries_aggregation.domain.durations import format_duration
+from timeseries_aggregation.wording import counted
 
 
 def timestamp_text(moment: datetime) -> str:
@@ -103,6 +104,16 @@ def _queried_series(entry: HistoryEntry) -> str:
     """What a recorded query aggregated: its series_id or its selector, and ' by KEY,...' when
     it grouped; a query of one series without groups shows its series_id alone, as ever."""
     series = entry.series_id or selector_text(entry.selector_series_ids, entry.selector_labels)
+    left_out = [
+        counted(number, f"more {what}", f"more {plural}")
+        for number, what, plural in (
+            (entry.omitted_series_ids, "series id", "series ids"),
+            (entry.omitted_labels, "label", "labels"),
+        )
+        if number
+    ]
+    if left_out:
+        series += f" (and {', '.join(left_out)})"
     return f"{series} by {','.join(entry.group_by)}" if entry.group_by else series
 
 

@@ -103,7 +103,9 @@ class HistoryEntry:
     """One recorded query; start_time and end_time are None where the query was unbounded.
 
     A query of one series has its series_id; a query over a selector has an empty series_id
-    and the selector's selector_series_ids and selector_labels. group_by is the query's.
+    and the selector's selector_series_ids and selector_labels, as far as the entry kept them:
+    selector_truncated says when ids or labels were left out (how many: omitted_series_ids,
+    omitted_labels) or cut. group_by is the query's.
     """
 
     query_time: datetime
@@ -120,6 +122,9 @@ class HistoryEntry:
     selector_series_ids: tuple[str, ...] = ()
     selector_labels: dict[str, str] = field(default_factory=dict)
     group_by: tuple[str, ...] = ()
+    selector_truncated: bool = False
+    omitted_series_ids: int = 0
+    omitted_labels: int = 0
 
     @classmethod
     def from_message(cls, message: pb.QueryHistoryEntry) -> "HistoryEntry":
@@ -138,6 +143,9 @@ class HistoryEntry:
             selector_series_ids=tuple(message.selector.series_ids),
             selector_labels=dict(message.selector.labels),
             group_by=tuple(message.group_by),
+            selector_truncated=message.selector_truncated,
+            omitted_series_ids=message.omitted_series_id_count,
+            omitted_labels=message.omitted_label_count,
         )
 
 

@@ -19,10 +19,15 @@ _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
 
 
 class Scope(enum.Enum):
-    """What a key may do: write readings, read aggregates and history, or delete readings."""
+    """What a key may do: write readings, read aggregates and its own history, change the
+    series catalog, read every caller's history, or delete readings."""
 
     INGEST = "ingest"
     QUERY = "query"
+    # Labels name customers and sites, so setting them (and creating series) is its own power.
+    CATALOG = "catalog"
+    # History entries show other callers' series, labels and ranges: an operator's scope.
+    HISTORY_ALL = "history-all"
     DELETE = "delete"
 
 

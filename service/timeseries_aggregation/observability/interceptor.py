@@ -5,6 +5,10 @@ aborted with (read back from the context), CANCELLED or DEADLINE_EXCEEDED when t
 cancelled, DEADLINE_EXCEEDED as well when a handler answers after the deadline (gRPC can
 cancel a handler only while it waits), UNKNOWN when a handler raises. It opens the call's
 record before anything else runs and reports what authentication and the handler wrote into it.
+
+The call's trace span is started by a second interceptor, installed after authentication, so
+that only the calls it lets through are traced: a refused caller can neither make the server
+export spans nor place its calls in a trace of its choosing (its traceparent is not logged).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -35,6 +40,9 @@ REQUEST_ID_METADATA = "x-request-id"
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 # Probes call these every few seconds: their access logs are DEBUG, not INFO.
 _QUIET_SERVICES = frozenset({"grpc.health.v1.Health"})
+# Only the service's calls are traced: health probes every few seconds would bury them, and
+# reflection is a tool's question about the API.
+_TRACED_PREFIX = f"/{SERVICE_NAME}/"
 # Codes that say the server, not the caller, has a problem: logged as warnings.
 _SERVER_FAULTS = frozenset(
     {
@@ -98,15 +106,22 @@ class _Call:
         self._quiet = service in _QUIET_SERVICES
         self.request_id = _request_id(context)
         self.record = open_call_record()
-        tracer = active_tracer()
-        # Probes are not traced: a trace every few seconds per probe would bury the calls.
-        self._span = (
-            ServerSpan(tracer, method, context.invocation_metadata() or ())
-            if tracer is not None and not self._quiet
-            else None
-        )
+        self._span: ServerSpan | None = None
+        # Whether the call is the service's and reached its handler, past authentication.
+        self._admitted = False
+        _observed.set(self)
         interceptor.metrics.rpcs_started.labels(**self._labels).inc()
         self._started = time.perf_counter()
+
+    def admit(self) -> None:
+        """The call reaches its handler: if it is the service's, trace it from here on (with
+        tracing on) and log its caller's trace id."""
+        if not self._method.startswith(_TRACED_PREFIX):
+            return
+        self._admitted = True
+        tracer = active_tracer()
+        if tracer is not None and self._span is None:
+            self._span = ServerSpan(tracer, self._method, self._context.invocation_metadata() or ())
 
     def finish_after_deadline(self) -> None:
         """Account for a handler that returned once the deadline had passed: no answer reaches
@@ -159,11 +174,11 @@ class _Call:
             "peer": self._context.peer(),
             "request_id": self.request_id,
         }
-        trace_id = (
-            self._span.trace_id
-            if self._span is not None
-            else caller_trace_id(self._context.invocation_metadata() or ())
-        )
+        trace_id: str | None = None
+        if self._span is not None:
+            trace_id = self._span.trace_id
+        elif self._admitted:  # a refused caller's traceparent would put its line in any trace
+            trace_id = caller_trace_id(self._context.invocation_metadata() or ())
         if trace_id is not None:
             fields["trace_id"] = trace_id
         if self.record.caller:
@@ -177,6 +192,10 @@ class _Call:
         access_logger.log(
             level, "%s %s in %.1f ms", self._labels["grpc_method"], code.name, seconds * 1000, extra=fields
         )
+
+
+# The call being observed in this task (gRPC runs each call in one), for TracingInterceptor.
+_observed: ContextVar[_Call | None] = ContextVar("timeseries_aggregation_observed_call", default=None)
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
@@ -232,5 +251,46 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 call.finish(None)
 
             return observed
+
+        return rewrap_handler(handler, unary_response, streaming_response)
+
+
+class TracingInterceptor(grpc.aio.ServerInterceptor):
+    """Admits each call that reaches its handler: only those are traced, and only their caller's
+    trace id is logged.
+
+    Install it after ObservabilityInterceptor (which finishes the span with the call's status)
+    and after authentication, so that calls refused there are not traced.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        def admit() -> None:
+            call = _observed.get()
+            if call is not None:
+                call.admit()
+
+        def unary_response(behaviour: Behaviour) -> Behaviour:
+            async def traced(request: Any, context: Context) -> Any:
+                admit()
+                response = behaviour(request, context)
+                return await response if inspect.isawaitable(response) else response
+
+            return traced
+
+        def streaming_response(behaviour: Behaviour) -> Behaviour:
+            async def traced(request: Any, context: Context) -> AsyncIterator[Any]:
+                admit()
+                async for response in behaviour(request, context):
+                    yield response
+
+            return traced
 
         return rewrap_handler(handler, unary_response, streaming_response)

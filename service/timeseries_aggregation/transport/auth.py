@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from typing import Any
 import grpc
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
-from timeseries_aggregation.domain.api_keys import KeyFileError, Keyring, Scope, parse_key_file
-from timeseries_aggregation.errors import PermissionDeniedError, UnauthenticatedError
+from timeseries_aggregation.domain.api_keys import ApiKey, KeyFileError, Keyring, Scope, parse_key_file
+from timeseries_aggregation.errors import KeysUnavailableError, PermissionDeniedError, UnauthenticatedError
 from timeseries_aggregation.transport.call_record import current_call
 from timeseries_aggregation.transport.handlers import Behaviour, Handler, rewrap_handler
 from timeseries_aggregation.transport.status import Context, abort_for
@@ -32,8 +33,8 @@ METHOD_SCOPES: dict[str, Scope] = {
     f"/{_SERVICE}/IngestReadings": Scope.INGEST,
     f"/{_SERVICE}/QueryAggregates": Scope.QUERY,
     f"/{_SERVICE}/ListQueryHistory": Scope.QUERY,
-    # Labels and intervals describe what ingest stores, so whoever may ingest may set them.
-    f"/{_SERVICE}/UpdateSeries": Scope.INGEST,
+    # Setting labels creates series and reveals a series' labels and counts: not an ingest power.
+    f"/{_SERVICE}/UpdateSeries": Scope.CATALOG,
     f"/{_SERVICE}/ListSeries": Scope.QUERY,
     # Removing readings is its own power: a loader's or a dashboard's key cannot.
     f"/{_SERVICE}/DeleteReadings": Scope.DELETE,
@@ -44,8 +45,23 @@ def read_keyring(path: Path) -> Keyring:
     """The keys in a key file; raises KeyFileError (naming the line, never a secret) or OSError.
 
     A file without a single key is an error: it would lock every caller out, and it is what
-    a reader sees halfway through a non-atomic rewrite of the file.
+    a reader sees halfway through a non-atomic rewrite of the file. So is a file every user may
+    write: anyone on the machine could add a key of their own. A file its group may write is
+    allowed, with a warning. Being readable by all is fine: the file holds only digests.
     """
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & stat.S_IWOTH:
+        raise KeyFileError(
+            f"{path} is writable by every user (mode {mode:04o}), who could add keys of their own; "
+            f"make it writable by its owner only (chmod go-w)"
+        )
+    if mode & stat.S_IWGRP:
+        logger.warning(
+            "the key file %s is writable by its group (mode %04o): every member could add keys; "
+            "consider chmod g-w",
+            path,
+            mode,
+        )
     keyring = Keyring(parse_key_file(path.read_text(encoding="utf-8")))
     if not len(keyring):
         raise KeyFileError("the file holds no key; add one with `timeseries-aggregation keys generate`")
@@ -57,24 +73,42 @@ class Authenticator:
 
     def __init__(self, keys_file: Path) -> None:
         self._keys_file = keys_file
-        self._keyring = read_keyring(keys_file)
+        # None after a reload failed: no key is in force until one succeeds.
+        self._keyring: Keyring | None = read_keyring(keys_file)
 
-    def reload(self) -> None:
-        """Re-read the key file (on SIGHUP); a broken or empty file leaves the keys in force."""
-        try:
-            self._keyring = read_keyring(self._keys_file)
-        except (OSError, KeyFileError, UnicodeDecodeError) as error:
-            logger.error(
-                "API keys not reloaded, keeping %s in force: %s", counted(len(self._keyring), "key"), error
-            )
-            return
-        logger.info("API keys reloaded: %s", counted(len(self._keyring), "key"))
+    def reload(self) -> bool:
+        """Re-read the key file (on SIGHUP); whether it loaded.
 
-    def caller(self, metadata: Iterable[tuple[str, str | bytes]], scope: Scope | None) -> str:
-        """The name of the key the metadata presents, or raise Unauthenticated/PermissionDeniedError.
-
-        scope None: the method has no scope, and no key may call it.
+        A broken or empty file takes every key out of force until a good one is loaded: the
+        reload may have been meant to revoke a key, and keeping the old keys would leave that
+        key working. Calls then fail UNAVAILABLE, which clients retry, and health reports
+        NOT_SERVING (app.py), so load balancers send them to another replica.
         """
+        try:
+            keyring = read_keyring(self._keys_file)
+        except (OSError, KeyFileError, UnicodeDecodeError) as error:
+            self._keyring = None
+            logger.error(
+                "API keys not reloaded, no key is in force: %s; every call of the service fails "
+                "UNAVAILABLE until the file is fixed and SIGHUP sent again",
+                error,
+            )
+            return False
+        self._keyring = keyring
+        logger.info("API keys reloaded: %s", counted(len(keyring), "key"))
+        return True
+
+    def caller(self, metadata: Iterable[tuple[str, str | bytes]], scope: Scope | None) -> ApiKey:
+        """The key the metadata presents, or raise Unauthenticated/PermissionDeniedError.
+
+        scope None: the method has no scope, and no key may call it. Raises KeysUnavailableError
+        while no key is in force.
+        """
+        keyring = self._keyring
+        if keyring is None:
+            raise KeysUnavailableError(
+                "the server's API key file could not be reloaded; its operator must fix it and send SIGHUP"
+            )
         presented = [value for name, value in metadata if name == "authorization"]
         if not presented:
             raise UnauthenticatedError("send the metadata 'authorization: Bearer <API key>'")
@@ -86,13 +120,13 @@ class Authenticator:
         scheme, _, token = text.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise UnauthenticatedError("the authorization metadata must be 'Bearer <API key>'")
-        api_key = self._keyring.find(token.strip())
+        api_key = keyring.find(token.strip())
         if api_key is None:
             raise UnauthenticatedError("the API key is not valid")
         if scope is None or scope not in api_key.scopes:
             needed = f"the {scope.value!r} scope" if scope else "a scope no key has"
             raise PermissionDeniedError(f"the API key {api_key.name!r} does not have {needed}")
-        return api_key.name
+        return api_key
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -133,6 +167,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def _authorize(self, context: Context, scope: Scope | None, method: str) -> None:
         try:
-            current_call().caller = self.authenticator.caller(context.invocation_metadata() or (), scope)
+            api_key = self.authenticator.caller(context.invocation_metadata() or (), scope)
         except (UnauthenticatedError, PermissionDeniedError) as error:
             await abort_for(context, error, method)
+        record = current_call()
+        record.caller, record.scopes = api_key.name, api_key.scopes

@@ -9,6 +9,8 @@ from collections import Counter
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from timeseries_aggregation.domain.api_keys import Scope
+
 
 @dataclass(slots=True)
 class CallRecord:
@@ -16,6 +18,8 @@ class CallRecord:
 
     # The API key's name; empty while unknown or with authentication off.
     caller: str = ""
+    # The API key's scopes; None with authentication off, where the one caller may do anything.
+    scopes: frozenset[Scope] | None = None
     # Ingest: messages and readings read so far, and how many messages carried how many readings.
     messages: int = 0
     readings: int = 0

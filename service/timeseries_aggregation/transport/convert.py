@@ -229,6 +229,9 @@ def history_entry_message(entry: HistoryEntry) -> pb.QueryHistoryEntry:
         caller_name=entry.caller_name,
         group_by=entry.query.group_by,
         include_empty_buckets=entry.query.include_empty_buckets,
+        selector_truncated=entry.selector_truncated,
+        omitted_series_id_count=entry.omitted_series_ids,
+        omitted_label_count=entry.omitted_labels,
     )
     selector = entry.query.selector
     if selector is not None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.domain.aggregation import make_aggregate_query
+from timeseries_aggregation.domain.history import visible_caller
 from timeseries_aggregation.domain.paging import (
     buckets_next_page_token,
     buckets_page_request,
@@ -168,7 +169,8 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         self, request: pb.ListQueryHistoryRequest, context: Context
     ) -> pb.ListQueryHistoryResponse:
         page_request = history_page_request(request.page_size, request.page_token)
-        page = await list_history(self._database, page_request)
+        record = current_call()
+        page = await list_history(self._database, page_request, visible_caller(record.caller, record.scopes))
         next_token = history_next_page_token(page.items[-1].id) if page.has_more else ""
         return pb.ListQueryHistoryResponse(
             entries=[history_entry_message(entry) for entry in page.items],

@@ -14,6 +14,7 @@ from timeseries_aggregation.errors import (
     ConcurrencyConflictError,
     DatabaseUnavailableError,
     InvalidArgumentError,
+    KeysUnavailableError,
     PermissionDeniedError,
     ResourceExhaustedError,
     SeriesNotFoundError,
@@ -31,6 +32,8 @@ Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 _STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (DatabaseUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (ConcurrencyConflictError, grpc.StatusCode.ABORTED),
+    # Before its base class, UnauthenticatedError.
+    (KeysUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
