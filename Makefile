@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 PROTOS := $(wildcard protos/timeseries/v1/*.proto)
 
-.PHONY: install run test lint generate check-generated check-compose breaking check bench load clean
+.PHONY: install run test lint generate check-generated check-compose breaking check bench load clean lock
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ generate: $(INSTALLED)
 check-generated: generate
 	git diff --exit-code --stat -- generated
 	test -z "$$(git status --porcelain -- generated)"
+
+# Pins every package of the server install (the `server` extra, what it pulls in, and the build
+# backend that turns the project into a wheel) with the hashes of their files: the Docker image
+# installs it with `pip install --require-hashes`. Run it after changing dependencies in
+# pyproject.toml, with the image's Python (3.11); tests/test_supply_chain.py fails while the lock
+# lacks one. Existing pins stay unless LOCK_ARGS=--upgrade.
+LOCK := requirements/server.lock
+lock: $(INSTALLED)
+	$(BIN)/pip-compile --quiet --extra server --build-deps-for wheel --generate-hashes --strip-extras \
+		--allow-unsafe --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) --output-file $(LOCK) pyproject.toml
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check service tests bench

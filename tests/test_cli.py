@@ -980,6 +980,13 @@ async def test_series_errors_of_the_service_are_one_line_and_store_nothing(
     assert err.endswith("(INVALID_ARGUMENT)\n")
 
 
+def key_file(folder: Path, key: str) -> tuple[str, str]:
+    """The --api-key-file option for a file of its own that holds the key."""
+    path = folder / f"key-{key[-8:]}"
+    path.write_text(f"{key}\n")
+    return "--api-key-file", str(path)
+
+
 async def test_series_commands_present_the_api_key_and_need_their_scopes(
     database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -995,19 +1002,21 @@ async def test_series_commands_present_the_api_key_and_need_their_scopes(
         target = ("--target", f"127.0.0.1:{running.port}")
         for key in (reader, ingester):
             code, _, err = await run_cli(
-                capsys, "update-series", "m", "--clear-labels", "--api-key", key, *target
+                capsys, "update-series", "m", "--clear-labels", *key_file(tmp_path, key), *target
             )
             assert code == EXIT_CALL_FAILED
             assert "(PERMISSION_DENIED); ask for a key with the scope this command needs" in err
         code, _, err = await run_cli(
-            capsys, "update-series", "m", "--label", "site=a", "--api-key", cataloguer, *target
+            capsys, "update-series", "m", "--label", "site=a", *key_file(tmp_path, cataloguer), *target
         )
         assert code == 0, err
-        code, out, err = await run_cli(capsys, "series", "--format", "json", "--api-key", reader, *target)
+        code, out, err = await run_cli(
+            capsys, "series", "--format", "json", *key_file(tmp_path, reader), *target
+        )
         assert (code, [row["labels"] for row in json.loads(out)]) == (0, [{"site": "a"}])
         code, _, err = await run_cli(capsys, "series", *target)
         assert code == EXIT_CALL_FAILED
-        assert "(UNAUTHENTICATED); pass --api-key or set $TIMESERIES_AGGREGATION_API_KEY" in err
+        assert "(UNAUTHENTICATED); set $TIMESERIES_AGGREGATION_API_KEY or pass --api-key-file PATH" in err
 
 
 async def reading_counts(capsys: pytest.CaptureFixture[str], target: str, *options: str) -> dict[str, object]:
@@ -1174,23 +1183,25 @@ async def test_delete_presents_the_api_key_and_needs_the_delete_scope(
         day = ("delete", "--series-id", "m", *target)
 
         async def readings() -> object:
-            code, out, err = await run_cli(capsys, "series", "--format", "json", "--api-key", reader, *target)
+            code, out, err = await run_cli(
+                capsys, "series", "--format", "json", *key_file(tmp_path, reader), *target
+            )
             assert code == 0, err
             return [row["readings"] for row in json.loads(out)]
 
         for key in (reader, ingester):
             code, out, err = await run_cli(
-                capsys, *day, "--from", "2025-01-01", "--to", "2025-01-01", "--yes", "--api-key", key
+                capsys, *day, "--from", "2025-01-01", "--to", "2025-01-01", "--yes", *key_file(tmp_path, key)
             )
             assert (code, out) == (EXIT_CALL_FAILED, "")
             assert "does not have the 'delete' scope (PERMISSION_DENIED); ask for a key with the scope" in err
         code, _, err = await run_cli(capsys, *day, "--from", "2025-01-01", "--to", "2025-01-01", "--yes")
         assert code == EXIT_CALL_FAILED
-        assert "(UNAUTHENTICATED); pass --api-key or set $TIMESERIES_AGGREGATION_API_KEY" in err
+        assert "(UNAUTHENTICATED); set $TIMESERIES_AGGREGATION_API_KEY or pass --api-key-file PATH" in err
         assert await readings() == [4]
 
         code, out, err = await run_cli(
-            capsys, *day, "--from", "2025-01-01", "--to", "2025-01-01", "--yes", "--api-key", deleter
+            capsys, *day, "--from", "2025-01-01", "--to", "2025-01-01", "--yes", *key_file(tmp_path, deleter)
         )
         assert (code, out, err) == (
             0,
@@ -1200,7 +1211,7 @@ async def test_delete_presents_the_api_key_and_needs_the_delete_scope(
         # Asking first lists the series, which needs the query scope as well.
         monkeypatch.setattr(sys, "stdin", Terminal("y\n"))
         code, out, err = await run_cli(
-            capsys, *day, "--from", "2025-01-02", "--to", "2025-01-02", "--api-key", deleter
+            capsys, *day, "--from", "2025-01-02", "--to", "2025-01-02", *key_file(tmp_path, deleter)
         )
         assert (code, out) == (EXIT_CALL_FAILED, "")
         assert err == (
@@ -1209,7 +1220,7 @@ async def test_delete_presents_the_api_key_and_needs_the_delete_scope(
             "delete scope, and query to list the series before it asks)\n"
         )
         code, out, err = await run_cli(
-            capsys, *day, "--from", "2025-01-02", "--to", "2025-01-02", "--api-key", cleaner
+            capsys, *day, "--from", "2025-01-02", "--to", "2025-01-02", *key_file(tmp_path, cleaner)
         )
         assert (code, out) == (0, "deleted 1 reading in [2025-01-02T00:00:00Z, 2025-01-03T00:00:00Z)\n")
         assert await readings() == [2]

@@ -104,6 +104,9 @@ async def test_a_replica_waiting_for_the_lock_does_not_hold_up_an_index_build(da
     builder, waiter = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
     try:
         await apply_migrations(builder)
+        # A plain table of its own: with TimescaleDB, query_history is a hypertable, which
+        # refuses CONCURRENTLY; the wait below is the same for any concurrent build.
+        await builder.execute("CREATE TABLE concurrent_build_probe (value integer)")
         # The builder holds the migration lock, as a replica building an index does, and the
         # other replica starts meanwhile. A concurrent build waits for every transaction older
         # than itself: one that waited for the lock inside a statement would wait for it in turn.
@@ -117,7 +120,7 @@ async def test_a_replica_waiting_for_the_lock_does_not_hold_up_an_index_build(da
 
         await eventually(asked_for_the_lock)
         await builder.execute(
-            "CREATE INDEX CONCURRENTLY extra_history_index ON query_history (time_zone)", timeout=8
+            "CREATE INDEX CONCURRENTLY probe_value ON concurrent_build_probe (value)", timeout=8
         )
         await builder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
         assert await asyncio.wait_for(waiting, timeout=8) == []

@@ -16,6 +16,7 @@ from timeseries_aggregation.domain.durations import parse_duration
 from timeseries_aggregation.limits import DEFAULT_MAX_MESSAGE_BYTES
 from timeseries_aggregation.observability.tracing import OTLP_TRACE_ENDPOINTS
 from timeseries_aggregation.storage.database import PoolSettings
+from timeseries_aggregation.storage.database_url import check_database_url
 
 ENV_PREFIX = "TIMESERIES_AGGREGATION_"
 # Loopback: `make run` serves with authentication off, which no other machine may reach.
@@ -129,8 +130,15 @@ def _secret(environ: Mapping[str, str], name: str) -> str | None:
 
 
 def database_url(environ: Mapping[str, str] | None = None) -> str | None:
-    """The database URL alone, for commands that need nothing else of the configuration."""
-    return _secret(os.environ if environ is None else environ, "DATABASE_URL")
+    """The database URL alone, for commands that need nothing else of the configuration;
+    raises ConfigError, quoting nothing of the URL, when asyncpg could not parse it."""
+    url = _secret(os.environ if environ is None else environ, "DATABASE_URL")
+    if url is not None:
+        try:
+            check_database_url(url)
+        except ValueError as error:
+            raise ConfigError(f"{ENV_PREFIX}DATABASE_URL: {error}") from None
+    return url
 
 
 def _parsed(environ: Mapping[str, str], name: str, parse: Callable[[str], Value], default: Value) -> Value:
@@ -261,7 +269,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     workers = _parsed(env, "WORKERS", int, defaults.workers)
     check_workers(workers, f"{ENV_PREFIX}WORKERS")
     return Config(
-        database_url=_secret(env, "DATABASE_URL"),
+        database_url=database_url(env),
         listen_address=_address(env, "LISTEN_ADDRESS") or defaults.listen_address,
         data_dir=_parsed(env, "DATA_DIR", Path, defaults.data_dir),
         pool=pool,

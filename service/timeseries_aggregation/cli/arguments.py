@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
+from timeseries_aggregation.cli.calls import API_KEY_FILE_VARIABLE, INSECURE_TRUSTED_NETWORK_VARIABLE
 from timeseries_aggregation.cli.client_commands import (
     delete_command,
     history_command,
@@ -16,6 +17,7 @@ from timeseries_aggregation.cli.client_commands import (
     update_series_command,
 )
 from timeseries_aggregation.cli.exit_codes import EXIT_USAGE
+from timeseries_aggregation.cli.health_command import health_command
 from timeseries_aggregation.cli.importing import import_command
 from timeseries_aggregation.cli.server_commands import generate_key_command, rollups_command, serve_command
 from timeseries_aggregation.client import (
@@ -75,6 +77,23 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+
+
+class _RefusedApiKey(argparse.Action):
+    """--api-key, refused with the ways that keep the key out of process listings; the value
+    is never repeated."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"--api-key is not accepted: a key on the command line shows in process listings; "
+            f"set ${API_KEY_VARIABLE} or pass --api-key-file PATH"
+        )
 
 
 def _whole_number(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -217,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=serve_command)
 
+    health = commands.add_parser(
+        "health",
+        help="exit 0 when the server this environment configures is SERVING (over TLS when it "
+        "speaks TLS); what the container's HEALTHCHECK runs",
+    )
+    health.add_argument("--timeout", type=_seconds, default=3.0, help="seconds to wait (default 3)")
+    health.set_defaults(run=health_command)
+
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = key_commands.add_parser("generate", help="print a new API key and its key-file line")
@@ -284,13 +311,28 @@ def build_parser() -> argparse.ArgumentParser:
             f"{DEFAULT_TIMEOUT_SECONDS:g}); for import, the whole stream's "
             f"(default {DEFAULT_INGEST_TIMEOUT_SECONDS:g})",
         )
+        # No --api-key: a key on the command line shows in process listings and shell history.
+        command.add_argument("--api-key", nargs="?", action=_RefusedApiKey, help=argparse.SUPPRESS)
         command.add_argument(
-            "--api-key",
-            default=os.environ.get(API_KEY_VARIABLE),
-            help=f"API key (default: ${API_KEY_VARIABLE})",
+            "--api-key-file",
+            type=Path,
+            metavar="PATH",
+            help=f"a file holding the API key (default: ${API_KEY_VARIABLE}, else the file "
+            f"${API_KEY_FILE_VARIABLE} names)",
+        )
+        command.add_argument(
+            "--tls",
+            action="store_true",
+            help="use TLS, verifying the server with the system's CAs (implied by --tls-ca)",
         )
         command.add_argument(
             "--tls-ca", type=_readable_file, help="CA certificate to verify the server: use TLS"
+        )
+        command.add_argument(
+            "--insecure-trusted-network",
+            action="store_true",
+            help="send the API key over plaintext to a server beyond this machine, on a network "
+            f"you trust (default: ${INSECURE_TRUSTED_NETWORK_VARIABLE}=1); loopback needs no flag",
         )
         command.add_argument("--tls-cert", type=_readable_file, help="client certificate, for mutual TLS")
         command.add_argument("--tls-key", type=_readable_file, help="client private key, for mutual TLS")

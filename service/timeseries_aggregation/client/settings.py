@@ -19,6 +19,8 @@ class ClientOptions(TypedDict, total=False):
     tls_ca: Path | None
     tls_cert: Path | None
     tls_key: Path | None
+    tls: bool
+    insecure_trusted_network: bool
     timeout_seconds: float
     ingest_timeout_seconds: float
     retry: RetryPolicy | None
@@ -26,7 +28,12 @@ class ClientOptions(TypedDict, total=False):
 
 class ClientSettings:
     """Shared by TimeseriesClient and AsyncTimeseriesClient: the connection, the metadata
-    sent with every call, the deadlines and the retry policy."""
+    sent with every call, the deadlines and the retry policy.
+
+    `tls=True` verifies the server with the system's CAs, `tls_ca` with that CA instead. An API
+    key goes over plaintext only to localhost, 127.0.0.1 or [::1], unless
+    `insecure_trusted_network=True` says the network is trusted: else InsecureChannelError.
+    """
 
     def __init__(
         self,
@@ -36,11 +43,15 @@ class ClientSettings:
         tls_ca: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        tls: bool = False,
+        insecure_trusted_network: bool = False,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         ingest_timeout_seconds: float = DEFAULT_INGEST_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self._connection = Connection(target, api_key, tls_ca, tls_cert, tls_key)
+        self._connection = Connection(
+            target, api_key, tls_ca, tls_cert, tls_key, tls, insecure_trusted_network
+        )
         self._static_metadata = self._connection.metadata()
         self._timeout = timeout_seconds
         self._ingest_timeout = ingest_timeout_seconds

@@ -295,6 +295,12 @@ async def _wait_for_pool(
     while True:
         try:
             return await _create_pool(url, settings, max_size, synchronous_commit)
+        except (ValueError, asyncpg.ClientConfigurationError) as error:
+            # The driver's message and traceback would quote the URL's parts (the password too).
+            raise StartupError(
+                f"the database URL cannot be used ({type(error).__name__}): check its form, "
+                "postgresql://USER:PASSWORD@HOST:PORT/DATABASE, with special characters percent-encoded"
+            ) from None
         except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError) as error:
             # Waiting cannot help; asyncpg's own message would name the user.
             raise StartupError(
@@ -311,6 +317,14 @@ async def _wait_for_pool(
             logger.info("waiting for the database (%s)", type(error).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+        except asyncpg.PostgresError as error:
+            # Whatever else the server refuses, waiting would not cure (those it would, such as
+            # a server still starting up, are caught above): most often a NAME=VALUE after '?'
+            # that the server has no setting for.
+            raise StartupError(
+                f"the database refused the connection ({type(error).__name__}): check the "
+                "parameters after '?' in the database URL"
+            ) from None
 
 
 @asynccontextmanager
