@@ -30,7 +30,6 @@ from timeseries_aggregation.transport.handlers import (
     Behaviour,
     Handler,
     declared_handler,
-    refusing_handler,
     request_as_stream,
     rewrap_handler,
 )
@@ -106,9 +105,6 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         self._running: Counter[CallClass] = Counter()
         self._per_peer = Holdings()
 
-    def running(self, kind: CallClass) -> int:
-        return self._running[kind]
-
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
@@ -119,14 +115,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         kind = call_class(method, declared_handler(handler))
-        # The slot is taken before the request is read: a class's limit bounds the bodies
-        # being received at once too, not only the calls running.
+        # The handler reads the request itself, after the call has its slot: a class's limit
+        # bounds the bodies being received at once too, and a refused call's is never read.
         handler = request_as_stream(handler)
-        if self._running[kind] >= self._maximum[kind]:
-            # Refused before gRPC reads the request; the check is repeated when the call starts,
-            # since calls admitted together may fill the class in between.
-            error = self._full(kind, method)
-            return refusing_handler(handler, lambda context: abort_for(context, error, method))
         max_age = self._limits.probe_stream_max_age_seconds if kind is CallClass.PROBE_STREAM else None
 
         def unary_response(behaviour: Behaviour) -> Behaviour:
