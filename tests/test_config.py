@@ -310,6 +310,42 @@ class TestSecurityVariables:
         assert config.stream_idle_timeout_seconds == 12.5
         assert config.pool.idle_in_transaction_timeout_seconds == 72.5
 
+    def test_admission_and_key_share_settings_are_read(self) -> None:
+        config = load_config(
+            env(
+                PROBE_MAX_CONCURRENT_RPCS="5",
+                PROBE_MAX_STREAMS="6",
+                PROBE_MAX_CALLS_PER_PEER="2",
+                PROBE_STREAM_MAX_AGE_SECONDS="60",
+                STREAM_MAX_AGE_SECONDS="120",
+                CONNECTION_IDLE_SECONDS="30",
+                CONNECTION_MAX_AGE_SECONDS="900",
+                KEY_MAX_STREAMS="4",
+                KEY_MAX_WRITES="2",
+                KEY_RATE="0.5",
+                KEY_BURST="3",
+            )
+        )
+        assert (config.probe_max_concurrent_rpcs, config.probe_max_streams) == (5, 6)
+        assert (config.probe_max_calls_per_peer, config.probe_stream_max_age_seconds) == (2, 60.0)
+        assert (config.stream_max_age_seconds, config.connection_idle_seconds) == (120.0, 30.0)
+        assert config.connection_max_age_seconds == 900.0
+        assert (config.key_max_streams, config.key_max_writes, config.key_rate, config.key_burst) == (
+            4,
+            2,
+            0.5,
+            3,
+        )
+        # Unset, a key's stream and write shares follow the write pool's size.
+        assert (load_config(env()).key_max_streams, load_config(env()).key_max_writes) == (None, None)
+
+    @pytest.mark.parametrize(
+        "name", ["PROBE_MAX_STREAMS", "KEY_MAX_WRITES", "KEY_BURST", "MAX_CONCURRENT_RPCS"]
+    )
+    def test_admission_counts_must_be_at_least_one(self, name: str) -> None:
+        with pytest.raises(ConfigError, match=f"{name}: must be at least 1"):
+            load_config(env(**{name: "0"}))
+
 
 class TestListenAddress:
     def test_the_image_listens_on_every_interface_of_its_container(self) -> None:

@@ -130,7 +130,51 @@ async def test_a_stream_that_stops_sending_is_rolled_back(database: Database) ->
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.IngestReadings(stalls(), timeout=20)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert "no message for 0.5 s" in (raised.value.details() or "")
+        assert "no readings for 0.5 s" in (raised.value.details() or "")
+    assert await stored_count(database) == 0
+
+
+async def test_messages_without_readings_do_not_keep_a_stream_open(database: Database) -> None:
+    async with (
+        grpc_server(database, server_config(stream_idle_timeout_seconds=0.5)) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+
+        async def empty_messages() -> AsyncIterator[pb.IngestReadingsRequest]:
+            yield pb.IngestReadingsRequest(readings=hourly_readings("m1", "2025-01-01", 3))
+            # Messages, but no progress: for ten times the idle timeout.
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                yield pb.IngestReadingsRequest()
+
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.IngestReadings(empty_messages(), timeout=20)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "no readings for 0.5 s" in (raised.value.details() or "")
+    assert await stored_count(database) == 0
+
+
+async def test_a_stream_older_than_its_maximum_age_is_rolled_back(database: Database) -> None:
+    config = server_config(stream_idle_timeout_seconds=30, stream_max_age_seconds=0.5)
+    async with (
+        grpc_server(database, config) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.TimeseriesAggregationServiceStub(channel)
+
+        async def trickle() -> AsyncIterator[pb.IngestReadingsRequest]:
+            # A reading at a time, well within the idle timeout, for ten times the maximum age.
+            for hour in range(100):
+                yield pb.IngestReadingsRequest(
+                    readings=hourly_readings("m1", f"2025-01-01T{hour % 24:02}:00", 1)
+                )
+                await asyncio.sleep(0.05)
+
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.IngestReadings(trickle(), timeout=20)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "open longer than 0.5 s" in (raised.value.details() or "")
     assert await stored_count(database) == 0
 
 

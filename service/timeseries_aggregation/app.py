@@ -16,17 +16,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from timeseries_aggregation.config import AUTH_API_KEY, ENV_PREFIX, Config, split_host_port
 from timeseries_aggregation.domain.api_keys import KeyFileError
+from timeseries_aggregation.domain.quotas import KeyLimits
 from timeseries_aggregation.errors import StartupError
 from timeseries_aggregation.health import DatabaseHealth, HealthService, Readiness
 from timeseries_aggregation.observability.interceptor import ObservabilityInterceptor, TracingInterceptor
 from timeseries_aggregation.observability.metrics import ServiceMetrics, metrics_http_server
+from timeseries_aggregation.observability.refusals import Refusals
 from timeseries_aggregation.observability.tracing import tracing
 from timeseries_aggregation.storage.compression import readings_compression
 from timeseries_aggregation.storage.database import Database, open_database
 from timeseries_aggregation.storage.embedded import embedded_database
 from timeseries_aggregation.storage.history_retention import history_retention
 from timeseries_aggregation.storage.readings_retention import readings_retention
+from timeseries_aggregation.transport.admission import AdmissionInterceptor, AdmissionLimits
 from timeseries_aggregation.transport.auth import Authenticator, AuthInterceptor
+from timeseries_aggregation.transport.quotas import KeyQuotas, default_key_limits
 from timeseries_aggregation.transport.reflection import enable_reflection
 from timeseries_aggregation.transport.registration import SERVICE_NAME, add_service
 from timeseries_aggregation.transport.servicer import TimeseriesAggregationServicer
@@ -81,11 +85,41 @@ def _server_options(config: Config, share_port: bool) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 3),
+        # A connection without calls is closed after a while; every connection is asked to go
+        # away at its maximum age (clients reconnect, and spread over the servers anew), and
+        # closed once its calls have had as long as the longest stream may last.
+        ("grpc.max_connection_idle_ms", int(config.connection_idle_seconds * 1000)),
+        ("grpc.max_connection_age_ms", int(config.connection_max_age_seconds * 1000)),
+        (
+            "grpc.max_connection_age_grace_ms",
+            int(max(config.stream_max_age_seconds, config.probe_stream_max_age_seconds) * 1000),
+        ),
         # gRPC lets sockets share a port by default: a second server started on the same port
         # would take half of the calls instead of failing. Only the workers of one supervisor
         # share theirs (see workers.py).
         ("grpc.so_reuseport", int(share_port)),
     ]
+
+
+def admission_limits(config: Config) -> AdmissionLimits:
+    return AdmissionLimits(
+        api_calls=config.max_concurrent_rpcs,
+        probe_calls=config.probe_max_concurrent_rpcs,
+        probe_streams=config.probe_max_streams,
+        probe_calls_per_peer=config.probe_max_calls_per_peer,
+        probe_stream_max_age_seconds=config.probe_stream_max_age_seconds,
+    )
+
+
+def key_limits(config: Config) -> KeyLimits:
+    """Every key's limits where its key-file line sets none."""
+    return default_key_limits(
+        config.pool.write_max_size,
+        config.key_max_streams,
+        config.key_max_writes,
+        config.key_rate,
+        config.key_burst,
+    )
 
 
 def _listen_error(address: str, reason: str) -> StartupError:
@@ -168,18 +202,32 @@ async def grpc_server(
     metrics = ServiceMetrics()
     metrics.watch_pools(database.pools, database.waiting)
     await metrics.read_schema_migration(database)
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
+    refusals = Refusals(metrics)
+    admission = admission_limits(config)
+    # Observed first (it sees every refusal), admitted by class before authentication, then
+    # authenticated and paced per key before a byte of the request is read.
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        ObservabilityInterceptor(metrics),
+        AdmissionInterceptor(admission, refusals),
+    ]
     authenticator = authenticator or authenticator_for(config)
+    quotas = None
     if authenticator is not None:
-        interceptors.append(AuthInterceptor(authenticator))
+        quotas = KeyQuotas(key_limits(config), config.pool.write_max_size, refusals)
+        interceptors.append(AuthInterceptor(authenticator, refusals, quotas))
     # Last: only the calls authentication let through are traced.
     interceptors.append(TracingInterceptor())
     server = grpc.aio.server(
         interceptors=interceptors,
         options=_server_options(config, share_port),
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        # Only a backstop against floods: the admission interceptor's limits per class come
+        # first, and refused calls end at once, so this is reached only by calls arriving faster
+        # than they can be refused.
+        maximum_concurrent_rpcs=2 * (admission.api_calls + admission.probe_calls + admission.probe_streams),
     )
-    servicer = TimeseriesAggregationServicer(database, config.stream_idle_timeout_seconds)
+    servicer = TimeseriesAggregationServicer(
+        database, config.stream_idle_timeout_seconds, config.stream_max_age_seconds, quotas
+    )
     add_service(server, servicer)
     health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -53,8 +53,28 @@ class Config:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    # Admission control (transport.admission): API calls at once; health checks at once; health
+    # and reflection streams at once; of each of the last two, how many one peer address may
+    # have; and how long a stream may last.
     max_concurrent_rpcs: int = 256
+    probe_max_concurrent_rpcs: int = 32
+    probe_max_streams: int = 64
+    probe_max_calls_per_peer: int = 8
+    probe_stream_max_age_seconds: float = 300.0
     stream_idle_timeout_seconds: float = 30.0
+    # The longest an ingest stream may stay open, however steadily it sends.
+    stream_max_age_seconds: float = 600.0
+    # A connection without calls for this long is closed; any connection is asked to go away
+    # at this age (and closed once its calls have had the longest a call may last).
+    connection_idle_seconds: float = 300.0
+    connection_max_age_seconds: float = 3600.0
+    # Each API key's share, unless its key-file line says otherwise (transport.quotas). None:
+    # streams as many as the write pool has connections, writes half of them.
+    key_max_streams: int | None = None
+    key_max_writes: int | None = None
+    # Calls per second (0: no limit) and calls at once beyond it.
+    key_rate: float = 100.0
+    key_burst: int = 200
     keepalive_time_seconds: float = 60.0
     keepalive_timeout_seconds: float = 20.0
     # HOST:PORT of the Prometheus /metrics endpoint; None serves no metrics.
@@ -134,6 +154,19 @@ def _parsed(environ: Mapping[str, str], name: str, parse: Callable[[str], Value]
             raise ConfigError(f"{ENV_PREFIX}{name}: must be a finite number, got {raw!r}")
         if value < 0:
             raise ConfigError(f"{ENV_PREFIX}{name}: must not be negative, got {raw!r}")
+    return value
+
+
+def _at_least_one(environ: Mapping[str, str], name: str, default: int) -> int:
+    """A whole-number variable of 1 or more, or the default when unset."""
+    return _optional_at_least_one(environ, name, default) or default
+
+
+def _optional_at_least_one(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """A whole-number variable of 1 or more, or the default (None: unset) when unset."""
+    value: int | None = _parsed(environ, name, int, default)
+    if value is not None and value < 1:
+        raise ConfigError(f"{ENV_PREFIX}{name}: must be at least 1, got {value}")
     return value
 
 
@@ -251,8 +284,29 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         tls_cert_file=tls_cert_file,
         tls_key_file=tls_key_file,
         tls_client_ca_file=tls_client_ca_file,
-        max_concurrent_rpcs=_parsed(env, "MAX_CONCURRENT_RPCS", int, defaults.max_concurrent_rpcs),
+        max_concurrent_rpcs=_at_least_one(env, "MAX_CONCURRENT_RPCS", defaults.max_concurrent_rpcs),
+        probe_max_concurrent_rpcs=_at_least_one(
+            env, "PROBE_MAX_CONCURRENT_RPCS", defaults.probe_max_concurrent_rpcs
+        ),
+        probe_max_streams=_at_least_one(env, "PROBE_MAX_STREAMS", defaults.probe_max_streams),
+        probe_max_calls_per_peer=_at_least_one(
+            env, "PROBE_MAX_CALLS_PER_PEER", defaults.probe_max_calls_per_peer
+        ),
+        probe_stream_max_age_seconds=_parsed(
+            env, "PROBE_STREAM_MAX_AGE_SECONDS", float, defaults.probe_stream_max_age_seconds
+        ),
         stream_idle_timeout_seconds=stream_idle_timeout,
+        stream_max_age_seconds=_parsed(env, "STREAM_MAX_AGE_SECONDS", float, defaults.stream_max_age_seconds),
+        connection_idle_seconds=_parsed(
+            env, "CONNECTION_IDLE_SECONDS", float, defaults.connection_idle_seconds
+        ),
+        connection_max_age_seconds=_parsed(
+            env, "CONNECTION_MAX_AGE_SECONDS", float, defaults.connection_max_age_seconds
+        ),
+        key_max_streams=_optional_at_least_one(env, "KEY_MAX_STREAMS", defaults.key_max_streams),
+        key_max_writes=_optional_at_least_one(env, "KEY_MAX_WRITES", defaults.key_max_writes),
+        key_rate=_parsed(env, "KEY_RATE", float, defaults.key_rate),
+        key_burst=_at_least_one(env, "KEY_BURST", defaults.key_burst),
         keepalive_time_seconds=_parsed(env, "KEEPALIVE_TIME_SECONDS", float, defaults.keepalive_time_seconds),
         keepalive_timeout_seconds=_parsed(
             env, "KEEPALIVE_TIMEOUT_SECONDS", float, defaults.keepalive_timeout_seconds

@@ -72,6 +72,19 @@ class ResourceExhaustedError(RuntimeError):
     """A limit of the service is reached; the caller may retry later."""
 
 
+class LimitReachedError(ResourceExhaustedError):
+    """A call is refused by admission control or by its key's share: `limit` says which (and its
+    value), `subject` whom it applies to (a key's name, or the server), and trying again after
+    `retry_after_seconds` may succeed."""
+
+    def __init__(self, limit: str, subject: str, description: str, retry_after_seconds: float) -> None:
+        super().__init__(f"{description}; retry in {retry_after_seconds:.3g} s")
+        self.limit = limit
+        self.subject = subject
+        self.description = description
+        self.retry_after_seconds = retry_after_seconds
+
+
 class StreamIdleError(RuntimeError):
     """A client stream sent nothing for longer than the service waits."""
 

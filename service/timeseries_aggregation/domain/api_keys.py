@@ -2,6 +2,8 @@
 
 The key file holds one line per key, `NAME SCOPES sha256:HEX`, where HEX is the SHA-256 of
 the key: the file never holds a key itself, so reading it (or a backup of it) grants nothing.
+Optional `option=value` fields may follow, the key's own limits (domain.quotas):
+`NAME SCOPES sha256:HEX streams=4 writes=2 rate=50 burst=100`.
 """
 
 import enum
@@ -9,8 +11,9 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from timeseries_aggregation.domain.quotas import KeyLimits, parse_key_options
 from timeseries_aggregation.wording import counted
 
 KEY_PREFIX = "tsa_"
@@ -33,11 +36,13 @@ class Scope(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """A key's name (recorded with what it does), scopes, and the SHA-256 of its secret."""
+    """A key's name (recorded with what it does), scopes, the SHA-256 of its secret, and the
+    limits the key file gives it."""
 
     name: str
     scopes: frozenset[Scope]
     digest: bytes
+    limits: KeyLimits = field(default_factory=KeyLimits)
 
 
 class KeyFileError(ValueError):
@@ -78,11 +83,11 @@ def parse_key_file(text: str) -> list[ApiKey]:
         if not content or content.startswith("#"):
             continue
         fields = content.split()
-        if len(fields) != 3:
+        if len(fields) < 3:
             raise KeyFileError(
                 f"line {number}: expected 'NAME SCOPES sha256:HEX', found {counted(len(fields), 'field')}"
             )
-        name, scope_text, digest_text = fields
+        name, scope_text, digest_text, *options = fields
         if not _NAME.fullmatch(name):
             raise KeyFileError(f"line {number}: a name is 1-64 letters, digits, '.', '_' or '-'")
         if name in names:
@@ -94,8 +99,12 @@ def parse_key_file(text: str) -> list[ApiKey]:
         digest = _DIGEST.fullmatch(digest_text)
         if digest is None:
             raise KeyFileError(f"line {number}: the third field must be sha256: and 64 lowercase hex digits")
+        try:
+            limits = parse_key_options(options)
+        except ValueError as error:
+            raise KeyFileError(f"line {number}: {error}") from None
         names.add(name)
-        keys.append(ApiKey(name, scopes, bytes.fromhex(digest.group(1))))
+        keys.append(ApiKey(name, scopes, bytes.fromhex(digest.group(1)), limits))
     return keys
 
 

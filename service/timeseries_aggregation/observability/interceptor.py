@@ -28,7 +28,7 @@ import grpc
 from timeseries_aggregation.observability.metrics import ServiceMetrics
 from timeseries_aggregation.observability.tracing import ServerSpan, active_tracer, caller_trace_id
 from timeseries_aggregation.transport.call_record import open_call_record
-from timeseries_aggregation.transport.handlers import Behaviour, Handler, rewrap_handler
+from timeseries_aggregation.transport.handlers import Behaviour, Handler, declared_handler, rewrap_handler
 from timeseries_aggregation.transport.registration import SERVICE_NAME
 from timeseries_aggregation.transport.status import Context
 
@@ -216,7 +216,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        grpc_type = _grpc_type(handler)
+        # A refused call's handler takes its request as a stream; the method's kind is reported.
+        grpc_type = _grpc_type(declared_handler(handler))
 
         def unary_response(behaviour: Behaviour) -> Behaviour:
             async def observed(request: Any, context: Context) -> Any:

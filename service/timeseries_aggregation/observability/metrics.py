@@ -120,6 +120,14 @@ class ServiceMetrics:
             buckets=MESSAGE_READINGS_BUCKETS,
             registry=self.registry,
         )
+        # Reasons and methods come from fixed sets (observability.refusals, the registered
+        # methods): never a key, a key's name or a peer, so the series stay few.
+        self.refused_calls = Counter(
+            f"{NAMESPACE}_refused_calls",
+            "Calls refused by admission control, authentication or a key's limits, by reason.",
+            ["reason", "grpc_service", "grpc_method"],
+            registry=self.registry,
+        )
         self._schema_migration = Gauge(
             f"{NAMESPACE}_schema_migration_version",
             "Number of the newest migration in schema_migrations at start-up; the label names it.",

@@ -19,8 +19,9 @@ the same transaction: a committed stream has them, a failed one changed none.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TypeAlias
 
 import asyncpg
 import numpy as np
@@ -40,6 +41,8 @@ from timeseries_aggregation.uncancellable import complete_despite_cancellation
 
 logger = logging.getLogger(__name__)
 
+# What a stream enters before it takes a write connection (see ingest_stream).
+WritePermit: TypeAlias = Callable[[], AbstractAsyncContextManager[None]]
 # Readings are gathered to at least this many before one COPY: few round trips for streams
 # of small messages, and a bound on what a stream holds in memory.
 COPY_CHUNK_READINGS = 20_000
@@ -115,8 +118,9 @@ class ReadingsWriter:
     a stream that has sent nothing yet holds nothing of the database.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, write_permit: WritePermit | None = None) -> None:
         self._database = database
+        self._write_permit = write_permit
         self._pending: list[ReadingBatch] = []
         self._pending_readings = 0
         self._chunks: asyncio.Queue[ReadingBatch | None] = asyncio.Queue(maxsize=CHUNKS_IN_FLIGHT)
@@ -255,6 +259,9 @@ class ReadingsWriter:
             ) from error
 
     async def _write_chunks_in_transaction(self) -> None:
+        if self._write_permit is not None:
+            # Held with the connection, given back when it is.
+            await self._resources.enter_async_context(self._write_permit())
         async with self._database.translate_errors():
             connection = await self._resources.enter_async_context(self._database.write_connection())
             self._connection = connection
@@ -339,9 +346,15 @@ def _chunk_attributes(operation: str, chunk: ReadingBatch) -> dict[str, str | in
 
 
 @asynccontextmanager
-async def ingest_stream(database: Database) -> AsyncIterator[ReadingsWriter]:
-    """A writer for one stream; whatever it has not committed when the block ends is rolled back."""
-    writer = ReadingsWriter(database)
+async def ingest_stream(
+    database: Database, write_permit: WritePermit | None = None
+) -> AsyncIterator[ReadingsWriter]:
+    """A writer for one stream; whatever it has not committed when the block ends is rolled back.
+
+    write_permit: entered before the stream takes a write connection and left when it gives it
+    back; it raises to refuse the stream a connection (a caller's share of the pool).
+    """
+    writer = ReadingsWriter(database, write_permit)
     try:
         yield writer
     finally:

@@ -1,8 +1,10 @@
 """Who is calling and what they may do, decided before a handler runs.
 
 Callers send `authorization: Bearer KEY`; the key file maps keys to names and scopes. The
-interceptor checks every call of the service, writes the key's name into the call record
-(for history and the access log), and leaves health and reflection open.
+interceptor checks every call of the service from its metadata before gRPC reads the request
+(a refused caller's body is never received), counts the call against the key's rate, writes
+the key's name and limits into the call record (for history, the access log and the ingest
+stream's share), and leaves health and reflection open.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ import grpc
 
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.domain.api_keys import ApiKey, KeyFileError, Keyring, Scope, parse_key_file
-from timeseries_aggregation.errors import KeysUnavailableError, PermissionDeniedError, UnauthenticatedError
+from timeseries_aggregation.errors import (
+    KeysUnavailableError,
+    LimitReachedError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from timeseries_aggregation.observability.refusals import Reason, Refusals
 from timeseries_aggregation.transport.call_record import current_call
-from timeseries_aggregation.transport.handlers import Behaviour, Handler, rewrap_handler
+from timeseries_aggregation.transport.handlers import Behaviour, Handler, refusing_handler, rewrap_handler
+from timeseries_aggregation.transport.quotas import KeyQuotas
 from timeseries_aggregation.transport.status import Context, abort_for
 from timeseries_aggregation.wording import counted
 
@@ -129,11 +138,21 @@ class Authenticator:
         return api_key
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses calls of the service without a key of the scope they need."""
+def _refusal_reason(error: Exception) -> Reason:
+    if isinstance(error, KeysUnavailableError):
+        return Reason.KEYS_UNAVAILABLE
+    return Reason.UNAUTHENTICATED if isinstance(error, UnauthenticatedError) else Reason.PERMISSION_DENIED
 
-    def __init__(self, authenticator: Authenticator) -> None:
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls of the service without a key of the scope they need, or over the key's rate."""
+
+    def __init__(
+        self, authenticator: Authenticator, refusals: Refusals | None = None, quotas: KeyQuotas | None = None
+    ) -> None:
         self.authenticator = authenticator
+        self._refusals = refusals
+        self._quotas = quotas
 
     async def intercept_service(
         self,
@@ -145,11 +164,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not method.startswith(f"/{_SERVICE}/"):
             return handler
         scope = METHOD_SCOPES.get(method)
-        authorize = self._authorize
+        # Decided from the metadata, before gRPC has read a byte of the request.
+        try:
+            api_key = self.authenticator.caller(handler_call_details.invocation_metadata or (), scope)
+            limits = self._quotas.limits_of(api_key) if self._quotas is not None else None
+            if self._quotas is not None and limits is not None:
+                self._quotas.take_call(api_key.name, limits, method)
+        except (UnauthenticatedError, PermissionDeniedError, LimitReachedError) as error:
+            if self._refusals is not None and not isinstance(error, LimitReachedError):
+                self._refusals.record(_refusal_reason(error), method)
+            refused = error
+            return refusing_handler(handler, lambda context: abort_for(context, refused, method))
+
+        def admit() -> None:
+            record = current_call()
+            record.caller, record.scopes, record.limits = api_key.name, api_key.scopes, limits
 
         def unary_response(behaviour: Behaviour) -> Behaviour:
             async def guarded(request: Any, context: Context) -> Any:
-                await authorize(context, scope, method)
+                admit()
                 response = behaviour(request, context)
                 return await response if inspect.isawaitable(response) else response
 
@@ -157,18 +190,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
         def streaming_response(behaviour: Behaviour) -> Behaviour:
             async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-                await authorize(context, scope, method)
+                admit()
                 async for response in behaviour(request, context):
                     yield response
 
             return guarded
 
         return rewrap_handler(handler, unary_response, streaming_response)
-
-    async def _authorize(self, context: Context, scope: Scope | None, method: str) -> None:
-        try:
-            api_key = self.authenticator.caller(context.invocation_metadata() or (), scope)
-        except (UnauthenticatedError, PermissionDeniedError) as error:
-            await abort_for(context, error, method)
-        record = current_call()
-        record.caller, record.scopes = api_key.name, api_key.scopes

@@ -10,6 +10,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from timeseries_aggregation.domain.api_keys import Scope
+from timeseries_aggregation.domain.quotas import KeyLimits
 
 
 @dataclass(slots=True)
@@ -20,6 +21,8 @@ class CallRecord:
     caller: str = ""
     # The API key's scopes; None with authentication off, where the one caller may do anything.
     scopes: frozenset[Scope] | None = None
+    # The key's limits in force (transport.quotas); None with authentication off.
+    limits: KeyLimits | None = None
     # Ingest: messages and readings read so far, and how many messages carried how many readings.
     messages: int = 0
     readings: int = 0

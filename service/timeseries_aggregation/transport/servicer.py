@@ -1,6 +1,8 @@
 """TimeseriesAggregationService: turns requests into domain calls and results into responses."""
 
 import asyncio
+import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,12 +21,13 @@ from timeseries_aggregation.domain.paging import (
     series_next_page_token,
     series_page_request,
 )
+from timeseries_aggregation.domain.quotas import KeyLimits
 from timeseries_aggregation.errors import InvalidArgumentError, StreamIdleError
 from timeseries_aggregation.query_pages import query_portfolio_page, query_series_page
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.deletion import delete_readings
 from timeseries_aggregation.storage.query_history import list_history
-from timeseries_aggregation.storage.readings import ingest_stream
+from timeseries_aggregation.storage.readings import WritePermit, ingest_stream
 from timeseries_aggregation.storage.series_catalog import list_series, update_series
 from timeseries_aggregation.transport.call_record import current_call
 from timeseries_aggregation.transport.convert import (
@@ -39,6 +42,7 @@ from timeseries_aggregation.transport.convert import (
     series_selector,
     series_update,
 )
+from timeseries_aggregation.transport.quotas import KeyQuotas
 from timeseries_aggregation.transport.status import Context, map_errors
 from timeseries_aggregation.transport.wire import MalformedMessage
 from timeseries_aggregation.uncancellable import complete_despite_cancellation
@@ -47,6 +51,7 @@ from timeseries_aggregation.wording import counted
 logger = logging.getLogger(__name__)
 
 FAIRNESS_INTERVAL_SECONDS = 0.005
+INGEST_METHOD = f"/{pb.DESCRIPTOR.services_by_name['TimeseriesAggregationService'].full_name}/IngestReadings"
 
 
 class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer):
@@ -56,9 +61,17 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
     learn for the access log and the metrics goes into the call record.
     """
 
-    def __init__(self, database: Database, stream_idle_timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        database: Database,
+        stream_idle_timeout_seconds: float,
+        stream_max_age_seconds: float = 600.0,
+        quotas: KeyQuotas | None = None,
+    ) -> None:
         self._database = database
         self._stream_idle_timeout = stream_idle_timeout_seconds
+        self._stream_max_age = stream_max_age_seconds
+        self._quotas = quotas
 
     @map_errors
     async def IngestReadings(
@@ -70,26 +83,60 @@ class TimeseriesAggregationServicer(pb_grpc.TimeseriesAggregationServiceServicer
         # write pool's size bounds the streams writing at once; the others cost only memory
         # (a chunk at most each, within the server's limit of concurrent calls).
         record = current_call()
+        async with contextlib.AsyncExitStack() as shares:
+            write_permit = await self._key_share(shares, record.caller, record.limits)
+            return await self._ingest(request_iterator, context, write_permit)
+
+    async def _key_share(
+        self, shares: contextlib.AsyncExitStack, caller: str, limits: KeyLimits | None
+    ) -> WritePermit | None:
+        """Hold one of the caller's streams for this one; the permit to take one of its write
+        connections. None without authentication: there is no key to share among."""
+        if self._quotas is None or limits is None:
+            return None
+        await shares.enter_async_context(self._quotas.ingest_stream(caller, limits, INGEST_METHOD))
+        return functools.partial(self._quotas.write_connection, caller, limits, INGEST_METHOD)
+
+    async def _ingest(
+        self,
+        request_iterator: AsyncIterator[pb.IngestReadingsRequest | MalformedMessage],
+        context: Context,
+        write_permit: WritePermit | None,
+    ) -> pb.IngestReadingsResponse:
+        record = current_call()
         loop = asyncio.get_running_loop()
         last_yield = loop.time()
         idle_timeout = self._stream_idle_timeout
-        async with ingest_stream(self._database) as writer:
+        # The idle clock restarts only with readings: empty messages are no progress, and would
+        # keep a stream (and its write connection) open forever. The maximum age bounds a stream
+        # that does send readings, however slowly.
+        end_of_age = last_yield + self._stream_max_age
+        idle_until = last_yield + idle_timeout
+        async with ingest_stream(self._database, write_permit) as writer:
             requests = aiter(request_iterator)
             while True:
                 try:
-                    async with asyncio.timeout(idle_timeout):
+                    async with asyncio.timeout_at(min(idle_until, end_of_age)):
                         request = await anext(requests)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
+                    if idle_until < end_of_age:
+                        raise StreamIdleError(
+                            f"no readings for {idle_timeout:g} s; the stream was rolled back"
+                        ) from None
                     raise StreamIdleError(
-                        f"no message for {idle_timeout:g} s; the stream was rolled back"
+                        f"the stream was open longer than {self._stream_max_age:g} s and was rolled "
+                        f"back; send at most that long's readings per stream"
                     ) from None
                 if isinstance(request, MalformedMessage):
                     raise InvalidArgumentError(
                         "request", f"message {record.messages} is not a valid {request.type_name} message"
                     )
-                record.count_message(reading_count(request))
+                readings = reading_count(request)
+                record.count_message(readings)
+                if readings:
+                    idle_until = loop.time() + idle_timeout
                 batch = decode_ingest_message(request, record.messages - 1, writer.readings_received)
                 await writer.add(batch)
                 # Buffered messages arrive without suspending; let other calls (and the health

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -15,6 +15,7 @@ from timeseries_aggregation.errors import (
     DatabaseUnavailableError,
     InvalidArgumentError,
     KeysUnavailableError,
+    LimitReachedError,
     PermissionDeniedError,
     ResourceExhaustedError,
     SeriesNotFoundError,
@@ -93,8 +94,28 @@ async def abort_series_not_found(context: Context, error: SeriesNotFoundError) -
     raise AssertionError("context.abort() returned")  # pragma: no cover
 
 
+def limit_reached_status(error: LimitReachedError) -> status_pb2.Status:
+    """RESOURCE_EXHAUSTED with a google.rpc.QuotaFailure naming the limit and whom it binds, and
+    a google.rpc.RetryInfo saying when to try again."""
+    retry_delay = duration_pb2.Duration()
+    retry_delay.FromNanoseconds(max(1_000_000, int(error.retry_after_seconds * 1e9)))
+    retry = any_pb2.Any()
+    retry.Pack(error_details_pb2.RetryInfo(retry_delay=retry_delay))
+    violation = error_details_pb2.QuotaFailure.Violation(
+        subject=clipped(error.subject, FIELD_MAX_CHARACTERS),
+        description=clipped(error.description, MESSAGE_MAX_CHARACTERS),
+    )
+    quota = any_pb2.Any()
+    quota.Pack(error_details_pb2.QuotaFailure(violations=[violation]))
+    message = clipped(str(error), MESSAGE_MAX_CHARACTERS)
+    return status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[quota, retry])
+
+
 async def abort_for(context: Context, error: Exception, handler_name: str) -> NoReturn:
     """End the call with the status code that stands for the error."""
+    if isinstance(error, LimitReachedError):
+        status = rpc_status.to_status(limit_reached_status(error))
+        await context.abort(status.code, status.details, status.trailing_metadata)
     if isinstance(error, InvalidArgumentError):
         await abort_invalid_argument(context, error)
     if isinstance(error, SeriesNotFoundError):
