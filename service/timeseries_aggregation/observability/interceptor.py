@@ -28,7 +28,13 @@ import grpc
 from timeseries_aggregation.observability.metrics import ServiceMetrics
 from timeseries_aggregation.observability.tracing import ServerSpan, active_tracer, caller_trace_id
 from timeseries_aggregation.transport.call_record import open_call_record
-from timeseries_aggregation.transport.handlers import Behaviour, Handler, declared_handler, rewrap_handler
+from timeseries_aggregation.transport.handlers import (
+    Behaviour,
+    Handler,
+    declared_handler,
+    rewrap_handler,
+    run_first,
+)
 from timeseries_aggregation.transport.registration import SERVICE_NAME
 from timeseries_aggregation.transport.status import Context
 
@@ -278,20 +284,4 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             if call is not None:
                 call.admit()
 
-        def unary_response(behaviour: Behaviour) -> Behaviour:
-            async def traced(request: Any, context: Context) -> Any:
-                admit()
-                response = behaviour(request, context)
-                return await response if inspect.isawaitable(response) else response
-
-            return traced
-
-        def streaming_response(behaviour: Behaviour) -> Behaviour:
-            async def traced(request: Any, context: Context) -> AsyncIterator[Any]:
-                admit()
-                async for response in behaviour(request, context):
-                    yield response
-
-            return traced
-
-        return rewrap_handler(handler, unary_response, streaming_response)
+        return run_first(handler, admit)

@@ -9,12 +9,10 @@ stream's share), and leaves health and reflection open.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -28,9 +26,9 @@ from timeseries_aggregation.errors import (
 )
 from timeseries_aggregation.observability.refusals import Reason, Refusals
 from timeseries_aggregation.transport.call_record import current_call
-from timeseries_aggregation.transport.handlers import Behaviour, Handler, refusing_handler, rewrap_handler
+from timeseries_aggregation.transport.handlers import Handler, refusing_handler, run_first
 from timeseries_aggregation.transport.quotas import KeyQuotas
-from timeseries_aggregation.transport.status import Context, abort_for
+from timeseries_aggregation.transport.status import abort_for
 from timeseries_aggregation.wording import counted
 
 logger = logging.getLogger(__name__)
@@ -180,20 +178,4 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             record = current_call()
             record.caller, record.scopes, record.limits = api_key.name, api_key.scopes, limits
 
-        def unary_response(behaviour: Behaviour) -> Behaviour:
-            async def guarded(request: Any, context: Context) -> Any:
-                admit()
-                response = behaviour(request, context)
-                return await response if inspect.isawaitable(response) else response
-
-            return guarded
-
-        def streaming_response(behaviour: Behaviour) -> Behaviour:
-            async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-                admit()
-                async for response in behaviour(request, context):
-                    yield response
-
-            return guarded
-
-        return rewrap_handler(handler, unary_response, streaming_response)
+        return run_first(handler, admit)

@@ -38,6 +38,29 @@ def rewrap_handler(handler: Handler, unary_response: Wrap, streaming_response: W
     return handler
 
 
+def run_first(handler: Handler, first: Callable[[], None]) -> Handler:
+    """The same method, calling `first()` as its behaviour starts: inside the call's context
+    (its call record, its span), which the interceptor that decides does not run in."""
+
+    def unary_response(behaviour: Behaviour) -> Behaviour:
+        async def started(request: Any, context: Any) -> Any:
+            first()
+            response = behaviour(request, context)
+            return await response if inspect.isawaitable(response) else response
+
+        return started
+
+    def streaming_response(behaviour: Behaviour) -> Behaviour:
+        async def started(request: Any, context: Any) -> AsyncIterator[Any]:
+            first()
+            async for response in behaviour(request, context):
+                yield response
+
+        return started
+
+    return rewrap_handler(handler, unary_response, streaming_response)
+
+
 class RequestStreamHandler(grpc.RpcMethodHandler):  # type: ignore[type-arg]
     """A method's handler that takes the request as a stream, whatever the method's kind.
 

@@ -8,7 +8,7 @@ single key, however greedy, always leaves room for another key's streams to writ
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from timeseries_aggregation.domain.api_keys import ApiKey
 from timeseries_aggregation.domain.quotas import (
@@ -23,6 +23,9 @@ from timeseries_aggregation.domain.quotas import (
 from timeseries_aggregation.errors import LimitReachedError
 from timeseries_aggregation.observability.refusals import Reason, Refusals
 from timeseries_aggregation.wording import counted
+
+# A share held while the block runs (a stream, a write connection).
+HeldShare = AbstractAsyncContextManager[None]
 
 # A key at its stream or write share is told to wait this long: its own streams end when it
 # ends them, which the server cannot foresee.
@@ -90,38 +93,40 @@ class KeyQuotas:
                 wait,
             )
 
-    @asynccontextmanager
-    async def ingest_stream(self, name: str, limits: KeyLimits, method: str) -> AsyncIterator[None]:
+    def ingest_stream(self, name: str, limits: KeyLimits, method: str) -> HeldShare:
         """Hold one of the key's ingest streams; raises LimitReachedError when it holds them all."""
         assert limits.streams is not None
-        if not self._streams.try_take(name, limits.streams):
-            self._refusals.record(Reason.KEY_STREAMS, method)
-            raise LimitReachedError(
-                Reason.KEY_STREAMS.value,
-                name,
-                f"the API key {name!r} may hold {counted(limits.streams, 'ingest stream')} at once "
-                f"({STREAMS}={limits.streams}), and holds that many",
-                HOLDING_RETRY_AFTER_SECONDS,
-            )
-        try:
-            yield
-        finally:
-            self._streams.give_back(name)
+        return self._held(
+            self._streams,
+            name,
+            limits.streams,
+            Reason.KEY_STREAMS,
+            method,
+            f"the API key {name!r} may hold {counted(limits.streams, 'ingest stream')} at once "
+            f"({STREAMS}={limits.streams}), and holds that many",
+        )
 
-    @asynccontextmanager
-    async def write_connection(self, name: str, limits: KeyLimits, method: str) -> AsyncIterator[None]:
+    def write_connection(self, name: str, limits: KeyLimits, method: str) -> HeldShare:
         """Hold one of the key's write connections; raises LimitReachedError when it holds them all."""
         assert limits.writes is not None
-        if not self._writes.try_take(name, limits.writes):
-            self._refusals.record(Reason.KEY_WRITES, method)
-            raise LimitReachedError(
-                Reason.KEY_WRITES.value,
-                name,
-                f"the API key {name!r} may write with {counted(limits.writes, 'stream')} at once "
-                f"({WRITES}={limits.writes}), and does; the stream was rolled back",
-                HOLDING_RETRY_AFTER_SECONDS,
-            )
+        return self._held(
+            self._writes,
+            name,
+            limits.writes,
+            Reason.KEY_WRITES,
+            method,
+            f"the API key {name!r} may write with {counted(limits.writes, 'stream')} at once "
+            f"({WRITES}={limits.writes}), and does; the stream was rolled back",
+        )
+
+    @asynccontextmanager
+    async def _held(
+        self, holdings: Holdings, name: str, limit: int, reason: Reason, method: str, refusal: str
+    ) -> AsyncIterator[None]:
+        if not holdings.try_take(name, limit):
+            self._refusals.record(reason, method)
+            raise LimitReachedError(reason.value, name, refusal, HOLDING_RETRY_AFTER_SECONDS)
         try:
             yield
         finally:
-            self._writes.give_back(name)
+            holdings.give_back(name)
