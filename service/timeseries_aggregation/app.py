@@ -87,12 +87,13 @@ def _server_options(config: Config, share_port: bool) -> list[tuple[str, int]]:
         ("grpc.http2.max_ping_strikes", 3),
         # A connection without calls is closed after a while; every connection is asked to go
         # away at its maximum age (clients reconnect, and spread over the servers anew), and
-        # closed once its calls have had as long as the longest stream may last.
+        # closed once its calls have had as long as an ingest stream may last: so a health
+        # Watch or reflection stream lasts at most the connection's age and that grace.
         ("grpc.max_connection_idle_ms", int(config.connection_idle_seconds * 1000)),
         ("grpc.max_connection_age_ms", int(config.connection_max_age_seconds * 1000)),
         (
             "grpc.max_connection_age_grace_ms",
-            int(max(config.stream_max_age_seconds, config.probe_stream_max_age_seconds) * 1000),
+            int(config.stream_max_age_seconds * 1000),
         ),
         # gRPC lets sockets share a port by default: a second server started on the same port
         # would take half of the calls instead of failing. Only the workers of one supervisor

@@ -60,7 +60,8 @@ class Config:
     probe_max_concurrent_rpcs: int = 32
     probe_max_streams: int = 64
     probe_max_calls_per_peer: int = 8
-    probe_stream_max_age_seconds: float = 300.0
+    # 0: no age of their own; the connection's maximum age ends them (see app.py).
+    probe_stream_max_age_seconds: float = 0.0
     stream_idle_timeout_seconds: float = 30.0
     # The longest an ingest stream may stay open, however steadily it sends.
     stream_max_age_seconds: float = 600.0

@@ -3,8 +3,8 @@
 gRPC's own `maximum_concurrent_rpcs` counts every call alike, so idle health Watch streams
 could take every slot and lock out the API and the probes alike. Here each class has its own
 limit: the API's calls; health checks (Check, List); and the streams of health and reflection
-(Watch, ServerReflectionInfo), which end after a maximum age (a Watch ends cleanly with OK; its
-client watches again). Health and reflection need no key, so each of their classes is also
+(Watch, ServerReflectionInfo), which may be given a maximum age of their own (a Watch then
+ends cleanly with OK; its client watches again); otherwise their connection's age ends them. Health and reflection need no key, so each of their classes is also
 capped per peer address. A call's slot is taken before its request is read, so the limits
 bound the bodies being received too; a call over a limit is refused RESOURCE_EXHAUSTED, with
 google.rpc.RetryInfo, without its request being read.
@@ -61,7 +61,10 @@ class AdmissionLimits:
     probe_calls: int = 32
     probe_streams: int = 64
     probe_calls_per_peer: int = 8
-    probe_stream_max_age_seconds: float = 300.0
+    # 0: none of their own, as by default: gRPC clients that health-check their connections
+    # treat a Watch that ends, even with OK, as a failure until it is watched again, while the
+    # GOAWAY at a connection's maximum age moves their Watch to a new connection cleanly.
+    probe_stream_max_age_seconds: float = 0.0
 
 
 _REASONS = {
@@ -118,7 +121,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         # The handler reads the request itself, after the call has its slot: a class's limit
         # bounds the bodies being received at once too, and a refused call's is never read.
         handler = request_as_stream(handler)
-        max_age = self._limits.probe_stream_max_age_seconds if kind is CallClass.PROBE_STREAM else None
+        own_age = self._limits.probe_stream_max_age_seconds
+        max_age = own_age if kind is CallClass.PROBE_STREAM and own_age > 0 else None
 
         def unary_response(behaviour: Behaviour) -> Behaviour:
             async def admitted(request: Any, context: Context) -> Any:
