@@ -16,6 +16,7 @@ from importlib import resources
 import asyncpg
 
 from timeseries_aggregation.errors import StartupError
+from timeseries_aggregation.wording import clipped
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class MigrationPacing:
     queue, so a migration that waited without bound would stall all traffic. It waits at most
     `lock_timeout_seconds` instead, rolls back, lets the queue drain and tries again, after
     `first_retry_seconds`, doubling to at most `max_retry_seconds`, for as long as it takes.
+    (On Citus this holds on the coordinator, where the service's queries take their locks.)
+    Index builds wait without a lock timeout: CONCURRENTLY holds up no query, and TimescaleDB's
+    build of one chunk per transaction only the writes to the chunk it indexes.
     """
 
     progress_seconds: float = 10.0
@@ -183,9 +187,7 @@ async def _log_lock_holder(connection: asyncpg.Connection, waited: float) -> Non
     holder = await connection.fetchrow(_LOCK_HOLDER, key_high, key_low)
     if holder is None:  # released between asking for it and looking
         return
-    statement = " ".join(str(holder["query"] or "").split())
-    if len(statement) > _QUOTED_STATEMENT_CHARACTERS:
-        statement = statement[: _QUOTED_STATEMENT_CHARACTERS - 3] + "..."
+    statement = clipped(" ".join(str(holder["query"] or "").split()), _QUOTED_STATEMENT_CHARACTERS)
     logger.info(
         "waiting for another server's migration (pid %d, running for %.0f s; waited %.0f s): %s",
         holder["pid"],
