@@ -61,8 +61,9 @@ async def run(database_url: str | None, readings: int, meters: int, before: str)
                 url, command_timeout=limit, server_settings={"statement_timeout": str(int(limit * 1000))}
             )
             try:
-                print("\n".join(await machine_description(loader)))
                 await apply_migrations(migrator, earlier)
+                # After the migrations that create the extensions the engine is told by.
+                print("\n".join(await machine_description(loader)))
                 started = time.perf_counter()
                 await fill(loader, readings, meters)
                 filled = time.perf_counter() - started
