@@ -22,6 +22,7 @@ import time
 import asyncpg
 
 # This script's folder is on sys.path when it runs, so the benchmark's modules import by name.
+from engine import STORED_BYTES, detect_engine
 from harness import bench_database, machine_description, postgres_server
 
 from timeseries_aggregation.storage.database import PoolSettings
@@ -63,15 +64,17 @@ async def run(database_url: str | None, readings: int, meters: int, before: str)
             try:
                 await apply_migrations(migrator, earlier)
                 # After the migrations that create the extensions the engine is told by.
-                print("\n".join(await machine_description(loader)))
+                engine = await detect_engine(loader, compressed=False)
+                print("\n".join(await machine_description(loader, engine)))
                 started = time.perf_counter()
                 await fill(loader, readings, meters)
                 filled = time.perf_counter() - started
                 stored = readings // meters * meters
-                size = await loader.fetchval("SELECT pg_database_size(current_database())")
+                size = await loader.fetchval(STORED_BYTES[engine.key])
                 print(
                     f"- {stored:,} readings of {meters:,} meters, written and vacuumed in {filled:.0f} s; "
-                    f"database {size / 2**30:.1f} GiB; the migrations before {before} applied first"
+                    f"readings and their key {size / 2**30:.1f} GiB; the migrations before {before} "
+                    "applied first"
                 )
                 print(f"- the migrating connection has the service's {limit:g} s statement timeout\n")
                 print("| migration | seconds | seconds per 100 million readings |")
