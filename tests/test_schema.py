@@ -5,7 +5,9 @@ import asyncio
 import json
 import logging
 import subprocess
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -302,6 +304,30 @@ async def test_serve_reports_a_failed_migration_in_one_line_and_exits_1(database
         assert await advisory_locks(connection) == 0
     finally:
         await connection.close()
+
+
+async def test_serve_reports_a_database_user_that_cannot_create_the_schema_in_one_line(
+    database_url: str,
+) -> None:
+    role, password = f"no_create_{uuid.uuid4().hex[:8]}", "canary-secret-9d2c"
+    admin = await asyncpg.connect(database_url)
+    try:
+        # Since PostgreSQL 15 only the database's owner may create tables in its public schema.
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        parts = urlsplit(database_url)
+        url = urlunsplit(parts._replace(netloc=f"{role}:{password}@{parts.netloc.rsplit('@', 1)[-1]}"))
+        result = await run_to_exit(server_env(url, free_port()))
+        assert result.returncode == 1
+        assert the_one_error(result) == (
+            "cannot read which migrations the database has (InsufficientPrivilegeError: permission "
+            "denied for schema public): check that the database user may create tables in the "
+            "database and read schema_migrations"
+        )
+        assert password not in result.stderr
+        assert await admin.fetchval("SELECT to_regclass('schema_migrations') IS NULL")
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
 
 
 def log_entries(log: Path) -> list[dict[str, object]]:

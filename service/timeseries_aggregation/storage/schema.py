@@ -133,15 +133,7 @@ async def apply_migrations(
     """
     await _take_migration_lock(connection, pacing.progress_seconds)
     try:
-        await connection.execute(
-            """
-            CREATE TABLE IF NOT EXISTS schema_migrations (
-                version text PRIMARY KEY,
-                applied_at timestamptz NOT NULL DEFAULT now()
-            )
-            """
-        )
-        done = {row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations")}
+        done = await _applied_versions(connection)
         scripts = migration_scripts() if scripts is None else scripts
         pending = [(version, sql) for version, sql in scripts if version not in done]
         applied_now: list[str] = []
@@ -168,6 +160,25 @@ async def apply_migrations(
         if not connection.is_closed():
             await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     return applied_now
+
+
+async def _applied_versions(connection: asyncpg.Connection) -> set[str]:
+    """The versions recorded in schema_migrations, which is created where it is missing."""
+    try:
+        await connection.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version text PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        return {row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations")}
+    except _DATABASE_ERRORS as error:
+        raise StartupError(
+            f"cannot read which migrations the database has ({type(error).__name__}: {error}): check "
+            "that the database user may create tables in the database and read schema_migrations"
+        ) from error
 
 
 async def _take_migration_lock(connection: asyncpg.Connection, progress_seconds: float) -> None:
