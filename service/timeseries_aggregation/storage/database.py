@@ -18,6 +18,7 @@ from timeseries_aggregation.errors import (
     StartupError,
 )
 from timeseries_aggregation.observability.tracing import database_span
+from timeseries_aggregation.storage.driver_quirks import cancel_request_losses_quieted
 from timeseries_aggregation.storage.engine import EngineCapabilities, detect_capabilities
 from timeseries_aggregation.storage.schema import apply_migrations
 from timeseries_aggregation.wording import counted
@@ -330,6 +331,13 @@ async def _wait_for_pool(
 @asynccontextmanager
 async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Database]:
     """Connect, migrate the schema, detect what the engine can do; close the pools on exit."""
+    with cancel_request_losses_quieted():
+        async with _opened_database(url, settings) as database:
+            yield database
+
+
+@asynccontextmanager
+async def _opened_database(url: str, settings: PoolSettings) -> AsyncIterator[Database]:
     write_pool = await _wait_for_pool(url, settings, settings.write_max_size, synchronous_commit=True)
     try:
         query_pool = await _create_pool(url, settings, settings.max_size, synchronous_commit=False)
