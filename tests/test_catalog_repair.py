@@ -25,7 +25,6 @@ from tests.support import (
 from tests.test_rollups import minute_readings, rolled_up
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.storage.database import Database
-from timeseries_aggregation.storage.series_catalog import repair_catalog
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
@@ -193,6 +192,9 @@ async def test_dense_series_without_rollups_are_found_and_rolled_up(
 async def test_a_repair_while_streams_write_the_series_stays_exact(
     database: Database, sql: asyncpg.Connection, stub: Stub
 ) -> None:
+    # Imported here so that the CLI tests above run (and fail) on versions without it.
+    from timeseries_aggregation.storage.series_catalog import repair_catalog
+
     await ingest(stub, batches(minute_readings("live", "2025-03-02", 120), 120))
     await old_server_writes(sql, "live", "2025-03-01 00:00", "2025-03-01 23:59", 0.5, "1 minute")
     release = asyncio.Event()
