@@ -4,8 +4,6 @@ there were, so a database with millions of damaged rows still gives a readable a
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from timeseries_aggregation.wording import counted
-
 DEFAULT_SHOWN = 20
 
 
@@ -30,7 +28,5 @@ class DifferenceReport:
             return
         left_out = self.found - min(self.found, self.shown)
         tail = f" ({left_out:,} more not shown)" if left_out else ""
-        print(
-            f"{counted(self.found, 'difference')} in {counted(len(self.series), 'series', 'series')}{tail}",
-            file=self.out,
-        )
+        differences = "difference" if self.found == 1 else "differences"
+        print(f"{self.found:,} {differences} in {len(self.series):,} series{tail}", file=self.out)
