@@ -128,24 +128,35 @@ async def test_check_finds_catalog_drift_and_rebuild_repairs_it(
     assert len(bounded) == 21
     assert bounded[-1] == "30 differences in 5 series (10 more not shown)"
 
+    # Series by id, in any order: only what they hold is checked, and mended.
+    named = ["--series-id", "unknown", "--series-id", "miscounted", "--series-id", "unknown"]
+    by_id = await run(database_url, "catalog", "check", *named)
+    assert by_id.returncode == 1
+    assert by_id.stdout.splitlines()[-1] == "2 differences in 2 series"
+    mended = await run(database_url, "catalog", "rebuild", *named)
+    assert mended.returncode == 0, mended.stderr
+    assert mended.stdout.splitlines()[:2] == [
+        "repaired 'miscounted': catalog 53 readings, first 2025-03-01T00:00:00+00:00,"
+        " last 2025-03-02T23:00:00+00:00, now 48 readings, first 2025-03-01T00:00:00+00:00,"
+        " last 2025-03-02T23:00:00+00:00",
+        "repaired 'unknown': added to the catalog with 720 readings, first 2025-03-01T00:00:00+00:00,"
+        " last 2025-03-30T23:00:00+00:00",
+    ]
+    assert (await run(database_url, "catalog", "check", *named)).returncode == 0
+
     rebuilt = await run(database_url, "catalog", "rebuild", "--all", "--batch-size", "2")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert rebuilt.stdout.splitlines()[:5] == [
+    assert rebuilt.stdout.splitlines()[:3] == [
         "repaired 'dense': catalog 384 readings, first 2025-03-02T00:00:00+00:00,"
         " last 2025-03-05T23:45:00+00:00, now 480 readings, first 2025-03-01T00:00:00+00:00,"
         " last 2025-03-05T23:45:00+00:00;"
         " rolled up again (25 rollup rows differed)",
         "repaired 'empty': catalog 3 readings, first 2025-03-01T00:00:00+00:00,"
         " last 2025-03-02T00:00:00+00:00, now 0 readings, first none, last none",
-        "repaired 'miscounted': catalog 53 readings, first 2025-03-01T00:00:00+00:00,"
-        " last 2025-03-02T23:00:00+00:00, now 48 readings, first 2025-03-01T00:00:00+00:00,"
-        " last 2025-03-02T23:00:00+00:00",
         "repaired 'rowless': added to the catalog with 24 readings, first 2025-03-01T00:00:00+00:00,"
         " last 2025-03-01T23:00:00+00:00",
-        "repaired 'unknown': added to the catalog with 720 readings, first 2025-03-01T00:00:00+00:00,"
-        " last 2025-03-30T23:00:00+00:00",
     ]
-    assert rebuilt.stdout.splitlines()[5].startswith("checked 5 series and repaired 5 series in ")
+    assert rebuilt.stdout.splitlines()[3].startswith("checked 5 series and repaired 3 series in ")
     clean = await run(database_url, "catalog", "check", "--all")
     assert clean.returncode == 0, clean.stdout
     assert clean.stdout == "checked 5 series: the catalog and the rollups are those of the readings\n"

@@ -16,6 +16,7 @@ from timeseries_aggregation.storage.series_catalog import (
     ReadingFigures,
     SeriesDrift,
     check_catalog,
+    in_lock_order,
     next_series_ids,
     repair_catalog,
 )
@@ -85,7 +86,7 @@ async def _batches(
     """The series named (in one batch per `batch_size`), or every series in the catalog or the
     readings, batch by batch in the database's order of series_id."""
     if series_ids is not None:
-        chosen = sorted(set(series_ids))
+        chosen = await in_lock_order(database, series_ids)
         for start in range(0, len(chosen), batch_size):
             yield chosen[start : start + batch_size]
         return

@@ -328,6 +328,17 @@ async def next_series_ids(database: Database, after: str | None, limit: int) -> 
     return [row["series_id"] for row in rows]
 
 
+async def in_lock_order(database: Database, series_ids: Sequence[str]) -> list[str]:
+    """The distinct series ids in the database's order of series_id, the order streams lock
+    catalog rows in (a repair taking them in another could deadlock with a stream)."""
+    async with database.query_connection() as connection:
+        ordered: list[str] = await connection.fetchval(
+            "SELECT array(SELECT DISTINCT series_id FROM unnest($1::text[]) AS series_id ORDER BY 1)",
+            list(series_ids),
+        )
+    return ordered
+
+
 async def _figures_of_readings(connection: asyncpg.Connection, series_id: str) -> ReadingFigures:
     row = await connection.fetchrow(_FIGURES_OF_READINGS, series_id)
     assert row is not None
