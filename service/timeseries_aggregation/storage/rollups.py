@@ -301,12 +301,15 @@ _CHECK_DAYS = _CHECK.format(unit="day", table="daily_rollups", guarded_sum=_CHEC
 async def check_series_rollups(
     database: Database, series_id: str, start: datetime | None = None, end: datetime | None = None
 ) -> list[RollupMismatch] | None:
-    """The rollup rows of the series (in the whole hours and days of [start, end)) that differ
-    from its readings; None when the series is not rolled up."""
+    """The rollup rows of the series (in the whole hours and days of [start, end), or all of
+    them) that differ from its readings; None when the series is not rolled up."""
     async with database.query_connection() as connection, connection.transaction():
         row = await lock_series(connection, series_id)
         if row is None or not row["rolled_up"]:
             return None
+        if start is None and end is None:
+            # All of it, not the span the catalog gives, which may miss readings it never counted.
+            return await whole_series_mismatches(connection, series_id)
         mismatches: list[RollupMismatch] = []
         if row["first_reading_time"] is None:
             return mismatches
