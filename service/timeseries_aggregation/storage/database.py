@@ -20,6 +20,13 @@ from timeseries_aggregation.errors import (
 from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.engine import EngineCapabilities, detect_capabilities
 from timeseries_aggregation.storage.schema import apply_migrations
+from timeseries_aggregation.storage.writer_contract import (
+    CONTRACT_REFUSED_SQLSTATE,
+    SESSION_SETTINGS,
+    WRITER_CONTRACT,
+    contract_error,
+    required_contract,
+)
 from timeseries_aggregation.wording import counted
 
 logger = logging.getLogger(__name__)
@@ -117,6 +124,9 @@ class Database:
         # Tasks inside translate_errors(), i.e. waiting on the database; abandon_calls() ends them.
         self._users: dict[asyncio.Task[Any], int] = {}
         self._abandoned: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        # The database requires a newer schema contract of writers than this build keeps: set
+        # at start-up, or when the database first refuses a write; health reports it.
+        self.schema_moved_past = False
 
     @property
     def pools(self) -> dict[str, asyncpg.Pool]:
@@ -229,6 +239,9 @@ class Database:
                 f"({type(error).__name__}); nothing of it was stored, retry"
             ) from error
         except Exception as error:
+            if getattr(error, "sqlstate", None) == CONTRACT_REFUSED_SQLSTATE:
+                self.schema_moved_past = True
+                raise contract_error(getattr(error, "detail", None)) from None
             if not lost_the_database(error):
                 raise
             # Citus sessions keep their connections to the workers: after a worker's restart
@@ -280,6 +293,8 @@ async def _create_pool(
             "statement_timeout": str(statement_timeout_ms),
             "idle_in_transaction_session_timeout": str(idle_in_transaction_ms),
             "synchronous_commit": "on" if synchronous_commit else "off",
+            # Every session declares what its writes keep in step (writer_contract.py).
+            **SESSION_SETTINGS,
         },
     )
     return pool
@@ -337,8 +352,18 @@ async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Datab
             async with write_pool.acquire() as connection:
                 await apply_migrations(connection)
                 capabilities = await detect_capabilities(connection)
+                required = await required_contract(connection)
             logger.info("database ready: %s", capabilities.describe())
             database = Database(url, write_pool, query_pool, settings, capabilities)
+            if required is not None and required > WRITER_CONTRACT:
+                database.schema_moved_past = True
+                logger.error(
+                    "the database's schema is newer than this build: it requires schema contract %d "
+                    "of writers, this build keeps %d; every write is refused (FAILED_PRECONDITION) and "
+                    "health reports NOT_SERVING until this server is upgraded (README: Upgrading)",
+                    required,
+                    WRITER_CONTRACT,
+                )
             try:
                 yield database
             finally:
