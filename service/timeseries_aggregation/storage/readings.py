@@ -57,7 +57,9 @@ ROUTED_AFTER_CHUNKS = 5
 # stops reading, and gRPC flow control slows the client down.
 CHUNKS_IN_FLIGHT = 2
 
-_COLUMNS = ("series_id", "time", "quantity_kwh")
+# writer_gate is always NULL: naming it keeps its default, the check that refuses writers of
+# older builds (migration 0013), from running for each row.
+_COLUMNS = ("series_id", "time", "quantity_kwh", "writer_gate")
 
 # Errors after which a chunk's direct COPY is rolled back to its savepoint and the chunk (and
 # every one after it) goes through the staging upsert instead.
@@ -90,8 +92,8 @@ _CREATE_STAGING = """
 # inserted has no xmax yet, one it updated carries this transaction's.
 _MERGE_STAGING = """
     WITH merged AS (
-        INSERT INTO readings (series_id, time, quantity_kwh)
-        SELECT DISTINCT ON (series_id, time) series_id, time, quantity_kwh
+        INSERT INTO readings (series_id, time, quantity_kwh, writer_gate)
+        SELECT DISTINCT ON (series_id, time) series_id, time, quantity_kwh, NULL::smallint
         FROM ingest_staging
         ORDER BY series_id, time, ordinal DESC
         ON CONFLICT (series_id, time) DO UPDATE SET quantity_kwh = EXCLUDED.quantity_kwh
@@ -290,7 +292,10 @@ class ReadingsWriter:
             try:
                 async with connection.transaction():  # a savepoint inside the stream's transaction
                     status = await connection.copy_to_table(
-                        "readings", source=_single(encode_copy_rows(chunk)), columns=_COLUMNS, format="binary"
+                        "readings",
+                        source=_single(encode_copy_rows(chunk, trailing_null=True)),
+                        columns=_COLUMNS,
+                        format="binary",
                     )
             except Exception as error:
                 if not self._is_key_conflict(error):
@@ -325,7 +330,7 @@ class ReadingsWriter:
         await connection.copy_to_table(
             "ingest_staging",
             source=_single(encode_copy_rows(chunk, ordinals)),
-            columns=("ordinal", *_COLUMNS),
+            columns=("ordinal", "series_id", "time", "quantity_kwh"),
             format="binary",
         )
         for row in await connection.fetch(_MERGE_STAGING):
