@@ -19,7 +19,12 @@ from timeseries_aggregation.cli.client_commands import (
 from timeseries_aggregation.cli.exit_codes import EXIT_USAGE
 from timeseries_aggregation.cli.health_command import health_command
 from timeseries_aggregation.cli.importing import import_command
-from timeseries_aggregation.cli.server_commands import generate_key_command, rollups_command, serve_command
+from timeseries_aggregation.cli.server_commands import (
+    generate_key_command,
+    rollups_command,
+    schema_command,
+    serve_command,
+)
 from timeseries_aggregation.client import (
     API_KEY_VARIABLE,
     DEFAULT_INGEST_TIMEOUT_SECONDS,
@@ -294,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
             help="last day, or the instant the range ends before, UTC (default: the last reading)",
         )
         command.set_defaults(run=rollups_command)
+
+    schema = commands.add_parser(
+        "schema",
+        help="show what the database's schema requires of writers, or let older builds write "
+        "for a rollback ($TIMESERIES_AGGREGATION_DATABASE_URL)",
+    )
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True)
+    schema_commands.add_parser(
+        "status", help="the newest migration, the schema contract writers must keep, and this build's"
+    ).set_defaults(run=schema_command)
+    schema_commands.add_parser(
+        "allow-older-writers",
+        help="let servers of older builds write (a rollback); the next server of this build to "
+        "start requires its contract again",
+    ).set_defaults(run=schema_command)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(

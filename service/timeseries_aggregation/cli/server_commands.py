@@ -120,3 +120,31 @@ def rollups_command(arguments: argparse.Namespace) -> int:
         print(f"error: rollups {arguments.rollups_command} failed: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
     return EXIT_CALL_FAILED if failures else EXIT_OK
+
+
+def schema_command(arguments: argparse.Namespace) -> int:
+    # A server-side command: it talks to the database, not to the service.
+    _require_server(f"schema {arguments.schema_command}")
+    from timeseries_aggregation.config import ConfigError, database_url
+    from timeseries_aggregation.errors import DatabaseUnavailableError
+    from timeseries_aggregation.schema_admin import allow_older_writers, schema_status
+
+    try:
+        url = database_url()
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if url is None:
+        print(
+            "error: set TIMESERIES_AGGREGATION_DATABASE_URL (or _FILE) to the service's database",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        if arguments.schema_command == "status":
+            asyncio.run(schema_status(url, sys.stdout))
+            return EXIT_OK
+        return EXIT_OK if asyncio.run(allow_older_writers(url, sys.stdout)) else EXIT_CALL_FAILED
+    except DatabaseUnavailableError as error:
+        print(f"error: schema {arguments.schema_command} failed: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED

@@ -25,6 +25,7 @@ from timeseries_aggregation.storage.writer_contract import (
     SESSION_SETTINGS,
     WRITER_CONTRACT,
     contract_error,
+    require_this_contract,
     required_contract,
 )
 from timeseries_aggregation.wording import counted
@@ -172,6 +173,20 @@ class Database:
             self._connection("write", self._settings.acquire_timeout_seconds) as connection,
         ):
             yield connection
+
+    async def require_this_contract(self) -> None:
+        """Require this build's schema contract of every writer again where a rollback lowered
+        it (writer_contract.py); the server's start does this, not the operator's commands."""
+        async with self.write_connection() as connection:
+            previous = await require_this_contract(connection)
+        if previous is not None:
+            logger.warning(
+                "writers must keep schema contract %d again (it was %d, lowered for a rollback): "
+                "servers of older builds may have written meanwhile, so run the checks of README's "
+                "Upgrading section",
+                WRITER_CONTRACT,
+                previous,
+            )
 
     @asynccontextmanager
     async def query_connection(self) -> AsyncIterator[asyncpg.Connection]:

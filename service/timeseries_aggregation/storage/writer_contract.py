@@ -63,3 +63,13 @@ def contract_error(detail: str | None) -> SchemaContractError:
         f"of writers, this server keeps contract {WRITER_CONTRACT}; nothing of this call was "
         "written: upgrade the server (or, for a rollback, see `timeseries-aggregation schema`)"
     )
+
+
+async def require_this_contract(connection: asyncpg.Connection) -> int | None:
+    """Require this build's contract again where it was lowered (for a rollback) or never
+    required; returns what was required before when it changed anything, else None."""
+    required = await required_contract(connection)
+    if required is None or required >= WRITER_CONTRACT:
+        return None
+    await set_required_contract(connection, WRITER_CONTRACT)
+    return required
