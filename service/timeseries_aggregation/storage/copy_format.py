@@ -16,7 +16,7 @@ _TRAILER = (-1).to_bytes(2, "big", signed=True)
 _POSTGRES_EPOCH_UNIX_MICROS = 946_684_800_000_000
 
 
-def _row_type(series_bytes: int, with_ordinal: bool, with_null: bool) -> np.dtype[np.void]:
+def _row_type(series_bytes: int, with_ordinal: bool) -> np.dtype[np.void]:
     fields: list[tuple[str, str]] = [("field_count", ">i2")]
     if with_ordinal:
         fields += [("ordinal_size", ">i4"), ("ordinal", ">i8")]
@@ -28,17 +28,12 @@ def _row_type(series_bytes: int, with_ordinal: bool, with_null: bool) -> np.dtyp
         ("quantity_size", ">i4"),
         ("quantity_kwh", ">f8"),
     ]
-    if with_null:
-        fields += [("null_size", ">i4")]
     return np.dtype(fields)
 
 
-def encode_copy_rows(
-    batch: ReadingBatch, ordinals: npt.NDArray[np.int64] | None = None, trailing_null: bool = False
-) -> bytes:
+def encode_copy_rows(batch: ReadingBatch, ordinals: npt.NDArray[np.int64] | None = None) -> bytes:
     """The binary COPY payload for columns (series_id, time, quantity_kwh), optionally
-    preceded by an ordinal column giving each row's position in the stream, and optionally
-    followed by a column of NULLs (readings' writer_gate, which then keeps its default unrun)."""
+    preceded by an ordinal column giving each row's position in the stream."""
     encoded_ids = [series_id.encode() for series_id in batch.series_ids]
     id_lengths = np.array([len(encoded) for encoded in encoded_ids], dtype=np.int64)
     row_id_lengths = id_lengths[batch.series_index]
@@ -47,8 +42,8 @@ def encode_copy_rows(
     for length in np.unique(row_id_lengths):
         rows = np.flatnonzero(row_id_lengths == length)
         names = np.array(encoded_ids, dtype=f"S{length}")  # only rows of this length read it
-        table = np.empty(len(rows), dtype=_row_type(int(length), ordinals is not None, trailing_null))
-        table["field_count"] = 3 + (ordinals is not None) + trailing_null
+        table = np.empty(len(rows), dtype=_row_type(int(length), ordinals is not None))
+        table["field_count"] = 4 if ordinals is not None else 3
         if ordinals is not None:
             table["ordinal_size"] = 8
             table["ordinal"] = ordinals[rows]
@@ -58,8 +53,6 @@ def encode_copy_rows(
         table["time"] = postgres_time[rows]
         table["quantity_size"] = 8
         table["quantity_kwh"] = batch.quantity_kwh[rows]
-        if trailing_null:
-            table["null_size"] = -1
         parts.append(table.tobytes())
     parts.append(_TRAILER)
     return b"".join(parts)

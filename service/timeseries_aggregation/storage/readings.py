@@ -37,6 +37,7 @@ from timeseries_aggregation.storage.database import Database, row_count, termina
 from timeseries_aggregation.storage.rollups import maintain_stream_rollups
 from timeseries_aggregation.storage.series_catalog import SeriesTally
 from timeseries_aggregation.storage.series_locks import lock_for_streaming
+from timeseries_aggregation.storage.writer_contract import DECLARE_ON_SHARDS
 from timeseries_aggregation.uncancellable import complete_despite_cancellation
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,7 @@ ROUTED_AFTER_CHUNKS = 5
 # stops reading, and gRPC flow control slows the client down.
 CHUNKS_IN_FLIGHT = 2
 
-# writer_gate is always NULL: naming it keeps its default, the check that refuses writers of
-# older builds (migration 0013), from running for each row.
-_COLUMNS = ("series_id", "time", "quantity_kwh", "writer_gate")
+_COLUMNS = ("series_id", "time", "quantity_kwh")
 
 # Errors after which a chunk's direct COPY is rolled back to its savepoint and the chunk (and
 # every one after it) goes through the staging upsert instead.
@@ -92,8 +91,8 @@ _CREATE_STAGING = """
 # inserted has no xmax yet, one it updated carries this transaction's.
 _MERGE_STAGING = """
     WITH merged AS (
-        INSERT INTO readings (series_id, time, quantity_kwh, writer_gate)
-        SELECT DISTINCT ON (series_id, time) series_id, time, quantity_kwh, NULL::smallint
+        INSERT INTO readings (series_id, time, quantity_kwh)
+        SELECT DISTINCT ON (series_id, time) series_id, time, quantity_kwh
         FROM ingest_staging
         ORDER BY series_id, time, ordinal DESC
         ON CONFLICT (series_id, time) DO UPDATE SET quantity_kwh = EXCLUDED.quantity_kwh
@@ -269,6 +268,9 @@ class ReadingsWriter:
             self._connection = connection
             self._transaction = connection.transaction()
             await self._transaction.start()
+            if self._capabilities.distributed:
+                # Citus checks the schema contract on the shards (writer_contract.py).
+                await connection.execute(DECLARE_ON_SHARDS)
             if self._capabilities.decompresses_on_write:
                 await connection.execute(NO_DECOMPRESSION_LIMIT)
             while (chunk := await self._chunks.get()) is not None:
@@ -292,10 +294,7 @@ class ReadingsWriter:
             try:
                 async with connection.transaction():  # a savepoint inside the stream's transaction
                     status = await connection.copy_to_table(
-                        "readings",
-                        source=_single(encode_copy_rows(chunk, trailing_null=True)),
-                        columns=_COLUMNS,
-                        format="binary",
+                        "readings", source=_single(encode_copy_rows(chunk)), columns=_COLUMNS, format="binary"
                     )
             except Exception as error:
                 if not self._is_key_conflict(error):
@@ -330,7 +329,7 @@ class ReadingsWriter:
         await connection.copy_to_table(
             "ingest_staging",
             source=_single(encode_copy_rows(chunk, ordinals)),
-            columns=("ordinal", "series_id", "time", "quantity_kwh"),
+            columns=("ordinal", *_COLUMNS),
             format="binary",
         )
         for row in await connection.fetch(_MERGE_STAGING):
