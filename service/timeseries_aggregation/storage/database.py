@@ -21,10 +21,10 @@ from timeseries_aggregation.observability.tracing import database_span
 from timeseries_aggregation.storage.engine import EngineCapabilities, detect_capabilities
 from timeseries_aggregation.storage.schema import apply_migrations
 from timeseries_aggregation.storage.writer_contract import (
-    CONTRACT_REFUSED_SQLSTATE,
     SESSION_SETTINGS,
     WRITER_CONTRACT,
     contract_error,
+    is_contract_refusal,
     require_this_contract,
     required_contract,
 )
@@ -254,9 +254,9 @@ class Database:
                 f"({type(error).__name__}); nothing of it was stored, retry"
             ) from error
         except Exception as error:
-            if getattr(error, "sqlstate", None) == CONTRACT_REFUSED_SQLSTATE:
+            if is_contract_refusal(error):
                 self.schema_moved_past = True
-                raise contract_error(getattr(error, "detail", None)) from None
+                raise contract_error(error) from None
             if not lost_the_database(error):
                 raise
             # Citus sessions keep their connections to the workers: after a worker's restart

@@ -8,6 +8,8 @@ database itself, with SQLSTATE 55W01, however old its code. This module declares
 every session of this build, reads what the database requires, and lowers or restores it.
 """
 
+import re
+
 import asyncpg
 
 from timeseries_aggregation.errors import SchemaContractError
@@ -22,6 +24,8 @@ CONTRACT_REFUSED_SQLSTATE = "55W01"
 ANY_WRITER = 0
 
 SESSION_SETTINGS = {CONTRACT_SETTING: str(WRITER_CONTRACT)}
+# The words of a refusal (migration 0013), with the contract required.
+_REFUSAL = re.compile(r"requires writers of schema contract (\d+)")
 
 # Citus checks deletes on the shards, in sessions of its own: SET LOCAL reaches them when Citus
 # is told to pass SET LOCAL commands on.
@@ -54,10 +58,19 @@ async def set_required_contract(connection: asyncpg.Connection, contract: int) -
         )
 
 
-def contract_error(detail: str | None) -> SchemaContractError:
-    """The error for a write the database refused; `detail` is the refusal's DETAIL, which
-    names the contract required (migration 0013)."""
-    required = detail.removeprefix("required contract ") if detail else "a newer one"
+def is_contract_refusal(error: BaseException) -> bool:
+    """Whether the database refused a write for its schema contract. Citus relays an error a
+    shard raised during a COPY as an internal error (XX000): then its words tell."""
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate == CONTRACT_REFUSED_SQLSTATE:
+        return True
+    return sqlstate == "XX000" and _REFUSAL.search(str(error)) is not None
+
+
+def contract_error(refusal: BaseException) -> SchemaContractError:
+    """The error for a write the database refused (is_contract_refusal)."""
+    found = _REFUSAL.search(str(refusal))
+    required = found.group(1) if found else "newer than this"
     return SchemaContractError(
         f"the database's schema is newer than this server: it requires schema contract {required} "
         f"of writers, this server keeps contract {WRITER_CONTRACT}; nothing of this call was "
@@ -66,8 +79,8 @@ def contract_error(detail: str | None) -> SchemaContractError:
 
 
 async def require_this_contract(connection: asyncpg.Connection) -> int | None:
-    """Require this build's contract again where it was lowered (for a rollback) or never
-    required; returns what was required before when it changed anything, else None."""
+    """Require this build's contract again where it was lowered (for a rollback); returns what
+    was required before when it changed anything, else None."""
     required = await required_contract(connection)
     if required is None or required >= WRITER_CONTRACT:
         return None

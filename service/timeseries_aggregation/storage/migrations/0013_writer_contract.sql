@@ -45,7 +45,13 @@ $$;
 -- Citus refuses triggers on distributed tables unless told that this one is safe: it only reads
 -- a setting and raises. (Elsewhere the setting is an unused placeholder.) Creating the trigger
 -- waits for the writes under way to end: every later one meets it.
+-- Run as a statement of its own (EXECUTE): Citus sends a trigger's creation on to the shards as
+-- the text of the statement it came in, and a migration comes in as many statements.
 SET LOCAL citus.enable_unsafe_triggers = on;
-DROP TRIGGER IF EXISTS readings_writer_gate ON readings;
-CREATE TRIGGER readings_writer_gate BEFORE INSERT OR UPDATE OR DELETE ON readings
-    FOR EACH STATEMENT EXECUTE FUNCTION timeseries_writer_gate();
+DO $$
+BEGIN
+    EXECUTE 'DROP TRIGGER IF EXISTS readings_writer_gate ON readings';
+    EXECUTE 'CREATE TRIGGER readings_writer_gate BEFORE INSERT OR UPDATE OR DELETE ON readings '
+        'FOR EACH STATEMENT EXECUTE FUNCTION timeseries_writer_gate()';
+END
+$$;
