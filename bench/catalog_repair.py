@@ -28,6 +28,7 @@ from harness import bench_database, machine_description, postgres_server
 from timeseries_aggregation.catalog_maintenance import check_catalog_command, rebuild_catalog_command
 from timeseries_aggregation.rollup_maintenance import SETTINGS
 from timeseries_aggregation.storage.database import open_database
+from timeseries_aggregation.storage.writer_contract import DECLARE_ON_SHARDS, SESSION_SETTINGS
 
 _OLD_SERVER_WRITES = """
     INSERT INTO readings
@@ -43,12 +44,15 @@ async def run(database_url: str | None, readings: int, meters: int, batch_size: 
         async with bench_database(server_url, "catalog_repair") as url:
             async with open_database(url, SETTINGS):
                 pass  # migrated
-            connection = await asyncpg.connect(url)
+            # Writes readings by hand, so it declares the schema contract (writer_contract.py).
+            connection = await asyncpg.connect(url, server_settings=SESSION_SETTINGS)
             try:
                 for line in await machine_description(connection):
                     print(line)
                 began = time.perf_counter()
-                await connection.execute(_OLD_SERVER_WRITES, meters, readings // meters, timeout=7200)
+                async with connection.transaction():
+                    await connection.execute(DECLARE_ON_SHARDS)
+                    await connection.execute(_OLD_SERVER_WRITES, meters, readings // meters, timeout=7200)
                 if compress:
                     await connection.execute(
                         "SELECT compress_chunk(chunk, if_not_compressed => true)"

@@ -22,6 +22,7 @@ from tests.support import (
     query_all_pages,
     rollups_match_readings,
     service_transactions_waiting,
+    writing_by_hand,
 )
 from tests.test_rollups import minute_readings, rolled_up
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
@@ -60,7 +61,10 @@ _OLD_SERVER_WRITES = """
 async def old_server_writes(
     sql: asyncpg.Connection, series_id: str, first: str, last: str, kwh: float, every: str
 ) -> None:
-    await sql.execute(_OLD_SERVER_WRITES, series_id, f"{first}Z", f"{last}Z", kwh, every)
+    # Before the schema contract, or while a rollback let older builds write: the session
+    # declares the contract the database requires, as nothing else may write readings.
+    async with writing_by_hand(sql):
+        await sql.execute(_OLD_SERVER_WRITES, series_id, f"{first}Z", f"{last}Z", kwh, every)
 
 
 async def label(stub: Stub, series_id: str, **labels: str) -> None:

@@ -23,6 +23,7 @@ from timeseries_aggregation.cli.server_commands import (
     catalog_command,
     generate_key_command,
     rollups_command,
+    schema_command,
     serve_command,
 )
 from timeseries_aggregation.client import (
@@ -356,6 +357,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _add_shown(command)
         command.set_defaults(run=catalog_command)
+
+    schema = commands.add_parser(
+        "schema",
+        help="show what the database's schema requires of writers, or let older builds write "
+        "for a rollback ($TIMESERIES_AGGREGATION_DATABASE_URL)",
+    )
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True)
+    schema_commands.add_parser(
+        "status", help="the newest migration, the schema contract writers must keep, and this build's"
+    ).set_defaults(run=schema_command)
+    schema_commands.add_parser(
+        "allow-older-writers",
+        help="let servers of older builds write (a rollback); the next server of this build to "
+        "start requires its contract again",
+    ).set_defaults(run=schema_command)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(

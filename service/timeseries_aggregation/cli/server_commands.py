@@ -152,3 +152,22 @@ def catalog_command(arguments: argparse.Namespace) -> int:
         print(f"error: catalog {arguments.catalog_command} failed: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
     return EXIT_CALL_FAILED if differences else EXIT_OK
+
+
+def schema_command(arguments: argparse.Namespace) -> int:
+    # A server-side command: it talks to the database, not to the service.
+    _require_server(f"schema {arguments.schema_command}")
+    from timeseries_aggregation.errors import DatabaseUnavailableError
+    from timeseries_aggregation.schema_admin import allow_older_writers, schema_status
+
+    url = _database_url_or_usage()
+    if url is None:
+        return EXIT_USAGE
+    try:
+        if arguments.schema_command == "status":
+            asyncio.run(schema_status(url, sys.stdout))
+            return EXIT_OK
+        return EXIT_OK if asyncio.run(allow_older_writers(url, sys.stdout)) else EXIT_CALL_FAILED
+    except DatabaseUnavailableError as error:
+        print(f"error: schema {arguments.schema_command} failed: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED

@@ -25,6 +25,7 @@ from timeseries_aggregation.storage.rollups import (
     recompute_rollups,
     whole_series_mismatches,
 )
+from timeseries_aggregation.storage.writer_contract import DECLARE_ON_SHARDS
 
 _COLUMNS = "series_id, labels, reading_interval_seconds, first_reading_time, last_reading_time, reading_count"
 
@@ -186,6 +187,9 @@ async def delete_series_ranges(
     """Delete the readings of each series in [start_time, end_time), inside the caller's
     transaction; returns how many went, per series that lost any. Then account_deletions."""
     deleted: dict[str, int] = {}
+    # The session declares this build's contract already; Citus checks deletes on the shards,
+    # in its own sessions, which learn it from SET LOCAL (elsewhere this changes nothing).
+    await connection.execute(DECLARE_ON_SHARDS)
     for series_id in series_ids:
         count = row_count(await connection.execute(_DELETE_RANGE, series_id, start_time, end_time))
         if count:
