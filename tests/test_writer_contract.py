@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -214,18 +214,60 @@ async def schema_command(database_url: str, command: str) -> subprocess.Complete
     )
 
 
-async def test_a_rollback_lowers_the_contract_and_the_next_start_requires_it_again(
-    database: Database, database_url: str, sql: asyncpg.Connection
+def quarter_hours(series_id: str, first: datetime, count: int, kwh: float) -> list[pb.Reading]:
+    return [reading(series_id, first + timedelta(minutes=15 * number), kwh) for number in range(count)]
+
+
+async def daily_totals(stub: TimeseriesAggregationServiceAsyncStub, series_id: str) -> list[float]:
+    answer = await stub.QueryAggregates(
+        pb.QueryAggregatesRequest(
+            series_id=series_id,
+            granularity=pb.GRANULARITY_DAY_OF_MONTH,
+            start_time=ts(JANUARY),
+            end_time=ts(FEBRUARY),
+        )
+    )
+    return [bucket.total_quantity_kwh for bucket in answer.buckets]
+
+
+async def plain_daily_totals(sql: asyncpg.Connection, series_id: str) -> list[float]:
+    rows = await sql.fetch(
+        "SELECT sum(quantity_kwh) FROM readings WHERE series_id = $1 AND time >= $2 AND time < $3 "
+        "GROUP BY date_trunc('day', time AT TIME ZONE 'UTC') "
+        "ORDER BY date_trunc('day', time AT TIME ZONE 'UTC')",
+        series_id,
+        JANUARY,
+        FEBRUARY,
+    )
+    return [row[0] for row in rows]
+
+
+async def test_a_rollback_answers_from_the_readings_until_this_build_requires_its_contract_again(
+    database: Database,
+    database_url: str,
+    sql: asyncpg.Connection,
+    stub: TimeseriesAggregationServiceAsyncStub,
 ) -> None:
+    # A dense meter this build rolled up.
+    await ingest(stub, [pb.IngestReadingsRequest(readings=quarter_hours("dense", JANUARY, 96 * 3, 0.25))])
+    assert await sql.fetchval("SELECT rolled_up FROM series WHERE series_id = 'dense'")
     allowed = await schema_command(database_url, "allow-older-writers")
     assert allowed.returncode == 0, allowed.stderr
+    assert not await sql.fetchval("SELECT rolled_up FROM series WHERE series_id = 'dense'")
+    # An older build writes the meter's second day again, keeping neither catalog nor rollups.
     old = await asyncpg.connect(database_url)
     try:
-        await old.execute(OLD_UPSERT, "written-by-an-old-build", JANUARY, 1.0)
+        for moment in (JANUARY + timedelta(days=1, minutes=15 * number) for number in range(96)):
+            await old.execute(OLD_UPSERT, "dense", moment, 1.0)
     finally:
         await old.close()
+    # This build's replicas answer from the readings, and a dense stream switches nothing on.
+    assert await daily_totals(stub, "dense") == await plain_daily_totals(sql, "dense") == [24.0, 96.0, 24.0]
+    await ingest(stub, [pb.IngestReadingsRequest(readings=quarter_hours("dense", FEBRUARY, 8, 0.5))])
+    assert not await sql.fetchval("SELECT rolled_up FROM series WHERE series_id = 'dense'")
     status = await schema_command(database_url, "status")
     assert "older writers allowed" in status.stdout
     # A server of this build starting again (what serve() does once the database is open).
     await database.require_this_contract()
     assert await required_contract(sql) == WRITER_CONTRACT
+    assert await daily_totals(stub, "dense") == await plain_daily_totals(sql, "dense")

@@ -61,7 +61,12 @@ _DAYS_FROM_HOURS = f"""
 _DELETE_HOURS = _DELETE_RUNS.format(table="hourly_rollups", runs=_RUNS.format(seconds=3600))
 _DELETE_DAYS = _DELETE_RUNS.format(table="daily_rollups", runs=_RUNS.format(seconds=86400))
 
-_SWITCH_ON = "UPDATE series SET rolled_up = true WHERE series_id = ANY($1::text[]) AND NOT rolled_up"
+# Not while older builds may write (writer_contract.py, `schema allow-older-writers`): they would
+# leave the rollups behind the readings.
+_SWITCH_ON = """
+    UPDATE series SET rolled_up = true
+    WHERE series_id = ANY($1::text[]) AND NOT rolled_up AND timeseries_required_writer_contract() > 0
+"""
 
 
 def _arrays(runs: Runs) -> tuple[list[str], list[int], list[int]]:

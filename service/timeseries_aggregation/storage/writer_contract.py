@@ -56,6 +56,11 @@ async def set_required_contract(connection: asyncpg.Connection, contract: int) -
             "CREATE OR REPLACE FUNCTION timeseries_required_writer_contract() RETURNS integer "
             f"LANGUAGE sql STABLE AS $$ SELECT {int(contract)} $$"
         )
+        if contract == ANY_WRITER:
+            # Older builds do not keep rollups: from now on every answer reads the readings,
+            # and no stream switches a series' rollups on (rollups.py) until this build's
+            # contract is required again and a repair has rolled the series up anew.
+            await connection.execute("UPDATE series SET rolled_up = false WHERE rolled_up")
 
 
 def is_contract_refusal(error: BaseException) -> bool:
