@@ -21,7 +21,7 @@ from datetime import timedelta
 import asyncpg
 
 # This script's folder is on sys.path when it runs, so the benchmark's modules import by name.
-from data import QUARTER_HOURLY_LOAD
+from data import QUARTER_HOURLY_LOAD, write_readings
 from engine import COMPRESS_EVERY_CHUNK
 from harness import bench_database, machine_description
 
@@ -52,7 +52,7 @@ async def measure(server_url: str, meters: int, days: int, chunk_interval: timed
             await connection.execute(
                 "SELECT set_chunk_time_interval('readings', $1::interval)", chunk_interval
             )
-            await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=days))
+            await write_readings(connection, QUARTER_HOURLY_LOAD, meters, timedelta(days=days))
             await connection.execute("VACUUM ANALYZE readings")
             readings: int = await connection.fetchval("SELECT count(*) FROM readings")
             chunks: int = await connection.fetchval("SELECT count(*) FROM show_chunks('readings')")

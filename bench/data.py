@@ -16,6 +16,7 @@ import numpy as np
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.client import row_messages, series_messages
 from timeseries_aggregation.rollup_maintenance import rebuild_rollups
+from timeseries_aggregation.storage.writer_contract import DECLARE_ON_SHARDS
 
 if TYPE_CHECKING:
     from timeseries.v1.timeseries_aggregation_service_pb2_grpc import (
@@ -94,11 +95,40 @@ FIGURES_FROM_READINGS = """
 """
 
 
+async def write_readings(
+    connection: asyncpg.Connection,
+    statement: str,
+    *arguments: object,
+    timeout: float | None = None,  # noqa: ASYNC109 (asyncpg's limit for the statement, passed on)
+) -> None:
+    """Run a statement that writes readings by hand, in a transaction that declares this build's
+    schema contract, as the database requires of every writer (storage/writer_contract.py)."""
+    async with connection.transaction():
+        await connection.execute(DECLARE_ON_SHARDS)
+        await connection.execute(statement, *arguments, timeout=timeout)
+
+
+async def copy_readings(connection: asyncpg.Connection, records: list[tuple[str, datetime, float]]) -> float:
+    """One binary COPY of records into readings, declared as write_readings declares; the
+    seconds from the COPY's start to its commit."""
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.execute(DECLARE_ON_SHARDS)
+        began = time.perf_counter()
+        await connection.copy_records_to_table(
+            "readings", records=records, columns=("series_id", "time", "quantity_kwh")
+        )
+        await transaction.commit()
+    except BaseException:
+        await transaction.rollback()
+        raise
+    return time.perf_counter() - began
+
+
 async def load_query_dataset(connection: asyncpg.Connection, dataset: Dataset) -> None:
     await empty_tables(connection)
-    await connection.copy_records_to_table(
-        "readings", records=dataset.tuples(), columns=("series_id", "time", "quantity_kwh")
-    )
+    await copy_readings(connection, dataset.tuples())
     await connection.execute(FIGURES_FROM_READINGS)
     await connection.execute("VACUUM ANALYZE readings, series")
 

@@ -35,6 +35,7 @@ from timeseries.v1 import timeseries_aggregation_service_pb2_grpc as pb_grpc
 from timeseries_aggregation.app import RunningServer, grpc_server
 from timeseries_aggregation.config import AUTH_NONE, Config
 from timeseries_aggregation.storage.database import Database, PoolSettings, open_database
+from timeseries_aggregation.storage.writer_contract import SESSION_SETTINGS
 
 if TYPE_CHECKING:
     # Exists only in the .pyi: the stub's type when it is built on a grpc.aio channel.
@@ -152,8 +153,10 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def sql(database: Database, database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection of the test's own, to the database the service uses (schema migrated)."""
-    connection = await asyncpg.connect(database_url)
+    """A connection of the test's own, to the database the service uses (schema migrated). It
+    declares this build's schema contract, as an operator's session must to write readings by
+    hand (storage/writer_contract.py); a test of older writers connects without it."""
+    connection = await asyncpg.connect(database_url, server_settings=SESSION_SETTINGS)
     try:
         yield connection
     finally:

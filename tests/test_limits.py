@@ -23,6 +23,7 @@ from tests.support import (
     metrics_port,
     scrape,
     service_transactions_waiting,
+    writing_by_hand,
 )
 from tests.tcp_proxy import FreezableProxy
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
@@ -270,7 +271,7 @@ async def test_a_huge_invalid_label_key_is_refused_with_a_bounded_error(
 async def test_a_statement_over_the_timeout_is_cancelled_and_reported(
     database: Database, database_url: str
 ) -> None:
-    async with database.query_connection() as connection:
+    async with database.query_connection() as connection, writing_by_hand(connection):
         await connection.execute(
             "INSERT INTO readings SELECT 'm1', t, 1.0 FROM generate_series("
             "'2015-01-01'::timestamptz, '2024-12-31 23:00', '1 hour') AS t"

@@ -14,7 +14,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from tests.support import catalog_matches_readings, eventually
+from tests.support import catalog_matches_readings, eventually, writing_by_hand
 from timeseries_aggregation.domain.batch import unix_micros
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.engine import detect_capabilities
@@ -37,7 +37,7 @@ async def insert_readings(
 ) -> None:
     """`count` quarter-hourly readings of a meter, the first `age` ago, counted in the catalog as
     ingest counts them."""
-    async with connection.transaction():
+    async with writing_by_hand(connection):
         times = await connection.fetch(
             "INSERT INTO readings (series_id, time, quantity_kwh) "
             "SELECT $1, date_trunc('hour', now() - $2::interval) + n * interval '15 minutes', 1.0 "

@@ -44,6 +44,10 @@ NOT_RUN = {
     "docker compose": "needs Docker and image builds, which the test machine has not",
     "timeseries-aggregation rollups": "needs the URL of the database of the server this test starts, "
     "which it does not give out; tests/test_rollups.py runs the same commands",
+    "timeseries-aggregation catalog": "needs the URL of the database of the server this test starts, "
+    "which it does not give out; tests/test_catalog_repair.py runs the same commands",
+    "timeseries-aggregation schema": "changes what the database of the server this test starts "
+    "requires of writers; tests/test_writer_contract.py runs the same commands",
     "make bench": "takes minutes and measures the machine it runs on; tests/test_bench.py runs the "
     "same script, small, on every engine",
     "pip install timeseries-aggregation": "installs from the package index; "

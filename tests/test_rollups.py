@@ -16,7 +16,15 @@ import asyncpg
 import grpc
 import pytest
 
-from tests.support import batches, catalog_matches_readings, hourly_readings, ingest, reading, ts
+from tests.support import (
+    batches,
+    catalog_matches_readings,
+    hourly_readings,
+    ingest,
+    reading,
+    ts,
+    writing_by_hand,
+)
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.storage.database import Database
 from timeseries_aggregation.storage.rollups import check_series_rollups, rebuild_series_rollups
@@ -177,13 +185,14 @@ async def test_a_rebuild_makes_rollups_from_the_readings_and_a_check_compares_th
 ) -> None:
     await ingest(stub, batches(hourly_readings("m", "2025-01-01", 72), 72))
     # Readings written behind the service's back (a restore, a bulk load by hand).
-    await sql.execute(
-        """
-        INSERT INTO readings
-        SELECT 'm', t, 0.5
-        FROM generate_series('2025-01-05'::timestamptz, '2025-01-05 05:59', '1 minute') AS t
-        """
-    )
+    async with writing_by_hand(sql):
+        await sql.execute(
+            """
+            INSERT INTO readings
+            SELECT 'm', t, 0.5
+            FROM generate_series('2025-01-05'::timestamptz, '2025-01-05 05:59', '1 minute') AS t
+            """
+        )
     await sql.execute(
         "UPDATE series SET reading_count = reading_count + 360, last_reading_time = '2025-01-05 05:59Z'"
     )

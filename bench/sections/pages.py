@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
-from data import FIGURES_FROM_READINGS, ROLLUP_TABLES, empty_tables, rebuilt_rollups
+from data import FIGURES_FROM_READINGS, ROLLUP_TABLES, empty_tables, rebuilt_rollups, write_readings
 from engine import Engine, settle
 from figures import ms, percentile, verdict
 from report import Results, Row
@@ -42,7 +42,7 @@ async def pages_section(
     a range (each page from its token) against the same hours asked as explicit ranges."""
     series_id, page_size = "minutely-meter", 1_000
     await empty_tables(connection)
-    await connection.execute(MINUTELY_LOAD, series_id, timedelta(days=days), timeout=3600)
+    await write_readings(connection, MINUTELY_LOAD, series_id, timedelta(days=days), timeout=3600)
     # Its catalog row, as ingest would keep it (the page's reach reads the average spacing).
     await connection.execute(FIGURES_FROM_READINGS, timeout=3600)
     await rebuilt_rollups(connection, database_url)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
-from data import QUARTER_HOURLY_LOAD, ROLLUP_TABLES, empty_tables, rebuilt_rollups
+from data import QUARTER_HOURLY_LOAD, ROLLUP_TABLES, empty_tables, rebuilt_rollups, write_readings
 from engine import Engine, settle
 from figures import ms, percentile
 from queries import interleaved_latencies, same_totals
@@ -89,7 +89,7 @@ async def portfolio_section(
     site, against the same aggregate by hand."""
     for meters in meter_counts:
         await empty_tables(connection)
-        await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=30), timeout=3600)
+        await write_readings(connection, QUARTER_HOURLY_LOAD, meters, timedelta(days=30), timeout=3600)
         await connection.execute(CATALOG_FROM_READINGS, timeout=3600)
         # Quarter-hourly meters are rolled up as ingest would have done it.
         count, seconds = await rebuilt_rollups(connection, database_url)

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 import asyncpg
-from data import FIGURES_FROM_READINGS, Dataset, load_query_dataset
+from data import FIGURES_FROM_READINGS, Dataset, load_query_dataset, write_readings
 from engine import Engine, settle
 from figures import ms, percentile, verdict
 from queries import query_latencies
@@ -23,7 +23,8 @@ async def grow(connection: asyncpg.Connection, growth: int) -> int:
     meter's own 2025 readings stay as they are, everything else is new."""
     years = max(1, growth // 10)
     first_year = 2026 - years
-    await connection.execute(
+    await write_readings(
+        connection,
         """
         INSERT INTO readings (series_id, time, quantity_kwh)
         SELECT format('meter-%s', lpad(meter::text, 3, '0')), moment, 1.0

@@ -4,14 +4,22 @@ months against plain SQL over the readings."""
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import asyncpg
 import numpy as np
-from data import FIGURES_FROM_READINGS, ROLLUP_TABLES, UNIX_EPOCH, empty_tables, rebuilt_rollups, stream
+from data import (
+    FIGURES_FROM_READINGS,
+    ROLLUP_TABLES,
+    UNIX_EPOCH,
+    copy_readings,
+    empty_tables,
+    rebuilt_rollups,
+    stream,
+    write_readings,
+)
 from engine import Engine, settle
 from figures import ms, percentile, rate, verdict
 from queries import interleaved_latencies, same_totals
@@ -82,11 +90,7 @@ async def rollups_section(
     raw, service = float("inf"), float("inf")
     for _ in range(2):
         await empty_tables(connection)
-        began = time.perf_counter()
-        await connection.copy_records_to_table(
-            "readings", records=records, columns=("series_id", "time", "quantity_kwh")
-        )
-        raw = min(raw, time.perf_counter() - began)
+        raw = min(raw, await copy_readings(connection, records))
         await empty_tables(connection)
         service = min(service, await stream(stub, messages))
     hours: int = await connection.fetchval("SELECT count(*) FROM hourly_rollups")
@@ -113,7 +117,7 @@ async def rollups_section(
     await empty_tables(connection)
     query_days = arguments.rollup_query_days
     year_end = start + timedelta(days=query_days)
-    await connection.execute(MINUTE_METERS_LOAD, 5, start, year_end, timeout=3600)
+    await write_readings(connection, MINUTE_METERS_LOAD, 5, start, year_end, timeout=3600)
     await connection.execute(FIGURES_FROM_READINGS, timeout=3600)
     count, seconds = await rebuilt_rollups(connection, database_url)
     results.add(

@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 
 import asyncpg
-from data import QUARTER_HOURLY_LOAD
+from data import QUARTER_HOURLY_LOAD, write_readings
 from engine import STORED_BYTES, Engine, settle
 from figures import rate
 from report import Results, Row
@@ -16,7 +16,7 @@ async def storage_section(
     results: Results, connection: asyncpg.Connection, engine: Engine, meters: int, days: int
 ) -> None:
     await connection.execute("TRUNCATE readings")
-    await connection.execute(QUARTER_HOURLY_LOAD, meters, timedelta(days=days), timeout=3600)
+    await write_readings(connection, QUARTER_HOURLY_LOAD, meters, timedelta(days=days), timeout=3600)
     await connection.execute("VACUUM ANALYZE readings", timeout=3600)
     readings: int = await connection.fetchval("SELECT count(*) FROM readings")
     stored: int = await connection.fetchval(STORED_BYTES[engine.key])

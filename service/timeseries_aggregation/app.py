@@ -346,6 +346,7 @@ async def serve(config: Config) -> None:
         readings_compression(database, config.compress_after),
         readings_retention(database, config.readings_retention),
     ):
+        await database.require_this_contract()
         if config.workers > 1:
             await _supervise(config, url, stop)
             return

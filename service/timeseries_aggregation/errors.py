@@ -54,6 +54,11 @@ class ConcurrencyConflictError(RuntimeError):
     a serialization failure); nothing of it was stored and trying again is safe."""
 
 
+class SchemaContractError(RuntimeError):
+    """The database requires a newer schema contract of writers than this server keeps: its
+    schema moved past this build (storage/writer_contract.py). Nothing was written."""
+
+
 class UnauthenticatedError(Exception):
     """The call carries no valid credentials."""
 

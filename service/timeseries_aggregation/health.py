@@ -125,6 +125,7 @@ class Readiness:
 
 
 DATABASE_UNREACHABLE = "database unreachable"
+SCHEMA_NEWER = "the database's schema is newer than this build"
 
 
 class DatabaseHealth:
@@ -149,6 +150,9 @@ class DatabaseHealth:
             if abandoned:
                 logger.warning("database not answering: ended %s waiting on it", counted(abandoned, "call"))
         await self._readiness.report(DATABASE_UNREACHABLE, not reachable)
+        # Writes are refused until this server is upgraded: a load balancer should send them to
+        # a replica that can take them.
+        await self._readiness.report(SCHEMA_NEWER, self._database.schema_moved_past)
 
     async def watch(self, interval_seconds: float) -> None:
         """Update every interval; runs until cancelled."""

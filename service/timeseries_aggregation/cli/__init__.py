@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # Commands that run the service or act on its database rather than call it.
-_SERVER_COMMANDS = frozenset({"serve", "keys", "rollups", "health"})
+_SERVER_COMMANDS = frozenset({"serve", "keys", "rollups", "catalog", "schema", "health"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

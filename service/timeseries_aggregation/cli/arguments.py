@@ -19,7 +19,13 @@ from timeseries_aggregation.cli.client_commands import (
 from timeseries_aggregation.cli.exit_codes import EXIT_USAGE
 from timeseries_aggregation.cli.health_command import health_command
 from timeseries_aggregation.cli.importing import import_command
-from timeseries_aggregation.cli.server_commands import generate_key_command, rollups_command, serve_command
+from timeseries_aggregation.cli.server_commands import (
+    catalog_command,
+    generate_key_command,
+    rollups_command,
+    schema_command,
+    serve_command,
+)
 from timeseries_aggregation.client import (
     API_KEY_VARIABLE,
     DEFAULT_INGEST_TIMEOUT_SECONDS,
@@ -50,6 +56,7 @@ EXAMPLES = """examples:
   timeseries-aggregation serve
   timeseries-aggregation keys generate --name billing-loader --scopes ingest
   timeseries-aggregation rollups check --all
+  timeseries-aggregation catalog check --all
   timeseries-aggregation import readings.xlsx --series-id meter-1
   timeseries-aggregation import meters.csv --columns 'Meter,Time (UTC),Quantity kWh'
   timeseries-aggregation query --series-id meter-1 --granularity daily --from 2025-10-01 --to 2025-10-04
@@ -150,6 +157,26 @@ def _time_zone(text: str) -> str:
         return check_time_zone(text, "--time-zone")
     except InvalidArgumentError as error:
         raise argparse.ArgumentTypeError(error.description) from None
+
+
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def _add_shown(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--show",
+        type=_positive_count,
+        default=20,
+        metavar="N",
+        help="print the first N differences (default 20), then how many there are",
+    )
 
 
 def _series_id(text: str, allow_blank: bool = True) -> str:
@@ -293,7 +320,58 @@ def build_parser() -> argparse.ArgumentParser:
             type=_day_or_time,
             help="last day, or the instant the range ends before, UTC (default: the last reading)",
         )
+        if name == "check":
+            _add_shown(command)
         command.set_defaults(run=rollups_command)
+
+    catalog = commands.add_parser(
+        "catalog",
+        help="check or repair the series catalog and the rollups against the readings, in the "
+        "service's database ($TIMESERIES_AGGREGATION_DATABASE_URL); safe while the service runs",
+    )
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    for name, help_text in (
+        (
+            "rebuild",
+            "make each series' catalog figures (reading count, first and last reading time) and "
+            "rollups those of its readings, adding series the catalog lacks",
+        ),
+        ("check", "compare the catalog and the rollups with the readings; exit 1 when any differs"),
+    ):
+        command = catalog_commands.add_parser(name, help=help_text)
+        which = command.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "--series-id",
+            dest="series_ids",
+            action="append",
+            type=_series_id,
+            help="a series; repeat for more",
+        )
+        which.add_argument("--all", action="store_true", help="every series in the catalog or the readings")
+        command.add_argument(
+            "--batch-size",
+            type=_positive_count,
+            default=100,
+            help="series per transaction (default 100): each series' catalog row stays locked, and "
+            "streams of it wait, until its batch is done",
+        )
+        _add_shown(command)
+        command.set_defaults(run=catalog_command)
+
+    schema = commands.add_parser(
+        "schema",
+        help="show what the database's schema requires of writers, or let older builds write "
+        "for a rollback ($TIMESERIES_AGGREGATION_DATABASE_URL)",
+    )
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True)
+    schema_commands.add_parser(
+        "status", help="the newest migration, the schema contract writers must keep, and this build's"
+    ).set_defaults(run=schema_command)
+    schema_commands.add_parser(
+        "allow-older-writers",
+        help="let servers of older builds write (a rollback); the next server of this build to "
+        "start requires its contract again",
+    ).set_defaults(run=schema_command)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(

@@ -1,4 +1,4 @@
-"""The commands that run server-side (serve, keys, rollups); they import the server's code, and
+"""The commands that run server-side (serve, keys, rollups, catalog); they import the server's code, and
 need the `server` extra, only when they run."""
 
 import argparse
@@ -92,31 +92,82 @@ def generate_key_command(arguments: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def rollups_command(arguments: argparse.Namespace) -> int:
-    # A server-side command: it talks to the database, not to the service.
-    _require_server(f"rollups {arguments.rollups_command}")
+def _database_url_or_usage() -> str | None:
+    """The service's database URL; None, after saying what to set, when there is none."""
     from timeseries_aggregation.config import ConfigError, database_url
-    from timeseries_aggregation.errors import DatabaseUnavailableError, StartupError
-    from timeseries_aggregation.rollup_maintenance import check_rollups, rebuild_rollups
 
     try:
         url = database_url()
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return None
     if url is None:
         print(
             "error: set TIMESERIES_AGGREGATION_DATABASE_URL (or _FILE) to the service's database",
             file=sys.stderr,
         )
+    return url
+
+
+def rollups_command(arguments: argparse.Namespace) -> int:
+    # A server-side command: it talks to the database, not to the service.
+    _require_server(f"rollups {arguments.rollups_command}")
+    from timeseries_aggregation.errors import DatabaseUnavailableError, StartupError
+    from timeseries_aggregation.rollup_maintenance import check_rollups, rebuild_rollups
+
+    url = _database_url_or_usage()
+    if url is None:
         return EXIT_USAGE
     start = None if arguments.date_from is None else range_start(arguments.date_from, "UTC")
     end = None if arguments.date_to is None else range_end(arguments.date_to, "UTC")
     check_range(arguments, start, end)
-    run = rebuild_rollups if arguments.rollups_command == "rebuild" else check_rollups
     try:
-        failures = asyncio.run(run(url, arguments.series_ids, start, end, sys.stdout))
+        if arguments.rollups_command == "rebuild":
+            failures = asyncio.run(rebuild_rollups(url, arguments.series_ids, start, end, sys.stdout))
+        else:
+            failures = asyncio.run(
+                check_rollups(url, arguments.series_ids, start, end, sys.stdout, arguments.show)
+            )
     except (StartupError, DatabaseUnavailableError) as error:
         print(f"error: rollups {arguments.rollups_command} failed: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
     return EXIT_CALL_FAILED if failures else EXIT_OK
+
+
+def catalog_command(arguments: argparse.Namespace) -> int:
+    # A server-side command: it talks to the database, not to the service.
+    _require_server(f"catalog {arguments.catalog_command}")
+    from timeseries_aggregation.catalog_maintenance import check_catalog_command, rebuild_catalog_command
+    from timeseries_aggregation.errors import ConcurrencyConflictError, DatabaseUnavailableError, StartupError
+
+    url = _database_url_or_usage()
+    if url is None:
+        return EXIT_USAGE
+    run = rebuild_catalog_command if arguments.catalog_command == "rebuild" else check_catalog_command
+    try:
+        differences = asyncio.run(
+            run(url, arguments.series_ids, sys.stdout, arguments.show, arguments.batch_size)
+        )
+    except (StartupError, DatabaseUnavailableError, ConcurrencyConflictError) as error:
+        print(f"error: catalog {arguments.catalog_command} failed: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    return EXIT_CALL_FAILED if differences else EXIT_OK
+
+
+def schema_command(arguments: argparse.Namespace) -> int:
+    # A server-side command: it talks to the database, not to the service.
+    _require_server(f"schema {arguments.schema_command}")
+    from timeseries_aggregation.errors import DatabaseUnavailableError
+    from timeseries_aggregation.schema_admin import allow_older_writers, schema_status
+
+    url = _database_url_or_usage()
+    if url is None:
+        return EXIT_USAGE
+    try:
+        if arguments.schema_command == "status":
+            asyncio.run(schema_status(url, sys.stdout))
+            return EXIT_OK
+        return EXIT_OK if asyncio.run(allow_older_writers(url, sys.stdout)) else EXIT_CALL_FAILED
+    except DatabaseUnavailableError as error:
+        print(f"error: schema {arguments.schema_command} failed: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED

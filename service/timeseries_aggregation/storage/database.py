@@ -18,8 +18,17 @@ from timeseries_aggregation.errors import (
     StartupError,
 )
 from timeseries_aggregation.observability.tracing import database_span
+from timeseries_aggregation.storage.driver_quirks import cancel_request_losses_quieted
 from timeseries_aggregation.storage.engine import EngineCapabilities, detect_capabilities
 from timeseries_aggregation.storage.schema import apply_migrations
+from timeseries_aggregation.storage.writer_contract import (
+    SESSION_SETTINGS,
+    WRITER_CONTRACT,
+    contract_error,
+    is_contract_refusal,
+    require_this_contract,
+    required_contract,
+)
 from timeseries_aggregation.wording import counted
 
 logger = logging.getLogger(__name__)
@@ -117,6 +126,9 @@ class Database:
         # Tasks inside translate_errors(), i.e. waiting on the database; abandon_calls() ends them.
         self._users: dict[asyncio.Task[Any], int] = {}
         self._abandoned: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        # The database requires a newer schema contract of writers than this build keeps: set
+        # at start-up, or when the database first refuses a write; health reports it.
+        self.schema_moved_past = False
 
     @property
     def pools(self) -> dict[str, asyncpg.Pool]:
@@ -162,6 +174,20 @@ class Database:
             self._connection("write", self._settings.acquire_timeout_seconds) as connection,
         ):
             yield connection
+
+    async def require_this_contract(self) -> None:
+        """Require this build's schema contract of every writer again where a rollback lowered
+        it (writer_contract.py); the server's start does this, not the operator's commands."""
+        async with self.write_connection() as connection:
+            previous = await require_this_contract(connection)
+        if previous is not None:
+            logger.warning(
+                "writers must keep schema contract %d again (it was %d, lowered for a rollback): "
+                "servers of older builds may have written meanwhile, so run the checks of README's "
+                "Upgrading section",
+                WRITER_CONTRACT,
+                previous,
+            )
 
     @asynccontextmanager
     async def query_connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -229,6 +255,9 @@ class Database:
                 f"({type(error).__name__}); nothing of it was stored, retry"
             ) from error
         except Exception as error:
+            if is_contract_refusal(error):
+                self.schema_moved_past = True
+                raise contract_error(error) from None
             if not lost_the_database(error):
                 raise
             # Citus sessions keep their connections to the workers: after a worker's restart
@@ -280,6 +309,8 @@ async def _create_pool(
             "statement_timeout": str(statement_timeout_ms),
             "idle_in_transaction_session_timeout": str(idle_in_transaction_ms),
             "synchronous_commit": "on" if synchronous_commit else "off",
+            # Every session declares what its writes keep in step (writer_contract.py).
+            **SESSION_SETTINGS,
         },
     )
     return pool
@@ -330,6 +361,13 @@ async def _wait_for_pool(
 @asynccontextmanager
 async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Database]:
     """Connect, migrate the schema, detect what the engine can do; close the pools on exit."""
+    with cancel_request_losses_quieted():
+        async with _opened_database(url, settings) as database:
+            yield database
+
+
+@asynccontextmanager
+async def _opened_database(url: str, settings: PoolSettings) -> AsyncIterator[Database]:
     write_pool = await _wait_for_pool(url, settings, settings.write_max_size, synchronous_commit=True)
     try:
         query_pool = await _create_pool(url, settings, settings.max_size, synchronous_commit=False)
@@ -337,8 +375,18 @@ async def open_database(url: str, settings: PoolSettings) -> AsyncIterator[Datab
             async with write_pool.acquire() as connection:
                 await apply_migrations(connection)
                 capabilities = await detect_capabilities(connection)
+                required = await required_contract(connection)
             logger.info("database ready: %s", capabilities.describe())
             database = Database(url, write_pool, query_pool, settings, capabilities)
+            if required is not None and required > WRITER_CONTRACT:
+                database.schema_moved_past = True
+                logger.error(
+                    "the database's schema is newer than this build: it requires schema contract %d "
+                    "of writers, this build keeps %d; every write is refused (FAILED_PRECONDITION) and "
+                    "health reports NOT_SERVING until this server is upgraded (README: Upgrading)",
+                    required,
+                    WRITER_CONTRACT,
+                )
             try:
                 yield database
             finally:

@@ -37,6 +37,7 @@ from timeseries_aggregation.storage.database import Database, row_count, termina
 from timeseries_aggregation.storage.rollups import maintain_stream_rollups
 from timeseries_aggregation.storage.series_catalog import SeriesTally
 from timeseries_aggregation.storage.series_locks import lock_for_streaming
+from timeseries_aggregation.storage.writer_contract import DECLARE_ON_SHARDS
 from timeseries_aggregation.uncancellable import complete_despite_cancellation
 
 logger = logging.getLogger(__name__)
@@ -267,6 +268,9 @@ class ReadingsWriter:
             self._connection = connection
             self._transaction = connection.transaction()
             await self._transaction.start()
+            if self._capabilities.distributed:
+                # Citus checks the schema contract on the shards (writer_contract.py).
+                await connection.execute(DECLARE_ON_SHARDS)
             if self._capabilities.decompresses_on_write:
                 await connection.execute(NO_DECOMPRESSION_LIMIT)
             while (chunk := await self._chunks.get()) is not None:

@@ -61,7 +61,12 @@ _DAYS_FROM_HOURS = f"""
 _DELETE_HOURS = _DELETE_RUNS.format(table="hourly_rollups", runs=_RUNS.format(seconds=3600))
 _DELETE_DAYS = _DELETE_RUNS.format(table="daily_rollups", runs=_RUNS.format(seconds=86400))
 
-_SWITCH_ON = "UPDATE series SET rolled_up = true WHERE series_id = ANY($1::text[]) AND NOT rolled_up"
+# Not while older builds may write (writer_contract.py, `schema allow-older-writers`): they would
+# leave the rollups behind the readings.
+_SWITCH_ON = """
+    UPDATE series SET rolled_up = true
+    WHERE series_id = ANY($1::text[]) AND NOT rolled_up AND timeseries_required_writer_contract() > 0
+"""
 
 
 def _arrays(runs: Runs) -> tuple[list[str], list[int], list[int]]:
@@ -217,16 +222,46 @@ async def rebuild_series_rollups(
         row = await lock_series(connection, series_id)
         if row is None:
             return False
-        whole = start is None and end is None
-        if whole:
-            await connection.execute("DELETE FROM hourly_rollups WHERE series_id = $1", series_id)
-            await connection.execute("DELETE FROM daily_rollups WHERE series_id = $1", series_id)
-            await connection.execute(_SWITCH_ON, [series_id])
-        if row["first_reading_time"] is not None and (whole or row["rolled_up"]):
+        if start is None and end is None:
+            first_time, last_time = row["first_reading_time"], row["last_reading_time"]
+            await rebuild_whole_series(connection, series_id, first_time, last_time)
+        elif row["first_reading_time"] is not None and row["rolled_up"]:
             first, end_hour = hour_span(row["first_reading_time"], row["last_reading_time"], start, end)
             if first < end_hour:
                 await recompute_rollups(connection, {series_id: [(first, end_hour)]})
         return True
+
+
+async def rebuild_whole_series(
+    connection: asyncpg.Connection, series_id: str, first: datetime | None, last: datetime | None
+) -> None:
+    """Make every rollup of the series again from its readings, whose first and last reading
+    time are given, and mark it rolled up; inside the caller's transaction, which holds the
+    series' catalog row."""
+    await connection.execute("DELETE FROM hourly_rollups WHERE series_id = $1", series_id)
+    await connection.execute("DELETE FROM daily_rollups WHERE series_id = $1", series_id)
+    await connection.execute(_SWITCH_ON, [series_id])
+    if first is not None and last is not None:
+        await connection.execute(_SERIES_HOURS_FROM_READINGS, series_id)
+        await connection.execute(_SERIES_DAYS_FROM_HOURS, series_id)
+
+
+# A whole series' rollups, where it has none: one series each, through the primary keys (the
+# runs of recompute_rollups cost a join per series that a rebuild of thousands repeats).
+_SERIES_HOURS_FROM_READINGS = f"""
+    INSERT INTO hourly_rollups (series_id, bucket_start, total, minimum, maximum, reading_count)
+    SELECT $1, date_bin(INTERVAL '1 hour', r.time, TIMESTAMPTZ 'epoch'),
+           {_GUARDED_SUM}, min(r.quantity_kwh), max(r.quantity_kwh), count(*)
+    FROM readings AS r WHERE r.series_id = $1
+    GROUP BY 2
+"""
+_SERIES_DAYS_FROM_HOURS = """
+    INSERT INTO daily_rollups (series_id, bucket_start, total, minimum, maximum, reading_count)
+    SELECT $1, date_bin(INTERVAL '1 day', bucket_start, TIMESTAMPTZ 'epoch'),
+           sum(total), min(minimum), max(maximum), sum(reading_count)
+    FROM hourly_rollups WHERE series_id = $1
+    GROUP BY 2
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,12 +306,15 @@ _CHECK_DAYS = _CHECK.format(unit="day", table="daily_rollups", guarded_sum=_CHEC
 async def check_series_rollups(
     database: Database, series_id: str, start: datetime | None = None, end: datetime | None = None
 ) -> list[RollupMismatch] | None:
-    """The rollup rows of the series (in the whole hours and days of [start, end)) that differ
-    from its readings; None when the series is not rolled up."""
+    """The rollup rows of the series (in the whole hours and days of [start, end), or all of
+    them) that differ from its readings; None when the series is not rolled up."""
     async with database.query_connection() as connection, connection.transaction():
         row = await lock_series(connection, series_id)
         if row is None or not row["rolled_up"]:
             return None
+        if start is None and end is None:
+            # All of it, not the span the catalog gives, which may miss readings it never counted.
+            return await whole_series_mismatches(connection, series_id)
         mismatches: list[RollupMismatch] = []
         if row["first_reading_time"] is None:
             return mismatches
@@ -299,8 +337,58 @@ def _mismatch(series_id: str, rollup: str, row: asyncpg.Record) -> RollupMismatc
     return RollupMismatch(series_id, rollup, row["bucket_start"], stored, expected)
 
 
-async def rolled_up_series(database: Database) -> list[str]:
-    """Every rolled-up series, in series_id order."""
+# Bounds wider than any reading's time: a whole series' rollups against all its readings.
+_ALL_TIME = (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC))
+
+
+async def whole_series_mismatches(connection: asyncpg.Connection, series_id: str) -> list[RollupMismatch]:
+    """Every rollup row of the series that differs from what all its readings give, rows
+    without readings included; in the caller's transaction."""
+    mismatches: list[RollupMismatch] = []
+    for rollup, sql in (("hourly", _CHECK_HOURS), ("daily", _CHECK_DAYS)):
+        differing = await connection.fetch(sql, series_id, *_ALL_TIME)
+        mismatches.extend(_mismatch(series_id, rollup, found) for found in differing)
+    return mismatches
+
+
+# The rule that rolls a series up (domain/rollups.TouchedHours): two readings in one UTC hour.
+# Walks the series' readings in time order and stops at the first such pair, so a dense series
+# answers at once and an hourly one costs one pass over its index.
+_HAS_DENSE_HOUR = """
+    SELECT EXISTS (
+        SELECT 1
+        FROM (
+            SELECT hour, lag(hour) OVER (ORDER BY time) AS previous
+            FROM (
+                SELECT time, date_bin(INTERVAL '1 hour', time, TIMESTAMPTZ 'epoch') AS hour
+                FROM readings WHERE series_id = $1
+            ) AS hours
+        ) AS ordered
+        WHERE hour = previous
+    )
+"""
+
+
+async def has_dense_hour(connection: asyncpg.Connection, series_id: str) -> bool:
+    """Whether an hour holds more than one of the series' readings: it should be rolled up."""
+    dense: bool = await connection.fetchval(_HAS_DENSE_HOUR, series_id)
+    return dense
+
+
+async def due_for_rollups(database: Database, series_id: str) -> bool:
+    """Whether the series is in the catalog, not rolled up, and should be (written by a server
+    that kept no rollups, or stored before they existed)."""
     async with database.query_connection() as connection:
-        rows = await connection.fetch("SELECT series_id FROM series WHERE rolled_up ORDER BY 1")
-    return [row["series_id"] for row in rows]
+        rolled = await connection.fetchval("SELECT rolled_up FROM series WHERE series_id = $1", series_id)
+        return rolled is False and await has_dense_hour(connection, series_id)
+
+
+async def series_with_rollups_due(database: Database) -> list[str]:
+    """Every series that is rolled up or should be, in series_id order."""
+    async with database.query_connection() as connection:
+        rows = await connection.fetch("SELECT series_id, rolled_up FROM series ORDER BY 1")
+        return [
+            row["series_id"]
+            for row in rows
+            if row["rolled_up"] or await has_dense_hour(connection, row["series_id"])
+        ]

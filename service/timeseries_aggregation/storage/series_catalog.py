@@ -1,5 +1,6 @@
 """The series catalog in SQL: created and kept exact by the ingest transaction, updated by
-UpdateSeries, paged through by ListSeries without reading any reading."""
+UpdateSeries, paged through by ListSeries without reading any reading; checked against the
+readings and repaired, batch by batch, on the operator's demand."""
 
 import json
 from collections.abc import Sequence
@@ -14,7 +15,17 @@ from timeseries_aggregation.domain.paging import Page, PageRequest
 from timeseries_aggregation.domain.series import Series, SeriesSelector, SeriesUpdate
 from timeseries_aggregation.errors import SeriesNotFoundError
 from timeseries_aggregation.storage.database import Database, row_count
-from timeseries_aggregation.storage.rollups import CatalogFigures, hour_span, lock_series, recompute_rollups
+from timeseries_aggregation.storage.rollups import (
+    CatalogFigures,
+    RollupMismatch,
+    has_dense_hour,
+    hour_span,
+    lock_series,
+    rebuild_whole_series,
+    recompute_rollups,
+    whole_series_mismatches,
+)
+from timeseries_aggregation.storage.writer_contract import DECLARE_ON_SHARDS
 
 _COLUMNS = "series_id, labels, reading_interval_seconds, first_reading_time, last_reading_time, reading_count"
 
@@ -176,6 +187,9 @@ async def delete_series_ranges(
     """Delete the readings of each series in [start_time, end_time), inside the caller's
     transaction; returns how many went, per series that lost any. Then account_deletions."""
     deleted: dict[str, int] = {}
+    # The session declares this build's contract already; Citus checks deletes on the shards,
+    # in its own sessions, which learn it from SET LOCAL (elsewhere this changes nothing).
+    await connection.execute(DECLARE_ON_SHARDS)
     for series_id in series_ids:
         count = row_count(await connection.execute(_DELETE_RANGE, series_id, start_time, end_time))
         if count:
@@ -231,3 +245,181 @@ def _series(row: asyncpg.Record) -> Series:
         last_reading_time=row["last_reading_time"],
         reading_count=row["reading_count"],
     )
+
+
+# Checking and repairing what the catalog derives from the readings.
+#
+# A server from before the catalog (or before rollups) that kept writing after the migration
+# left series without a catalog row, figures short of their readings, and dense series without
+# rollups. Each series is checked (or repaired) on its own, in batches of series per
+# transaction: a live database is never held in one long transaction, and a series' catalog
+# row is locked only while its own figures are made.
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingFigures:
+    """What the catalog keeps of a series' readings. A series without readings has a count of
+    0 and no first or last reading time (what deletion and retention leave)."""
+
+    reading_count: int
+    first_reading_time: datetime | None
+    last_reading_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesDrift:
+    """How one series' catalog row and rollups differ from what its readings give."""
+
+    series_id: str
+    stored: ReadingFigures | None  # None: the catalog lacks the series
+    derived: ReadingFigures
+    rollups_due: bool  # not rolled up, though an hour holds two of its readings
+    rollup_mismatches: list[RollupMismatch]
+
+    @property
+    def figures_differ(self) -> bool:
+        """A series in neither the catalog nor the readings is no difference: it does not exist."""
+        if self.stored is None:
+            return self.derived.reading_count > 0
+        return self.stored != self.derived
+
+
+# The next series after $1 (in the database's order of series_id) that has readings: an index
+# probe on every engine, as Citus runs no recursive query over distributed tables. From the
+# start, the comparison is >= '': a blank series id (stored before they were refused) counts.
+_NEXT_IN_READINGS = "SELECT min(series_id) FROM readings WHERE series_id {after} $1"
+# The first $2 series after $1 of the catalog and of $3 (the next ones in the readings), merged
+# in the database's order, which is the order readings and streams lock them in.
+_NEXT_SERIES = """
+    SELECT series_id FROM (
+        SELECT unnest($3::text[]) AS series_id
+        UNION
+        (SELECT series_id FROM series WHERE series_id {after} $1 ORDER BY series_id LIMIT $2)
+    ) AS ids
+    ORDER BY series_id
+    LIMIT $2
+"""
+_FIGURES_OF_READINGS = "SELECT count(*), min(time), max(time) FROM readings WHERE series_id = $1"
+_STORED_FIGURES = """
+    SELECT reading_count, first_reading_time, last_reading_time, rolled_up FROM series WHERE series_id = $1
+"""
+# Locked as ingest locks it (its catalog update, which it holds until it commits): a stream
+# that wrote readings of the series and has not committed updates the row after this repair
+# commits, adding what it wrote to the figures made here from what was committed.
+_LOCK_FIGURES = _STORED_FIGURES + " FOR UPDATE"
+_HAS_READINGS = "SELECT EXISTS (SELECT 1 FROM readings WHERE series_id = $1)"
+_ADD_SERIES = "INSERT INTO series (series_id) VALUES ($1) ON CONFLICT (series_id) DO NOTHING"
+_SET_FIGURES = """
+    UPDATE series SET reading_count = $2, first_reading_time = $3, last_reading_time = $4
+    WHERE series_id = $1
+"""
+
+
+async def next_series_ids(database: Database, after: str | None, limit: int) -> list[str]:
+    """Up to `limit` series after `after` (from the first when None) that are in the catalog or
+    have readings, in the database's order of series_id."""
+    first, comparison = ("", ">=") if after is None else (after, ">")
+    async with database.query_connection() as connection:
+        in_readings: list[str] = []
+        cursor, probe = first, _NEXT_IN_READINGS.format(after=comparison)
+        while len(in_readings) < limit:
+            found = await connection.fetchval(probe, cursor)
+            if found is None:
+                break
+            in_readings.append(found)
+            cursor, probe = found, _NEXT_IN_READINGS.format(after=">")
+        rows = await connection.fetch(_NEXT_SERIES.format(after=comparison), first, limit, in_readings)
+    return [row["series_id"] for row in rows]
+
+
+async def in_lock_order(database: Database, series_ids: Sequence[str]) -> list[str]:
+    """The distinct series ids in the database's order of series_id, the order streams lock
+    catalog rows in (a repair taking them in another could deadlock with a stream)."""
+    async with database.query_connection() as connection:
+        ordered: list[str] = await connection.fetchval(
+            "SELECT array(SELECT DISTINCT series_id FROM unnest($1::text[]) AS series_id ORDER BY 1)",
+            list(series_ids),
+        )
+    return ordered
+
+
+async def _figures_of_readings(connection: asyncpg.Connection, series_id: str) -> ReadingFigures:
+    row = await connection.fetchrow(_FIGURES_OF_READINGS, series_id)
+    assert row is not None
+    return ReadingFigures(*row)
+
+
+async def _drift(
+    connection: asyncpg.Connection, series_id: str, stored: asyncpg.Record | None
+) -> SeriesDrift:
+    """The series' drift, read in the caller's transaction after `stored` (its catalog row)."""
+    derived = await _figures_of_readings(connection, series_id)
+    rolled_up = stored is not None and stored["rolled_up"]
+    due = not rolled_up and derived.reading_count > 1 and await has_dense_hour(connection, series_id)
+    return SeriesDrift(
+        series_id=series_id,
+        stored=None if stored is None else ReadingFigures(*stored[:3]),
+        derived=derived,
+        rollups_due=due,
+        rollup_mismatches=await whole_series_mismatches(connection, series_id) if rolled_up else [],
+    )
+
+
+async def check_catalog(database: Database, series_ids: Sequence[str]) -> list[SeriesDrift]:
+    """The series (of those given) whose catalog figures or rollups differ from their readings.
+
+    One snapshot for the batch (repeatable read, read only): what the catalog and rollups say
+    is compared with the readings as of the same committed streams, with no lock taken, so
+    ingest runs on meanwhile.
+    """
+    drifted = []
+    async with (
+        database.query_connection() as connection,
+        connection.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        for series_id in series_ids:
+            drift = await _drift(connection, series_id, await connection.fetchrow(_STORED_FIGURES, series_id))
+            if drift.figures_differ or drift.rollups_due or drift.rollup_mismatches:
+                drifted.append(drift)
+    return drifted
+
+
+async def repair_catalog(database: Database, series_ids: Sequence[str]) -> list[SeriesDrift]:
+    """Make the catalog figures and rollups of the series given (in the database's order of
+    series_id, the order streams lock them in) those of their readings; returns what differed.
+
+    One transaction for the batch. Each series' catalog row is created where missing (with no
+    labels) and locked before its readings are read, in a statement of its own, so its figures
+    count every stream committed before the lock, and streams not yet committed add theirs
+    after. A series that should be rolled up, or whose rollups differ, is rolled up again whole.
+    """
+    repaired = []
+    async with database.write_connection() as connection, connection.transaction():
+        for series_id in series_ids:
+            stored = await connection.fetchrow(_LOCK_FIGURES, series_id)
+            if stored is None:
+                if not await connection.fetchval(_HAS_READINGS, series_id):
+                    continue  # nothing to add: a stream that writes it creates its row
+                await connection.execute(_ADD_SERIES, series_id)
+                stored = await connection.fetchrow(_LOCK_FIGURES, series_id)
+                assert stored is not None
+                drift = await _drift(connection, series_id, None)
+            else:
+                drift = await _drift(connection, series_id, stored)
+            if not (drift.figures_differ or drift.rollups_due or drift.rollup_mismatches):
+                continue
+            derived = drift.derived
+            if drift.figures_differ:
+                await connection.execute(
+                    _SET_FIGURES,
+                    series_id,
+                    derived.reading_count,
+                    derived.first_reading_time,
+                    derived.last_reading_time,
+                )
+            if drift.rollups_due or drift.rollup_mismatches:
+                await rebuild_whole_series(
+                    connection, series_id, derived.first_reading_time, derived.last_reading_time
+                )
+            repaired.append(drift)
+    return repaired

@@ -4,9 +4,10 @@ gRPC's own `maximum_concurrent_rpcs` counts every call alike, so idle health Wat
 could take every slot and lock out the API and the probes alike. Here each class has its own
 limit: the API's calls; health checks (Check, List); and the streams of health and reflection
 (Watch, ServerReflectionInfo), which may be given a maximum age of their own (a Watch then
-ends cleanly with OK; its client watches again); otherwise their connection's age ends them. Health and reflection need no key, so each of their classes is also
-capped per peer address. A call's slot is taken before its request is read, so the limits
-bound the bodies being received too; a call over a limit is refused RESOURCE_EXHAUSTED, with
+ends cleanly with OK; its client watches again); otherwise their connection's age ends them.
+Health and reflection need no key, so each of their classes is also capped per peer address.
+A call's slot is taken before its request is read, so the limits bound the bodies being
+received too; a call over a limit is refused RESOURCE_EXHAUSTED, with
 google.rpc.RetryInfo, without its request being read.
 """
 

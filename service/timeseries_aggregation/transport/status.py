@@ -18,6 +18,7 @@ from timeseries_aggregation.errors import (
     LimitReachedError,
     PermissionDeniedError,
     ResourceExhaustedError,
+    SchemaContractError,
     SeriesNotFoundError,
     StreamIdleError,
     UnauthenticatedError,
@@ -32,6 +33,7 @@ Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 _STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (DatabaseUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (SchemaContractError, grpc.StatusCode.FAILED_PRECONDITION),
     (ConcurrencyConflictError, grpc.StatusCode.ABORTED),
     # Before its base class, UnauthenticatedError.
     (KeysUnavailableError, grpc.StatusCode.UNAVAILABLE),
