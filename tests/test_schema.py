@@ -275,6 +275,43 @@ async def test_a_migration_waiting_for_a_table_lets_the_queries_behind_it_throug
             await connection.close()
 
 
+async def test_a_migration_that_never_finds_its_table_free_waits_for_it_in_the_end(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="timeseries_aggregation.storage.schema")
+    connections = [await asyncpg.connect(database_url) for _ in range(3)]
+    observer, holder, migrator = connections
+    try:
+        await apply_migrations(migrator)
+        await observer.execute("CREATE TABLE lock_probe (value integer)")
+        # An ingest stream is one transaction: while streams overlap, the table is never free.
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("INSERT INTO lock_probe VALUES (1)")
+        alter = ("9001_alter", "ALTER TABLE lock_probe ADD COLUMN note text")
+        pacing = MigrationPacing(lock_timeout_seconds=0.1, first_retry_seconds=0.1, lock_attempts=3)
+        migrating = asyncio.create_task(apply_migrations(migrator, [*migration_scripts(), alter], pacing))
+        migrator_pid = migrator.get_server_pid()
+
+        async def waits_in_the_lock_queue() -> None:
+            messages = [record.getMessage() for record in caplog.records]
+            assert any(message.endswith("(attempt 1 of 3)") for message in messages), messages
+            assert any("trying again in 0.2 s without a lock timeout" in message for message in messages)
+            waiting = await observer.fetchval(
+                "SELECT wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE lock_probe%' "
+                "FROM pg_stat_activity WHERE pid = $1",
+                migrator_pid,
+            )
+            assert waiting
+
+        await eventually(waits_in_the_lock_queue, within=5)
+        await holding.commit()
+        assert await asyncio.wait_for(migrating, timeout=30) == ["9001_alter"]
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
 async def test_serve_reports_a_failed_migration_in_one_line_and_exits_1(database_url: str) -> None:
     connection = await asyncpg.connect(database_url)
     try:

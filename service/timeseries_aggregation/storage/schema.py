@@ -67,7 +67,10 @@ class MigrationPacing:
     replicas still serving; every query that comes after waits behind it in PostgreSQL's lock
     queue, so a migration that waited without bound would stall all traffic. It waits at most
     `lock_timeout_seconds` instead, rolls back, lets the queue drain and tries again, after
-    `first_retry_seconds`, doubling to at most `max_retry_seconds`, for as long as it takes.
+    `first_retry_seconds`, doubling to at most `max_retry_seconds`. After `lock_attempts` such
+    attempts it waits without a lock timeout: an ingest stream is one transaction, so while
+    streams overlap the table is never free, and waiting in the queue lets those under way end
+    (within their maximum age) while later ones wait.
     (On Citus this holds on the coordinator, where the service's queries take their locks.)
     Index builds wait without a lock timeout: CONCURRENTLY holds up no query, and TimescaleDB's
     build of one chunk per transaction only the writes to the chunk it indexes.
@@ -77,6 +80,7 @@ class MigrationPacing:
     lock_timeout_seconds: float = 5.0
     first_retry_seconds: float = 1.0
     max_retry_seconds: float = 60.0
+    lock_attempts: int = 10
 
 
 class MigrationFailedError(StartupError):
@@ -239,10 +243,13 @@ async def _apply_in_one_transaction(
 ) -> None:
     """Apply the migrations of `group` in one transaction, without a statement timeout and
     with a lock timeout; when a lock is not granted in time, roll back and try again."""
-    lock_timeout_ms = max(1, round(pacing.lock_timeout_seconds * 1000))
     retry_seconds = pacing.first_retry_seconds
+    lock_timeout_ms = max(1, round(pacing.lock_timeout_seconds * 1000))
+    attempt = 1
     while True:
         version = group[0][0]
+        if attempt >= pacing.lock_attempts:
+            lock_timeout_ms = 0  # none: wait in the queue
         try:
             # SET LOCAL: the pool connection's own settings return with the transaction's end.
             async with connection.transaction():
@@ -254,15 +261,23 @@ async def _apply_in_one_transaction(
                         await connection.execute(sql, timeout=_NO_TIME_LIMIT_SECONDS)
                         await _record(connection, version)
         except asyncpg.LockNotAvailableError:
+            last = attempt + 1 >= pacing.lock_attempts
             logger.warning(
                 "migration %s waited %g s for a lock held by running queries; rolled back so they "
-                "can go on, trying again in %g s",
+                "can go on, trying again in %g s%s",
                 version,
                 pacing.lock_timeout_seconds,
                 retry_seconds,
+                (
+                    " without a lock timeout (writes wait behind it until the transactions holding "
+                    "the table end)"
+                    if last
+                    else f" (attempt {attempt} of {pacing.lock_attempts})"
+                ),
             )
             await asyncio.sleep(retry_seconds)
             retry_seconds = min(retry_seconds * 2, pacing.max_retry_seconds)
+            attempt += 1
             continue
         except _DATABASE_ERRORS as error:
             raise MigrationFailedError(version, error, index_build=False) from error
