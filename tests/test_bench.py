@@ -27,6 +27,7 @@ from bench.report import (
     write_report,
 )
 from timeseries_aggregation.storage.database import Database
+from timeseries_aggregation.storage.schema import migration_scripts
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 # Small enough for seconds per engine; every section runs.
@@ -144,6 +145,20 @@ async def test_the_history_by_caller_script_shows_each_callers_page_read_through
     rows = re.findall(r"^\| service's \| (\w+) \| (\w+) \| ([^|]+) \|", output, flags=re.MULTILINE)
     assert len(rows) == 4, output
     assert all("query_history_by_caller" in index for _, _, index in rows), output
+
+
+async def test_the_migration_scale_script_times_each_migration_after_filling_the_readings(
+    postgres_url: str,
+) -> None:
+    output = run_script(
+        "migration_scale.py", [f"--database-url={postgres_url}", "--readings=20000", "--meters=10"]
+    )
+    assert "- 20,000 readings of 10 meters, written and vacuumed in " in output, output
+    timed = re.findall(r"^\| (\d{4}_\w+) \| (\d+\.\d+) \| (\d+) \|$", output, flags=re.MULTILINE)
+    assert [version for version, _, _ in timed] == [
+        version for version, _ in migration_scripts() if version >= "0007"
+    ], output
+    assert re.search(r"^\| all of them \| \d+\.\d+ \| \d+ \|$", output, flags=re.MULTILINE), output
 
 
 async def test_the_scale_run_loads_compresses_and_queries_both_sizes(
