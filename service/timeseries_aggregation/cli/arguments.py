@@ -245,6 +245,14 @@ def _add_selector_options(
     )
 
 
+def _add_series_choice(command: argparse.ArgumentParser, series_help: str, all_help: str) -> None:
+    """--series-id (repeated) or --all, one of them required: the series a maintenance command
+    works on."""
+    which = command.add_mutually_exclusive_group(required=True)
+    which.add_argument("--series-id", dest="series_ids", action="append", type=_series_id, help=series_help)
+    which.add_argument("--all", action="store_true", help=all_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="timeseries-aggregation",
@@ -295,16 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", "compare rollups with the readings; exit 1 when any differs"),
     ):
         command = rollup_commands.add_parser(name, help=help_text)
-        which = command.add_mutually_exclusive_group(required=True)
-        which.add_argument(
-            "--series-id",
-            dest="series_ids",
-            action="append",
-            type=_series_id,
-            help="a series; repeat for more (without --from and --to, a series is rebuilt whole "
+        _add_series_choice(
+            command,
+            "a series; repeat for more (without --from and --to, a series is rebuilt whole "
             "and becomes rolled up)",
+            "every rolled-up series, and every series that should be",
         )
-        which.add_argument("--all", action="store_true", help="every rolled-up series")
         command.add_argument(
             "--from",
             dest="date_from",
@@ -339,15 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", "compare the catalog and the rollups with the readings; exit 1 when any differs"),
     ):
         command = catalog_commands.add_parser(name, help=help_text)
-        which = command.add_mutually_exclusive_group(required=True)
-        which.add_argument(
-            "--series-id",
-            dest="series_ids",
-            action="append",
-            type=_series_id,
-            help="a series; repeat for more",
+        _add_series_choice(
+            command, "a series; repeat for more", "every series in the catalog or the readings"
         )
-        which.add_argument("--all", action="store_true", help="every series in the catalog or the readings")
         command.add_argument(
             "--batch-size",
             type=_positive_count,
