@@ -8,6 +8,7 @@ catalog's figures follow in the same transaction. The tests adapt to the engine.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -136,3 +137,25 @@ async def test_timescaledb_job_follows_the_retention_of_each_start(
         assert [job["drop_after"] for job in await retention_jobs(sql)] == [timedelta(days=90)]
     async with readings_retention(database, timedelta(0)):
         assert await retention_jobs(sql) == []
+
+
+async def test_runs_of_the_timescaledb_procedure_at_once_take_turns_and_count_once(
+    database: Database, database_url: str, sql: asyncpg.Connection
+) -> None:
+    """The scheduler's run, the service's and an operator's run_job may start together: each
+    waits for the one before, so none fails on chunks another dropped, nor subtracts twice."""
+    if not (await detect_capabilities(sql)).hypertables:
+        pytest.skip("only TimescaleDB expires readings with the procedure")
+    for number in range(3):
+        await insert_readings(sql, f"old-meter-{number}", EXPIRED)
+    await insert_readings(sql, "both", EXPIRED)
+    await insert_readings(sql, "both", KEPT)
+    runs = [await asyncpg.connect(database_url) for _ in range(4)]
+    try:
+        config = f'{{"drop_after": "{int(RETENTION.total_seconds())} seconds"}}'
+        await asyncio.gather(*(run.execute("CALL expire_readings(0, $1::jsonb)", config) for run in runs))
+    finally:
+        for run in runs:
+            await run.close()
+    assert await meters_with_readings(sql) == {"both": 4}
+    await catalog_matches_readings(sql)
