@@ -92,8 +92,9 @@ async def run(database_url: str | None, entries: int, callers: int) -> None:
         async with bench_database(server_url, "history_by_caller") as url:
             connection = await asyncpg.connect(url)
             try:
-                print("\n".join(await machine_description(connection)))
+                # Migrated first: on Citus the description counts the shards of readings.
                 await apply_migrations(connection)
+                print("\n".join(await machine_description(connection)))
                 await connection.execute("DROP INDEX query_history_by_caller")
                 await fill(connection, entries, callers)
                 await connection.execute(

@@ -18,6 +18,7 @@ from tests.support import (
     query_all_pages,
     reading,
     ts,
+    writing_by_hand,
 )
 from timeseries.v1 import timeseries_aggregation_service_pb2 as pb
 from timeseries_aggregation.storage.database import Database
@@ -365,13 +366,14 @@ async def test_readings_stored_beyond_the_bound_answer_nan_on_every_path(
     )
     await ingest(stub, [pb.IngestReadingsRequest(series_readings=[quarter_hours])])
     hour = datetime(2025, 1, 2, 10, tzinfo=UTC)
-    for minutes, value in zip((0, 15, 30, 45), legacy, strict=False):
-        await sql.execute(
-            "UPDATE readings SET quantity_kwh = $3 WHERE series_id = $1 AND time = $2",
-            series_id,
-            hour + timedelta(minutes=minutes),
-            value,
-        )
+    async with writing_by_hand(sql):
+        for minutes, value in zip((0, 15, 30, 45), legacy, strict=False):
+            await sql.execute(
+                "UPDATE readings SET quantity_kwh = $3 WHERE series_id = $1 AND time = $2",
+                series_id,
+                hour + timedelta(minutes=minutes),
+                value,
+            )
     stored = [*legacy, *[1.0] * (4 - len(legacy))]
     with np.errstate(over="ignore"):
         old_total = float(np.add.reduce(np.array(stored)))
