@@ -54,7 +54,9 @@ async def delete_readings(database: Database, deletion: ReadingsDeletion) -> Del
         # Series whose labels came to match after the first look (rare): their locks now.
         await lock_for_deletion(connection, sorted(set(selected) - set(candidates)))
         # Readings first, catalog rows last, in the order streams lock them (series_catalog.py).
-        deleted = await delete_series_ranges(connection, selected, deletion.start_time, deletion.end_time)
+        deleted = await delete_series_ranges(
+            connection, selected, deletion.start_time, deletion.end_time, database.capabilities.distributed
+        )
         await account_deletions(connection, deleted, deletion.start_time, deletion.end_time)
         return DeletionOutcome(len(selected), sum(deleted.values()))
 

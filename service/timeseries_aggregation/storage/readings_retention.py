@@ -68,7 +68,9 @@ async def delete_expired_readings(
                 meters = [row["series_id"] for row in rows]
                 async with connection.transaction():
                     await lock_for_deletion(connection, meters)
-                    expired = await delete_series_ranges(connection, meters, EARLIEST_TIME, cutoff)
+                    expired = await delete_series_ranges(
+                        connection, meters, EARLIEST_TIME, cutoff, database.capabilities.distributed
+                    )
                     await account_deletions(connection, expired, EARLIEST_TIME, cutoff)
                 deleted += sum(expired.values())
                 if len(meters) < meters_per_batch:

@@ -182,14 +182,21 @@ _ACCOUNT_DELETION = """
 
 
 async def delete_series_ranges(
-    connection: asyncpg.Connection, series_ids: Sequence[str], start_time: datetime, end_time: datetime
+    connection: asyncpg.Connection,
+    series_ids: Sequence[str],
+    start_time: datetime,
+    end_time: datetime,
+    distributed: bool,
 ) -> dict[str, int]:
     """Delete the readings of each series in [start_time, end_time), inside the caller's
-    transaction; returns how many went, per series that lost any. Then account_deletions."""
+    transaction; returns how many went, per series that lost any. Then account_deletions.
+
+    distributed: readings is a Citus distributed table (EngineCapabilities.distributed)."""
     deleted: dict[str, int] = {}
-    # The session declares this build's contract already; Citus checks deletes on the shards,
-    # in its own sessions, which learn it from SET LOCAL (elsewhere this changes nothing).
-    await connection.execute(DECLARE_ON_SHARDS)
+    if distributed:
+        # The session declares this build's contract already; Citus checks deletes on the
+        # shards, in its own sessions, which learn it from SET LOCAL (writer_contract.py).
+        await connection.execute(DECLARE_ON_SHARDS)
     for series_id in series_ids:
         count = row_count(await connection.execute(_DELETE_RANGE, series_id, start_time, end_time))
         if count:
